@@ -1,0 +1,432 @@
+//! The fill cycle: begin → write → finish (verify, then commit or roll back).
+
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use md5::{Digest, Md5};
+use sha2::Sha512;
+
+use super::fs::remove_if_present;
+use super::index::Entry;
+use super::{lock, now, CachedImage, ImageCache, Inner};
+use crate::ImageId;
+
+/// What a fill must turn out to be. Anything left unset is not checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expected {
+    size: Option<u64>,
+    md5_hex: Option<String>,
+    sha512_hex: Option<String>,
+}
+
+impl Expected {
+    /// The exact number of bytes.
+    pub fn size(mut self, size: u64) -> Self {
+        self.size = Some(size);
+        self
+    }
+
+    /// The MD5 of the bytes, as hex (Glance's `checksum`).
+    pub fn md5_hex(mut self, md5: impl Into<String>) -> Self {
+        self.md5_hex = Some(md5.into().to_ascii_lowercase());
+        self
+    }
+
+    /// The SHA-512 of the bytes, as hex (Glance's `os_hash_value` with `os_hash_algo: sha512`).
+    pub fn sha512_hex(mut self, sha512: impl Into<String>) -> Self {
+        self.sha512_hex = Some(sha512.into().to_ascii_lowercase());
+        self
+    }
+
+    /// The expected size, if one was given.
+    pub fn expected_size(&self) -> Option<u64> {
+        self.size
+    }
+
+    /// Whether an MD5 was given.
+    pub fn has_md5(&self) -> bool {
+        self.md5_hex.is_some()
+    }
+}
+
+/// A fill whose bytes were not what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    /// What was checked: `size`, `md5` or `sha512`.
+    pub what: &'static str,
+    /// What was expected.
+    pub expected: String,
+    /// What the bytes gave.
+    pub actual: String,
+}
+
+impl fmt::Display for Verification {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} mismatch: expected {}, got {}",
+            self.what, self.expected, self.actual
+        )
+    }
+}
+
+/// Why a fill did not start or did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum FillError {
+    /// Another fill of the same image is running.
+    #[error("the image is already being filled")]
+    AlreadyFilling,
+    /// The image is already cached.
+    #[error("the image is already cached")]
+    AlreadyCached,
+    /// The image is larger than `image_cache_max_size`.
+    #[error("the image ({size} bytes) is larger than the whole cache ({max_size} bytes)")]
+    TooLarge {
+        /// The image's size.
+        size: u64,
+        /// The configured `image_cache_max_size`.
+        max_size: u64,
+    },
+    /// The bytes were not the expected ones; the file was moved to `invalid/`.
+    #[error("verification failed: {0}")]
+    Verification(Verification),
+    /// The image was deleted while it was being filled.
+    #[error("the image was deleted while it was being filled")]
+    Cancelled,
+    /// A file operation failed; the partial file was removed.
+    #[error("{step} failed: {source}")]
+    Io {
+        /// The step that failed (`create`, `write`, `fsync`, `rename`, `directory fsync`).
+        step: &'static str,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Recording the image in the index failed; the file was removed.
+    #[error("recording the image in the index failed: {0}")]
+    Index(#[from] sled::Error),
+}
+
+/// What every party to a fill can see of it.
+#[derive(Debug)]
+pub(crate) struct FillState {
+    cancelled: AtomicBool,
+    /// Held across the commit's rename and index write, and by `cancel`, so a delete either
+    /// stops the commit or runs after it — never between rename and index write.
+    commit: Mutex<()>,
+    written: AtomicU64,
+    expected_size: Option<u64>,
+}
+
+impl FillState {
+    pub(crate) fn cancel(&self) {
+        let _commit = lock(&self.commit);
+        self.cancelled.store(true, Ordering::SeqCst);
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+}
+
+/// Where a rolled-back fill's file goes.
+#[derive(Debug, Clone, Copy)]
+enum Discard {
+    /// Kept in `invalid/` for the operator (bad bytes, an upstream that failed).
+    Invalid,
+    /// Deleted (a write that failed, a deleted image): nothing worth keeping, space to free.
+    Remove,
+}
+
+/// A fill in progress: bytes go to `incomplete/<id>`, and [`finish`](Self::finish) verifies
+/// and commits them. Dropping it without finishing rolls it back (the file goes to `invalid/`).
+pub struct FillWriter {
+    cache: Arc<Inner>,
+    id: ImageId,
+    state: Arc<FillState>,
+    /// `None` once the fill failed or ended.
+    file: Option<File>,
+    expected: Expected,
+    md5: Md5,
+    sha512: Option<Sha512>,
+    written: u64,
+}
+
+impl fmt::Debug for FillWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FillWriter")
+            .field("id", &self.id)
+            .field("written", &self.written)
+            .field("expected", &self.expected)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ImageCache {
+    /// Starts filling `id`: creates `incomplete/<id>`. Only one fill per image runs at a time.
+    pub fn begin_fill(&self, id: &ImageId, expected: Expected) -> Result<FillWriter, FillError> {
+        let inner = &self.inner;
+        let max_size = inner.config.max_size_bytes();
+        if let Some(size) = expected.size.filter(|size| *size > max_size) {
+            return Err(FillError::TooLarge { size, max_size });
+        }
+        if self.is_cached(id) {
+            return Err(FillError::AlreadyCached);
+        }
+        let state = Arc::new(FillState {
+            cancelled: AtomicBool::new(false),
+            commit: Mutex::new(()),
+            written: AtomicU64::new(0),
+            expected_size: expected.size,
+        });
+        {
+            let mut fills = lock(&inner.fills);
+            if fills.contains_key(id) {
+                return Err(FillError::AlreadyFilling);
+            }
+            fills.insert(id.clone(), Arc::clone(&state));
+        }
+        let path = inner.layout.incomplete(id);
+        let file = match inner.io.create(&path) {
+            Ok(file) => file,
+            Err(source) => {
+                unregister(inner, id, &state);
+                let _ = remove_if_present(&path);
+                return Err(FillError::Io {
+                    step: "create",
+                    source,
+                });
+            }
+        };
+        let sha512 = expected.sha512_hex.is_some().then(Sha512::new);
+        Ok(FillWriter {
+            cache: Arc::clone(inner),
+            id: id.clone(),
+            state,
+            file: Some(file),
+            expected,
+            md5: Md5::new(),
+            sha512,
+            written: 0,
+        })
+    }
+
+    /// The fills now running: id, bytes written so far, and the expected size when known.
+    pub fn fills_in_progress(&self) -> Vec<(ImageId, u64, Option<u64>)> {
+        let fills = lock(&self.inner.fills);
+        fills
+            .iter()
+            .map(|(id, s)| {
+                (
+                    id.clone(),
+                    s.written.load(Ordering::Relaxed),
+                    s.expected_size,
+                )
+            })
+            .collect()
+    }
+}
+
+impl FillWriter {
+    /// The image being filled.
+    pub fn id(&self) -> &ImageId {
+        &self.id
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Appends `chunk`. After an error the fill is over: the partial file is removed and every
+    /// later call fails.
+    pub fn write(&mut self, chunk: &[u8]) -> Result<(), FillError> {
+        if self.state.is_cancelled() {
+            self.discard(Discard::Remove, "the image was deleted");
+            return Err(FillError::Cancelled);
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Err(FillError::Io {
+                step: "write",
+                source: io::Error::other("the fill already ended"),
+            });
+        };
+        if let Err(source) = self.cache.io.write(file, chunk) {
+            self.discard(Discard::Remove, &format!("write failed: {source}"));
+            return Err(FillError::Io {
+                step: "write",
+                source,
+            });
+        }
+        self.md5.update(chunk);
+        if let Some(sha512) = self.sha512.as_mut() {
+            sha512.update(chunk);
+        }
+        self.written += chunk.len() as u64;
+        self.state.written.store(self.written, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Gives the fill up because its source failed: the partial file goes to `invalid/`.
+    pub fn abort(mut self, reason: &str) {
+        self.discard(Discard::Invalid, reason);
+    }
+
+    /// Verifies the bytes and commits them: fsync the file, rename it into place, fsync the
+    /// directory, record it in sled and flush. On any failure nothing is committed.
+    pub fn finish(mut self) -> Result<CachedImage, FillError> {
+        let Some(file) = self.file.take() else {
+            return Err(FillError::Io {
+                step: "finish",
+                source: io::Error::other("the fill already ended"),
+            });
+        };
+        let md5: [u8; 16] = std::mem::take(&mut self.md5).finalize().into();
+        if let Err(mismatch) = self.verify(&md5) {
+            self.file = Some(file);
+            self.discard(Discard::Invalid, &mismatch.to_string());
+            return Err(FillError::Verification(mismatch));
+        }
+        if let Err(source) = self.cache.io.sync_file(&file) {
+            self.file = Some(file);
+            self.discard(Discard::Remove, &format!("fsync failed: {source}"));
+            return Err(FillError::Io {
+                step: "fsync",
+                source,
+            });
+        }
+        drop(file);
+        self.commit(md5)
+    }
+
+    fn verify(&mut self, md5: &[u8; 16]) -> Result<(), Verification> {
+        if let Some(size) = self.expected.size.filter(|size| *size != self.written) {
+            return Err(Verification {
+                what: "size",
+                expected: size.to_string(),
+                actual: self.written.to_string(),
+            });
+        }
+        let md5_hex = hex::encode(md5);
+        if let Some(expected) = self.expected.md5_hex.as_ref().filter(|e| **e != md5_hex) {
+            return Err(Verification {
+                what: "md5",
+                expected: expected.clone(),
+                actual: md5_hex,
+            });
+        }
+        if let (Some(expected), Some(sha512)) = (&self.expected.sha512_hex, self.sha512.take()) {
+            let actual = hex::encode(sha512.finalize());
+            if *expected != actual {
+                return Err(Verification {
+                    what: "sha512",
+                    expected: expected.clone(),
+                    actual,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, md5: [u8; 16]) -> Result<CachedImage, FillError> {
+        let cache = Arc::clone(&self.cache);
+        let layout = &cache.layout;
+        let (incomplete, committed) = (layout.incomplete(&self.id), layout.committed(&self.id));
+        let _commit = lock(&self.state.commit);
+        if self.state.is_cancelled() {
+            discard_path(
+                &incomplete,
+                &layout.invalid(&self.id),
+                Discard::Remove,
+                &self.id,
+                "the image was deleted",
+            );
+            return Err(FillError::Cancelled);
+        }
+        if let Err(source) = cache.io.rename(&incomplete, &committed) {
+            discard_path(
+                &incomplete,
+                &layout.invalid(&self.id),
+                Discard::Remove,
+                &self.id,
+                "rename failed",
+            );
+            return Err(FillError::Io {
+                step: "rename",
+                source,
+            });
+        }
+        let unwind = |why: &str| {
+            tracing::warn!(image = %self.id, why, "could not commit a cached image; removing it");
+            let _ = remove_if_present(&committed);
+        };
+        if let Err(source) = cache.io.sync_dir(&layout.base) {
+            unwind("directory fsync failed");
+            return Err(FillError::Io {
+                step: "directory fsync",
+                source,
+            });
+        }
+        let at = now();
+        let entry = Entry {
+            size: self.written,
+            hits: 0,
+            last_accessed: at,
+            last_modified: at,
+            generation: cache.index.next_generation().unwrap_or_default(),
+            md5: Some(md5),
+        };
+        if let Err(err) = cache.insert_committed(&self.id, entry) {
+            let _ = cache.remove_committed(std::slice::from_ref(&self.id));
+            unwind("index write failed");
+            return Err(FillError::Index(err));
+        }
+        tracing::debug!(image = %self.id, size = self.written, "committed an image to the cache");
+        Ok(CachedImage::new(&self.id, &entry))
+    }
+
+    fn discard(&mut self, discard: Discard, reason: &str) {
+        if self.file.take().is_some() {
+            let layout = &self.cache.layout;
+            discard_path(
+                &layout.incomplete(&self.id),
+                &layout.invalid(&self.id),
+                discard,
+                &self.id,
+                reason,
+            );
+        }
+    }
+}
+
+fn discard_path(incomplete: &Path, invalid: &Path, discard: Discard, id: &ImageId, reason: &str) {
+    tracing::warn!(image = %id, reason, "rolling back a cache fill");
+    let result = match discard {
+        Discard::Invalid => std::fs::rename(incomplete, invalid)
+            .or_else(|_| remove_if_present(incomplete).map(drop)),
+        Discard::Remove => remove_if_present(incomplete).map(drop),
+    };
+    if let Err(err) = result {
+        tracing::error!(image = %id, %err, "could not remove a rolled-back fill; the cleaner will");
+    }
+}
+
+fn unregister(inner: &Inner, id: &ImageId, state: &Arc<FillState>) {
+    let mut fills = lock(&inner.fills);
+    if fills.get(id).is_some_and(|s| Arc::ptr_eq(s, state)) {
+        fills.remove(id);
+    }
+}
+
+impl Drop for FillWriter {
+    fn drop(&mut self) {
+        self.discard(
+            Discard::Invalid,
+            "the fill was abandoned before it finished",
+        );
+        unregister(&self.cache, &self.id, &self.state);
+    }
+}

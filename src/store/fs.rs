@@ -1,0 +1,91 @@
+//! The file operations a fill performs, behind a trait so tests can make each one fail.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use crate::ImageId;
+
+/// The file-system steps of a fill, in the order a fill takes them.
+///
+/// The store calls these and nothing else to write an image, so an implementation that fails
+/// one step (a full disk on `write`, a failing `rename`, ...) shows what a fill does then.
+/// [`StdFillIo`] is the real thing and the default.
+pub trait FillIo: Send + Sync + 'static {
+    /// Creates (or truncates) the `incomplete/` file a fill writes to.
+    fn create(&self, path: &Path) -> io::Result<File> {
+        File::create(path)
+    }
+
+    /// Appends `buf` to the fill's file.
+    fn write(&self, file: &mut File, buf: &[u8]) -> io::Result<()> {
+        file.write_all(buf)
+    }
+
+    /// Makes the file's contents durable before it is committed.
+    fn sync_file(&self, file: &File) -> io::Result<()> {
+        file.sync_all()
+    }
+
+    /// Moves the verified file into place.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    /// Makes the rename durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+}
+
+/// The real file operations.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StdFillIo;
+
+impl FillIo for StdFillIo {}
+
+/// Where things live under `image_cache_dir`.
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    pub(crate) base: PathBuf,
+    pub(crate) incomplete: PathBuf,
+    pub(crate) invalid: PathBuf,
+}
+
+impl Layout {
+    pub(crate) fn new(base: &Path) -> Self {
+        Layout {
+            base: base.to_path_buf(),
+            incomplete: base.join("incomplete"),
+            invalid: base.join("invalid"),
+        }
+    }
+
+    pub(crate) fn create_dirs(&self) -> io::Result<()> {
+        for dir in [&self.base, &self.incomplete, &self.invalid] {
+            std::fs::create_dir_all(dir)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn committed(&self, id: &ImageId) -> PathBuf {
+        self.base.join(id.as_str())
+    }
+
+    pub(crate) fn incomplete(&self, id: &ImageId) -> PathBuf {
+        self.incomplete.join(id.as_str())
+    }
+
+    pub(crate) fn invalid(&self, id: &ImageId) -> PathBuf {
+        self.invalid.join(id.as_str())
+    }
+}
+
+/// Removes a file, treating "already gone" as done.
+pub(crate) fn remove_if_present(path: &Path) -> io::Result<bool> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(err),
+    }
+}

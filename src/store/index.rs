@@ -1,0 +1,255 @@
+//! The sled driver: the durable copy of each image's attributes.
+//!
+//! Values are small fixed-size records with a version byte in front, so a future layout can be
+//! told apart and an unreadable record is dropped (the file is then adopted again) rather than
+//! trusted.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+use crate::ImageId;
+
+const RECORD_VERSION: u8 = 1;
+const RECORD_LEN: usize = 1 + 8 * 5 + 1 + 16;
+const IMAGES_TREE: &str = "images";
+
+/// What the cache knows of one committed image.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Entry {
+    pub(crate) size: u64,
+    pub(crate) hits: u64,
+    pub(crate) last_accessed: f64,
+    pub(crate) last_modified: f64,
+    /// Tells two commits of the same id apart.
+    pub(crate) generation: u64,
+    pub(crate) md5: Option<[u8; 16]>,
+}
+
+impl Entry {
+    fn encode(&self) -> [u8; RECORD_LEN] {
+        let mut out = [0u8; RECORD_LEN];
+        out[0] = RECORD_VERSION;
+        out[1..9].copy_from_slice(&self.size.to_be_bytes());
+        out[9..17].copy_from_slice(&self.hits.to_be_bytes());
+        out[17..25].copy_from_slice(&self.last_accessed.to_be_bytes());
+        out[25..33].copy_from_slice(&self.last_modified.to_be_bytes());
+        out[33..41].copy_from_slice(&self.generation.to_be_bytes());
+        if let Some(md5) = self.md5 {
+            out[41] = 1;
+            out[42..58].copy_from_slice(&md5);
+        }
+        out
+    }
+
+    fn decode(raw: &[u8]) -> Option<Entry> {
+        if raw.len() != RECORD_LEN || raw[0] != RECORD_VERSION {
+            return None;
+        }
+        let u64_at = |at: usize| u64::from_be_bytes(raw[at..at + 8].try_into().unwrap());
+        let f64_at = |at: usize| f64::from_be_bytes(raw[at..at + 8].try_into().unwrap());
+        let md5 = match raw[41] {
+            0 => None,
+            1 => Some(raw[42..58].try_into().unwrap()),
+            _ => return None,
+        };
+        Some(Entry {
+            size: u64_at(1),
+            hits: u64_at(9),
+            last_accessed: f64_at(17),
+            last_modified: f64_at(25),
+            generation: u64_at(33),
+            md5,
+        })
+    }
+}
+
+/// The sled database holding the entries.
+#[derive(Debug)]
+pub(crate) struct Index {
+    db: sled::Db,
+    images: sled::Tree,
+}
+
+impl Index {
+    /// Opens the database at `path`. When sled cannot open it or cannot read it back (a
+    /// corrupted database), it is moved into `aside_dir` and a new, empty one is created: the
+    /// index is only a cache of what the files say.
+    pub(crate) fn open_or_rebuild(
+        path: &Path,
+        cache_capacity: u64,
+        aside_dir: &Path,
+    ) -> Result<(Index, Vec<(ImageId, Entry)>), sled::Error> {
+        match Self::open_and_load(path, cache_capacity) {
+            Ok(opened) => Ok(opened),
+            Err(OpenFailure::Locked(err)) => Err(err),
+            Err(OpenFailure::Corrupt(reason)) => {
+                let aside = move_aside(path, aside_dir);
+                tracing::error!(
+                    db = %path.display(),
+                    moved_to = ?aside,
+                    %reason,
+                    "the cache index could not be read; rebuilding it from the cached files"
+                );
+                let (index, entries) = Self::open_and_load(path, cache_capacity)
+                    .map_err(OpenFailure::into_sled_error)?;
+                debug_assert!(entries.is_empty());
+                Ok((index, entries))
+            }
+        }
+    }
+
+    fn open_and_load(
+        path: &Path,
+        cache_capacity: u64,
+    ) -> Result<(Index, Vec<(ImageId, Entry)>), OpenFailure> {
+        // sled 0.34 panics on some malformed files instead of returning an error.
+        let opened = catch_unwind(AssertUnwindSafe(|| -> Result<_, sled::Error> {
+            let db = sled::Config::new()
+                .path(path)
+                .cache_capacity(cache_capacity)
+                .mode(sled::Mode::LowSpace)
+                .open()?;
+            let images = db.open_tree(IMAGES_TREE)?;
+            let index = Index { db, images };
+            let entries = index.load()?;
+            Ok((index, entries))
+        }));
+        match opened {
+            Ok(Ok(loaded)) => Ok(loaded),
+            Ok(Err(err)) if is_lock_conflict(&err) => Err(OpenFailure::Locked(err)),
+            Ok(Err(err)) => Err(OpenFailure::Corrupt(err.to_string())),
+            Err(_) => Err(OpenFailure::Corrupt("sled panicked while opening".into())),
+        }
+    }
+
+    fn load(&self) -> Result<Vec<(ImageId, Entry)>, sled::Error> {
+        let mut entries = Vec::new();
+        let mut unreadable = Vec::new();
+        for item in self.images.iter() {
+            let (key, value) = item?;
+            let id = std::str::from_utf8(&key)
+                .ok()
+                .and_then(|k| ImageId::new(k).ok());
+            match (id, Entry::decode(&value)) {
+                (Some(id), Some(entry)) => entries.push((id, entry)),
+                _ => unreadable.push(key),
+            }
+        }
+        for key in unreadable {
+            tracing::warn!(key = ?String::from_utf8_lossy(&key), "dropping an unreadable index record");
+            self.images.remove(key)?;
+        }
+        Ok(entries)
+    }
+
+    pub(crate) fn put(&self, id: &ImageId, entry: &Entry) -> Result<(), sled::Error> {
+        self.images.insert(id.as_str(), &entry.encode()[..])?;
+        Ok(())
+    }
+
+    pub(crate) fn put_all<'a>(
+        &self,
+        entries: impl IntoIterator<Item = (&'a ImageId, &'a Entry)>,
+    ) -> Result<(), sled::Error> {
+        let mut batch = sled::Batch::default();
+        for (id, entry) in entries {
+            batch.insert(id.as_str(), &entry.encode()[..]);
+        }
+        self.images.apply_batch(batch)
+    }
+
+    pub(crate) fn remove_all<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a ImageId>,
+    ) -> Result<(), sled::Error> {
+        let mut batch = sled::Batch::default();
+        for id in ids {
+            batch.remove(id.as_str());
+        }
+        self.images.apply_batch(batch)
+    }
+
+    /// A number never handed out before by this database.
+    pub(crate) fn next_generation(&self) -> Result<u64, sled::Error> {
+        self.db.generate_id()
+    }
+
+    pub(crate) fn flush(&self) -> Result<(), sled::Error> {
+        self.db.flush().map(drop)
+    }
+}
+
+enum OpenFailure {
+    /// Another process holds the database: not corruption, and not ours to move.
+    Locked(sled::Error),
+    Corrupt(String),
+}
+
+impl OpenFailure {
+    fn into_sled_error(self) -> sled::Error {
+        match self {
+            OpenFailure::Locked(err) => err,
+            OpenFailure::Corrupt(reason) => sled::Error::Unsupported(reason),
+        }
+    }
+}
+
+fn is_lock_conflict(err: &sled::Error) -> bool {
+    matches!(err, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock)
+        || err.to_string().contains("could not acquire lock")
+}
+
+/// Moves a broken database into `aside_dir` (the cache's `invalid/`, which the cleaner empties),
+/// so nothing but the layout lives in the base directory. Falls back to deleting it.
+fn move_aside(path: &Path, aside_dir: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?.to_string_lossy().into_owned();
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let target = aside_dir.join(format!("{name}.corrupt-{stamp}"));
+    match std::fs::rename(path, &target) {
+        Ok(()) => Some(target),
+        Err(err) => {
+            tracing::warn!(%err, "could not move the broken index aside; removing it");
+            let _ = std::fs::remove_dir_all(path).or_else(|_| std::fs::remove_file(path));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trips() {
+        let entry = Entry {
+            size: 42,
+            hits: 7,
+            last_accessed: 1.5,
+            last_modified: 2.25,
+            generation: 9,
+            md5: Some([3; 16]),
+        };
+        assert_eq!(Entry::decode(&entry.encode()), Some(entry));
+        let no_md5 = Entry { md5: None, ..entry };
+        assert_eq!(Entry::decode(&no_md5.encode()), Some(no_md5));
+    }
+
+    #[test]
+    fn unknown_versions_and_lengths_are_not_trusted() {
+        let mut raw = Entry {
+            size: 1,
+            hits: 0,
+            last_accessed: 0.0,
+            last_modified: 0.0,
+            generation: 0,
+            md5: None,
+        }
+        .encode();
+        raw[0] = 2;
+        assert_eq!(Entry::decode(&raw), None);
+        assert_eq!(Entry::decode(&raw[..10]), None);
+    }
+}

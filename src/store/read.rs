@@ -1,0 +1,125 @@
+//! Reading a committed image: a handle that streams the file in large chunks.
+
+use std::fmt;
+use std::fs::File;
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use tokio::task::JoinHandle;
+
+use super::{CachedImage, ImageCache, Inner};
+use crate::ImageId;
+
+/// How much one read takes from the file: large, so a 1 GiB image is a thousand reads.
+pub(crate) const CHUNK_SIZE: usize = 1024 * 1024;
+
+/// An open committed image, read chunk by chunk on tokio's blocking pool.
+///
+/// The file stays readable even if the image is evicted meanwhile (the open handle keeps it).
+/// When the last byte has been handed out the image's hit counter goes up: a hit counts only
+/// when the whole body was delivered.
+pub struct ImageReader {
+    cache: Arc<Inner>,
+    id: ImageId,
+    record: CachedImage,
+    file: Arc<File>,
+    pos: u64,
+    end: u64,
+    pending: Option<JoinHandle<io::Result<Bytes>>>,
+}
+
+impl fmt::Debug for ImageReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImageReader")
+            .field("id", &self.id)
+            .field("pos", &self.pos)
+            .field("end", &self.end)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ImageCache {
+    /// Opens the committed copy of `id` for reading; `None` when it is not cached.
+    ///
+    /// This opens a file: call it from a blocking context (for instance
+    /// `tokio::task::spawn_blocking`). Reading the returned handle needs a tokio runtime.
+    pub fn open_for_read(&self, id: &ImageId) -> io::Result<Option<ImageReader>> {
+        let Some(record) = self.cached_image(id) else {
+            return Ok(None);
+        };
+        let file = match File::open(self.inner.layout.committed(id)) {
+            Ok(file) => file,
+            // Evicted between the lookup and the open.
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        let on_disk = file.metadata()?.len();
+        if on_disk != record.size {
+            tracing::error!(image = %id, indexed = record.size, on_disk, "a cached file has the wrong size; not serving it");
+            return Ok(None);
+        }
+        Ok(Some(ImageReader {
+            cache: Arc::clone(&self.inner),
+            id: id.clone(),
+            end: record.size,
+            record,
+            file: Arc::new(file),
+            pos: 0,
+            pending: None,
+        }))
+    }
+}
+
+impl ImageReader {
+    /// The image's record (size, checksum, counters as of opening).
+    pub fn record(&self) -> &CachedImage {
+        &self.record
+    }
+
+    /// Bytes not yet handed out.
+    pub fn remaining(&self) -> u64 {
+        self.end - self.pos
+    }
+
+    /// Reads the next chunk; `None` at the end. A file shorter than its record is an error,
+    /// never a short image.
+    pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        if self.pending.is_none() {
+            if self.pos >= self.end {
+                return Poll::Ready(None);
+            }
+            let len = (self.end - self.pos).min(CHUNK_SIZE as u64) as usize;
+            let (file, at) = (Arc::clone(&self.file), self.pos);
+            self.pending = Some(tokio::task::spawn_blocking(move || {
+                read_exact_at(&file, at, len)
+            }));
+        }
+        let joined = ready!(std::pin::Pin::new(self.pending.as_mut().unwrap()).poll(cx));
+        self.pending = None;
+        let chunk = match joined {
+            Ok(Ok(chunk)) => chunk,
+            Ok(Err(err)) => return Poll::Ready(Some(Err(err))),
+            Err(join) => return Poll::Ready(Some(Err(io::Error::other(join)))),
+        };
+        self.pos += chunk.len() as u64;
+        if self.pos == self.end {
+            self.cache.record_hit(&self.id);
+        }
+        Poll::Ready(Some(Ok(chunk)))
+    }
+
+    /// Reads the next chunk; `None` at the end.
+    pub async fn next_chunk(&mut self) -> Option<io::Result<Bytes>> {
+        std::future::poll_fn(|cx| self.poll_chunk(cx)).await
+    }
+}
+
+fn read_exact_at(file: &File, at: u64, len: usize) -> io::Result<Bytes> {
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, at)?;
+    Ok(Bytes::from(buf))
+}

@@ -1,0 +1,91 @@
+//! Bringing the index and the files back into agreement when the cache opens.
+
+use std::collections::HashMap;
+use std::fs;
+use std::time::UNIX_EPOCH;
+
+use super::fs::{remove_if_present, Layout};
+use super::index::{Entry, Index};
+use super::StoreError;
+use crate::ImageId;
+
+/// Returns the entries the cache starts with, after making sled agree with the files:
+/// - an entry whose file is gone is dropped;
+/// - a committed file without an entry is adopted (only a verified fill is ever renamed into
+///   place, so a file there lost its entry to a crash between rename and index write);
+/// - a file whose size disagrees with its entry is removed with the entry: it is not the image
+///   that was verified.
+///
+/// Files in `incomplete/` are left for the cleaner; they are never served.
+pub(crate) fn reconcile(
+    layout: &Layout,
+    db_name: &str,
+    index: &Index,
+    loaded: Vec<(ImageId, Entry)>,
+) -> Result<HashMap<ImageId, Entry>, StoreError> {
+    let mut indexed: HashMap<ImageId, Entry> = loaded.into_iter().collect();
+    let mut entries = HashMap::with_capacity(indexed.len());
+    let mut adopted = Vec::new();
+    let mut damaged = Vec::new();
+
+    for dir_entry in fs::read_dir(&layout.base)? {
+        let dir_entry = dir_entry?;
+        let name = dir_entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name == db_name || name == "incomplete" || name == "invalid" {
+            continue;
+        }
+        let Ok(id) = ImageId::new(name) else {
+            tracing::warn!(
+                file = name,
+                "ignoring a file in the cache directory that is not an image id"
+            );
+            continue;
+        };
+        let meta = dir_entry.metadata()?;
+        if !meta.is_file() {
+            continue;
+        }
+        match indexed.remove(&id) {
+            Some(entry) if entry.size == meta.len() => {
+                entries.insert(id, entry);
+            }
+            Some(entry) => {
+                tracing::warn!(image = %id, indexed = entry.size, on_disk = meta.len(),
+                    "removing a cached file whose size disagrees with the index");
+                remove_if_present(&layout.committed(&id))?;
+                damaged.push(id);
+            }
+            None => {
+                let modified = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or_else(super::now);
+                tracing::info!(image = %id, size = meta.len(), "adopting a cached file missing from the index");
+                let entry = Entry {
+                    size: meta.len(),
+                    hits: 0,
+                    last_accessed: modified,
+                    last_modified: modified,
+                    generation: 0,
+                    md5: None,
+                };
+                adopted.push((id.clone(), entry));
+                entries.insert(id, entry);
+            }
+        }
+    }
+
+    let orphaned: Vec<ImageId> = indexed.into_keys().collect();
+    for id in &orphaned {
+        tracing::info!(image = %id, "dropping an index entry whose file is gone");
+    }
+    if !orphaned.is_empty() || !damaged.is_empty() || !adopted.is_empty() {
+        index.remove_all(orphaned.iter().chain(&damaged))?;
+        index.put_all(adopted.iter().map(|(id, e)| (id, e)))?;
+        index.flush()?;
+    }
+    Ok(entries)
+}

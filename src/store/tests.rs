@@ -1,0 +1,444 @@
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use md5::Digest;
+
+use super::*;
+
+fn id(s: &str) -> ImageId {
+    ImageId::new(s).unwrap()
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    hex::encode(md5::Md5::digest(data))
+}
+
+fn open(dir: &Path) -> ImageCache {
+    ImageCache::open(CacheConfig::new(dir)).unwrap()
+}
+
+fn fill(cache: &ImageCache, image: &str, data: &[u8]) -> CachedImage {
+    let mut writer = cache
+        .begin_fill(
+            &id(image),
+            Expected::default()
+                .size(data.len() as u64)
+                .md5_hex(md5_hex(data)),
+        )
+        .unwrap();
+    for chunk in data.chunks(7) {
+        writer.write(chunk).unwrap();
+    }
+    writer.finish().unwrap()
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+async fn read_all(reader: &mut ImageReader) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(chunk) = reader.next_chunk().await {
+        out.extend_from_slice(&chunk.unwrap());
+    }
+    out
+}
+
+#[test]
+fn open_creates_the_layout_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path());
+    fill(&cache, "img", b"some bytes");
+    assert_eq!(
+        names(dir.path()),
+        ["cache.db", "img", "incomplete", "invalid"]
+    );
+    assert!(names(&dir.path().join("incomplete")).is_empty());
+}
+
+#[test]
+fn a_verified_fill_is_committed_with_its_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path());
+    let record = fill(&cache, "img", b"hello world");
+    assert_eq!(record.size, 11);
+    assert_eq!(record.hits, 0);
+    assert_eq!(record.last_accessed, record.last_modified);
+    assert_eq!(
+        record.checksum.as_deref(),
+        Some(md5_hex(b"hello world").as_str())
+    );
+    assert!(cache.is_cached(&id("img")));
+    assert_eq!(
+        std::fs::read(dir.path().join("img")).unwrap(),
+        b"hello world"
+    );
+    assert_eq!(cache.size(), 11);
+    assert_eq!(cache.cached_images(), vec![record]);
+}
+
+#[test]
+fn checksum_mismatch_moves_the_file_to_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path());
+    let mut writer = cache
+        .begin_fill(&id("img"), Expected::default().md5_hex(md5_hex(b"other")))
+        .unwrap();
+    writer.write(b"data").unwrap();
+    let err = writer.finish().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            FillError::Verification(Verification { what: "md5", .. })
+        ),
+        "{err}"
+    );
+    assert!(!cache.is_cached(&id("img")));
+    assert!(!dir.path().join("img").exists());
+    assert_eq!(
+        std::fs::read(dir.path().join("invalid/img")).unwrap(),
+        b"data"
+    );
+    assert!(!dir.path().join("incomplete/img").exists());
+}
+
+#[test]
+fn wrong_length_is_not_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path());
+    let mut writer = cache
+        .begin_fill(&id("img"), Expected::default().size(10))
+        .unwrap();
+    writer.write(b"short").unwrap();
+    let err = writer.finish().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            FillError::Verification(Verification { what: "size", .. })
+        ),
+        "{err}"
+    );
+    assert!(!cache.is_cached(&id("img")));
+    assert!(dir.path().join("invalid/img").exists());
+}
+
+#[test]
+fn sha512_is_verified_when_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path());
+    let good = hex::encode(sha2::Sha512::digest(b"data"));
+    let mut writer = cache
+        .begin_fill(
+            &id("good"),
+            Expected::default().sha512_hex(good.to_uppercase()),
+        )
+        .unwrap();
+    writer.write(b"data").unwrap();
+    writer.finish().unwrap();
+    assert!(cache.is_cached(&id("good")));
+
+    let bad = hex::encode(sha2::Sha512::digest(b"atad"));
+    let mut writer = cache
+        .begin_fill(&id("bad"), Expected::default().sha512_hex(bad))
+        .unwrap();
+    writer.write(b"data").unwrap();
+    let err = writer.finish().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            FillError::Verification(Verification { what: "sha512", .. })
+        ),
+        "{err}"
+    );
+    assert!(!cache.is_cached(&id("bad")));
+}
+
+#[test]
+fn a_dropped_fill_rolls_back_and_frees_the_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path());
+    let mut writer = cache.begin_fill(&id("img"), Expected::default()).unwrap();
+    writer.write(b"part").unwrap();
+    assert!(cache.is_filling(&id("img")));
+    assert_eq!(cache.fills_in_progress(), vec![(id("img"), 4, None)]);
+    drop(writer);
+    assert!(!cache.is_filling(&id("img")));
+    assert!(!cache.is_cached(&id("img")));
+    assert!(dir.path().join("invalid/img").exists());
+    assert!(!dir.path().join("incomplete/img").exists());
+    fill(&cache, "img", b"whole");
+    assert!(cache.is_cached(&id("img")));
+}
+
+#[test]
+fn only_one_fill_per_image_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path());
+    let _first = cache.begin_fill(&id("img"), Expected::default()).unwrap();
+    let second = cache.begin_fill(&id("img"), Expected::default());
+    assert!(matches!(second, Err(FillError::AlreadyFilling)));
+    assert!(cache.begin_fill(&id("other"), Expected::default()).is_ok());
+}
+
+#[test]
+fn a_cached_image_is_not_filled_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path());
+    fill(&cache, "img", b"x");
+    assert!(matches!(
+        cache.begin_fill(&id("img"), Expected::default()),
+        Err(FillError::AlreadyCached)
+    ));
+}
+
+#[test]
+fn an_image_larger_than_the_cache_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = ImageCache::open(CacheConfig::new(dir.path()).max_size(10)).unwrap();
+    let err = cache
+        .begin_fill(&id("img"), Expected::default().size(11))
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        FillError::TooLarge {
+            size: 11,
+            max_size: 10
+        }
+    ));
+    assert!(names(&dir.path().join("incomplete")).is_empty());
+}
+
+#[test]
+fn a_delete_during_a_fill_stops_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path());
+    let mut writer = cache.begin_fill(&id("img"), Expected::default()).unwrap();
+    writer.write(b"part").unwrap();
+    assert!(!cache.delete_cached_image(&id("img")).unwrap());
+    assert!(matches!(writer.finish(), Err(FillError::Cancelled)));
+    assert!(!cache.is_cached(&id("img")));
+    assert!(!dir.path().join("img").exists());
+    assert!(!dir.path().join("incomplete/img").exists());
+}
+
+#[test]
+fn delete_removes_file_and_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path());
+    fill(&cache, "a", b"aaa");
+    fill(&cache, "b", b"bbb");
+    assert!(cache.delete_cached_image(&id("a")).unwrap());
+    assert!(!cache.delete_cached_image(&id("a")).unwrap());
+    assert!(!dir.path().join("a").exists());
+    assert_eq!(cache.delete_all_cached_images().unwrap(), 1);
+    assert!(cache.cached_images().is_empty());
+    assert_eq!(names(dir.path()), ["cache.db", "incomplete", "invalid"]);
+    drop(cache);
+    assert!(open(dir.path()).cached_images().is_empty());
+}
+
+#[tokio::test]
+async fn a_hit_counts_only_when_the_whole_image_was_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path());
+    let data: Vec<u8> = (0..3 * reader_chunk() + 5).map(|i| i as u8).collect();
+    fill(&cache, "img", &data);
+
+    let mut partial = cache.open_for_read(&id("img")).unwrap().unwrap();
+    partial.next_chunk().await.unwrap().unwrap();
+    drop(partial);
+    assert_eq!(cache.cached_image(&id("img")).unwrap().hits, 0);
+
+    let mut whole = cache.open_for_read(&id("img")).unwrap().unwrap();
+    assert_eq!(read_all(&mut whole).await, data);
+    let record = cache.cached_image(&id("img")).unwrap();
+    assert_eq!(record.hits, 1);
+    assert!(record.last_accessed >= record.last_modified);
+}
+
+fn reader_chunk() -> usize {
+    read::CHUNK_SIZE
+}
+
+#[tokio::test]
+async fn hits_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path());
+    fill(&cache, "img", b"abc");
+    for _ in 0..3 {
+        let mut reader = cache.open_for_read(&id("img")).unwrap().unwrap();
+        read_all(&mut reader).await;
+    }
+    drop(cache);
+    let cache = open(dir.path());
+    assert_eq!(cache.cached_image(&id("img")).unwrap().hits, 3);
+}
+
+#[tokio::test]
+async fn a_reader_keeps_an_evicted_image_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path());
+    fill(&cache, "img", b"still here");
+    let mut reader = cache.open_for_read(&id("img")).unwrap().unwrap();
+    cache.delete_cached_image(&id("img")).unwrap();
+    assert_eq!(read_all(&mut reader).await, b"still here");
+    assert!(cache.open_for_read(&id("img")).unwrap().is_none());
+    // The hit of an image deleted meanwhile does not bring it back.
+    assert!(cache.cached_image(&id("img")).is_none());
+}
+
+/// Fails the write step after `allow` successful writes, as a full disk does.
+struct FullDisk {
+    full: AtomicBool,
+}
+
+impl FillIo for FullDisk {
+    fn write(&self, file: &mut std::fs::File, buf: &[u8]) -> io::Result<()> {
+        if self.full.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+        }
+        std::io::Write::write_all(file, buf)
+    }
+}
+
+#[test]
+fn a_failing_write_removes_the_partial_file_and_a_retry_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(FullDisk {
+        full: AtomicBool::new(false),
+    });
+    let cache = ImageCache::open_with_io(CacheConfig::new(dir.path()), io.clone()).unwrap();
+    let mut writer = cache.begin_fill(&id("img"), Expected::default()).unwrap();
+    writer.write(b"first").unwrap();
+    io.full.store(true, Ordering::SeqCst);
+    let err = writer.write(b"second").unwrap_err();
+    assert!(matches!(err, FillError::Io { step: "write", .. }), "{err}");
+    assert!(writer.write(b"third").is_err());
+    assert!(writer.finish().is_err());
+    assert!(!cache.is_cached(&id("img")));
+    assert!(names(&dir.path().join("incomplete")).is_empty());
+    assert!(names(&dir.path().join("invalid")).is_empty());
+
+    io.full.store(false, Ordering::SeqCst);
+    fill(&cache, "img", b"retry");
+    assert!(cache.is_cached(&id("img")));
+}
+
+struct FailingRename;
+
+impl FillIo for FailingRename {
+    fn rename(&self, _: &Path, _: &Path) -> io::Result<()> {
+        Err(io::Error::other("injected rename failure"))
+    }
+}
+
+#[test]
+fn a_failing_rename_commits_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache =
+        ImageCache::open_with_io(CacheConfig::new(dir.path()), Arc::new(FailingRename)).unwrap();
+    let mut writer = cache.begin_fill(&id("img"), Expected::default()).unwrap();
+    writer.write(b"data").unwrap();
+    assert!(matches!(
+        writer.finish(),
+        Err(FillError::Io { step: "rename", .. })
+    ));
+    assert!(!cache.is_cached(&id("img")));
+    assert_eq!(names(dir.path()), ["cache.db", "incomplete", "invalid"]);
+    assert!(names(&dir.path().join("incomplete")).is_empty());
+}
+
+#[tokio::test]
+async fn reopen_reconciles_index_and_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path());
+    fill(&cache, "kept", b"kept bytes");
+    fill(&cache, "lost-file", b"gone");
+    fill(&cache, "resized", b"original");
+    drop(cache);
+
+    // What a crash can leave: a stray partial fill, an entry whose file vanished, a committed
+    // file the index never heard of, and a file that no longer matches its entry.
+    std::fs::write(dir.path().join("incomplete/partial"), b"half").unwrap();
+    std::fs::remove_file(dir.path().join("lost-file")).unwrap();
+    std::fs::write(
+        dir.path().join("adopted"),
+        b"renamed before the index write",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("resized"), b"truncat").unwrap();
+
+    let cache = open(dir.path());
+    let mut ids: Vec<String> = cache
+        .cached_images()
+        .into_iter()
+        .map(|r| r.image_id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["adopted", "kept"]);
+    assert!(!cache.is_cached(&id("partial")));
+    assert!(cache.open_for_read(&id("partial")).unwrap().is_none());
+    assert!(!dir.path().join("resized").exists());
+    let adopted = cache.cached_image(&id("adopted")).unwrap();
+    assert_eq!(adopted.size, 30);
+    assert_eq!(adopted.hits, 0);
+    let mut reader = cache.open_for_read(&id("kept")).unwrap().unwrap();
+    assert_eq!(read_all(&mut reader).await, b"kept bytes");
+    assert!(
+        dir.path().join("incomplete/partial").exists(),
+        "left for the cleaner"
+    );
+    drop(reader);
+    drop(cache);
+
+    // The reconciled state was written back.
+    let cache = open(dir.path());
+    assert_eq!(cache.cached_images().len(), 2);
+}
+
+#[tokio::test]
+async fn a_corrupted_index_is_moved_aside_and_rebuilt_from_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path());
+    fill(&cache, "img", b"verified bytes");
+    drop(cache);
+
+    let db = dir.path().join("cache.db");
+    for entry in std::fs::read_dir(&db).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::write(&path, vec![0xA5; 4096]).unwrap();
+        }
+    }
+
+    let cache = open(dir.path());
+    let mut reader = cache.open_for_read(&id("img")).unwrap().unwrap();
+    assert_eq!(read_all(&mut reader).await, b"verified bytes");
+    assert_eq!(
+        names(dir.path()),
+        ["cache.db", "img", "incomplete", "invalid"]
+    );
+    let aside = names(&dir.path().join("invalid"));
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert!(aside[0].starts_with("cache.db.corrupt-"), "{aside:?}");
+}
+
+#[test]
+fn a_database_held_by_another_handle_is_an_error_not_a_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path());
+    fill(&cache, "img", b"x");
+    assert!(matches!(
+        ImageCache::open(CacheConfig::new(dir.path())),
+        Err(StoreError::Index(_))
+    ));
+    assert!(cache.is_cached(&id("img")));
+    assert!(names(&dir.path().join("invalid")).is_empty());
+}
