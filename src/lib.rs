@@ -1,10 +1,41 @@
-//! A local image cache for image APIs, as tower middleware.
+//! A local image cache for image APIs, as tower middleware: the OpenStack Glance image cache,
+//! rebuilt.
+//!
+//! - [`CacheLayer`] wraps any tower `Service` that serves image data (`GET /v2/images/{id}/file`):
+//!   it answers from the local cache, or streams the wrapped service's response to the client
+//!   while filling the cache, verifying length and checksum before anything is committed.
+//! - [`ImageCache`] is the cache itself: image files under `image_cache_dir`, their attributes in
+//!   a sled database, with Glance's operator verbs.
+//!
+//! # Example
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use tower_image_cache::{CacheConfig, CacheLayer, ImageCache, InnerMetadata};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! // image_cache_dir: committed images, incomplete/, invalid/ and the cache.db index.
+//! let cache = ImageCache::open(CacheConfig::new(dir.path()))?;
+//!
+//! // Your image API; the cache asks its metadata route before serving a cached copy.
+//! let api = Router::new()
+//!     .route("/v2/images/{id}", get(|| async { r#"{"status": "active"}"# }))
+//!     .route("/v2/images/{id}/file", get(|| async { "image bytes" }));
+//!
+//! let app = api.layer(CacheLayer::new(cache, InnerMetadata::new()));
+//! # let _: Router = app;
+//! # Ok(()) }
+//! ```
 #![deny(unsafe_code, unreachable_pub)]
 #![warn(missing_docs, rust_2018_idioms)]
 
 pub mod config;
 mod image_id;
+pub mod layer;
 pub mod store;
 
 pub use config::CacheConfig;
 pub use image_id::{ImageId, InvalidImageId};
+pub use layer::{CacheLayer, CacheService, InnerMetadata, TrustAll};
+pub use store::ImageCache;

@@ -1,0 +1,264 @@
+//! The access check: may this caller download this image now?
+//!
+//! A cached copy must never reach a caller the wrapped service would refuse, nor be served
+//! after the image was deleted or deactivated, so every request the cache would answer is
+//! first put to an [`AccessCheck`].
+
+use std::future::Future;
+use std::pin::Pin;
+
+use http::{header, request, HeaderMap, Method, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{BodyExt, Limited};
+use tower::ServiceExt;
+use tower_service::Service;
+
+use super::route::RouteTemplate;
+use super::BoxError;
+use crate::ImageId;
+
+/// The largest metadata document the default check reads.
+const MAX_METADATA_BYTES: usize = 1024 * 1024;
+
+/// What the access check learned of the image, used to verify a fill.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ImageMeta {
+    /// Glance's `checksum`: the MD5 of the data as hex.
+    pub checksum: Option<String>,
+    /// Glance's `os_hash_algo` (e.g. `sha512`).
+    pub os_hash_algo: Option<String>,
+    /// Glance's `os_hash_value`: the data's hash with `os_hash_algo`, as hex.
+    pub os_hash_value: Option<String>,
+    /// The image's size in bytes.
+    pub size: Option<u64>,
+}
+
+/// The verdict of an [`AccessCheck`].
+#[derive(Debug)]
+pub enum Access<R> {
+    /// The caller may download the image: serve it from the cache (or fill the cache).
+    Serve(ImageMeta),
+    /// The image exists but is not to be served from the cache now (for instance deactivated):
+    /// the original request goes to the wrapped service, which decides.
+    PassThrough,
+    /// The caller may not see the image: this response (the wrapped service's own 401, 403 or
+    /// 404) is returned as it is.
+    Deny(R),
+}
+
+/// The future an [`AccessCheck`] returns.
+pub type CheckFuture<R, E> = Pin<Box<dyn Future<Output = Result<Access<R>, E>> + Send + 'static>>;
+
+/// Decides whether a request may be answered from the cache.
+///
+/// `inner` is a clone of the wrapped service, for checks that ask it (it has not been polled
+/// ready; use `ServiceExt::oneshot`). `request` holds the caller's method, URI and headers.
+pub trait AccessCheck<S, ReqBody>: Clone + Send + Sync + 'static
+where
+    S: Service<Request<ReqBody>>,
+{
+    /// Checks whether the caller of `request` may download `id`.
+    fn check(
+        &self,
+        inner: S,
+        request: &request::Parts,
+        id: &ImageId,
+    ) -> CheckFuture<S::Response, S::Error>;
+}
+
+/// Asks the wrapped service for the image's metadata with the caller's own headers
+/// (`GET /v2/images/{id}` by default) and serves from the cache only when it answers `200`
+/// with `"status": "active"`.
+///
+/// - `401`, `403`, `404`: that response is returned to the caller;
+/// - `200` with another status (deactivated, queued, ...), any other answer, or a document
+///   that cannot be read: the request is passed through to the wrapped service.
+///
+/// Building the metadata request needs an empty request body: `ReqBody: Default`.
+#[derive(Debug, Clone)]
+pub struct InnerMetadata {
+    route: RouteTemplate,
+}
+
+impl Default for InnerMetadata {
+    fn default() -> Self {
+        InnerMetadata {
+            route: RouteTemplate::new("/v2/images/{id}").expect("a valid template"),
+        }
+    }
+}
+
+impl InnerMetadata {
+    /// The check with Glance v2's metadata route, `GET /v2/images/{id}`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Uses another metadata route.
+    pub fn route(mut self, route: RouteTemplate) -> Self {
+        self.route = route;
+        self
+    }
+
+    fn metadata_request<B: Default>(&self, request: &request::Parts, id: &ImageId) -> Request<B> {
+        let mut builder = Request::builder()
+            .method(Method::GET)
+            .uri(self.route.render(id))
+            .version(request.version);
+        if let Some(headers) = builder.headers_mut() {
+            *headers = caller_headers(&request.headers);
+            headers.insert(
+                header::ACCEPT,
+                http::HeaderValue::from_static("application/json"),
+            );
+        }
+        let mut metadata = builder
+            .body(B::default())
+            .expect("a rendered route is a valid URI");
+        *metadata.extensions_mut() = request.extensions.clone();
+        metadata
+    }
+}
+
+/// The caller's headers minus those that describe the download rather than the caller.
+fn caller_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut copy = headers.clone();
+    for name in [
+        header::RANGE,
+        header::IF_RANGE,
+        header::IF_MATCH,
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_UNMODIFIED_SINCE,
+        header::CONTENT_LENGTH,
+        header::CONTENT_TYPE,
+        header::TRANSFER_ENCODING,
+        header::EXPECT,
+        header::CONNECTION,
+        header::TE,
+        header::UPGRADE,
+        header::ACCEPT_ENCODING,
+    ] {
+        copy.remove(name);
+    }
+    copy
+}
+
+impl<S, ReqBody, ResBody> AccessCheck<S, ReqBody> for InnerMetadata
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Default + Send + 'static,
+    ResBody: Body + Send + 'static,
+    ResBody::Data: Send,
+    ResBody::Error: Into<BoxError>,
+{
+    fn check(
+        &self,
+        inner: S,
+        request: &request::Parts,
+        id: &ImageId,
+    ) -> CheckFuture<S::Response, S::Error> {
+        let metadata = self.metadata_request(request, id);
+        let id = id.clone();
+        Box::pin(async move {
+            let response = inner.oneshot(metadata).await?;
+            match response.status() {
+                StatusCode::OK => {}
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => {
+                    return Ok(Access::Deny(response))
+                }
+                status => {
+                    tracing::debug!(image = %id, %status, "metadata check inconclusive; passing through");
+                    return Ok(Access::PassThrough);
+                }
+            }
+            let document = match Limited::new(response.into_body(), MAX_METADATA_BYTES)
+                .collect()
+                .await
+            {
+                Ok(collected) => collected.to_bytes(),
+                Err(err) => {
+                    tracing::warn!(image = %id, %err, "could not read the image metadata; passing through");
+                    return Ok(Access::PassThrough);
+                }
+            };
+            Ok(parse_metadata(&document).map_or(Access::PassThrough, Access::Serve))
+        })
+    }
+}
+
+/// The metadata of an active image, or `None` for anything else.
+fn parse_metadata(document: &[u8]) -> Option<ImageMeta> {
+    let value: serde_json::Value = serde_json::from_slice(document).ok()?;
+    if value.get("status")?.as_str()? != "active" {
+        return None;
+    }
+    let text = |key: &str| value.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+    Some(ImageMeta {
+        checksum: text("checksum"),
+        os_hash_algo: text("os_hash_algo"),
+        os_hash_value: text("os_hash_value"),
+        size: value.get("size").and_then(|v| v.as_u64()),
+    })
+}
+
+/// Serves every cached image to every caller, without asking anyone.
+///
+/// Only for deployments that authorize every request before it reaches the cache (and where a
+/// deleted image is evicted through the cache's own routes). Never the default.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TrustAll;
+
+impl<S, ReqBody> AccessCheck<S, ReqBody> for TrustAll
+where
+    S: Service<Request<ReqBody>>,
+    S::Response: Send + 'static,
+    S::Error: Send + 'static,
+{
+    fn check(
+        &self,
+        _inner: S,
+        _request: &request::Parts,
+        _id: &ImageId,
+    ) -> CheckFuture<S::Response, S::Error> {
+        Box::pin(std::future::ready(Ok(Access::Serve(ImageMeta::default()))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_active_images_are_served() {
+        let meta = parse_metadata(br#"{"status":"active","checksum":"ab","size":3,"os_hash_algo":"sha512","os_hash_value":"cd"}"#)
+            .unwrap();
+        assert_eq!(meta.checksum.as_deref(), Some("ab"));
+        assert_eq!(meta.size, Some(3));
+        assert_eq!(meta.os_hash_value.as_deref(), Some("cd"));
+        assert!(parse_metadata(br#"{"status":"deactivated"}"#).is_none());
+        assert!(parse_metadata(br#"{"id":"x"}"#).is_none());
+        assert!(parse_metadata(b"not json").is_none());
+    }
+
+    #[test]
+    fn the_metadata_request_carries_the_caller_not_the_download() {
+        let (parts, ()) = Request::get("/v2/images/x/file")
+            .header("x-auth-token", "secret")
+            .header(header::RANGE, "bytes=0-1")
+            .header(header::IF_NONE_MATCH, "\"x\"")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let request: Request<String> =
+            InnerMetadata::new().metadata_request(&parts, &ImageId::new("x").unwrap());
+        assert_eq!(request.uri(), "/v2/images/x");
+        assert_eq!(request.method(), Method::GET);
+        assert_eq!(request.headers()["x-auth-token"], "secret");
+        assert!(request.headers().get(header::RANGE).is_none());
+        assert!(request.headers().get(header::IF_NONE_MATCH).is_none());
+    }
+}

@@ -1,0 +1,116 @@
+//! The response body of [`CacheService`](super::CacheService).
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use super::tee::TeeBody;
+use super::BoxError;
+use crate::store::ImageReader;
+
+pin_project! {
+    /// The body of every response that passes the cache: the wrapped service's own body, a
+    /// cached image streamed from its file, or the wrapped service's body teed into the cache.
+    pub struct CacheBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        Inner { #[pin] body: B },
+        Hit { reader: ImageReader },
+        Tee { #[pin] body: TeeBody<B> },
+        Empty,
+    }
+}
+
+impl<B> CacheBody<B> {
+    pub(crate) fn inner(body: B) -> Self {
+        CacheBody {
+            kind: Kind::Inner { body },
+        }
+    }
+
+    pub(crate) fn hit(reader: ImageReader) -> Self {
+        CacheBody {
+            kind: Kind::Hit { reader },
+        }
+    }
+
+    pub(crate) fn tee(body: TeeBody<B>) -> Self {
+        CacheBody {
+            kind: Kind::Tee { body },
+        }
+    }
+
+    pub(crate) fn empty() -> Self {
+        CacheBody { kind: Kind::Empty }
+    }
+}
+
+impl<B> fmt::Debug for CacheBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.kind {
+            Kind::Inner { .. } => "Inner",
+            Kind::Hit { .. } => "Hit",
+            Kind::Tee { .. } => "Tee",
+            Kind::Empty => "Empty",
+        };
+        f.debug_struct("CacheBody").field("kind", &kind).finish()
+    }
+}
+
+impl<B> Body for CacheBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project().kind.project() {
+            KindProj::Inner { body } => {
+                let frame = ready!(body.poll_frame(cx));
+                Poll::Ready(frame.map(|f| {
+                    f.map(|f| f.map_data(|mut d| d.copy_to_bytes(d.remaining())))
+                        .map_err(Into::into)
+                }))
+            }
+            KindProj::Hit { reader } => {
+                let chunk = ready!(reader.poll_chunk(cx));
+                Poll::Ready(chunk.map(|c| c.map(Frame::data).map_err(Into::into)))
+            }
+            KindProj::Tee { body } => body.poll_frame(cx),
+            KindProj::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Inner { body } => body.is_end_stream(),
+            Kind::Hit { reader } => reader.remaining() == 0,
+            Kind::Tee { body } => body.is_end_stream(),
+            Kind::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Inner { body } => body.size_hint(),
+            Kind::Hit { reader } => SizeHint::with_exact(reader.remaining()),
+            Kind::Tee { body } => body.size_hint(),
+            Kind::Empty => SizeHint::with_exact(0),
+        }
+    }
+}

@@ -1,0 +1,60 @@
+use std::sync::Arc;
+
+use tower_layer::Layer;
+
+use super::route::Routes;
+use super::service::{CacheService, Settings};
+use crate::store::ImageCache;
+
+/// Adds a local image cache in front of an image API. See the [module docs](super).
+///
+/// The access check is a required argument: [`InnerMetadata`](super::InnerMetadata) asks the
+/// wrapped service, [`TrustAll`](super::TrustAll) is for deployments that authorize in front.
+#[derive(Debug, Clone)]
+pub struct CacheLayer<A> {
+    cache: ImageCache,
+    access: A,
+    routes: Routes,
+    cache_status_header: bool,
+}
+
+impl<A> CacheLayer<A> {
+    /// A layer that caches into `cache` and asks `access` before serving a cached image.
+    pub fn new(cache: ImageCache, access: A) -> Self {
+        CacheLayer {
+            cache,
+            access,
+            routes: Routes::default(),
+            cache_status_header: true,
+        }
+    }
+
+    /// Replaces the routes the cache acts on (default: Glance v2 and v1).
+    pub fn routes(mut self, routes: Routes) -> Self {
+        self.routes = routes;
+        self
+    }
+
+    /// Whether responses of cache routes carry `X-Cache-Status: HIT | MISS | BYPASS`
+    /// (default: on).
+    pub fn cache_status_header(mut self, enabled: bool) -> Self {
+        self.cache_status_header = enabled;
+        self
+    }
+}
+
+impl<S, A: Clone> Layer<S> for CacheLayer<A> {
+    type Service = CacheService<S, A>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CacheService::from_settings(
+            inner,
+            Arc::new(Settings {
+                cache: self.cache.clone(),
+                access: self.access.clone(),
+                routes: self.routes.clone(),
+                cache_status_header: self.cache_status_header,
+            }),
+        )
+    }
+}

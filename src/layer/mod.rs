@@ -1,0 +1,53 @@
+//! [`CacheLayer`]: serve image downloads from the local cache, fill it on a miss.
+//!
+//! On a `GET` (or `HEAD`) of an image's data the layer asks its [`AccessCheck`] whether the
+//! caller may download the image, then:
+//! - a **hit** is answered from the file under `image_cache_dir` (`X-Cache-Status: HIT`,
+//!   `Content-Length`, `Content-MD5`, `ETag`), streamed in large chunks; the wrapped service
+//!   is not asked for the bytes;
+//! - a **miss** goes to the wrapped service, and a plain `200` is streamed to the client while
+//!   it is written to the cache (`X-Cache-Status: MISS`); it is committed only when its length
+//!   and checksum verify. A failure on the cache side never reaches the client; a failure of
+//!   the upstream body ends the client's body with an error and commits nothing.
+//!
+//! A `2xx` answer to `DELETE /v2/images/{id}` (or a new upload) evicts the image, cancelling a
+//! fill in flight. Everything else passes through untouched.
+//!
+//! # Example
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use tower_image_cache::layer::{CacheLayer, InnerMetadata};
+//! use tower_image_cache::{CacheConfig, ImageCache};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! let cache = ImageCache::open(CacheConfig::new(dir.path()))?;
+//! let app: Router = Router::new()
+//!     .route("/v2/images/{id}", get(|| async { r#"{"status": "active"}"# }))
+//!     .route("/v2/images/{id}/file", get(|| async { "image bytes" }))
+//!     .layer(CacheLayer::new(cache, InnerMetadata::new()));
+//! # let _ = app;
+//! # Ok(()) }
+//! ```
+
+mod access;
+mod body;
+mod future;
+#[allow(clippy::module_inception)]
+mod layer;
+mod route;
+mod service;
+mod tee;
+#[cfg(test)]
+mod tests;
+
+pub use access::{Access, AccessCheck, CheckFuture, ImageMeta, InnerMetadata, TrustAll};
+pub use body::CacheBody;
+pub use future::ResponseFuture;
+pub use layer::CacheLayer;
+pub use route::{InvalidTemplate, RouteTemplate, Routes};
+pub use service::{CacheService, X_CACHE_STATUS};
+
+/// The error type of the cache's response bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,0 +1,454 @@
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use base64::Engine;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body::Body;
+use tower::ServiceExt;
+use tower_service::Service;
+
+use super::access::{Access, AccessCheck, ImageMeta};
+use super::body::CacheBody;
+use super::future::ResponseFuture;
+use super::route::{Action, Routes};
+use super::tee::TeeBody;
+use super::BoxError;
+use crate::store::{CachedImage, Expected, ImageCache};
+use crate::ImageId;
+
+/// `X-Cache-Status`: `HIT`, `MISS` or `BYPASS`.
+pub const X_CACHE_STATUS: HeaderName = HeaderName::from_static("x-cache-status");
+const X_IMAGE_META_CHECKSUM: HeaderName = HeaderName::from_static("x-image-meta-checksum");
+
+/// How a response came to be, for `X-Cache-Status`.
+#[derive(Debug, Clone, Copy)]
+enum CacheStatus {
+    Hit,
+    Miss,
+    Bypass,
+}
+
+impl CacheStatus {
+    fn value(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            CacheStatus::Hit => "HIT",
+            CacheStatus::Miss => "MISS",
+            CacheStatus::Bypass => "BYPASS",
+        })
+    }
+}
+
+/// What every clone of a [`CacheService`] shares.
+#[derive(Debug)]
+pub(crate) struct Settings<A> {
+    pub(crate) cache: ImageCache,
+    pub(crate) access: A,
+    pub(crate) routes: Routes,
+    pub(crate) cache_status_header: bool,
+}
+
+impl<A> Settings<A> {
+    fn mark<B>(&self, mut response: Response<B>, status: CacheStatus) -> Response<B> {
+        if self.cache_status_header {
+            response
+                .headers_mut()
+                .insert(X_CACHE_STATUS, status.value());
+        }
+        response
+    }
+}
+
+/// The service [`CacheLayer`](super::CacheLayer) builds: answers image downloads from the
+/// cache, fills the cache on a miss, and passes everything else to `S`.
+#[derive(Debug)]
+pub struct CacheService<S, A> {
+    inner: S,
+    settings: Arc<Settings<A>>,
+}
+
+impl<S: Clone, A> Clone for CacheService<S, A> {
+    fn clone(&self) -> Self {
+        CacheService {
+            inner: self.inner.clone(),
+            settings: Arc::clone(&self.settings),
+        }
+    }
+}
+
+impl<S, A> CacheService<S, A> {
+    pub(crate) fn from_settings(inner: S, settings: Arc<Settings<A>>) -> Self {
+        CacheService { inner, settings }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// The cache this service fills and serves from.
+    pub fn cache(&self) -> &ImageCache {
+        &self.settings.cache
+    }
+}
+
+impl<S, A, ReqBody, ResBody> Service<Request<ReqBody>> for CacheService<S, A>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    A: AccessCheck<S, ReqBody>,
+    ReqBody: Send + 'static,
+    ResBody: Body + Send + 'static,
+    ResBody::Data: Send,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<CacheBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let action = self
+            .settings
+            .routes
+            .classify(request.method(), request.uri().path());
+        if action == Action::PassThrough {
+            return ResponseFuture::pass_through(self.inner.call(request));
+        }
+        // The readiness rule: the service polled ready goes into the future.
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
+        let settings = Arc::clone(&self.settings);
+        ResponseFuture::cache(Box::pin(async move {
+            match action {
+                Action::Download(id) => download(settings, ready, id, request).await,
+                Action::Evict(id) => evict(settings, ready, id, request).await,
+                Action::UnsafeDownload | Action::PassThrough => {
+                    pass(&settings, ready, request, CacheStatus::Bypass).await
+                }
+            }
+        }))
+    }
+}
+
+/// A `GET` or `HEAD` of an image's data.
+async fn download<S, A, ReqBody, ResBody>(
+    settings: Arc<Settings<A>>,
+    inner: S,
+    id: ImageId,
+    request: Request<ReqBody>,
+) -> Result<Response<CacheBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    A: AccessCheck<S, ReqBody>,
+    ResBody: Body,
+{
+    // Ranges and conditionals are the wrapped service's to answer until the cache serves them.
+    if has_range_or_condition(request.headers()) {
+        return pass(&settings, inner, request, CacheStatus::Bypass).await;
+    }
+    let cache = &settings.cache;
+    let cached = cache.is_cached(&id);
+    let is_get = request.method() == Method::GET;
+    if !cached && !is_get {
+        return pass(&settings, inner, request, CacheStatus::Miss).await;
+    }
+    let (parts, body) = request.into_parts();
+
+    let meta = match settings.access.check(inner.clone(), &parts, &id).await? {
+        Access::Serve(meta) => meta,
+        // The wrapped service's refusal, as it gave it: no cache header, which would tell a
+        // caller who may not see the image that it is cached.
+        Access::Deny(refusal) => return Ok(refusal.map(CacheBody::inner)),
+        Access::PassThrough => {
+            return pass(
+                &settings,
+                inner,
+                Request::from_parts(parts, body),
+                CacheStatus::Bypass,
+            )
+            .await
+        }
+    };
+
+    if cached {
+        if let Some(response) = serve_hit(&settings, &id, is_get).await {
+            return Ok(response);
+        }
+        // Evicted since the lookup: fetch it like any miss.
+    }
+
+    let response = inner.oneshot(Request::from_parts(parts, body)).await?;
+    if !is_get || !is_fillable(&response) {
+        return Ok(settings.mark(response.map(CacheBody::inner), CacheStatus::Miss));
+    }
+    let expected = expected_image(response.headers(), &meta);
+    let content_length = expected.expected_size();
+    let fill = {
+        let (cache, id) = (cache.clone(), id.clone());
+        tokio::task::spawn_blocking(move || cache.begin_fill(&id, expected)).await
+    };
+    let response = match fill {
+        Ok(Ok(writer)) => {
+            response.map(|body| CacheBody::tee(TeeBody::new(body, writer, content_length)))
+        }
+        Ok(Err(err)) => {
+            tracing::debug!(image = %id, %err, "not caching this download");
+            response.map(CacheBody::inner)
+        }
+        Err(err) => {
+            tracing::warn!(image = %id, %err, "could not start a cache fill");
+            response.map(CacheBody::inner)
+        }
+    };
+    Ok(settings.mark(response, CacheStatus::Miss))
+}
+
+/// Hands the request to the wrapped service, marking how the cache saw it.
+async fn pass<S, A, ReqBody, ResBody>(
+    settings: &Settings<A>,
+    inner: S,
+    request: Request<ReqBody>,
+    status: CacheStatus,
+) -> Result<Response<CacheBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    let response = inner.oneshot(request).await?;
+    Ok(settings.mark(response.map(CacheBody::inner), status))
+}
+
+/// The response for a cached image, or `None` when it is no longer there.
+async fn serve_hit<A, B>(
+    settings: &Settings<A>,
+    id: &ImageId,
+    is_get: bool,
+) -> Option<Response<CacheBody<B>>> {
+    let cache = &settings.cache;
+    if !is_get {
+        let record = cache.cached_image(id)?;
+        return Some(settings.mark(hit_response(&record, CacheBody::empty()), CacheStatus::Hit));
+    }
+    let opened = {
+        let (cache, id) = (cache.clone(), id.clone());
+        tokio::task::spawn_blocking(move || cache.open_for_read(&id)).await
+    };
+    match opened {
+        Ok(Ok(Some(reader))) => {
+            let record = reader.record().clone();
+            Some(settings.mark(
+                hit_response(&record, CacheBody::hit(reader)),
+                CacheStatus::Hit,
+            ))
+        }
+        Ok(Ok(None)) => None,
+        Ok(Err(err)) => {
+            tracing::warn!(image = %id, %err, "could not open a cached image; fetching it instead");
+            None
+        }
+        Err(err) => {
+            tracing::warn!(image = %id, %err, "could not open a cached image; fetching it instead");
+            None
+        }
+    }
+}
+
+fn hit_response<B>(record: &CachedImage, body: CacheBody<B>) -> Response<CacheBody<B>> {
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(record.size));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Some(checksum) = &record.checksum {
+        // Glance sends the hex MD5 in Content-MD5; clients compare it with the image checksum.
+        if let Ok(md5) = HeaderValue::from_str(checksum) {
+            headers.insert(HeaderName::from_static("content-md5"), md5);
+        }
+        if let Ok(etag) = HeaderValue::from_str(&format!("\"{checksum}\"")) {
+            headers.insert(header::ETAG, etag);
+        }
+    }
+    response
+}
+
+/// A request answered 2xx here removes the image from the cache.
+async fn evict<S, A, ReqBody, ResBody>(
+    settings: Arc<Settings<A>>,
+    inner: S,
+    id: ImageId,
+    request: Request<ReqBody>,
+) -> Result<Response<CacheBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    let response = inner.oneshot(request).await?;
+    if response.status().is_success() {
+        let cache = settings.cache.clone();
+        let evicted =
+            tokio::task::spawn_blocking(move || cache.delete_cached_image(&id).map(|_| id)).await;
+        match evicted {
+            Ok(Ok(id)) => tracing::debug!(image = %id, "evicted from the cache"),
+            Ok(Err(err)) => tracing::error!(%err, "could not evict an image from the cache"),
+            Err(err) => tracing::error!(%err, "could not evict an image from the cache"),
+        }
+    }
+    Ok(response.map(CacheBody::inner))
+}
+
+fn has_range_or_condition(headers: &HeaderMap) -> bool {
+    [
+        header::RANGE,
+        header::IF_RANGE,
+        header::IF_MATCH,
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_UNMODIFIED_SINCE,
+    ]
+    .iter()
+    .any(|name| headers.contains_key(name))
+}
+
+/// Only a whole, plain, storable image is cached: `200`, not encoded, not `no-store`, not empty.
+fn is_fillable<B: Body>(response: &Response<B>) -> bool {
+    let headers = response.headers();
+    let encoded = headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    let no_store = headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|directive| directive.trim().eq_ignore_ascii_case("no-store"));
+    let empty = response.body().is_end_stream() || content_length(headers) == Some(0);
+    response.status() == StatusCode::OK
+        && !encoded
+        && !no_store
+        && !empty
+        && !headers.contains_key(header::CONTENT_RANGE)
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// What the fill must turn out to be, from the response headers and the image's metadata.
+fn expected_image(headers: &HeaderMap, meta: &ImageMeta) -> Expected {
+    let mut expected = Expected::default();
+    if let Some(size) = content_length(headers).or(meta.size) {
+        expected = expected.size(size);
+    }
+    let md5 = headers
+        .get("content-md5")
+        .and_then(|v| v.to_str().ok())
+        .and_then(md5_hex)
+        .or_else(|| {
+            headers
+                .get(X_IMAGE_META_CHECKSUM)
+                .and_then(|v| v.to_str().ok())
+                .and_then(md5_hex)
+        })
+        .or_else(|| meta.checksum.as_deref().and_then(md5_hex));
+    if let Some(md5) = md5 {
+        expected = expected.md5_hex(md5);
+    }
+    let sha512 = meta
+        .os_hash_algo
+        .as_deref()
+        .is_some_and(|a| a.eq_ignore_ascii_case("sha512"));
+    if let Some(value) = meta.os_hash_value.as_deref().filter(|_| sha512) {
+        expected = expected.sha512_hex(value);
+    }
+    expected
+}
+
+/// An MD5 as hex, from hex (Glance's form) or base64 (RFC 1864's). Anything else is kept as
+/// given, so the fill fails verification rather than caching unverified bytes.
+fn md5_hex(value: &str) -> Option<String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return None;
+    }
+    if value.len() == 32 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Some(value.to_ascii_lowercase());
+    }
+    match base64::engine::general_purpose::STANDARD.decode(value) {
+        Ok(raw) if raw.len() == 16 => Some(hex::encode(raw)),
+        _ => Some(value.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn md5_is_read_as_hex_or_base64() {
+        assert_eq!(
+            md5_hex("5D41402ABC4B2A76B9719D911017C592").as_deref(),
+            Some("5d41402abc4b2a76b9719d911017c592")
+        );
+        assert_eq!(
+            md5_hex("XUFAKrxLKna5cZ2REBfFkg==").as_deref(),
+            Some("5d41402abc4b2a76b9719d911017c592")
+        );
+        assert_eq!(md5_hex("").as_deref(), None);
+        assert_eq!(md5_hex("garbage").as_deref(), Some("garbage"));
+    }
+
+    #[test]
+    fn expected_prefers_headers_then_metadata() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(5u64));
+        headers.insert(
+            X_IMAGE_META_CHECKSUM,
+            HeaderValue::from_static("5d41402abc4b2a76b9719d911017c592"),
+        );
+        let meta = ImageMeta {
+            checksum: Some("00000000000000000000000000000000".into()),
+            os_hash_algo: Some("sha512".into()),
+            os_hash_value: Some("ab".into()),
+            size: Some(9),
+        };
+        let expected = expected_image(&headers, &meta);
+        assert_eq!(
+            expected,
+            Expected::default()
+                .size(5)
+                .md5_hex("5d41402abc4b2a76b9719d911017c592")
+                .sha512_hex("ab")
+        );
+        let from_meta = expected_image(&HeaderMap::new(), &meta);
+        assert_eq!(
+            from_meta,
+            Expected::default()
+                .size(9)
+                .md5_hex("00000000000000000000000000000000")
+                .sha512_hex("ab")
+        );
+    }
+}
