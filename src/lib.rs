@@ -11,6 +11,7 @@
 //!
 //! ```
 //! use axum::{routing::get, Router};
+//! use tower::Layer;
 //! use tower_image_cache::{CacheConfig, CacheLayer, ImageCache, InnerMetadata};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -23,7 +24,9 @@
 //!     .route("/v2/images/{id}", get(|| async { r#"{"status": "active"}"# }))
 //!     .route("/v2/images/{id}/file", get(|| async { "image bytes" }));
 //!
-//! let app = api.layer(CacheLayer::new(cache, InnerMetadata::new()));
+//! let cached = CacheLayer::new(cache, InnerMetadata::new()).layer(api);
+//! let app = Router::new().fallback_service(cached);
+//! // axum::serve(listener, app).await?;
 //! # let _: Router = app;
 //! # Ok(()) }
 //! ```

@@ -67,7 +67,8 @@ where
     ) -> CheckFuture<S::Response, S::Error>;
 }
 
-/// Asks the wrapped service for the image's metadata with the caller's own headers
+/// Asks the wrapped service for the image's metadata with the caller's own headers (not its
+/// request extensions)
 /// (`GET /v2/images/{id}` by default) and serves from the cache only when it answers `200`
 /// with `"status": "active"`.
 ///
@@ -113,11 +114,11 @@ impl InnerMetadata {
                 http::HeaderValue::from_static("application/json"),
             );
         }
-        let mut metadata = builder
+        // Extensions are not copied: routers keep their match state there (axum appends the
+        // path parameters it finds to those already present).
+        builder
             .body(B::default())
-            .expect("a rendered route is a valid URI");
-        *metadata.extensions_mut() = request.extensions.clone();
-        metadata
+            .expect("a rendered route is a valid URI")
     }
 }
 
@@ -161,33 +162,107 @@ where
         request: &request::Parts,
         id: &ImageId,
     ) -> CheckFuture<S::Response, S::Error> {
-        let metadata = self.metadata_request(request, id);
-        let id = id.clone();
-        Box::pin(async move {
-            let response = inner.oneshot(metadata).await?;
-            match response.status() {
-                StatusCode::OK => {}
-                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => {
-                    return Ok(Access::Deny(response))
-                }
-                status => {
-                    tracing::debug!(image = %id, %status, "metadata check inconclusive; passing through");
-                    return Ok(Access::PassThrough);
-                }
-            }
-            let document = match Limited::new(response.into_body(), MAX_METADATA_BYTES)
-                .collect()
-                .await
-            {
-                Ok(collected) => collected.to_bytes(),
-                Err(err) => {
-                    tracing::warn!(image = %id, %err, "could not read the image metadata; passing through");
-                    return Ok(Access::PassThrough);
-                }
-            };
-            Ok(parse_metadata(&document).map_or(Access::PassThrough, Access::Serve))
-        })
+        Box::pin(ask_metadata(
+            inner,
+            self.metadata_request(request, id),
+            id.clone(),
+        ))
     }
+}
+
+/// [`InnerMetadata`]'s check, asking a given service instead of the wrapped one.
+///
+/// For stacks where the layer wraps only the download route, not the whole API: axum's
+/// `Router::layer` wraps each route on its own, so the wrapped service there cannot answer
+/// `GET /v2/images/{id}`. Give it the whole router (a clone) instead.
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use tower_image_cache::layer::{CacheLayer, InnerMetadata, MetadataThrough};
+/// use tower_image_cache::{CacheConfig, ImageCache};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// let cache = ImageCache::open(CacheConfig::new(dir.path()))?;
+/// let api: Router = Router::new()
+///     .route("/v2/images/{id}", get(|| async { r#"{"status": "active"}"# }))
+///     .route("/v2/images/{id}/file", get(|| async { "image bytes" }));
+/// let check = MetadataThrough::new(api.clone(), InnerMetadata::new());
+/// let app: Router = api.layer(CacheLayer::new(cache, check));
+/// # let _ = app;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct MetadataThrough<T> {
+    service: T,
+    check: InnerMetadata,
+}
+
+impl<T> MetadataThrough<T> {
+    /// Asks `service` for the metadata, as `check` describes (its route).
+    pub fn new(service: T, check: InnerMetadata) -> Self {
+        MetadataThrough { service, check }
+    }
+}
+
+impl<S, T, ReqBody, ResBody> AccessCheck<S, ReqBody> for MetadataThrough<T>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    T: Service<Request<ReqBody>, Response = Response<ResBody>, Error = S::Error>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    T::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Default + Send + 'static,
+    ResBody: Body + Send + 'static,
+    ResBody::Data: Send,
+    ResBody::Error: Into<BoxError>,
+{
+    fn check(
+        &self,
+        _inner: S,
+        request: &request::Parts,
+        id: &ImageId,
+    ) -> CheckFuture<S::Response, S::Error> {
+        let metadata = self.check.metadata_request(request, id);
+        Box::pin(ask_metadata(self.service.clone(), metadata, id.clone()))
+    }
+}
+
+async fn ask_metadata<T, ReqBody, ResBody>(
+    service: T,
+    metadata: Request<ReqBody>,
+    id: ImageId,
+) -> Result<Access<Response<ResBody>>, T::Error>
+where
+    T: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Body,
+    ResBody::Error: Into<BoxError>,
+{
+    let response = service.oneshot(metadata).await?;
+    match response.status() {
+        StatusCode::OK => {}
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => {
+            return Ok(Access::Deny(response))
+        }
+        status => {
+            tracing::debug!(image = %id, %status, "metadata check inconclusive; passing through");
+            return Ok(Access::PassThrough);
+        }
+    }
+    let document = match Limited::new(response.into_body(), MAX_METADATA_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) => {
+            tracing::warn!(image = %id, %err, "could not read the image metadata; passing through");
+            return Ok(Access::PassThrough);
+        }
+    };
+    Ok(parse_metadata(&document).map_or(Access::PassThrough, Access::Serve))
 }
 
 /// The metadata of an active image, or `None` for anything else.

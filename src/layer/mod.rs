@@ -15,21 +15,29 @@
 //!
 //! # Example
 //!
+//! Wrap the whole image API, so the access check can ask its metadata route:
+//!
 //! ```
 //! use axum::{routing::get, Router};
+//! use tower::Layer;
 //! use tower_image_cache::layer::{CacheLayer, InnerMetadata};
 //! use tower_image_cache::{CacheConfig, ImageCache};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let dir = tempfile::tempdir()?;
 //! let cache = ImageCache::open(CacheConfig::new(dir.path()))?;
-//! let app: Router = Router::new()
+//! let api = Router::new()
 //!     .route("/v2/images/{id}", get(|| async { r#"{"status": "active"}"# }))
-//!     .route("/v2/images/{id}/file", get(|| async { "image bytes" }))
-//!     .layer(CacheLayer::new(cache, InnerMetadata::new()));
+//!     .route("/v2/images/{id}/file", get(|| async { "image bytes" }));
+//! let cached = CacheLayer::new(cache, InnerMetadata::new()).layer(api);
+//! // Back into a Router, ready for `axum::serve`.
+//! let app: Router = Router::new().fallback_service(cached);
 //! # let _ = app;
 //! # Ok(()) }
 //! ```
+//!
+//! axum's `Router::layer` wraps each route on its own; there, give the check the whole router
+//! with [`MetadataThrough`].
 
 mod access;
 mod body;
@@ -42,7 +50,9 @@ mod tee;
 #[cfg(test)]
 mod tests;
 
-pub use access::{Access, AccessCheck, CheckFuture, ImageMeta, InnerMetadata, TrustAll};
+pub use access::{
+    Access, AccessCheck, CheckFuture, ImageMeta, InnerMetadata, MetadataThrough, TrustAll,
+};
 pub use body::CacheBody;
 pub use future::ResponseFuture;
 pub use layer::CacheLayer;

@@ -188,6 +188,7 @@ impl ImageCache {
                 return Err(FillError::AlreadyFilling);
             }
             fills.insert(id.clone(), Arc::clone(&state));
+            inner.running_fills.send_replace(fills.len());
         }
         let path = inner.layout.incomplete(id);
         let file = match inner.io.create(&path) {
@@ -418,6 +419,7 @@ fn unregister(inner: &Inner, id: &ImageId, state: &Arc<FillState>) {
     let mut fills = lock(&inner.fills);
     if fills.get(id).is_some_and(|s| Arc::ptr_eq(s, state)) {
         fills.remove(id);
+        inner.running_fills.send_replace(fills.len());
     }
 }
 

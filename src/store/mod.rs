@@ -119,6 +119,8 @@ struct Inner {
     /// so sled never sees a stale write land after a newer one.
     entries: RwLock<HashMap<ImageId, Entry>>,
     fills: Mutex<HashMap<ImageId, Arc<FillState>>>,
+    /// How many fills are running; watched by [`ImageCache::idle`].
+    running_fills: tokio::sync::watch::Sender<usize>,
     hits: HitFlusher,
 }
 
@@ -159,6 +161,7 @@ impl ImageCache {
             index,
             entries: RwLock::new(entries),
             fills: Mutex::new(HashMap::new()),
+            running_fills: tokio::sync::watch::Sender::new(0),
             hits: HitFlusher::start(weak.clone()),
         });
         Ok(ImageCache { inner })
@@ -229,6 +232,13 @@ impl ImageCache {
             }
         }
         Ok(removed)
+    }
+
+    /// Resolves once no fill is running (each one committed or rolled back).
+    pub async fn idle(&self) {
+        let mut running = self.inner.running_fills.subscribe();
+        // The sender lives as long as `self`, so this cannot fail.
+        let _ = running.wait_for(|count| *count == 0).await;
     }
 
     /// Writes the hit counters gathered in memory to sled now (they are otherwise written

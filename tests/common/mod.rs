@@ -1,0 +1,383 @@
+//! A fake Glance-style image API with switchable misbehaviour, and a real server around it.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{header, HeaderMap, Response, StatusCode};
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use futures_util::stream::{self, StreamExt};
+use md5::Digest;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
+use tower::Layer;
+use tower_image_cache::layer::AccessCheck;
+use tower_image_cache::store::FillIo;
+use tower_image_cache::{CacheConfig, CacheLayer, ImageCache, InnerMetadata};
+
+pub const ADMIN: &str = "admin-token";
+pub const OWNER: &str = "owner-token";
+pub const OTHER: &str = "other-token";
+const CHUNK: usize = 64 * 1024;
+
+/// How the fake API sends an image's data.
+#[derive(Clone)]
+pub enum Behavior {
+    Normal,
+    /// `Content-MD5` names other bytes.
+    WrongChecksum,
+    /// `Content-Length` promises twice what is sent.
+    ShortBody,
+    /// Half the data, then an error.
+    FailMidStream,
+    /// Each chunk waits for a permit.
+    Gated(Arc<Semaphore>),
+    /// `204 No Content`.
+    NoContent,
+    /// `Content-Encoding: gzip`.
+    Encoded,
+}
+
+#[derive(Clone)]
+pub struct FakeImage {
+    pub data: Bytes,
+    pub owner: &'static str,
+    pub public: bool,
+    pub status: &'static str,
+    pub deleted: bool,
+    pub behavior: Behavior,
+}
+
+impl FakeImage {
+    pub fn private(data: impl Into<Bytes>) -> Self {
+        FakeImage {
+            data: data.into(),
+            owner: "p1",
+            public: false,
+            status: "active",
+            deleted: false,
+            behavior: Behavior::Normal,
+        }
+    }
+
+    pub fn behavior(mut self, behavior: Behavior) -> Self {
+        self.behavior = behavior;
+        self
+    }
+}
+
+#[derive(Default)]
+pub struct FakeApi {
+    images: Mutex<HashMap<String, FakeImage>>,
+    pub body_requests: AtomicUsize,
+    pub metadata_requests: AtomicUsize,
+}
+
+pub fn md5_hex(data: &[u8]) -> String {
+    hex::encode(md5::Md5::digest(data))
+}
+
+pub fn image_data(len: usize) -> Bytes {
+    (0..len)
+        .map(|i| (i * 31 % 251) as u8)
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+impl FakeApi {
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    pub fn add(&self, id: &str, image: FakeImage) {
+        self.images.lock().unwrap().insert(id.to_owned(), image);
+    }
+
+    pub fn update(&self, id: &str, change: impl FnOnce(&mut FakeImage)) {
+        change(self.images.lock().unwrap().get_mut(id).unwrap());
+    }
+
+    pub fn body_requests(&self) -> usize {
+        self.body_requests.load(Ordering::SeqCst)
+    }
+
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/v2/images/{id}", get(metadata).delete(delete))
+            .route("/v2/images/{id}/file", get(download).put(upload))
+            .with_state(Arc::clone(self))
+    }
+
+    /// The image as this caller may see it, or the status the API answers.
+    fn visible(&self, headers: &HeaderMap, id: &str) -> Result<(FakeImage, bool), StatusCode> {
+        let (project, admin) = match headers.get("x-auth-token").and_then(|v| v.to_str().ok()) {
+            Some(ADMIN) => ("admin", true),
+            Some(OWNER) => ("p1", false),
+            Some(OTHER) => ("p2", false),
+            _ => return Err(StatusCode::UNAUTHORIZED),
+        };
+        let images = self.images.lock().unwrap();
+        let image = images
+            .get(id)
+            .filter(|i| !i.deleted)
+            .ok_or(StatusCode::NOT_FOUND)?;
+        if !(admin || image.public || image.owner == project) {
+            return Err(StatusCode::NOT_FOUND);
+        }
+        Ok((image.clone(), admin))
+    }
+}
+
+async fn metadata(
+    State(api): State<Arc<FakeApi>>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response<Body> {
+    api.metadata_requests.fetch_add(1, Ordering::SeqCst);
+    match api.visible(&headers, &id) {
+        Ok((image, _)) => {
+            let doc = serde_json::json!({
+                "id": id,
+                "status": image.status,
+                "size": image.data.len(),
+                "checksum": md5_hex(&image.data),
+            });
+            Response::new(Body::from(doc.to_string()))
+        }
+        Err(status) => status_response(status),
+    }
+}
+
+async fn delete(
+    State(api): State<Arc<FakeApi>>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response<Body> {
+    match api.visible(&headers, &id) {
+        Ok(_) => {
+            api.update(&id, |image| image.deleted = true);
+            status_response(StatusCode::NO_CONTENT)
+        }
+        Err(status) => status_response(status),
+    }
+}
+
+async fn upload(
+    State(api): State<Arc<FakeApi>>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
+    match api.visible(&headers, &id) {
+        Ok(_) => {
+            api.update(&id, |image| image.data = body);
+            status_response(StatusCode::NO_CONTENT)
+        }
+        Err(status) => status_response(status),
+    }
+}
+
+fn status_response(status: StatusCode) -> Response<Body> {
+    let mut response = Response::new(Body::from(format!("{{\"status\": {}}}", status.as_u16())));
+    *response.status_mut() = status;
+    response
+}
+
+async fn download(
+    State(api): State<Arc<FakeApi>>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response<Body> {
+    let (image, admin) = match api.visible(&headers, &id) {
+        Ok(found) => found,
+        Err(status) => return status_response(status),
+    };
+    if image.status != "active" && !admin {
+        return status_response(StatusCode::FORBIDDEN);
+    }
+    if let Behavior::NoContent = image.behavior {
+        return status_response(StatusCode::NO_CONTENT);
+    }
+    api.body_requests.fetch_add(1, Ordering::SeqCst);
+    let data = image.data.clone();
+    if let Some(range) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        let (start, end) = range
+            .strip_prefix("bytes=")
+            .and_then(|r| r.split_once('-'))
+            .unwrap();
+        let start: usize = start.parse().unwrap();
+        let end: usize = end
+            .parse::<usize>()
+            .map_or(data.len() - 1, |e| e.min(data.len() - 1));
+        return Response::builder()
+            .status(StatusCode::PARTIAL_CONTENT)
+            .header(
+                header::CONTENT_RANGE,
+                format!("bytes {start}-{end}/{}", data.len()),
+            )
+            .header(header::CONTENT_LENGTH, end + 1 - start)
+            .body(Body::from(data.slice(start..end + 1)))
+            .unwrap();
+    }
+    let mut builder = Response::builder()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, data.len())
+        .header("content-md5", md5_hex(&data));
+    let chunks: Vec<Bytes> = data.chunks(CHUNK).map(|c| data.slice_ref(c)).collect();
+    let body = match image.behavior {
+        Behavior::Normal | Behavior::NoContent => Body::from_stream(stream::iter(
+            chunks.into_iter().map(Ok::<_, std::io::Error>),
+        )),
+        Behavior::WrongChecksum => {
+            builder = builder.header("content-md5", md5_hex(b"something else"));
+            Body::from(data)
+        }
+        Behavior::Encoded => {
+            builder = builder.header(header::CONTENT_ENCODING, "gzip");
+            Body::from(data)
+        }
+        Behavior::ShortBody => {
+            builder = builder.header(header::CONTENT_LENGTH, data.len() * 2);
+            Body::from(data)
+        }
+        Behavior::FailMidStream => {
+            let half = chunks.len() / 2;
+            let items = chunks
+                .into_iter()
+                .take(half.max(1))
+                .map(Ok)
+                .chain(std::iter::once(Err(std::io::Error::other(
+                    "backend store went away",
+                ))));
+            Body::from_stream(stream::iter(items))
+        }
+        Behavior::Gated(gate) => Body::from_stream(stream::iter(chunks).then(move |chunk| {
+            let gate = Arc::clone(&gate);
+            async move {
+                gate.acquire().await.unwrap().forget();
+                Ok::<_, std::io::Error>(chunk)
+            }
+        })),
+    };
+    // `header()` appends; keep only the last of each.
+    let mut response = builder.body(body).unwrap();
+    for name in [
+        header::CONTENT_LENGTH,
+        header::HeaderName::from_static("content-md5"),
+    ] {
+        let last = response.headers().get_all(&name).iter().last().cloned();
+        if let Some(last) = last {
+            response.headers_mut().insert(name, last);
+        }
+    }
+    response
+}
+
+/// The fake API behind a `CacheLayer`, served on 127.0.0.1.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub api: Arc<FakeApi>,
+    pub cache: ImageCache,
+    pub dir: tempfile::TempDir,
+    pub client: reqwest::Client,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|dir| ImageCache::open(CacheConfig::new(dir)).unwrap()).await
+    }
+
+    pub async fn start_with(open: impl FnOnce(&Path) -> ImageCache) -> Self {
+        Self::start_with_check(open, InnerMetadata::new()).await
+    }
+
+    pub async fn start_with_check<A>(open: impl FnOnce(&Path) -> ImageCache, check: A) -> Self
+    where
+        A: AccessCheck<Router, axum::body::Body>,
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = open(&dir.path().join("cache"));
+        let api = FakeApi::new();
+        let app = Router::new()
+            .fallback_service(CacheLayer::new(cache.clone(), check).layer(api.router()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        TestServer {
+            addr,
+            api,
+            cache,
+            dir,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn get(&self, id: &str, token: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(&format!("/v2/images/{id}/file")))
+            .header("x-auth-token", token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The names directly in the cache directory, sorted.
+    pub fn cache_listing(&self) -> Vec<String> {
+        listing(&self.cache_dir())
+    }
+}
+
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+pub fn cache_status(response: &reqwest::Response) -> &str {
+    response
+        .headers()
+        .get("x-cache-status")
+        .map_or("", |v| v.to_str().unwrap())
+}
+
+/// Sends a request line exactly as given (no URL normalisation) and returns the status code.
+pub async fn raw_status(addr: SocketAddr, method: &str, target: &str, token: &str) -> u16 {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nX-Auth-Token: {token}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response);
+    text.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A fill's file operations where writing always fails, as on a full disk.
+pub struct FullDisk;
+
+impl FillIo for FullDisk {
+    fn write(&self, _: &mut std::fs::File, _: &[u8]) -> std::io::Result<()> {
+        Err(std::io::Error::from_raw_os_error(28))
+    }
+}
