@@ -226,27 +226,23 @@ async fn download(
             .body(Body::from(data.slice(start..end + 1)))
             .unwrap();
     }
+    let length = match image.behavior {
+        Behavior::ShortBody => data.len() * 2,
+        _ => data.len(),
+    };
+    let md5 = match image.behavior {
+        Behavior::WrongChecksum => md5_hex(b"something else"),
+        _ => md5_hex(&data),
+    };
     let mut builder = Response::builder()
         .header(header::CONTENT_TYPE, "application/octet-stream")
-        .header(header::CONTENT_LENGTH, data.len())
-        .header("content-md5", md5_hex(&data));
+        .header(header::CONTENT_LENGTH, length)
+        .header("content-md5", md5);
+    if let Behavior::Encoded = image.behavior {
+        builder = builder.header(header::CONTENT_ENCODING, "gzip");
+    }
     let chunks: Vec<Bytes> = data.chunks(CHUNK).map(|c| data.slice_ref(c)).collect();
     let body = match image.behavior {
-        Behavior::Normal | Behavior::NoContent => Body::from_stream(stream::iter(
-            chunks.into_iter().map(Ok::<_, std::io::Error>),
-        )),
-        Behavior::WrongChecksum => {
-            builder = builder.header("content-md5", md5_hex(b"something else"));
-            Body::from(data)
-        }
-        Behavior::Encoded => {
-            builder = builder.header(header::CONTENT_ENCODING, "gzip");
-            Body::from(data)
-        }
-        Behavior::ShortBody => {
-            builder = builder.header(header::CONTENT_LENGTH, data.len() * 2);
-            Body::from(data)
-        }
         Behavior::FailMidStream => {
             let half = chunks.len() / 2;
             let items = chunks
@@ -265,19 +261,11 @@ async fn download(
                 Ok::<_, std::io::Error>(chunk)
             }
         })),
+        _ => Body::from_stream(stream::iter(
+            chunks.into_iter().map(Ok::<_, std::io::Error>),
+        )),
     };
-    // `header()` appends; keep only the last of each.
-    let mut response = builder.body(body).unwrap();
-    for name in [
-        header::CONTENT_LENGTH,
-        header::HeaderName::from_static("content-md5"),
-    ] {
-        let last = response.headers().get_all(&name).iter().last().cloned();
-        if let Some(last) = last {
-            response.headers_mut().insert(name, last);
-        }
-    }
-    response
+    builder.body(body).unwrap()
 }
 
 /// The fake API behind a `CacheLayer`, served on 127.0.0.1.
