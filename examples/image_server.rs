@@ -72,6 +72,14 @@ impl Caller {
     fn is_admin(&self) -> bool {
         self.roles.iter().any(|r| r == "admin")
     }
+
+    /// Glance's visibility rule: admins see all, public and community images are seen by all,
+    /// private and shared ones by their owner's project.
+    fn may_see(&self, image: &Image) -> bool {
+        self.is_admin()
+            || matches!(image.visibility.as_str(), "public" | "community")
+            || image.owner == self.project
+    }
 }
 
 fn parse_user(spec: &str) -> Result<(String, Caller), String> {
@@ -161,17 +169,30 @@ struct AppState {
 
 type Shared = Arc<AppState>;
 
-fn error(status: StatusCode, message: &str) -> Response {
-    let body = serde_json::json!({ "code": status.as_u16(), "title": status.canonical_reason(), "message": message });
-    (status, Json(body)).into_response()
+/// An error answer, as Glance shapes them.
+#[derive(Debug)]
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let ApiError(status, message) = self;
+        let body = serde_json::json!({ "code": status.as_u16(), "title": status.canonical_reason(), "message": message });
+        (status, Json(body)).into_response()
+    }
 }
+
+fn error(status: StatusCode, message: &str) -> ApiError {
+    ApiError(status, message.to_owned())
+}
+
+type ApiResult = Result<Response, ApiError>;
 
 fn now_iso() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
 impl AppState {
-    fn caller(&self, headers: &HeaderMap) -> Result<&Caller, Response> {
+    fn caller(&self, headers: &HeaderMap) -> Result<&Caller, ApiError> {
         let token = headers.get("x-auth-token").and_then(|v| v.to_str().ok());
         token
             .and_then(|t| self.callers.get(t))
@@ -179,7 +200,7 @@ impl AppState {
     }
 
     /// The image if `caller` may see it; 404 otherwise, as Glance answers.
-    fn visible(&self, caller: &Caller, id: &str) -> Result<Image, Response> {
+    fn visible(&self, caller: &Caller, id: &str) -> Result<Image, ApiError> {
         let images = self.images.lock().unwrap();
         images
             .get(id)
@@ -256,35 +277,30 @@ struct NewImage {
     protected: bool,
 }
 
-async fn create_image(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    let caller = match state.caller(&headers) {
-        Ok(caller) => caller.clone(),
-        Err(denied) => return denied,
-    };
-    let new: NewImage = match serde_json::from_slice(if body.is_empty() { b"{}" } else { &body }) {
-        Ok(new) => new,
-        Err(err) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("invalid image document: {err}"),
-            )
-        }
-    };
+async fn create_image(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let caller = state.caller(&headers)?.clone();
+    let document: &[u8] = if body.is_empty() { b"{}" } else { &body };
+    let new: NewImage = serde_json::from_slice(document).map_err(|err| {
+        error(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid image document: {err}"),
+        )
+    })?;
     let visibility = new.visibility.unwrap_or_else(|| "shared".into());
     if !matches!(
         visibility.as_str(),
         "public" | "private" | "shared" | "community"
     ) {
-        return error(
+        return Err(error(
             StatusCode::BAD_REQUEST,
             "visibility must be public, private, shared or community",
-        );
+        ));
     }
     if visibility == "public" && !caller.is_admin() {
-        return error(
+        return Err(error(
             StatusCode::FORBIDDEN,
             "only admins may create public images",
-        );
+        ));
     }
     let id = uuid::Uuid::new_v4().to_string();
     let now = now_iso();
@@ -308,126 +324,91 @@ async fn create_image(State(state): State<Shared>, headers: HeaderMap, body: Byt
         created_at: now.clone(),
         updated_at: now,
     };
-    match state.save(&image) {
-        Ok(()) => (StatusCode::CREATED, Json(image)).into_response(),
-        Err(err) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("could not store the image: {err}"),
-        ),
-    }
+    state.save(&image).map_err(internal)?;
+    Ok((StatusCode::CREATED, Json(image)).into_response())
 }
 
-async fn list_images(State(state): State<Shared>, headers: HeaderMap) -> Response {
-    let caller = match state.caller(&headers) {
-        Ok(caller) => caller,
-        Err(denied) => return denied,
-    };
+fn internal(err: impl std::fmt::Display) -> ApiError {
+    error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string())
+}
+
+async fn list_images(State(state): State<Shared>, headers: HeaderMap) -> ApiResult {
+    let caller = state.caller(&headers)?;
     let images = state.images.lock().unwrap();
-    let mut visible: Vec<&Image> = images
-        .values()
-        .filter(|i| {
-            caller.is_admin()
-                || matches!(i.visibility.as_str(), "public" | "community")
-                || i.owner == caller.project
-        })
-        .collect();
+    let mut visible: Vec<&Image> = images.values().filter(|i| caller.may_see(i)).collect();
     visible.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
-    Json(serde_json::json!({ "images": visible, "schema": "/v2/schemas/images", "first": "/v2/images" })).into_response()
+    let listing = serde_json::json!({ "images": visible, "schema": "/v2/schemas/images", "first": "/v2/images" });
+    Ok(Json(listing).into_response())
 }
 
 async fn show_image(
     State(state): State<Shared>,
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
-) -> Response {
-    match state
-        .caller(&headers)
-        .and_then(|caller| state.visible(caller, &id))
-    {
-        Ok(image) => Json(image).into_response(),
-        Err(denied) => denied,
-    }
+) -> ApiResult {
+    let caller = state.caller(&headers)?;
+    Ok(Json(state.visible(caller, &id)?).into_response())
 }
 
 async fn delete_image(
     State(state): State<Shared>,
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
-) -> Response {
-    let (caller, image) = match state
-        .caller(&headers)
-        .and_then(|c| Ok((c, state.visible(c, &id)?)))
-    {
-        Ok(found) => found,
-        Err(denied) => return denied,
-    };
+) -> ApiResult {
+    let caller = state.caller(&headers)?;
+    let image = state.visible(caller, &id)?;
     if !caller.is_admin() && image.owner != caller.project {
-        return error(
+        return Err(error(
             StatusCode::FORBIDDEN,
             "only the owner or an admin may delete an image",
-        );
+        ));
     }
     if image.protected {
-        return error(StatusCode::FORBIDDEN, "the image is protected");
+        return Err(error(StatusCode::FORBIDDEN, "the image is protected"));
     }
     state.images.lock().unwrap().remove(&id);
     let _ = std::fs::remove_file(state.images_dir.join(format!("{id}.json")));
     let _ = std::fs::remove_file(state.data_path(&id));
-    StatusCode::NO_CONTENT.into_response()
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn set_status(
-    state: &AppState,
-    headers: &HeaderMap,
-    id: &str,
-    from: &str,
-    to: &str,
-) -> Response {
-    let caller = match state.caller(headers) {
-        Ok(caller) => caller,
-        Err(denied) => return denied,
-    };
+fn set_status(state: &AppState, headers: &HeaderMap, id: &str, from: &str, to: &str) -> ApiResult {
+    let caller = state.caller(headers)?;
     if !caller.is_admin() {
-        return error(
+        return Err(error(
             StatusCode::FORBIDDEN,
             "only admins may change an image's activation",
-        );
+        ));
     }
-    let mut image = match state.visible(caller, id) {
-        Ok(image) => image,
-        Err(denied) => return denied,
-    };
-    if image.status == to {
-        return StatusCode::NO_CONTENT.into_response();
+    let mut image = state.visible(caller, id)?;
+    if image.status != to {
+        if image.status != from {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                &format!("an image in status {} cannot become {to}", image.status),
+            ));
+        }
+        image.status = to.into();
+        image.updated_at = now_iso();
+        state.save(&image).map_err(internal)?;
     }
-    if image.status != from {
-        return error(
-            StatusCode::BAD_REQUEST,
-            &format!("an image in status {} cannot become {to}", image.status),
-        );
-    }
-    image.status = to.into();
-    image.updated_at = now_iso();
-    match state.save(&image) {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string()),
-    }
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn deactivate(
     State(state): State<Shared>,
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
-) -> Response {
-    set_status(&state, &headers, &id, "active", "deactivated").await
+) -> ApiResult {
+    set_status(&state, &headers, &id, "active", "deactivated")
 }
 
 async fn reactivate(
     State(state): State<Shared>,
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
-) -> Response {
-    set_status(&state, &headers, &id, "deactivated", "active").await
+) -> ApiResult {
+    set_status(&state, &headers, &id, "deactivated", "active")
 }
 
 async fn upload(
@@ -435,54 +416,44 @@ async fn upload(
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    let (caller, mut image) = match state
-        .caller(&headers)
-        .and_then(|c| Ok((c, state.visible(c, &id)?)))
-    {
-        Ok(found) => found,
-        Err(denied) => return denied,
-    };
+) -> ApiResult {
+    let caller = state.caller(&headers)?;
+    let mut image = state.visible(caller, &id)?;
     if !caller.is_admin() && image.owner != caller.project {
-        return error(
+        return Err(error(
             StatusCode::FORBIDDEN,
             "only the owner or an admin may upload data",
-        );
+        ));
     }
     if image.status != "queued" {
-        return error(
-            StatusCode::CONFLICT,
-            &format!(
-                "image data can only be uploaded to a queued image, not {}",
-                image.status
-            ),
+        let message = format!(
+            "image data can only be uploaded to a queued image, not {}",
+            image.status
         );
+        return Err(error(StatusCode::CONFLICT, &message));
     }
     let partial = state.images_dir.join(format!("{id}.upload"));
-    let written = write_upload(&partial, body).await;
-    let (size, md5, sha512) = match written {
+    let (size, md5, sha512) = match write_upload(&partial, body).await {
         Ok(done) => done,
         Err(err) => {
             let _ = tokio::fs::remove_file(&partial).await;
-            return error(
+            return Err(error(
                 StatusCode::BAD_REQUEST,
                 &format!("the upload failed: {err}"),
-            );
+            ));
         }
     };
-    if let Err(err) = tokio::fs::rename(&partial, state.data_path(&id)).await {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string());
-    }
+    tokio::fs::rename(&partial, state.data_path(&id))
+        .await
+        .map_err(internal)?;
     image.status = "active".into();
     image.size = Some(size);
     image.checksum = Some(md5);
     image.os_hash_algo = Some("sha512".into());
     image.os_hash_value = Some(sha512);
     image.updated_at = now_iso();
-    match state.save(&image) {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string()),
-    }
+    state.save(&image).map_err(internal)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn write_upload(
@@ -511,29 +482,18 @@ async fn download(
     State(state): State<Shared>,
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
-) -> Response {
-    let (caller, image) = match state
-        .caller(&headers)
-        .and_then(|c| Ok((c, state.visible(c, &id)?)))
-    {
-        Ok(found) => found,
-        Err(denied) => return denied,
-    };
+) -> ApiResult {
+    let caller = state.caller(&headers)?;
+    let image = state.visible(caller, &id)?;
     if image.status == "deactivated" && !caller.is_admin() {
-        return error(StatusCode::FORBIDDEN, "the image is deactivated");
+        return Err(error(StatusCode::FORBIDDEN, "the image is deactivated"));
     }
     let Some(size) = image.size.filter(|_| image.status != "queued") else {
-        return StatusCode::NO_CONTENT.into_response();
+        return Ok(StatusCode::NO_CONTENT.into_response());
     };
-    let file = match tokio::fs::File::open(state.data_path(&id)).await {
-        Ok(file) => file,
-        Err(err) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &format!("the image data is unreadable: {err}"),
-            )
-        }
-    };
+    let file = tokio::fs::File::open(state.data_path(&id))
+        .await
+        .map_err(|err| internal(format!("the image data is unreadable: {err}")))?;
     let mut response = Response::new(Body::from_stream(read_throttled(file, state.backend_rate)));
     let headers = response.headers_mut();
     headers.insert(
@@ -544,7 +504,7 @@ async fn download(
     if let Some(checksum) = image.checksum.as_deref().and_then(|c| c.parse().ok()) {
         headers.insert("content-md5", checksum);
     }
-    response
+    Ok(response)
 }
 
 /// The image store's read: 1 MiB at a time, no faster than `rate` bytes per second.
