@@ -204,11 +204,7 @@ impl AppState {
         let images = self.images.lock().unwrap();
         images
             .get(id)
-            .filter(|i| {
-                caller.is_admin()
-                    || matches!(i.visibility.as_str(), "public" | "community")
-                    || i.owner == caller.project
-            })
+            .filter(|i| caller.may_see(i))
             .cloned()
             .ok_or_else(|| error(StatusCode::NOT_FOUND, &format!("no image with id {id}")))
     }
