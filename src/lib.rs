@@ -42,3 +42,8 @@ pub use config::CacheConfig;
 pub use image_id::{ImageId, InvalidImageId};
 pub use layer::{CacheLayer, CacheService, InnerMetadata, TrustAll};
 pub use store::ImageCache;
+
+// The README's examples are compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
