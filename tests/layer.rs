@@ -237,6 +237,9 @@ async fn callers_the_api_refuses_are_refused_by_the_cache() {
     assert_eq!(cache_status(&anonymous), "");
     let bad_token = server.get("img", "forged").await;
     assert_eq!(bad_token.status(), 401);
+    let suspended = server.get("img", SUSPENDED).await;
+    assert_eq!(suspended.status(), 403);
+    assert_eq!(cache_status(&suspended), "");
     let other_project = server.get("img", OTHER).await;
     assert_eq!(other_project.status(), 404);
     assert_eq!(cache_status(&other_project), "");
@@ -528,4 +531,106 @@ async fn reopen_after_a_crash_serves_only_verified_images() {
     assert_eq!(partial.bytes().await.unwrap(), image_data(3000));
     assert_eq!(cache_status(&server.get("gone", OWNER).await), "MISS");
     assert_eq!(server.api.body_requests(), 2);
+}
+
+#[tokio::test]
+async fn an_os_hash_mismatch_from_the_metadata_is_not_committed() {
+    let server = TestServer::start().await;
+    let data = image_data(300_000);
+    server.api.add(
+        "img",
+        FakeImage::private(data.clone()).behavior(Behavior::WrongOsHash),
+    );
+
+    let response = server.get("img", OWNER).await;
+    assert_eq!(cache_status(&response), "MISS");
+    assert_eq!(response.bytes().await.unwrap(), data);
+    server.cache.idle().await;
+    assert!(!server.cache.is_cached(&id("img")));
+    assert_eq!(
+        std::fs::read(server.cache_dir().join("invalid/img")).unwrap(),
+        data
+    );
+}
+
+#[tokio::test]
+async fn the_cache_status_header_can_be_turned_off() {
+    use tower::ServiceExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cache = ImageCache::open(CacheConfig::new(dir.path())).unwrap();
+    let api = FakeApi::new();
+    api.add("img", FakeImage::private(image_data(10)));
+    let layer = tower_image_cache::CacheLayer::new(cache, TrustAll).cache_status_header(false);
+    let service = tower::Layer::layer(&layer, api.router());
+    let request = axum::http::Request::get("/v2/images/img/file")
+        .header("x-auth-token", OWNER)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = service.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("x-cache-status").is_none());
+}
+
+/// The layer under plain hyper-util, without axum's server: any tower service will do.
+#[tokio::test]
+async fn works_under_hyper_util_with_any_tower_service() {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceBuilder;
+
+    type ReqBody = http_body_util::combinators::BoxBody<bytes::Bytes, hyper::Error>;
+    let data = image_data(100_000);
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let inner = {
+        let (data, calls) = (data.clone(), calls.clone());
+        tower::service_fn(move |request: http::Request<ReqBody>| {
+            let (data, calls) = (data.clone(), calls.clone());
+            async move {
+                let body = match request.uri().path() {
+                    "/v2/images/img" => bytes::Bytes::from_static(br#"{"status": "active"}"#),
+                    _ => {
+                        calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        data
+                    }
+                };
+                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(body)))
+            }
+        })
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = ImageCache::open(CacheConfig::new(dir.path())).unwrap();
+    let service = ServiceBuilder::new()
+        .map_request(|request: http::Request<hyper::body::Incoming>| request.map(BodyExt::boxed))
+        .layer(tower_image_cache::CacheLayer::new(
+            cache.clone(),
+            tower_image_cache::InnerMetadata::new(),
+        ))
+        .service(inner);
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let service = TowerToHyperService::new(service.clone());
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/v2/images/img/file");
+    let miss = client.get(&url).send().await.unwrap();
+    assert_eq!(cache_status(&miss), "MISS");
+    assert_eq!(miss.bytes().await.unwrap(), data);
+    cache.idle().await;
+    let hit = client.get(&url).send().await.unwrap();
+    assert_eq!(cache_status(&hit), "HIT");
+    assert_eq!(hit.bytes().await.unwrap(), data);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
 }

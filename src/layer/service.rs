@@ -197,8 +197,11 @@ where
     if !is_get || !is_fillable(&response) {
         return Ok(settings.mark(response.map(CacheBody::inner), CacheStatus::Miss));
     }
-    let expected = expected_image(response.headers(), &meta);
-    let content_length = expected.expected_size();
+    // The message's own length (hyper sends an exact size hint as Content-Length); the tee holds
+    // the body to it.
+    let content_length =
+        content_length(response.headers()).or_else(|| response.body().size_hint().exact());
+    let expected = expected_image(content_length, response.headers(), &meta);
     let fill = {
         let (cache, id) = (cache.clone(), id.clone());
         tokio::task::spawn_blocking(move || cache.begin_fill(&id, expected)).await
@@ -357,9 +360,9 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// What the fill must turn out to be, from the response headers and the image's metadata.
-fn expected_image(headers: &HeaderMap, meta: &ImageMeta) -> Expected {
+fn expected_image(content_length: Option<u64>, headers: &HeaderMap, meta: &ImageMeta) -> Expected {
     let mut expected = Expected::default();
-    if let Some(size) = content_length(headers).or(meta.size) {
+    if let Some(size) = content_length.or(meta.size) {
         expected = expected.size(size);
     }
     let md5 = headers
@@ -434,7 +437,7 @@ mod tests {
             os_hash_value: Some("ab".into()),
             size: Some(9),
         };
-        let expected = expected_image(&headers, &meta);
+        let expected = expected_image(Some(5), &headers, &meta);
         assert_eq!(
             expected,
             Expected::default()
@@ -442,7 +445,7 @@ mod tests {
                 .md5_hex("5d41402abc4b2a76b9719d911017c592")
                 .sha512_hex("ab")
         );
-        let from_meta = expected_image(&HeaderMap::new(), &meta);
+        let from_meta = expected_image(None, &HeaderMap::new(), &meta);
         assert_eq!(
             from_meta,
             Expected::default()

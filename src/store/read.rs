@@ -59,7 +59,10 @@ impl ImageCache {
         };
         let on_disk = file.metadata()?.len();
         if on_disk != record.size {
-            tracing::error!(image = %id, indexed = record.size, on_disk, "a cached file has the wrong size; not serving it");
+            // Not the bytes that were verified: drop it so the next request fills it afresh.
+            tracing::error!(image = %id, indexed = record.size, on_disk, "a cached file has the wrong size; removing it");
+            self.delete_cached_image(id)
+                .map_err(|err| io::Error::other(err.to_string()))?;
             return Ok(None);
         }
         Ok(Some(ImageReader {

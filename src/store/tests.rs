@@ -442,3 +442,16 @@ fn a_database_held_by_another_handle_is_an_error_not_a_rebuild() {
     assert!(cache.is_cached(&id("img")));
     assert!(names(&dir.path().join("invalid")).is_empty());
 }
+
+#[tokio::test]
+async fn a_file_that_changed_size_is_dropped_not_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path());
+    fill(&cache, "img", b"twelve bytes");
+    std::fs::write(dir.path().join("img"), b"six b").unwrap();
+    assert!(cache.open_for_read(&id("img")).unwrap().is_none());
+    assert!(!cache.is_cached(&id("img")));
+    assert!(!dir.path().join("img").exists());
+    fill(&cache, "img", b"twelve bytes");
+    assert!(cache.is_cached(&id("img")));
+}

@@ -25,6 +25,8 @@ use tower_image_cache::{CacheConfig, CacheLayer, ImageCache, InnerMetadata};
 pub const ADMIN: &str = "admin-token";
 pub const OWNER: &str = "owner-token";
 pub const OTHER: &str = "other-token";
+/// A caller the API knows but refuses everything (403).
+pub const SUSPENDED: &str = "suspended-token";
 const CHUNK: usize = 64 * 1024;
 
 /// How the fake API sends an image's data.
@@ -43,6 +45,8 @@ pub enum Behavior {
     NoContent,
     /// `Content-Encoding: gzip`.
     Encoded,
+    /// The metadata's `os_hash_value` names other bytes (`Content-MD5` is right).
+    WrongOsHash,
 }
 
 #[derive(Clone)]
@@ -84,6 +88,10 @@ pub fn md5_hex(data: &[u8]) -> String {
     hex::encode(md5::Md5::digest(data))
 }
 
+pub fn sha512_hex(data: &[u8]) -> String {
+    hex::encode(sha2::Sha512::digest(data))
+}
+
 pub fn image_data(len: usize) -> Bytes {
     (0..len)
         .map(|i| (i * 31 % 251) as u8)
@@ -121,6 +129,7 @@ impl FakeApi {
             Some(ADMIN) => ("admin", true),
             Some(OWNER) => ("p1", false),
             Some(OTHER) => ("p2", false),
+            Some(SUSPENDED) => return Err(StatusCode::FORBIDDEN),
             _ => return Err(StatusCode::UNAUTHORIZED),
         };
         let images = self.images.lock().unwrap();
@@ -148,6 +157,11 @@ async fn metadata(
                 "status": image.status,
                 "size": image.data.len(),
                 "checksum": md5_hex(&image.data),
+                "os_hash_algo": "sha512",
+                "os_hash_value": match image.behavior {
+                    Behavior::WrongOsHash => sha512_hex(b"other bytes"),
+                    _ => sha512_hex(&image.data),
+                },
             });
             Response::new(Body::from(doc.to_string()))
         }
