@@ -46,11 +46,6 @@ impl Expected {
     pub fn expected_size(&self) -> Option<u64> {
         self.size
     }
-
-    /// Whether an MD5 was given.
-    pub fn has_md5(&self) -> bool {
-        self.md5_hex.is_some()
-    }
 }
 
 /// A fill whose bytes were not what was expected.
@@ -169,7 +164,7 @@ impl ImageCache {
     /// Starts filling `id`: creates `incomplete/<id>`. Only one fill per image runs at a time.
     pub fn begin_fill(&self, id: &ImageId, expected: Expected) -> Result<FillWriter, FillError> {
         let inner = &self.inner;
-        let max_size = inner.config.max_size_bytes();
+        let max_size = inner.config.image_cache_max_size;
         if let Some(size) = expected.size.filter(|size| *size > max_size) {
             return Err(FillError::TooLarge { size, max_size });
         }
@@ -377,7 +372,8 @@ impl FillWriter {
             hits: 0,
             last_accessed: at,
             last_modified: at,
-            generation: cache.index.next_generation().unwrap_or_default(),
+            // Adopted files have generation 0; commits count from 1.
+            generation: cache.index.next_generation().map_or(0, |g| g + 1),
             md5: Some(md5),
         };
         if let Err(err) = cache.insert_committed(&self.id, entry) {

@@ -102,6 +102,9 @@ pub enum StoreError {
     /// The sled index failed (another process may hold it).
     #[error("cache index failed: {0}")]
     Index(#[from] sled::Error),
+    /// The configuration cannot describe a cache.
+    #[error("invalid cache configuration: {0}")]
+    InvalidConfig(String),
 }
 
 /// A handle on the cache. Cheap to clone; all clones share one cache.
@@ -146,14 +149,21 @@ impl ImageCache {
     /// Like [`open`](Self::open), with the file operations of fills supplied by `io` (used to
     /// inject faults in tests).
     pub fn open_with_io(config: CacheConfig, io: Arc<dyn FillIo>) -> Result<Self, StoreError> {
-        let layout = Layout::new(config.image_cache_dir());
+        let db_name = config.image_cache_sqlite_db.clone();
+        let db_name = db_name.as_str();
+        if db_name.is_empty()
+            || db_name.contains(['/', '\\'])
+            || matches!(db_name, "." | ".." | "incomplete" | "invalid")
+        {
+            return Err(StoreError::InvalidConfig(format!(
+                "image_cache_sqlite_db must be a plain directory name inside image_cache_dir, not {db_name:?}"
+            )));
+        }
+        let layout = Layout::new(&config.image_cache_dir);
         layout.create_dirs()?;
-        let (index, loaded) = Index::open_or_rebuild(
-            &config.db_path(),
-            config.db_cache_capacity_bytes(),
-            &layout.invalid,
-        )?;
-        let entries = reconcile::reconcile(&layout, config.db_name_str(), &index, loaded)?;
+        let (index, loaded) =
+            Index::open_or_rebuild(&config.db_path(), config.db_cache_capacity, &layout.invalid)?;
+        let entries = reconcile::reconcile(&layout, db_name, &index, loaded)?;
         let inner = Arc::new_cyclic(|weak| Inner {
             config,
             layout,
@@ -294,9 +304,9 @@ impl Inner {
         self.index.flush()
     }
 
-    fn record_hit(&self, id: &ImageId) {
+    fn record_hit(&self, id: &ImageId, generation: u64) {
         let mut entries = self.write_entries();
-        if let Some(entry) = entries.get_mut(id) {
+        if let Some(entry) = entries.get_mut(id).filter(|e| e.generation == generation) {
             entry.hits += 1;
             entry.last_accessed = now();
             self.hits.mark_dirty(id);

@@ -25,6 +25,8 @@ pub(crate) const CHUNK_SIZE: usize = 1024 * 1024;
 pub struct ImageReader {
     cache: Arc<Inner>,
     id: ImageId,
+    /// The commit this reader reads; a hit never counts for a later commit of the same id.
+    generation: u64,
     record: CachedImage,
     file: Arc<File>,
     pos: u64,
@@ -48,9 +50,10 @@ impl ImageCache {
     /// This opens a file: call it from a blocking context (for instance
     /// `tokio::task::spawn_blocking`). Reading the returned handle needs a tokio runtime.
     pub fn open_for_read(&self, id: &ImageId) -> io::Result<Option<ImageReader>> {
-        let Some(record) = self.cached_image(id) else {
+        let Some(entry) = self.inner.read_entries().get(id).copied() else {
             return Ok(None);
         };
+        let record = CachedImage::new(id, &entry);
         let file = match File::open(self.inner.layout.committed(id)) {
             Ok(file) => file,
             // Evicted between the lookup and the open.
@@ -68,6 +71,7 @@ impl ImageCache {
         Ok(Some(ImageReader {
             cache: Arc::clone(&self.inner),
             id: id.clone(),
+            generation: entry.generation,
             end: record.size,
             record,
             file: Arc::new(file),
@@ -110,7 +114,7 @@ impl ImageReader {
         };
         self.pos += chunk.len() as u64;
         if self.pos == self.end {
-            self.cache.record_hit(&self.id);
+            self.cache.record_hit(&self.id, self.generation);
         }
         Poll::Ready(Some(Ok(chunk)))
     }

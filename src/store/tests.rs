@@ -201,7 +201,7 @@ fn a_cached_image_is_not_filled_again() {
 #[test]
 fn an_image_larger_than_the_cache_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = ImageCache::open(CacheConfig::new(dir.path()).max_size(10)).unwrap();
+    let cache = ImageCache::open(CacheConfig::new(dir.path()).image_cache_max_size(10)).unwrap();
     let err = cache
         .begin_fill(&id("img"), Expected::default().size(11))
         .unwrap_err();
@@ -292,6 +292,18 @@ async fn a_reader_keeps_an_evicted_image_readable() {
     assert!(cache.open_for_read(&id("img")).unwrap().is_none());
     // The hit of an image deleted meanwhile does not bring it back.
     assert!(cache.cached_image(&id("img")).is_none());
+}
+
+#[tokio::test]
+async fn a_read_of_an_old_copy_does_not_count_for_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path());
+    fill(&cache, "img", b"first copy");
+    let mut old = cache.open_for_read(&id("img")).unwrap().unwrap();
+    cache.delete_cached_image(&id("img")).unwrap();
+    fill(&cache, "img", b"second copy");
+    assert_eq!(read_all(&mut old).await, b"first copy");
+    assert_eq!(cache.cached_image(&id("img")).unwrap().hits, 0);
 }
 
 /// Fails the write step after `allow` successful writes, as a full disk does.
@@ -454,4 +466,20 @@ async fn a_file_that_changed_size_is_dropped_not_served() {
     assert!(!dir.path().join("img").exists());
     fill(&cache, "img", b"twelve bytes");
     assert!(cache.is_cached(&id("img")));
+}
+
+#[test]
+fn a_database_name_that_is_a_path_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["../elsewhere", "a/b", "", "invalid", ".."] {
+        let config = CacheConfig::new(dir.path()).image_cache_sqlite_db(name);
+        assert!(
+            matches!(ImageCache::open(config), Err(StoreError::InvalidConfig(_))),
+            "{name}"
+        );
+    }
+    assert!(!dir.path().parent().unwrap().join("elsewhere").exists());
+    let config = CacheConfig::new(dir.path()).image_cache_sqlite_db("glance.db");
+    ImageCache::open(config).unwrap();
+    assert!(dir.path().join("glance.db").is_dir());
 }
