@@ -305,8 +305,7 @@ where
     let response = inner.oneshot(request).await?;
     if response.status().is_success() {
         let cache = settings.cache.clone();
-        let evicted =
-            tokio::task::spawn_blocking(move || cache.delete_cached_image(&id).map(|_| id)).await;
+        let evicted = tokio::task::spawn_blocking(move || cache.evict(&id).map(|_| id)).await;
         match evicted {
             Ok(Ok(id)) => tracing::debug!(image = %id, "evicted from the cache"),
             Ok(Err(err)) => tracing::error!(%err, "could not evict an image from the cache"),

@@ -183,8 +183,9 @@ impl ImageCache {
                 return Err(FillError::AlreadyFilling);
             }
             fills.insert(id.clone(), Arc::clone(&state));
-            inner.running_fills.send_replace(fills.len());
         }
+        // Counted outside the fills lock: `fill_settled` reads the fills inside the watch's lock.
+        inner.running_fills.send_modify(|running| *running += 1);
         let path = inner.layout.incomplete(id);
         let file = match inner.io.create(&path) {
             Ok(file) => file,
@@ -243,6 +244,12 @@ impl FillWriter {
         if self.state.is_cancelled() {
             self.discard(Discard::Remove, "the image was deleted");
             return Err(FillError::Cancelled);
+        }
+        let max_size = self.cache.config.image_cache_max_size;
+        let size = self.written + chunk.len() as u64;
+        if size > max_size && self.file.is_some() {
+            self.discard(Discard::Remove, "the image is larger than image_cache_max_size");
+            return Err(FillError::TooLarge { size, max_size });
         }
         let Some(file) = self.file.as_mut() else {
             return Err(FillError::Io {
@@ -377,11 +384,14 @@ impl FillWriter {
             md5: Some(md5),
         };
         if let Err(err) = cache.insert_committed(&self.id, entry) {
-            let _ = cache.remove_committed(std::slice::from_ref(&self.id));
+            let _ = cache.remove_committed([(&self.id, None)]);
             unwind("index write failed");
             return Err(FillError::Index(err));
         }
         tracing::debug!(image = %self.id, size = self.written, "committed an image to the cache");
+        if cache.total_size() > cache.config.image_cache_max_size {
+            cache.housekeeper.request_prune();
+        }
         Ok(CachedImage::new(&self.id, &entry))
     }
 
@@ -412,10 +422,13 @@ fn discard_path(incomplete: &Path, invalid: &Path, discard: Discard, id: &ImageI
 }
 
 fn unregister(inner: &Inner, id: &ImageId, state: &Arc<FillState>) {
-    let mut fills = lock(&inner.fills);
-    if fills.get(id).is_some_and(|s| Arc::ptr_eq(s, state)) {
-        fills.remove(id);
-        inner.running_fills.send_replace(fills.len());
+    let removed = {
+        let mut fills = lock(&inner.fills);
+        let ours = fills.get(id).is_some_and(|s| Arc::ptr_eq(s, state));
+        ours && fills.remove(id).is_some()
+    };
+    if removed {
+        inner.running_fills.send_modify(|running| *running -= 1);
     }
 }
 

@@ -12,6 +12,7 @@ use crate::ImageId;
 const RECORD_VERSION: u8 = 1;
 const RECORD_LEN: usize = 1 + 8 * 5 + 1 + 16;
 const IMAGES_TREE: &str = "images";
+const QUEUE_TREE: &str = "queue";
 
 /// What the cache knows of one committed image.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -68,6 +69,8 @@ impl Entry {
 pub(crate) struct Index {
     db: sled::Db,
     images: sled::Tree,
+    /// The prefetch queue: key = a sequence number (big-endian, so FIFO), value = the id.
+    queue: sled::Tree,
 }
 
 impl Index {
@@ -110,7 +113,8 @@ impl Index {
                 .mode(sled::Mode::LowSpace)
                 .open()?;
             let images = db.open_tree(IMAGES_TREE)?;
-            let index = Index { db, images };
+            let queue = db.open_tree(QUEUE_TREE)?;
+            let index = Index { db, images, queue };
             let entries = index.load()?;
             Ok((index, entries))
         }));
@@ -172,6 +176,68 @@ impl Index {
     /// A number never handed out before by this database.
     pub(crate) fn next_generation(&self) -> Result<u64, sled::Error> {
         self.db.generate_id()
+    }
+
+    /// The queue in the order it will be fetched, with each entry's key.
+    fn queue_entries(&self) -> Result<Vec<(sled::IVec, ImageId)>, sled::Error> {
+        let mut entries = Vec::new();
+        for item in self.queue.iter() {
+            let (key, value) = item?;
+            match std::str::from_utf8(&value)
+                .ok()
+                .and_then(|v| ImageId::new(v).ok())
+            {
+                Some(id) => entries.push((key, id)),
+                None => {
+                    self.queue.remove(key)?;
+                }
+            }
+        }
+        Ok(entries)
+    }
+
+    pub(crate) fn queued(&self) -> Result<Vec<ImageId>, sled::Error> {
+        Ok(self
+            .queue_entries()?
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect())
+    }
+
+    /// Appends `id` unless it is queued already; returns whether it was added.
+    pub(crate) fn enqueue(&self, id: &ImageId) -> Result<bool, sled::Error> {
+        if self.queue_entries()?.iter().any(|(_, queued)| queued == id) {
+            return Ok(false);
+        }
+        let seq = self.db.generate_id()?;
+        self.queue.insert(seq.to_be_bytes(), id.as_str())?;
+        self.db.flush()?;
+        Ok(true)
+    }
+
+    /// Removes `id` from the queue; returns whether it was there.
+    pub(crate) fn dequeue(&self, id: &ImageId) -> Result<bool, sled::Error> {
+        let keys: Vec<sled::IVec> = self
+            .queue_entries()?
+            .into_iter()
+            .filter(|(_, queued)| queued == id)
+            .map(|(key, _)| key)
+            .collect();
+        for key in &keys {
+            self.queue.remove(key)?;
+        }
+        if !keys.is_empty() {
+            self.db.flush()?;
+        }
+        Ok(!keys.is_empty())
+    }
+
+    /// Empties the queue; returns how many ids it held.
+    pub(crate) fn clear_queue(&self) -> Result<usize, sled::Error> {
+        let count = self.queue_entries()?.len();
+        self.queue.clear()?;
+        self.db.flush()?;
+        Ok(count)
     }
 
     pub(crate) fn flush(&self) -> Result<(), sled::Error> {

@@ -38,8 +38,10 @@
 
 mod fill;
 mod fs;
-mod hits;
+mod housekeeping;
 mod index;
+mod maintenance;
+mod queue;
 mod read;
 mod reconcile;
 #[cfg(test)]
@@ -55,11 +57,12 @@ use crate::{CacheConfig, ImageId};
 
 pub use fill::{Expected, FillError, FillWriter, Verification};
 pub use fs::{FillIo, StdFillIo};
+pub use maintenance::{Cleaned, Pruned};
 pub use read::ImageReader;
 
 use fill::FillState;
 use fs::Layout;
-use hits::HitFlusher;
+use housekeeping::Housekeeper;
 use index::{Entry, Index};
 
 /// A cached image as operators see it: the record of `GET /v2/cache`.
@@ -124,7 +127,7 @@ struct Inner {
     fills: Mutex<HashMap<ImageId, Arc<FillState>>>,
     /// How many fills are running; watched by [`ImageCache::idle`].
     running_fills: tokio::sync::watch::Sender<usize>,
-    hits: HitFlusher,
+    housekeeper: Housekeeper,
 }
 
 impl std::fmt::Debug for ImageCache {
@@ -172,7 +175,7 @@ impl ImageCache {
             entries: RwLock::new(entries),
             fills: Mutex::new(HashMap::new()),
             running_fills: tokio::sync::watch::Sender::new(0),
-            hits: HitFlusher::start(weak.clone()),
+            housekeeper: Housekeeper::start(weak.clone()),
         });
         Ok(ImageCache { inner })
     }
@@ -217,14 +220,14 @@ impl ImageCache {
 
     /// The total size of the committed images, in bytes.
     pub fn size(&self) -> u64 {
-        self.inner.read_entries().values().map(|e| e.size).sum()
+        self.inner.total_size()
     }
 
     /// Removes `id` from the cache. A fill of `id` that is still running is cancelled: it will
     /// not commit. Returns whether a committed image was removed.
     pub fn delete_cached_image(&self, id: &ImageId) -> Result<bool, StoreError> {
         self.inner.cancel_fill(id);
-        self.inner.remove_committed(std::slice::from_ref(id))
+        Ok(!self.inner.remove_committed([(id, None)])?.is_empty())
     }
 
     /// Removes every committed image and cancels every running fill. Returns how many images
@@ -235,13 +238,10 @@ impl ImageCache {
             self.inner.cancel_fill(id);
         }
         let ids: Vec<ImageId> = self.inner.read_entries().keys().cloned().collect();
-        let mut removed = 0;
-        for chunk in ids.chunks(1024) {
-            if self.inner.remove_committed(chunk)? {
-                removed += chunk.len();
-            }
-        }
-        Ok(removed)
+        Ok(self
+            .inner
+            .remove_committed(ids.iter().map(|id| (id, None)))?
+            .len())
     }
 
     /// Resolves once no fill is running (each one committed or rolled back).
@@ -249,6 +249,12 @@ impl ImageCache {
         let mut running = self.inner.running_fills.subscribe();
         // The sender lives as long as `self`, so this cannot fail.
         let _ = running.wait_for(|count| *count == 0).await;
+    }
+
+    /// Resolves once no fill of `id` is running.
+    pub async fn fill_settled(&self, id: &ImageId) {
+        let mut running = self.inner.running_fills.subscribe();
+        let _ = running.wait_for(|_| !self.is_filling(id)).await;
     }
 
     /// Writes the hit counters gathered in memory to sled now (they are otherwise written
@@ -267,6 +273,10 @@ impl Inner {
         self.entries.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn total_size(&self) -> u64 {
+        self.read_entries().values().map(|e| e.size).sum()
+    }
+
     fn cancel_fill(&self, id: &ImageId) {
         let fill = lock(&self.fills).get(id).cloned();
         if let Some(fill) = fill {
@@ -274,24 +284,33 @@ impl Inner {
         }
     }
 
-    /// Removes the entries and files of `ids`; returns whether any of them was cached.
-    fn remove_committed(&self, ids: &[ImageId]) -> Result<bool, StoreError> {
-        let removed: Vec<&ImageId> = {
+    /// Removes the entries and files of `victims` (each only if its generation is still the
+    /// given one, when one is given); returns the entries removed.
+    fn remove_committed<'a>(
+        &self,
+        victims: impl IntoIterator<Item = (&'a ImageId, Option<u64>)>,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let removed: Vec<(&ImageId, Entry)> = {
             let mut entries = self.write_entries();
-            let removed: Vec<&ImageId> = ids
-                .iter()
-                .filter(|id| entries.remove(*id).is_some())
-                .collect();
-            self.index.remove_all(removed.iter().copied())?;
+            let mut removed = Vec::new();
+            for (id, generation) in victims {
+                let current = entries
+                    .get(id)
+                    .is_some_and(|e| generation.is_none_or(|g| g == e.generation));
+                if current {
+                    removed.extend(entries.remove(id).map(|entry| (id, entry)));
+                }
+            }
+            self.index.remove_all(removed.iter().map(|(id, _)| *id))?;
             removed
         };
-        for id in &removed {
+        for (id, _) in &removed {
             fs::remove_if_present(&self.layout.committed(id))?;
         }
         if !removed.is_empty() {
             self.index.flush()?;
         }
-        Ok(!removed.is_empty())
+        Ok(removed.into_iter().map(|(_, e)| e).collect())
     }
 
     /// Records an entry for a file that was just moved into place.
@@ -309,12 +328,12 @@ impl Inner {
         if let Some(entry) = entries.get_mut(id).filter(|e| e.generation == generation) {
             entry.hits += 1;
             entry.last_accessed = now();
-            self.hits.mark_dirty(id);
+            self.housekeeper.mark_dirty(id);
         }
     }
 
     fn flush_hits(&self) -> Result<(), StoreError> {
-        let dirty = self.hits.take_dirty();
+        let dirty = self.housekeeper.take_dirty();
         if dirty.is_empty() {
             return Ok(());
         }

@@ -1,0 +1,43 @@
+//! The prefetch queue, kept in sled in the order images will be fetched (FIFO).
+
+use super::{ImageCache, StoreError};
+use crate::ImageId;
+
+impl ImageCache {
+    /// Queues `id` for the prefetcher. Returns `false`, queueing nothing, when it is cached,
+    /// being filled, or queued already (as Glance's `queue_image` does).
+    pub fn queue_image(&self, id: &ImageId) -> Result<bool, StoreError> {
+        if self.is_cached(id) || self.is_filling(id) {
+            return Ok(false);
+        }
+        Ok(self.inner.index.enqueue(id)?)
+    }
+
+    /// The queued ids, in the order they will be fetched.
+    pub fn queued_images(&self) -> Result<Vec<ImageId>, StoreError> {
+        Ok(self.inner.index.queued()?)
+    }
+
+    /// Whether `id` is queued.
+    pub fn is_queued(&self, id: &ImageId) -> Result<bool, StoreError> {
+        Ok(self.queued_images()?.contains(id))
+    }
+
+    /// Removes `id` from the queue; returns whether it was queued.
+    pub fn delete_queued_image(&self, id: &ImageId) -> Result<bool, StoreError> {
+        Ok(self.inner.index.dequeue(id)?)
+    }
+
+    /// Empties the queue; returns how many ids it held.
+    pub fn delete_all_queued_images(&self) -> Result<usize, StoreError> {
+        Ok(self.inner.index.clear_queue()?)
+    }
+
+    /// Forgets `id` entirely: removes it from the cache and the queue and cancels a fill of it
+    /// (what deleting the image calls for). Returns whether it was cached or queued.
+    pub fn evict(&self, id: &ImageId) -> Result<bool, StoreError> {
+        let cached = self.delete_cached_image(id)?;
+        let queued = self.delete_queued_image(id)?;
+        Ok(cached || queued)
+    }
+}
