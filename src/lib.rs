@@ -36,11 +36,14 @@
 pub mod config;
 mod image_id;
 pub mod layer;
+pub mod manage;
+mod prefetch;
 pub mod store;
 
 pub use config::CacheConfig;
 pub use image_id::{ImageId, InvalidImageId};
 pub use layer::{CacheLayer, CacheService, InnerMetadata, TrustAll};
+pub use manage::CacheManageLayer;
 pub use store::ImageCache;
 
 // The README's examples are compiled as doc tests.

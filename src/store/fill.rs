@@ -248,7 +248,10 @@ impl FillWriter {
         let max_size = self.cache.config.image_cache_max_size;
         let size = self.written + chunk.len() as u64;
         if size > max_size && self.file.is_some() {
-            self.discard(Discard::Remove, "the image is larger than image_cache_max_size");
+            self.discard(
+                Discard::Remove,
+                "the image is larger than image_cache_max_size",
+            );
             return Err(FillError::TooLarge { size, max_size });
         }
         let Some(file) = self.file.as_mut() else {

@@ -19,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use tower::Layer;
 use tower_image_cache::layer::AccessCheck;
+use tower_image_cache::manage::{CacheManageLayer, StaticToken};
 use tower_image_cache::store::FillIo;
 use tower_image_cache::{CacheConfig, CacheLayer, ImageCache, InnerMetadata};
 
@@ -47,6 +48,8 @@ pub enum Behavior {
     Encoded,
     /// The metadata's `os_hash_value` names other bytes (`Content-MD5` is right).
     WrongOsHash,
+    /// The download answers 500.
+    ServerError,
 }
 
 #[derive(Clone)]
@@ -216,8 +219,10 @@ async fn download(
     if image.status != "active" && !admin {
         return status_response(StatusCode::FORBIDDEN);
     }
-    if let Behavior::NoContent = image.behavior {
-        return status_response(StatusCode::NO_CONTENT);
+    match image.behavior {
+        Behavior::NoContent => return status_response(StatusCode::NO_CONTENT),
+        Behavior::ServerError => return status_response(StatusCode::INTERNAL_SERVER_ERROR),
+        _ => {}
     }
     api.body_requests.fetch_add(1, Ordering::SeqCst);
     let data = image.data.clone();
@@ -321,6 +326,50 @@ impl TestServer {
         }
     }
 
+    /// The fake API behind `CacheManageLayer` (admin token, also the service identity) and
+    /// `CacheLayer`, with the cache `open` returns for `<tempdir>/cache`.
+    pub async fn start_managed(open: impl FnOnce(&Path) -> ImageCache) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = open(&dir.path().join("cache"));
+        let api = FakeApi::new();
+        let service = tower::ServiceBuilder::new()
+            .layer(
+                CacheManageLayer::new(cache.clone(), StaticToken::new(ADMIN)).service_token(ADMIN),
+            )
+            .layer(CacheLayer::new(cache.clone(), InnerMetadata::new()))
+            .service(api.router());
+        let app = Router::new().fallback_service(service);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        TestServer {
+            addr,
+            api,
+            cache,
+            dir,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// A management call as the admin.
+    pub async fn manage(&self, method: reqwest::Method, path: &str) -> reqwest::Response {
+        self.manage_as(method, path, ADMIN).await
+    }
+
+    pub async fn manage_as(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+    ) -> reqwest::Response {
+        self.client
+            .request(method, self.url(path))
+            .header("x-auth-token", token)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub fn cache_dir(&self) -> PathBuf {
         self.dir.path().join("cache")
     }
@@ -382,4 +431,20 @@ impl FillIo for FullDisk {
     fn write(&self, _: &mut std::fs::File, _: &[u8]) -> std::io::Result<()> {
         Err(std::io::Error::from_raw_os_error(28))
     }
+}
+
+/// Waits until `condition` holds, failing after ten seconds (for work done by another task).
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+pub async fn json(response: reqwest::Response) -> serde_json::Value {
+    serde_json::from_slice(&response.bytes().await.unwrap()).unwrap()
 }

@@ -1,0 +1,158 @@
+//! Who may call the management routes.
+
+use std::fmt;
+
+use http::header::{HeaderName, AUTHORIZATION};
+use http::request;
+
+/// Decides whether a request may use the management routes. Checked before anything else on
+/// every management route: a denied caller learns nothing, not even that an id is malformed.
+///
+/// There is no allow-all implementation; a closure `Fn(&request::Parts) -> bool` can be one
+/// if a deployment authorizes in front.
+pub trait ManageAccess: Send + Sync + 'static {
+    /// Whether this request may manage the cache.
+    fn allows(&self, request: &request::Parts) -> bool;
+}
+
+impl<F> ManageAccess for F
+where
+    F: Fn(&request::Parts) -> bool + Send + Sync + 'static,
+{
+    fn allows(&self, request: &request::Parts) -> bool {
+        self(request)
+    }
+}
+
+/// Allows callers whose role header (by default `X-Roles`, a comma-separated list, as set by
+/// keystonemiddleware) contains a role (by default `admin`).
+///
+/// Only for deployments where an authenticating middleware in front sets that header and
+/// strips any the caller sent.
+#[derive(Debug, Clone)]
+pub struct RoleHeader {
+    header: HeaderName,
+    role: String,
+}
+
+impl RoleHeader {
+    /// `X-Roles` must contain `role`.
+    pub fn new(role: impl Into<String>) -> Self {
+        RoleHeader {
+            header: HeaderName::from_static("x-roles"),
+            role: role.into(),
+        }
+    }
+
+    /// Reads the roles from another header.
+    pub fn header(mut self, header: HeaderName) -> Self {
+        self.header = header;
+        self
+    }
+}
+
+impl Default for RoleHeader {
+    fn default() -> Self {
+        RoleHeader::new("admin")
+    }
+}
+
+impl ManageAccess for RoleHeader {
+    fn allows(&self, request: &request::Parts) -> bool {
+        request
+            .headers
+            .get_all(&self.header)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|roles| roles.split(','))
+            .any(|role| role.trim().eq_ignore_ascii_case(&self.role))
+    }
+}
+
+/// Allows callers presenting one static token in `X-Auth-Token` (or `Authorization: Bearer`),
+/// compared in constant time.
+#[derive(Clone)]
+pub struct StaticToken {
+    token: Vec<u8>,
+}
+
+impl StaticToken {
+    /// The token callers must present. An empty token allows nobody.
+    pub fn new(token: impl Into<String>) -> Self {
+        StaticToken {
+            token: token.into().into_bytes(),
+        }
+    }
+}
+
+impl fmt::Debug for StaticToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StaticToken").finish_non_exhaustive()
+    }
+}
+
+impl ManageAccess for StaticToken {
+    fn allows(&self, request: &request::Parts) -> bool {
+        let x_auth = request.headers.get("x-auth-token").map(|v| v.as_bytes());
+        let bearer = request
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+        !self.token.is_empty()
+            && [x_auth, bearer]
+                .into_iter()
+                .flatten()
+                .any(|given| constant_time_eq(given, &self.token))
+    }
+}
+
+/// Compares without stopping at the first difference, so timing tells nothing of the token.
+fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
+    let mut diff = given.len() ^ expected.len();
+    for (i, byte) in expected.iter().enumerate() {
+        diff |= usize::from(given.get(i).copied().unwrap_or(!byte) ^ byte);
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(headers: &[(&str, &str)]) -> request::Parts {
+        let mut builder = http::Request::get("/v2/cache");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn role_header_looks_for_the_role_in_the_list() {
+        let access = RoleHeader::default();
+        assert!(access.allows(&parts(&[("x-roles", "reader, admin")])));
+        assert!(!access.allows(&parts(&[("x-roles", "reader,administrator")])));
+        assert!(!access.allows(&parts(&[])));
+    }
+
+    #[test]
+    fn static_token_needs_the_exact_token() {
+        let access = StaticToken::new("s3cret");
+        assert!(access.allows(&parts(&[("x-auth-token", "s3cret")])));
+        assert!(access.allows(&parts(&[("authorization", "Bearer s3cret")])));
+        for wrong in ["s3cre", "s3cret!", "", "S3CRET"] {
+            assert!(
+                !access.allows(&parts(&[("x-auth-token", wrong)])),
+                "{wrong}"
+            );
+        }
+        assert!(!StaticToken::new("").allows(&parts(&[("x-auth-token", "")])));
+    }
+
+    #[test]
+    fn a_closure_is_an_access_check() {
+        let access = |request: &request::Parts| request.headers.contains_key("x-operator");
+        assert!(access.allows(&parts(&[("x-operator", "1")])));
+        assert!(!access.allows(&parts(&[])));
+    }
+}

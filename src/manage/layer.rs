@@ -1,0 +1,135 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use tower_layer::Layer;
+
+use super::access::ManageAccess;
+use super::service::{CacheManageService, Shared};
+use crate::layer::RouteTemplate;
+use crate::prefetch::{PrefetchHandle, WorkerSettings};
+use crate::store::ImageCache;
+
+/// Adds the cache-management routes (`/v2/cache...`, the legacy `/v2/cached_images` and
+/// `/v2/queued_images`, and the operator-doc aliases) and runs the prefetcher.
+///
+/// Put it outside [`CacheLayer`](crate::CacheLayer), around the whole image API: the
+/// prefetcher downloads queued images through the service it wraps, so they take the cache's
+/// normal fill path. See the [module docs](super).
+#[derive(Clone)]
+pub struct CacheManageLayer {
+    cache: ImageCache,
+    access: Arc<dyn ManageAccess>,
+    metadata: RouteTemplate,
+    worker: WorkerSettings,
+    handle: PrefetchHandle,
+}
+
+impl std::fmt::Debug for CacheManageLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheManageLayer")
+            .field("cache", &self.cache)
+            .field("worker", &self.worker)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CacheManageLayer {
+    /// Management of `cache`, for callers `access` allows. The prefetcher fetches with no
+    /// identity until [`service_identity`](Self::service_identity) gives it one.
+    pub fn new(cache: ImageCache, access: impl ManageAccess) -> Self {
+        let interval = cache.config().cache_prefetcher_interval;
+        CacheManageLayer {
+            cache,
+            access: Arc::new(access),
+            metadata: RouteTemplate::new("/v2/images/{id}").expect("a valid template"),
+            worker: WorkerSettings {
+                identity: HeaderMap::new(),
+                download: RouteTemplate::new("/v2/images/{id}/file").expect("a valid template"),
+                concurrency: 2,
+                interval,
+                prune_every: None,
+                clean_every: None,
+            },
+            handle: PrefetchHandle::default(),
+        }
+    }
+
+    /// The headers the cache sends as itself: the prefetcher's downloads and the existence
+    /// check of `PUT /v2/cache/{id}` (e.g. an admin `X-Auth-Token`).
+    pub fn service_identity(mut self, headers: HeaderMap) -> Self {
+        self.worker.identity = headers;
+        self
+    }
+
+    /// Shorthand for a service identity of one `X-Auth-Token`.
+    pub fn service_token(mut self, token: &str) -> Self {
+        match HeaderValue::from_str(token) {
+            Ok(mut value) => {
+                value.set_sensitive(true);
+                self.worker
+                    .identity
+                    .insert(HeaderName::from_static("x-auth-token"), value);
+            }
+            Err(_) => {
+                tracing::error!("the service token is not a valid header value; not using it")
+            }
+        }
+        self
+    }
+
+    /// How many queued images are fetched at once (default 2).
+    pub fn prefetch_concurrency(mut self, concurrency: usize) -> Self {
+        self.worker.concurrency = concurrency.max(1);
+        self
+    }
+
+    /// The route the prefetcher downloads (default `/v2/images/{id}/file`).
+    pub fn download_route(mut self, route: RouteTemplate) -> Self {
+        self.worker.download = route;
+        self
+    }
+
+    /// The route `PUT /v2/cache/{id}` asks whether the image exists and is active
+    /// (default `/v2/images/{id}`).
+    pub fn metadata_route(mut self, route: RouteTemplate) -> Self {
+        self.metadata = route;
+        self
+    }
+
+    /// Prunes the cache on a timer, as `image-cache-pruner` from cron would.
+    pub fn prune_every(mut self, period: Duration) -> Self {
+        self.worker.prune_every = Some(period);
+        self
+    }
+
+    /// Cleans the cache on a timer, as `image-cache-cleaner` from cron would.
+    pub fn clean_every(mut self, period: Duration) -> Self {
+        self.worker.clean_every = Some(period);
+        self
+    }
+
+    /// A handle on the prefetchers of the services this layer builds: wake them, or stop them.
+    pub fn prefetch_handle(&self) -> PrefetchHandle {
+        self.handle.clone()
+    }
+}
+
+impl<S> Layer<S> for CacheManageLayer {
+    type Service = CacheManageService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        let shared = Shared {
+            cache: self.cache.clone(),
+            access: Arc::clone(&self.access),
+            metadata: self.metadata.clone(),
+            identity: self.worker.identity.clone(),
+        };
+        CacheManageService::new(
+            inner,
+            Arc::new(shared),
+            self.worker.clone(),
+            self.handle.child(),
+        )
+    }
+}

@@ -1,0 +1,61 @@
+//! [`CacheManageLayer`]: the cache-management routes, and the prefetcher behind them.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /v2/cache` | 200 `{"cached_images": [...], "queued_images": [...], "in_progress": [...]}` |
+//! | `PUT /v2/cache/{id}` | 202, queued and the prefetcher woken; 404 unknown image, 400 not active |
+//! | `DELETE /v2/cache/{id}` | 204; 404 when neither cached nor queued |
+//! | `DELETE /v2/cache` | 204; `x-image-cache-clear-target`: `cache`, `queue`, `both`/empty/absent |
+//! | `POST /v2/cache/clean` | 200 `{"invalid_removed": n, "stalled_removed": n}` |
+//! | `POST /v2/cache/prune` | 200 `{"total_files_pruned": n, "total_bytes_pruned": b}` |
+//! | `POST /v2/cache/prefetch` | 202, the queue runs now |
+//! | `GET /v2/cache/nodes/{id}` | 200 `["<worker_self_reference_url>"]` or `[]`; 409 when unset |
+//! | `GET /v2/cached_images`, `GET /cached-images` | 200 `{"cached_images": [...]}` |
+//! | `DELETE /v2/cached_images/{id}`, `DELETE /cached-images/{id}` | 200 `null` |
+//! | `DELETE /v2/cached_images` | 200 `{"num_deleted": n}` |
+//! | `PUT /v2/queued_images/{id}`, `PUT /queued/{id}` | 200 `null` |
+//! | `GET /v2/queued_images` | 200 `{"queued_images": [...]}` |
+//! | `DELETE /v2/queued_images/{id}` | 200 `null` |
+//! | `DELETE /v2/queued_images` | 200 `{"num_deleted": n}` |
+//!
+//! Every route first asks the [`ManageAccess`] check (403 when denied), then checks the method
+//! (405 with `Allow`), the id (400) and that no request body was sent (400).
+//!
+//! # Example
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use tower::ServiceBuilder;
+//! use tower_image_cache::manage::{CacheManageLayer, StaticToken};
+//! use tower_image_cache::{CacheConfig, CacheLayer, ImageCache, InnerMetadata};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! let cache = ImageCache::open(CacheConfig::new(dir.path()))?;
+//! let api = Router::new()
+//!     .route("/v2/images/{id}", get(|| async { r#"{"status": "active"}"# }))
+//!     .route("/v2/images/{id}/file", get(|| async { "image bytes" }));
+//! let service = ServiceBuilder::new()
+//!     .layer(CacheManageLayer::new(cache.clone(), StaticToken::new("admin-token")).service_token("admin-token"))
+//!     .layer(CacheLayer::new(cache, InnerMetadata::new()))
+//!     .service(api);
+//! let app: Router = Router::new().fallback_service(service);
+//! # let _ = app;
+//! # Ok(()) }
+//! ```
+
+mod access;
+mod body;
+mod future;
+mod handlers;
+#[allow(clippy::module_inception)]
+mod layer;
+mod routes;
+mod service;
+
+pub use crate::prefetch::PrefetchHandle;
+pub use access::{ManageAccess, RoleHeader, StaticToken};
+pub use body::ManageBody;
+pub use future::ResponseFuture;
+pub use layer::CacheManageLayer;
+pub use service::CacheManageService;

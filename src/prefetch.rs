@@ -1,0 +1,248 @@
+//! The prefetcher: fetches queued images into the cache through the wrapped service.
+//!
+//! It runs as one task per [`CacheManageService`](crate::manage::CacheManageService): woken at
+//! once by `PUT /v2/cache/{id}` (or `POST /v2/cache/prefetch`), and every
+//! `cache_prefetcher_interval` anyway. Each queued image is downloaded with the service
+//! identity through the wrapped service — through `CacheLayer`, so the bytes take the normal
+//! fill path with its verification. A fetch that fails leaves the image queued for the next
+//! run; a failure or panic in one fetch never stops the worker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::BodyExt;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+use tower_service::Service;
+
+use crate::layer::{BoxError, RouteTemplate};
+use crate::store::ImageCache;
+use crate::ImageId;
+
+/// Controls a running prefetcher: wake it, or stop it.
+#[derive(Debug, Clone, Default)]
+pub struct PrefetchHandle {
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+}
+
+impl PrefetchHandle {
+    /// Runs the queue now (or right after the run in progress).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Stops the prefetcher; fetches in flight are dropped (their fills roll back).
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// A handle on one prefetcher: shut down with its parent, or alone.
+    pub(crate) fn child(&self) -> PrefetchHandle {
+        PrefetchHandle {
+            wake: Arc::clone(&self.wake),
+            shutdown: self.shutdown.child_token(),
+        }
+    }
+
+    /// Whether the prefetcher was stopped.
+    pub fn is_shut_down(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+}
+
+/// How the prefetcher and the optional maintenance timers run.
+#[derive(Debug, Clone)]
+pub(crate) struct WorkerSettings {
+    pub(crate) identity: HeaderMap,
+    pub(crate) download: RouteTemplate,
+    pub(crate) concurrency: usize,
+    pub(crate) interval: Duration,
+    pub(crate) prune_every: Option<Duration>,
+    pub(crate) clean_every: Option<Duration>,
+}
+
+/// Runs the prefetcher (and the prune/clean timers) until `handle` is shut down.
+pub(crate) async fn run<S, ReqBody, ResBody>(
+    cache: ImageCache,
+    service: S,
+    settings: WorkerSettings,
+    handle: PrefetchHandle,
+) where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    ReqBody: Default + Send + 'static,
+    ResBody: Body + Send + 'static,
+    ResBody::Data: Send,
+    ResBody::Error: Into<BoxError>,
+{
+    let every = |period: Duration| {
+        let mut timer = interval_at(Instant::now() + period, period);
+        timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        timer
+    };
+    let mut prefetch = every(settings.interval);
+    let mut prune = settings.prune_every.map(every);
+    let mut clean = settings.clean_every.map(every);
+    loop {
+        tokio::select! {
+            _ = handle.shutdown.cancelled() => break,
+            _ = handle.wake.notified() => run_queue(&cache, service.clone(), &settings, &handle).await,
+            _ = prefetch.tick() => run_queue(&cache, service.clone(), &settings, &handle).await,
+            _ = tick(&mut prune) => maintain(&cache, "prune", ImageCache::prune).await,
+            _ = tick(&mut clean) => maintain(&cache, "clean", ImageCache::clean).await,
+        }
+    }
+    tracing::debug!("the prefetcher stopped");
+}
+
+async fn tick(timer: &mut Option<Interval>) {
+    match timer {
+        Some(timer) => {
+            timer.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn maintain<T: std::fmt::Debug + Send + 'static, E: std::fmt::Display + Send + 'static>(
+    cache: &ImageCache,
+    chore: &'static str,
+    work: fn(&ImageCache) -> Result<T, E>,
+) {
+    let cache = cache.clone();
+    match tokio::task::spawn_blocking(move || work(&cache)).await {
+        Ok(Ok(done)) => tracing::info!(chore, ?done, "scheduled cache maintenance ran"),
+        Ok(Err(err)) => tracing::warn!(chore, %err, "scheduled cache maintenance failed"),
+        Err(err) => tracing::error!(chore, %err, "scheduled cache maintenance panicked"),
+    }
+}
+
+/// Fetches every queued image, at most `concurrency` at a time.
+async fn run_queue<S, ReqBody, ResBody>(
+    cache: &ImageCache,
+    service: S,
+    settings: &WorkerSettings,
+    handle: &PrefetchHandle,
+) where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    ReqBody: Default + Send + 'static,
+    ResBody: Body + Send + 'static,
+    ResBody::Data: Send,
+    ResBody::Error: Into<BoxError>,
+{
+    let queued = {
+        let cache = cache.clone();
+        match tokio::task::spawn_blocking(move || cache.queued_images()).await {
+            Ok(Ok(queued)) => queued,
+            Ok(Err(err)) => return tracing::warn!(%err, "could not read the prefetch queue"),
+            Err(err) => return tracing::error!(%err, "could not read the prefetch queue"),
+        }
+    };
+    let mut running: JoinSet<()> = JoinSet::new();
+    for id in queued {
+        while running.len() >= settings.concurrency.max(1) {
+            log_panic(running.join_next().await);
+        }
+        if handle.is_shut_down() {
+            return;
+        }
+        let request = download_request::<ReqBody>(settings, &id);
+        let fetch = fetch_one(cache.clone(), service.clone(), request, id);
+        running.spawn(fetch);
+    }
+    while let Some(done) = running.join_next().await {
+        log_panic(Some(done));
+    }
+}
+
+fn log_panic(done: Option<Result<(), tokio::task::JoinError>>) {
+    if let Some(Err(err)) = done {
+        tracing::error!(%err, "a prefetch panicked; the image stays queued");
+    }
+}
+
+fn download_request<B: Default>(settings: &WorkerSettings, id: &ImageId) -> Request<B> {
+    let mut request = Request::new(B::default());
+    *request.method_mut() = Method::GET;
+    *request.uri_mut() = settings
+        .download
+        .render(id)
+        .parse()
+        .expect("a rendered route is a valid URI");
+    *request.headers_mut() = settings.identity.clone();
+    request
+}
+
+async fn fetch_one<S, ReqBody, ResBody>(
+    cache: ImageCache,
+    service: S,
+    request: Request<ReqBody>,
+    id: ImageId,
+) where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    ReqBody: Send + 'static,
+    ResBody: Body + Send + 'static,
+    ResBody::Data: Send,
+    ResBody::Error: Into<BoxError>,
+{
+    match fetch(&cache, service, request, &id).await {
+        Ok(()) => {
+            tracing::info!(image = %id, "prefetched into the cache");
+            let dequeued = {
+                let (cache, id) = (cache.clone(), id.clone());
+                tokio::task::spawn_blocking(move || cache.delete_queued_image(&id)).await
+            };
+            if let Ok(Err(err)) = dequeued {
+                tracing::warn!(image = %id, %err, "prefetched, but could not remove it from the queue");
+            }
+        }
+        Err(reason) => {
+            tracing::warn!(image = %id, %reason, "prefetch failed; the image stays queued")
+        }
+    }
+}
+
+async fn fetch<S, ReqBody, ResBody>(
+    cache: &ImageCache,
+    service: S,
+    request: Request<ReqBody>,
+    id: &ImageId,
+) -> Result<(), String>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+    ResBody: Body,
+    ResBody::Error: Into<BoxError>,
+{
+    if cache.is_cached(id) {
+        return Ok(());
+    }
+    let response = service
+        .oneshot(request)
+        .await
+        .map_err(|err| format!("the image API failed: {}", err.into()))?;
+    if response.status() != StatusCode::OK {
+        return Err(format!("the image API answered {}", response.status()));
+    }
+    let mut body = std::pin::pin!(response.into_body());
+    while let Some(frame) = body.frame().await {
+        frame.map_err(|err| format!("the download failed: {}", err.into()))?;
+    }
+    cache.fill_settled(id).await;
+    if cache.is_cached(id) {
+        Ok(())
+    } else {
+        Err("the download was not cached (a verification failure, or no CacheLayer inside the management layer; see the log)".into())
+    }
+}
