@@ -557,3 +557,215 @@ async fn nodes_reports_this_node_when_configured() {
         serde_json::json!(["http://node-a:9292"])
     );
 }
+
+#[tokio::test]
+async fn fills_in_progress_are_listed() {
+    let server = managed().await;
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
+    server.api.add(
+        "slow",
+        FakeImage::private(image_data(1024 * 1024)).behavior(Behavior::Gated(gate.clone())),
+    );
+    let mut download = server.get("slow", OWNER).await;
+    download.chunk().await.unwrap();
+    eventually("the first chunk is written", || {
+        server
+            .cache
+            .fills_in_progress()
+            .first()
+            .is_some_and(|f| f.1 > 0)
+    })
+    .await;
+    let listing = json(server.manage(Method::GET, "/v2/cache").await).await;
+    let progress = &listing["in_progress"][0];
+    assert_eq!(progress["image_id"], "slow");
+    assert_eq!(progress["expected_size"], 1024 * 1024);
+    assert!(progress["bytes_written"].as_u64().unwrap() > 0);
+    gate.add_permits(100);
+    while download.chunk().await.unwrap().is_some() {}
+}
+
+/// An image API whose download of `boom` panics; every other id is a small active image.
+#[derive(Clone)]
+struct PanickyApi {
+    downloads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl tower::Service<axum::http::Request<axum::body::Body>> for PanickyApi {
+    type Response = axum::http::Response<axum::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: axum::http::Request<axum::body::Body>) -> Self::Future {
+        let path = request.uri().path();
+        let body = if path.ends_with("/file") {
+            assert!(!path.contains("boom"), "the backend store crashed");
+            self.downloads
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            axum::body::Body::from(vec![7u8; 1000])
+        } else {
+            axum::body::Body::from(r#"{"status": "active"}"#)
+        };
+        std::future::ready(Ok(axum::http::Response::new(body)))
+    }
+}
+
+fn in_process(
+    cache: &ImageCache,
+    layer: tower_image_cache::CacheManageLayer,
+) -> (
+    impl tower::Service<
+            axum::http::Request<axum::body::Body>,
+            Response = axum::http::Response<
+                tower_image_cache::manage::ManageBody<
+                    tower_image_cache::layer::CacheBody<axum::body::Body>,
+                >,
+            >,
+            Error = std::convert::Infallible,
+        > + Clone,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let downloads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let service = tower::ServiceBuilder::new()
+        .layer(layer)
+        .layer(tower_image_cache::CacheLayer::new(
+            cache.clone(),
+            tower_image_cache::TrustAll,
+        ))
+        .service(PanickyApi {
+            downloads: downloads.clone(),
+        });
+    (service, downloads)
+}
+
+fn admin_request(method: Method, path: &str) -> axum::http::Request<axum::body::Body> {
+    axum::http::Request::builder()
+        .method(method.as_str())
+        .uri(path)
+        .header("x-auth-token", ADMIN)
+        .body(axum::body::Body::empty())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_panicking_fetch_does_not_stop_the_prefetcher() {
+    use tower::ServiceExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cache = ImageCache::open(CacheConfig::new(dir.path())).unwrap();
+    let layer = tower_image_cache::CacheManageLayer::new(
+        cache.clone(),
+        tower_image_cache::manage::StaticToken::new(ADMIN),
+    );
+    let (service, _) = in_process(&cache, layer);
+    for image in ["boom", "fine"] {
+        let response = service
+            .clone()
+            .oneshot(admin_request(Method::PUT, &format!("/v2/cache/{image}")))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+    }
+    eventually("the image after the panic is cached", || {
+        cache.is_cached(&id("fine"))
+    })
+    .await;
+    eventually("the panicked one stays queued", || {
+        cache.queued_images().unwrap() == [id("boom")]
+    })
+    .await;
+
+    cache.queue_image(&id("after")).unwrap();
+    let response = service
+        .clone()
+        .oneshot(admin_request(Method::POST, "/v2/cache/prefetch"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    eventually("the worker still fetches", || cache.is_cached(&id("after"))).await;
+}
+
+#[tokio::test]
+async fn the_prefetcher_stops_on_shutdown_and_when_the_service_is_dropped() {
+    use tower::ServiceExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cache = ImageCache::open(CacheConfig::new(dir.path())).unwrap();
+    let layer = tower_image_cache::CacheManageLayer::new(
+        cache.clone(),
+        tower_image_cache::manage::StaticToken::new(ADMIN),
+    );
+    let handle = layer.prefetch_handle();
+    let (service, downloads) = in_process(&cache, layer.clone());
+    // The first call starts the worker; the worker holds a clone of the wrapped API.
+    service
+        .clone()
+        .oneshot(admin_request(Method::GET, "/v2/cache"))
+        .await
+        .unwrap();
+    let held = std::sync::Arc::strong_count(&downloads);
+    assert!(held >= 2, "the worker holds the API");
+    drop(service);
+    eventually("the worker let go of the API", || {
+        std::sync::Arc::strong_count(&downloads) == 1
+    })
+    .await;
+
+    // An explicit shutdown: a queued image is no longer fetched.
+    let (service, downloads) = in_process(&cache, layer);
+    service
+        .clone()
+        .oneshot(admin_request(Method::GET, "/v2/cache"))
+        .await
+        .unwrap();
+    handle.shutdown();
+    let queued = service
+        .clone()
+        .oneshot(admin_request(Method::PUT, "/v2/cache/late"))
+        .await
+        .unwrap();
+    assert_eq!(queued.status(), 202);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(downloads.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(cache.queued_images().unwrap(), [id("late")]);
+}
+
+#[tokio::test]
+async fn timers_prune_and_clean_without_cron() {
+    use tower::ServiceExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let cache = ImageCache::open(CacheConfig::new(dir.path())).unwrap();
+        let mut fill = cache.begin_fill(&id("img"), Expected::default()).unwrap();
+        fill.write(b"bytes").unwrap();
+        fill.finish().unwrap();
+    }
+    // Reopened under a smaller limit: nothing commits, so only the timer can prune.
+    let cache = ImageCache::open(CacheConfig::new(dir.path()).image_cache_max_size(0)).unwrap();
+    std::fs::write(dir.path().join("invalid/leftover"), b"x").unwrap();
+    let layer = tower_image_cache::CacheManageLayer::new(
+        cache.clone(),
+        tower_image_cache::manage::StaticToken::new(ADMIN),
+    )
+    .clean_every(std::time::Duration::from_millis(20))
+    .prune_every(std::time::Duration::from_millis(20));
+    let (service, _) = in_process(&cache, layer);
+    // The worker runs as long as the service lives.
+    let first = service
+        .clone()
+        .oneshot(admin_request(Method::GET, "/v2/cache"));
+    first.await.unwrap();
+    eventually("the cleaner ran", || {
+        !dir.path().join("invalid/leftover").exists()
+    })
+    .await;
+    drop(service);
+}
