@@ -617,21 +617,15 @@ impl tower::Service<axum::http::Request<axum::body::Body>> for PanickyApi {
     }
 }
 
+type InProcess = tower_image_cache::manage::CacheManageService<
+    tower_image_cache::CacheService<PanickyApi, tower_image_cache::TrustAll>,
+>;
+
+/// Both layers around `PanickyApi`, in process, and its download counter.
 fn in_process(
     cache: &ImageCache,
     layer: tower_image_cache::CacheManageLayer,
-) -> (
-    impl tower::Service<
-            axum::http::Request<axum::body::Body>,
-            Response = axum::http::Response<
-                tower_image_cache::manage::ManageBody<
-                    tower_image_cache::layer::CacheBody<axum::body::Body>,
-                >,
-            >,
-            Error = std::convert::Infallible,
-        > + Clone,
-    std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) {
+) -> (InProcess, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     let downloads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let service = tower::ServiceBuilder::new()
         .layer(layer)
