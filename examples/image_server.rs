@@ -25,7 +25,8 @@ use futures_util::{stream, StreamExt};
 use md5::Digest;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tower::Layer;
+use tower_image_cache::layer::AccessCheck;
+use tower_image_cache::manage::{CacheManageLayer, StaticToken};
 use tower_image_cache::{CacheConfig, CacheLayer, ImageCache, InnerMetadata, TrustAll};
 
 #[derive(Parser, Debug)]
@@ -536,6 +537,22 @@ fn api(state: Shared) -> Router {
         .with_state(state)
 }
 
+/// The image API with the cache in front: the management routes (for the admin token, which
+/// is also the prefetcher's identity) outside the cache layer, around the whole API.
+fn with_cache<A>(api: Router, cache: ImageCache, access: A, admin_token: &str) -> Router
+where
+    A: AccessCheck<Router, Body>,
+{
+    let service = tower::ServiceBuilder::new()
+        .layer(
+            CacheManageLayer::new(cache.clone(), StaticToken::new(admin_token))
+                .service_token(admin_token),
+        )
+        .layer(CacheLayer::new(cache, access))
+        .service(api);
+    Router::new().fallback_service(service)
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
@@ -573,11 +590,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         let cache = ImageCache::open(CacheConfig::new(&cache_dir))?;
         match args.access_check {
-            AccessChoice::Metadata => Router::new()
-                .fallback_service(CacheLayer::new(cache, InnerMetadata::new()).layer(api(state))),
-            AccessChoice::Trust => {
-                Router::new().fallback_service(CacheLayer::new(cache, TrustAll).layer(api(state)))
+            AccessChoice::Metadata => {
+                with_cache(api(state), cache, InnerMetadata::new(), &admin_token)
             }
+            AccessChoice::Trust => with_cache(api(state), cache, TrustAll, &admin_token),
         }
     };
 
@@ -597,6 +613,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("upload:   curl -s -X POST -H 'X-Auth-Token: {admin_token}' -d '{{\"name\": \"cirros\", \"disk_format\": \"qcow2\", \"container_format\": \"bare\"}}' http://{addr}/v2/images");
     println!("          curl -X PUT -H 'X-Auth-Token: {admin_token}' -H 'Content-Type: application/octet-stream' --data-binary @IMAGE_FILE http://{addr}/v2/images/ID/file");
     println!("download: curl -sD - -o /dev/null -H 'X-Auth-Token: {admin_token}' http://{addr}/v2/images/ID/file   (X-Cache-Status: MISS, then HIT)");
+    if !args.no_cache {
+        println!("cache:    curl -s -H 'X-Auth-Token: {admin_token}' http://{addr}/v2/cache   (and PUT/DELETE /v2/cache/ID, POST /v2/cache/prune)");
+    }
 
     axum::serve(listener, app)
         .with_graceful_shutdown(async {

@@ -244,3 +244,70 @@ async fn no_cache_mode_leaves_no_cache_directory() {
     assert_eq!(versions["versions"][0]["id"], "v2.18");
     assert_eq!(versions["versions"][0]["status"], "CURRENT");
 }
+
+#[tokio::test]
+async fn the_admin_manages_the_cache_and_the_prefetcher_uses_the_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let client = reqwest::Client::new();
+    let data: Vec<u8> = (0..500_000u32).map(|i| (i % 13) as u8).collect();
+    // A member's private image: only its owner and the admin (the prefetcher) may read it.
+    let id = upload(&client, &server.url, "u1", "private", &data).await;
+
+    let as_member = client
+        .get(format!("{}/v2/cache", server.url))
+        .header("x-auth-token", "u1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_member.status(), 403);
+    let queued = client
+        .put(format!("{}/v2/cache/{id}", server.url))
+        .header("x-auth-token", "admin-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(queued.status(), 202);
+
+    let committed = dir.path().join("cache").join(&id);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !committed.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the prefetcher never cached the image"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let listing: serde_json::Value = serde_json::from_slice(
+        &client
+            .get(format!("{}/v2/cache", server.url))
+            .header("x-auth-token", "admin-secret")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(listing["cached_images"][0]["image_id"], id.as_str());
+    assert_eq!(listing["cached_images"][0]["size"], 500_000);
+
+    let hit = client
+        .get(format!("{}/v2/images/{id}/file", server.url))
+        .header("x-auth-token", "u1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hit.headers()["x-cache-status"], "HIT");
+    assert_eq!(hit.bytes().await.unwrap(), data);
+
+    let deleted = client
+        .delete(format!("{}/v2/cache/{id}", server.url))
+        .header("x-auth-token", "admin-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert!(!committed.exists());
+}
