@@ -13,8 +13,9 @@ use super::BoxError;
 use crate::store::ImageReader;
 
 pin_project! {
-    /// The body of every response that passes the cache: the wrapped service's own body, a
-    /// cached image streamed from its file, or the wrapped service's body teed into the cache.
+    /// The body of every response that passes the cache's layers: the wrapped service's own
+    /// body, a cached image streamed from its file, the wrapped service's body teed into the
+    /// cache, or an answer of the cache itself (a management route's JSON).
     pub struct CacheBody<B> {
         #[pin]
         kind: Kind<B>,
@@ -27,7 +28,7 @@ pin_project! {
         Inner { #[pin] body: B },
         Hit { reader: ImageReader },
         Tee { #[pin] body: TeeBody<B> },
-        Empty,
+        Full { data: Option<Bytes> },
     }
 }
 
@@ -51,7 +52,15 @@ impl<B> CacheBody<B> {
     }
 
     pub(crate) fn empty() -> Self {
-        CacheBody { kind: Kind::Empty }
+        Self::full(Bytes::new())
+    }
+
+    pub(crate) fn full(data: Bytes) -> Self {
+        CacheBody {
+            kind: Kind::Full {
+                data: Some(data).filter(|d| !d.is_empty()),
+            },
+        }
     }
 }
 
@@ -61,7 +70,7 @@ impl<B> fmt::Debug for CacheBody<B> {
             Kind::Inner { .. } => "Inner",
             Kind::Hit { .. } => "Hit",
             Kind::Tee { .. } => "Tee",
-            Kind::Empty => "Empty",
+            Kind::Full { .. } => "Full",
         };
         f.debug_struct("CacheBody").field("kind", &kind).finish()
     }
@@ -92,7 +101,7 @@ where
                 Poll::Ready(chunk.map(|c| c.map(Frame::data).map_err(Into::into)))
             }
             KindProj::Tee { body } => body.poll_frame(cx),
-            KindProj::Empty => Poll::Ready(None),
+            KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
 
@@ -101,7 +110,7 @@ where
             Kind::Inner { body } => body.is_end_stream(),
             Kind::Hit { reader } => reader.remaining() == 0,
             Kind::Tee { body } => body.is_end_stream(),
-            Kind::Empty => true,
+            Kind::Full { data } => data.is_none(),
         }
     }
 
@@ -110,7 +119,9 @@ where
             Kind::Inner { body } => body.size_hint(),
             Kind::Hit { reader } => SizeHint::with_exact(reader.remaining()),
             Kind::Tee { body } => body.size_hint(),
-            Kind::Empty => SizeHint::with_exact(0),
+            Kind::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
         }
     }
 }

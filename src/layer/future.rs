@@ -11,7 +11,8 @@ use super::body::CacheBody;
 type BoxFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<CacheBody<B>>, E>> + Send>>;
 
 pin_project! {
-    /// The response future of [`CacheService`](super::CacheService).
+    /// The response future of [`CacheService`](super::CacheService) and
+    /// [`CacheManageService`](crate::manage::CacheManageService).
     pub struct ResponseFuture<F, B, E> {
         #[pin]
         kind: Kind<F, B, E>,
@@ -23,7 +24,7 @@ pin_project! {
     enum Kind<F, B, E> {
         // A request the cache does not look at: no allocation, no extra work.
         PassThrough { #[pin] future: F },
-        // A cache route: the access check, the file, the fill.
+        // A route the cache answers: the access check, the file, the fill, a management call.
         Cache { future: BoxFuture<B, E> },
     }
 }

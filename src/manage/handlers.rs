@@ -8,9 +8,8 @@ use serde::Serialize;
 use tower::ServiceExt;
 use tower_service::Service;
 
-use super::body::ManageBody;
 use super::service::Shared;
-use crate::layer::BoxError;
+use crate::layer::{BoxError, CacheBody};
 use crate::prefetch::PrefetchHandle;
 use crate::store::{ImageCache, StoreError};
 use crate::ImageId;
@@ -43,7 +42,7 @@ pub(crate) enum ClearTarget {
     Queue,
 }
 
-type Answer<B> = Response<ManageBody<B>>;
+type Answer<B> = Response<CacheBody<B>>;
 
 pub(crate) fn clear_target(headers: &HeaderMap) -> Result<ClearTarget, Refusal> {
     let Some(value) = headers.get("x-image-cache-clear-target") else {
@@ -106,7 +105,7 @@ impl Refusal {
 
 fn json<B>(status: StatusCode, value: &impl Serialize) -> Answer<B> {
     let body = serde_json::to_vec(value).expect("management answers serialize");
-    let mut response = Response::new(ManageBody::full(Bytes::from(body)));
+    let mut response = Response::new(CacheBody::full(Bytes::from(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -116,7 +115,7 @@ fn json<B>(status: StatusCode, value: &impl Serialize) -> Answer<B> {
 }
 
 fn empty<B>(status: StatusCode) -> Answer<B> {
-    let mut response = Response::new(ManageBody::full(Bytes::new()));
+    let mut response = Response::new(CacheBody::empty());
     *response.status_mut() = status;
     response
 }

@@ -45,8 +45,6 @@
 //! ```
 
 mod access;
-mod body;
-mod future;
 mod handlers;
 #[allow(clippy::module_inception)]
 mod layer;
@@ -55,7 +53,5 @@ mod service;
 
 pub use crate::prefetch::PrefetchHandle;
 pub use access::{ManageAccess, RoleHeader, StaticToken};
-pub use body::ManageBody;
-pub use future::ResponseFuture;
 pub use layer::CacheManageLayer;
 pub use service::CacheManageService;

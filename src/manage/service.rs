@@ -7,11 +7,9 @@ use http_body::Body;
 use tower_service::Service;
 
 use super::access::ManageAccess;
-use super::body::ManageBody;
-use super::future::ResponseFuture;
 use super::handlers::{self, Op, Refusal};
 use super::routes::Endpoint;
-use crate::layer::{BoxError, RouteTemplate};
+use crate::layer::{BoxError, CacheBody, ResponseFuture, RouteTemplate};
 use crate::prefetch::{self, PrefetchHandle, WorkerSettings};
 use crate::store::ImageCache;
 use crate::ImageId;
@@ -114,7 +112,7 @@ where
     ResBody::Data: Send,
     ResBody::Error: Into<BoxError>,
 {
-    type Response = Response<ManageBody<ResBody>>;
+    type Response = Response<CacheBody<ResBody>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future, ResBody, S::Error>;
 
@@ -132,7 +130,7 @@ where
         let op = match admit(&self.shared, &endpoint, &parts) {
             Ok(op) => op,
             Err(refusal) => {
-                return ResponseFuture::manage(Box::pin(std::future::ready(Ok(
+                return ResponseFuture::cache(Box::pin(std::future::ready(Ok(
                     refusal.into_response()
                 ))))
             }
@@ -141,7 +139,7 @@ where
         // the service polled ready stays for the next pass-through call.
         let inner = self.inner.clone();
         let (shared, wake) = (Arc::clone(&self.shared), self.worker.handle.clone());
-        ResponseFuture::manage(Box::pin(async move {
+        ResponseFuture::cache(Box::pin(async move {
             handlers::answer(op, &shared, inner, &wake).await
         }))
     }
