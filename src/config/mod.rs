@@ -3,6 +3,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod files;
+
+pub use files::ConfigError;
+
 /// Default `image_cache_max_size`: 10 GiB.
 pub const DEFAULT_MAX_SIZE: u64 = 10 * 1024 * 1024 * 1024;
 /// Default `image_cache_stall_time`: one day.

@@ -1,0 +1,348 @@
+//! Loading [`CacheConfig`] from Glance's own files: `glance-api.conf`, then `glance-cache.conf`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::CacheConfig;
+
+/// The drivers Glance has that this cache does not: their names get a pointed message.
+const GLANCE_ONLY_DRIVERS: [&str; 3] = ["sqlite", "centralized_db", "xattr"];
+
+/// A configuration file that could not be used: names the file, and the key and value when
+/// one of them is at fault.
+#[derive(Debug)]
+pub struct ConfigError {
+    file: Option<PathBuf>,
+    key: Option<String>,
+    value: Option<String>,
+    reason: String,
+}
+
+impl ConfigError {
+    fn in_file(file: &Path, reason: impl Into<String>) -> Self {
+        ConfigError {
+            file: Some(file.to_path_buf()),
+            key: None,
+            value: None,
+            reason: reason.into(),
+        }
+    }
+
+    fn bad_value(setting: &Setting, reason: impl Into<String>) -> Self {
+        ConfigError {
+            file: Some(setting.file.clone()),
+            key: Some(setting.key.clone()),
+            value: Some(setting.value.clone()),
+            reason: reason.into(),
+        }
+    }
+
+    /// The file at fault, if one is.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// The option at fault, if one is.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    /// The value at fault, if one is.
+    pub fn value(&self) -> Option<&str> {
+        self.value.as_deref()
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{}: ", file.display())?;
+        }
+        match (&self.key, &self.value) {
+            (Some(key), Some(value)) => write!(f, "[DEFAULT] {key} = {value:?}: {}", self.reason),
+            (Some(key), None) => write!(f, "{key}: {}", self.reason),
+            _ => f.write_str(&self.reason),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// One `[DEFAULT]` option and the file it came from.
+#[derive(Debug, Clone)]
+struct Setting {
+    file: PathBuf,
+    key: String,
+    value: String,
+}
+
+impl Setting {
+    fn integer(&self) -> Result<u64, ConfigError> {
+        let value = self.value.trim();
+        if value.starts_with('-') {
+            return Err(ConfigError::bad_value(self, "must not be negative"));
+        }
+        value
+            .parse()
+            .map_err(|_| ConfigError::bad_value(self, "must be a whole number"))
+    }
+
+    fn seconds(&self) -> Result<Duration, ConfigError> {
+        self.integer().map(Duration::from_secs)
+    }
+
+    fn text(&self) -> Result<String, ConfigError> {
+        let value = self.value.trim();
+        if value.is_empty() {
+            return Err(ConfigError::bad_value(self, "must not be empty"));
+        }
+        Ok(value.to_owned())
+    }
+}
+
+impl CacheConfig {
+    /// Reads the cache options from the `[DEFAULT]` section of each file in turn, a later
+    /// file's value winning: pass `glance-api.conf` then `glance-cache.conf`, so an existing
+    /// Glance node's files work unchanged. Unknown options are ignored.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let api = dir.path().join("glance-api.conf");
+    /// # let cache = dir.path().join("glance-cache.conf");
+    /// std::fs::write(&api, "[DEFAULT]\nimage_cache_dir = /var/lib/glance/image-cache\nbind_port = 9292\n")?;
+    /// std::fs::write(&cache, "[DEFAULT]\nimage_cache_max_size = 1073741824\n")?;
+    /// let config = tower_image_cache::CacheConfig::from_files([&api, &cache])?;
+    /// assert_eq!(config.image_cache_max_size, 1 << 30);
+    /// # Ok(()) }
+    /// ```
+    pub fn from_files<P: AsRef<Path>>(
+        files: impl IntoIterator<Item = P>,
+    ) -> Result<Self, ConfigError> {
+        let settings = read_defaults(files)?;
+        let Some(dir) = settings.get("image_cache_dir") else {
+            return Err(ConfigError {
+                file: None,
+                key: Some("image_cache_dir".into()),
+                value: None,
+                reason: "is required: set it in the [DEFAULT] section".into(),
+            });
+        };
+        let mut config = CacheConfig::new(dir.text()?);
+        if let Some(driver) = settings.get("image_cache_driver") {
+            check_driver(driver)?;
+        }
+        if let Some(db) = settings.get("image_cache_sqlite_db") {
+            let name = db.text()?;
+            if name.contains(['/', '\\'])
+                || matches!(name.as_str(), "." | ".." | "incomplete" | "invalid")
+            {
+                return Err(ConfigError::bad_value(
+                    db,
+                    "must be a plain directory name inside image_cache_dir",
+                ));
+            }
+            config.image_cache_sqlite_db = name;
+        }
+        if let Some(size) = settings.get("image_cache_max_size") {
+            config.image_cache_max_size = size.integer()?;
+        }
+        if let Some(stall) = settings.get("image_cache_stall_time") {
+            config.image_cache_stall_time = stall.seconds()?;
+        }
+        if let Some(interval) = settings.get("cache_prefetcher_interval") {
+            config.cache_prefetcher_interval = interval.seconds()?;
+        }
+        if let Some(url) = settings.get("worker_self_reference_url") {
+            config.worker_self_reference_url = Some(url.text()?);
+        }
+        Ok(config)
+    }
+}
+
+fn check_driver(driver: &Setting) -> Result<(), ConfigError> {
+    let name = driver.value.trim();
+    if name == "sled" {
+        return Ok(());
+    }
+    let reason = if GLANCE_ONLY_DRIVERS.contains(&name) {
+        "is Glance's driver, not this cache's: the only driver here is 'sled' (its database \
+         directory is named by image_cache_sqlite_db)"
+    } else {
+        "is not a cache driver: the only driver here is 'sled'"
+    };
+    Err(ConfigError::bad_value(driver, reason))
+}
+
+/// The `[DEFAULT]` options of every file, later files overriding earlier ones.
+fn read_defaults<P: AsRef<Path>>(
+    files: impl IntoIterator<Item = P>,
+) -> Result<HashMap<String, Setting>, ConfigError> {
+    let mut settings = HashMap::new();
+    for file in files {
+        let file = file.as_ref();
+        let text = std::fs::read_to_string(file)
+            .map_err(|err| ConfigError::in_file(file, format!("cannot be read: {err}")))?;
+        let ini = ini::Ini::load_from_str(&text).map_err(|err| {
+            ConfigError::in_file(file, format!("is not a valid configuration file: {err}"))
+        })?;
+        let Some(defaults) = ini.section(Some("DEFAULT")) else {
+            continue;
+        };
+        for (key, value) in defaults.iter() {
+            let setting = Setting {
+                file: file.to_path_buf(),
+                key: key.to_owned(),
+                value: value.to_owned(),
+            };
+            settings.insert(key.to_owned(), setting);
+        }
+    }
+    Ok(settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn later_files_win_and_defaults_fill_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = write(
+            dir.path(),
+            "glance-api.conf",
+            "[DEFAULT]\n# a comment\nimage_cache_dir = /srv/cache\nimage_cache_max_size = 100\nbind_port = 9292\n\n[glance_store]\nimage_cache_max_size = 7\n",
+        );
+        let cache = write(
+            dir.path(),
+            "glance-cache.conf",
+            "[DEFAULT]\nimage_cache_max_size = 200\nimage_cache_stall_time = 60\n",
+        );
+        let config = CacheConfig::from_files([&api, &cache]).unwrap();
+        assert_eq!(config.image_cache_dir, Path::new("/srv/cache"));
+        assert_eq!(config.image_cache_max_size, 200);
+        assert_eq!(config.image_cache_stall_time, Duration::from_secs(60));
+        assert_eq!(config.image_cache_sqlite_db, "cache.db");
+        assert_eq!(config.cache_prefetcher_interval, Duration::from_secs(300));
+        assert_eq!(config.worker_self_reference_url, None);
+
+        let reversed = CacheConfig::from_files([&cache, &api]).unwrap();
+        assert_eq!(reversed.image_cache_max_size, 100);
+    }
+
+    #[test]
+    fn every_option_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            dir.path(),
+            "glance-api.conf",
+            "[DEFAULT]\nimage_cache_dir=/c\nimage_cache_sqlite_db = index.db\nimage_cache_driver = sled\ncache_prefetcher_interval = 5\nworker_self_reference_url = http://node-a:9292\n",
+        );
+        let config = CacheConfig::from_files([file]).unwrap();
+        assert_eq!(config.image_cache_sqlite_db, "index.db");
+        assert_eq!(config.cache_prefetcher_interval, Duration::from_secs(5));
+        assert_eq!(
+            config.worker_self_reference_url.as_deref(),
+            Some("http://node-a:9292")
+        );
+    }
+
+    #[test]
+    fn bad_values_name_file_key_and_value() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, key, value, says) in [
+            (
+                "image_cache_max_size = -1",
+                "image_cache_max_size",
+                "-1",
+                "negative",
+            ),
+            (
+                "image_cache_max_size = ten gigabytes",
+                "image_cache_max_size",
+                "ten gigabytes",
+                "whole number",
+            ),
+            (
+                "image_cache_stall_time = soon",
+                "image_cache_stall_time",
+                "soon",
+                "whole number",
+            ),
+            (
+                "cache_prefetcher_interval = 1.5",
+                "cache_prefetcher_interval",
+                "1.5",
+                "whole number",
+            ),
+            (
+                "image_cache_driver = sqlite",
+                "image_cache_driver",
+                "sqlite",
+                "only driver here is 'sled'",
+            ),
+            (
+                "image_cache_driver = centralized_db",
+                "image_cache_driver",
+                "centralized_db",
+                "Glance's driver",
+            ),
+            (
+                "image_cache_driver = redis",
+                "image_cache_driver",
+                "redis",
+                "not a cache driver",
+            ),
+            (
+                "image_cache_sqlite_db = ../escape",
+                "image_cache_sqlite_db",
+                "../escape",
+                "plain directory name",
+            ),
+        ] {
+            let file = write(
+                dir.path(),
+                "glance-cache.conf",
+                &format!("[DEFAULT]\nimage_cache_dir = /c\n{text}\n"),
+            );
+            let err = CacheConfig::from_files([&file]).unwrap_err();
+            assert_eq!(err.file(), Some(file.as_path()), "{text}");
+            assert_eq!(err.key(), Some(key), "{text}");
+            assert_eq!(err.value(), Some(value), "{text}");
+            let message = err.to_string();
+            assert!(
+                message.contains("glance-cache.conf")
+                    && message.contains(key)
+                    && message.contains(value),
+                "{message}"
+            );
+            assert!(message.contains(says), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_missing_dir_or_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            dir.path(),
+            "glance-api.conf",
+            "[DEFAULT]\nimage_cache_max_size = 1\n",
+        );
+        let err = CacheConfig::from_files([&file]).unwrap_err();
+        assert_eq!(err.key(), Some("image_cache_dir"));
+        assert!(err.to_string().contains("required"), "{err}");
+
+        let missing = dir.path().join("nope.conf");
+        let err = CacheConfig::from_files([&missing]).unwrap_err();
+        assert_eq!(err.file(), Some(missing.as_path()));
+        assert!(err.to_string().contains("cannot be read"), "{err}");
+    }
+}
