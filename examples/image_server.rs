@@ -177,7 +177,7 @@ struct ApiError(StatusCode, String);
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let ApiError(status, message) = self;
-        let body = serde_json::json!({ "code": status.as_u16(), "title": status.canonical_reason(), "message": message });
+        let body = serde_json::json!({ "error": { "code": status.as_u16(), "title": status.canonical_reason(), "message": message } });
         (status, Json(body)).into_response()
     }
 }
@@ -259,6 +259,41 @@ async fn versions() -> Json<serde_json::Value> {
         })
         .collect();
     Json(serde_json::json!({ "versions": versions }))
+}
+
+/// The image schema python-glanceclient downloads before it uses the v2 API.
+async fn image_schema() -> Json<serde_json::Value> {
+    let text = |description: &str| serde_json::json!({ "type": ["null", "string"], "description": description });
+    Json(serde_json::json!({
+        "name": "image",
+        "additionalProperties": { "type": "string" },
+        "properties": {
+            "id": { "type": "string", "description": "An identifier for the image" },
+            "name": text("Descriptive name for the image"),
+            "status": { "type": "string", "readOnly": true, "description": "Status of the image",
+                        "enum": ["queued", "saving", "active", "killed", "deleted", "deactivated", "uploading", "importing", "pending_delete"] },
+            "visibility": { "type": "string", "enum": ["community", "public", "private", "shared"], "description": "Scope of image accessibility" },
+            "owner": text("Owner of the image"),
+            "disk_format": text("Format of the disk"),
+            "container_format": text("Format of the container"),
+            "size": { "type": ["null", "integer"], "readOnly": true, "description": "Size of image file in bytes" },
+            "checksum": { "type": ["null", "string"], "readOnly": true, "description": "md5 hash of image contents" },
+            "os_hash_algo": { "type": ["null", "string"], "readOnly": true, "description": "Algorithm to calculate the os_hash_value" },
+            "os_hash_value": { "type": ["null", "string"], "readOnly": true, "description": "Hexdigest of the image contents" },
+            "protected": { "type": "boolean", "description": "If true, image will not be deletable" },
+            "tags": { "type": "array", "items": { "type": "string", "maxLength": 255 }, "description": "List of strings related to the image" },
+            "created_at": { "type": "string", "readOnly": true, "description": "Date and time of image registration" },
+            "updated_at": { "type": "string", "readOnly": true, "description": "Date and time of the last image modification" },
+            "self": { "type": "string", "readOnly": true, "description": "An image self url" },
+            "file": { "type": "string", "readOnly": true, "description": "An image file url" },
+            "schema": { "type": "string", "readOnly": true, "description": "An image schema url" }
+        },
+        "links": [
+            { "rel": "self", "href": "{self}" },
+            { "rel": "enclosure", "href": "{file}" },
+            { "rel": "describedby", "href": "{schema}" }
+        ]
+    }))
 }
 
 #[derive(Deserialize)]
@@ -529,6 +564,7 @@ fn api(state: Shared) -> Router {
     Router::new()
         .route("/", get(versions))
         .route("/versions", get(versions))
+        .route("/v2/schemas/image", get(image_schema))
         .route("/v2/images", post(create_image).get(list_images))
         .route("/v2/images/{id}", get(show_image).delete(delete_image))
         .route("/v2/images/{id}/file", get(download).put(upload))

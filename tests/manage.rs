@@ -163,7 +163,7 @@ async fn queueing_prefetches_without_a_client_download() {
     server.api.add("empty", no_data);
     let not_active = server.manage(Method::PUT, "/v2/cache/empty").await;
     assert_eq!(not_active.status(), 400);
-    assert!(json(not_active).await["message"]
+    assert!(json(not_active).await["error"]["message"]
         .as_str()
         .unwrap()
         .contains("queued"));
@@ -433,7 +433,7 @@ async fn only_admins_manage_and_requests_are_checked_in_order() {
         for token in [OWNER, "", "forged"] {
             let response = server.manage_as(method.clone(), path, token).await;
             assert_eq!(response.status(), 403, "{method} {path} as {token:?}");
-            assert!(json(response).await["message"].is_string());
+            assert!(json(response).await["error"]["message"].is_string());
         }
     }
     let bad_header = server

@@ -59,7 +59,8 @@ pub(crate) fn clear_target(headers: &HeaderMap) -> Result<ClearTarget, Refusal> 
     }
 }
 
-/// A management request answered with an error: a short JSON body, shaped as Glance's.
+/// A management request answered with an error: a short JSON body in OpenStack's shape,
+/// `{"error": {"code", "title", "message"}}`, which python-glanceclient reads.
 #[derive(Debug)]
 pub(crate) struct Refusal {
     status: StatusCode,
@@ -88,7 +89,7 @@ impl Refusal {
 
     pub(crate) fn into_response<B>(self) -> Answer<B> {
         let title = self.status.canonical_reason().unwrap_or("Error");
-        let body = serde_json::json!({ "code": self.status.as_u16(), "title": title, "message": self.message });
+        let body = serde_json::json!({ "error": { "code": self.status.as_u16(), "title": title, "message": self.message } });
         let mut response = json(self.status, &body);
         if let Some(allow) = self.allow {
             let allow = allow
