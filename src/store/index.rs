@@ -260,7 +260,7 @@ impl OpenFailure {
     }
 }
 
-fn is_lock_conflict(err: &sled::Error) -> bool {
+pub(crate) fn is_lock_conflict(err: &sled::Error) -> bool {
     matches!(err, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock)
         || err.to_string().contains("could not acquire lock")
 }

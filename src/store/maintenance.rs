@@ -10,7 +10,7 @@ use super::{lock, ImageCache, Inner, StoreError};
 use crate::ImageId;
 
 /// What a prune removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Pruned {
     /// Images removed.
     pub total_files_pruned: usize,
@@ -19,7 +19,7 @@ pub struct Pruned {
 }
 
 /// What a clean removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Cleaned {
     /// Entries removed from `invalid/`.
     pub invalid_removed: usize,

@@ -105,6 +105,9 @@ pub enum StoreError {
     /// The sled index failed (another process may hold it).
     #[error("cache index failed: {0}")]
     Index(#[from] sled::Error),
+    /// Another process (a running server) holds the cache's database.
+    #[error("the cache index is held by another process (is the API server running?): {0}")]
+    Locked(sled::Error),
     /// The configuration cannot describe a cache.
     #[error("invalid cache configuration: {0}")]
     InvalidConfig(String),
@@ -165,7 +168,11 @@ impl ImageCache {
         let layout = Layout::new(&config.image_cache_dir);
         layout.create_dirs()?;
         let (index, loaded) =
-            Index::open_or_rebuild(&config.db_path(), config.db_cache_capacity, &layout.invalid)?;
+            Index::open_or_rebuild(&config.db_path(), config.db_cache_capacity, &layout.invalid)
+                .map_err(|err| match index::is_lock_conflict(&err) {
+                    true => StoreError::Locked(err),
+                    false => StoreError::Index(err),
+                })?;
         let entries = reconcile::reconcile(&layout, db_name, &index, loaded)?;
         let inner = Arc::new_cyclic(|weak| Inner {
             config,

@@ -449,7 +449,7 @@ fn a_database_held_by_another_handle_is_an_error_not_a_rebuild() {
     fill(&cache, "img", b"x");
     assert!(matches!(
         ImageCache::open(CacheConfig::new(dir.path())),
-        Err(StoreError::Index(_))
+        Err(StoreError::Locked(_))
     ));
     assert!(cache.is_cached(&id("img")));
     assert!(names(&dir.path().join("invalid")).is_empty());

@@ -1,0 +1,230 @@
+//! A client of one node's management API (`/v2/cache`).
+
+use std::fmt;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+
+use crate::store::{Cleaned, Pruned};
+
+/// One node's `/v2/cache` API, as a token holder.
+#[derive(Debug, Clone)]
+pub struct ManageClient {
+    node: String,
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+/// Why a management call failed, worded as Glance's tools word it.
+#[derive(Debug)]
+pub enum ClientError {
+    /// 403: the token may not manage the cache.
+    Forbidden,
+    /// 404 without a management answer: the node has no management layer.
+    NotEnabled {
+        /// The node.
+        node: String,
+    },
+    /// A management answer other than success (e.g. 404 for an image neither cached nor queued).
+    Refused {
+        /// The HTTP status.
+        status: StatusCode,
+        /// The node's reason.
+        message: String,
+    },
+    /// The node could not be reached or answered nonsense.
+    Unreachable {
+        /// The node.
+        node: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Forbidden => f.write_str("Not authorized to make this request."),
+            ClientError::NotEnabled { node } => {
+                write!(f, "Cache management middleware not enabled on host {node}")
+            }
+            ClientError::Refused { status, message } => write!(f, "{message} ({status})"),
+            ClientError::Unreachable { node, reason } => {
+                write!(f, "host {node} is unreachable: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// `GET /v2/cache`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Listing {
+    /// The cached images' records.
+    pub cached_images: Vec<Record>,
+    /// The queue, in fetch order.
+    pub queued_images: Vec<String>,
+}
+
+/// A cached image's record.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct Record {
+    /// The id.
+    pub image_id: String,
+    /// Complete hits.
+    pub hits: u64,
+    /// Epoch seconds.
+    pub last_accessed: f64,
+    /// Epoch seconds.
+    pub last_modified: f64,
+    /// Bytes.
+    pub size: u64,
+}
+
+impl ManageClient {
+    /// A client of `node`: `host`, `host:port` or a URL; `port` applies when none is given.
+    pub fn new(node: &str, port: u16, token: Option<String>) -> Self {
+        let base = if node.contains("://") {
+            node.trim_end_matches('/').to_owned()
+        } else if node.contains(':') && !node.contains('[') && node.matches(':').count() == 1 {
+            format!("http://{node}")
+        } else {
+            format!("http://{node}:{port}")
+        };
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(300))
+            .build()
+            .expect("a plain HTTP client builds");
+        ManageClient {
+            node: node.to_owned(),
+            base,
+            token,
+            http,
+        }
+    }
+
+    /// The node's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// The node as the operator named it.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        target: Option<&str>,
+    ) -> Result<Vec<u8>, ClientError> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.header("x-auth-token", token);
+        }
+        if let Some(target) = target {
+            request = request.header("x-image-cache-clear-target", target);
+        }
+        let unreachable = |reason: String| ClientError::Unreachable {
+            node: self.node.clone(),
+            reason,
+        };
+        let response = request
+            .send()
+            .await
+            .map_err(|err| unreachable(error_chain(&err)))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|err| unreachable(error_chain(&err)))?
+            .to_vec();
+        if status.is_success() {
+            return Ok(body);
+        }
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error")?.get("message")?.as_str().map(str::to_owned));
+        Err(match (status, message) {
+            (StatusCode::FORBIDDEN, _) => ClientError::Forbidden,
+            (StatusCode::NOT_FOUND, None) => ClientError::NotEnabled {
+                node: self.node.clone(),
+            },
+            (status, message) => ClientError::Refused {
+                status,
+                message: message
+                    .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_owned()),
+            },
+        })
+    }
+
+    fn parse<T: for<'de> Deserialize<'de>>(&self, body: &[u8]) -> Result<T, ClientError> {
+        serde_json::from_slice(body).map_err(|err| ClientError::Unreachable {
+            node: self.node.clone(),
+            reason: format!("unexpected answer: {err}"),
+        })
+    }
+
+    /// `GET /v2/cache`.
+    pub async fn list(&self) -> Result<Listing, ClientError> {
+        let body = self.call(Method::GET, "/v2/cache", None).await?;
+        self.parse(&body)
+    }
+
+    /// `PUT /v2/cache/{id}`.
+    pub async fn queue(&self, id: &str) -> Result<(), ClientError> {
+        self.call(Method::PUT, &format!("/v2/cache/{id}"), None)
+            .await
+            .map(drop)
+    }
+
+    /// `DELETE /v2/cache/{id}`: from the cache and the queue.
+    pub async fn delete(&self, id: &str) -> Result<(), ClientError> {
+        self.call(Method::DELETE, &format!("/v2/cache/{id}"), None)
+            .await
+            .map(drop)
+    }
+
+    /// `DELETE /v2/cache` for `cache`, `queue` or `both`.
+    pub async fn clear(&self, target: &str) -> Result<(), ClientError> {
+        self.call(Method::DELETE, "/v2/cache", Some(target))
+            .await
+            .map(drop)
+    }
+
+    /// `POST /v2/cache/prune`.
+    pub async fn prune(&self) -> Result<Pruned, ClientError> {
+        let body = self.call(Method::POST, "/v2/cache/prune", None).await?;
+        self.parse(&body)
+    }
+
+    /// `POST /v2/cache/clean`.
+    pub async fn clean(&self) -> Result<Cleaned, ClientError> {
+        let body = self.call(Method::POST, "/v2/cache/clean", None).await?;
+        self.parse(&body)
+    }
+
+    /// `POST /v2/cache/prefetch`.
+    pub async fn prefetch(&self) -> Result<(), ClientError> {
+        self.call(Method::POST, "/v2/cache/prefetch", None)
+            .await
+            .map(drop)
+    }
+}
+
+/// An error and its causes on one line ("error sending request: connection refused").
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,44 @@
+//! What the operator binaries share: a client of the management API, Glance's table output,
+//! and the "act on the directory or through the running server" rule of the cron tools.
+//!
+//! Internals of the binaries behind the `cli` feature, not a stable API.
+
+mod client;
+mod table;
+mod tool;
+
+pub use client::{ClientError, Listing, ManageClient, Record};
+pub use table::Table;
+pub use tool::{run_maintenance, tool_main, Chore, ToolArgs};
+
+/// Glance's rendering of an epoch time: ISO 8601 in UTC without a zone, `N/A` for 0.
+pub fn utc_time(epoch: f64) -> String {
+    if epoch <= 0.0 || !epoch.is_finite() {
+        return "N/A".into();
+    }
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(epoch);
+    let text = if time
+        .duration_since(std::time::UNIX_EPOCH)
+        .is_ok_and(|d| d.subsec_micros() == 0)
+    {
+        humantime::format_rfc3339_seconds(time).to_string()
+    } else {
+        humantime::format_rfc3339_micros(time).to_string()
+    };
+    text.trim_end_matches('Z').to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_as_glance_prints_them() {
+        assert_eq!(utc_time(0.0), "N/A");
+        assert_eq!(utc_time(1_795_471_464.0), "2026-11-23T22:04:24");
+        assert_eq!(
+            utc_time(1_795_471_464.081_558),
+            "2026-11-23T22:04:24.081558"
+        );
+    }
+}

@@ -1,0 +1,97 @@
+//! Tables drawn as Glance's tools draw them (prettytable): a border, centred headers, cells
+//! centred unless a column is aligned right.
+
+/// A table of text cells.
+#[derive(Debug, Clone)]
+pub struct Table {
+    headers: Vec<String>,
+    right: Vec<bool>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A table with these column headers.
+    pub fn new(headers: &[&str]) -> Self {
+        Table {
+            headers: headers.iter().map(|h| (*h).to_owned()).collect(),
+            right: vec![false; headers.len()],
+            rows: Vec::new(),
+        }
+    }
+
+    /// Aligns a column's cells to the right (numbers).
+    pub fn align_right(mut self, header: &str) -> Self {
+        if let Some(i) = self.headers.iter().position(|h| h == header) {
+            self.right[i] = true;
+        }
+        self
+    }
+
+    /// Adds a row; it must have one cell per column.
+    pub fn row(&mut self, cells: Vec<String>) {
+        debug_assert_eq!(cells.len(), self.headers.len());
+        self.rows.push(cells);
+    }
+
+    /// The table as lines of text.
+    pub fn render(&self) -> String {
+        let widths: Vec<usize> = (0..self.headers.len())
+            .map(|i| {
+                let cells = self.rows.iter().map(|r| r[i].chars().count());
+                cells
+                    .chain([self.headers[i].chars().count()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let border: String = widths
+            .iter()
+            .map(|w| format!("+{}", "-".repeat(w + 2)))
+            .collect::<String>()
+            + "+";
+        let line = |cells: &[String], right: &dyn Fn(usize) -> bool| -> String {
+            let mut out = String::new();
+            for (i, cell) in cells.iter().enumerate() {
+                let pad = widths[i] - cell.chars().count();
+                let (left, right_pad) = if right(i) {
+                    (pad, 0)
+                } else {
+                    (pad / 2, pad - pad / 2)
+                };
+                out.push_str(&format!(
+                    "| {}{}{} ",
+                    " ".repeat(left),
+                    cell,
+                    " ".repeat(right_pad)
+                ));
+            }
+            out + "|"
+        };
+        let mut out = vec![
+            border.clone(),
+            line(&self.headers, &|_| false),
+            border.clone(),
+        ];
+        for row in &self.rows {
+            out.push(line(row, &|i| self.right[i]));
+        }
+        out.push(border);
+        out.join("\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_like_prettytable() {
+        let mut table = Table::new(&["ID", "Size"]).align_right("Size");
+        table.row(vec!["abc".into(), "5".into()]);
+        table.row(vec!["a".into(), "100000".into()]);
+        assert_eq!(
+            table.render(),
+            "+-----+--------+\n| ID  |  Size  |\n+-----+--------+\n| abc |      5 |\n|  a  | 100000 |\n+-----+--------+"
+        );
+    }
+}

@@ -1,0 +1,257 @@
+//! The cron tools (pruner, cleaner, prefetcher): work directly on `image_cache_dir` when no
+//! server holds it, or through the running server's management API when one does (sled's
+//! lock on the database tells which).
+
+use std::path::{Path, PathBuf};
+
+use crate::store::{Expected, ImageCache, StoreError};
+use crate::{CacheConfig, ImageId};
+
+use super::ManageClient;
+
+/// Glance's default configuration files, read when present.
+const DEFAULT_FILES: [&str; 2] = [
+    "/etc/glance/glance-api.conf",
+    "/etc/glance/glance-cache.conf",
+];
+
+/// The options every cron tool takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ToolArgs {
+    /// A Glance configuration file (glance-api.conf, glance-cache.conf); repeatable, later
+    /// files win. /etc/glance/glance-api.conf and /etc/glance/glance-cache.conf are read first
+    /// when present.
+    #[arg(long = "config-file", value_name = "FILE")]
+    pub config_files: Vec<PathBuf>,
+    /// The local API server, used when it holds the cache.
+    #[arg(short = 'H', long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// The local API server's port.
+    #[arg(short, long, default_value_t = 9292)]
+    pub port: u16,
+    /// The admin token for the API server.
+    #[arg(long, env = "OS_AUTH_TOKEN", hide_env_values = true)]
+    pub os_auth_token: Option<String>,
+}
+
+/// What a cron tool does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chore {
+    /// `image-cache-pruner`.
+    Prune,
+    /// `image-cache-cleaner`.
+    Clean,
+    /// `image-cache-prefetcher`.
+    Prefetch,
+}
+
+impl ToolArgs {
+    fn config(&self) -> Result<CacheConfig, String> {
+        let mut files: Vec<PathBuf> = DEFAULT_FILES
+            .iter()
+            .map(PathBuf::from)
+            .filter(|p| p.exists())
+            .collect();
+        files.extend(self.config_files.iter().cloned());
+        if files.is_empty() {
+            return Err("no configuration: pass --config-file FILE (a glance-cache.conf with image_cache_dir)".into());
+        }
+        CacheConfig::from_files(&files).map_err(|err| err.to_string())
+    }
+
+    fn client(&self) -> ManageClient {
+        ManageClient::new(&self.host, self.port, self.os_auth_token.clone())
+    }
+}
+
+/// Runs `chore`; returns the one-line summary, or the reason it failed.
+pub async fn run_maintenance(chore: Chore, args: &ToolArgs) -> Result<String, String> {
+    let config = args.config()?;
+    let dir = config.image_cache_dir.clone();
+    let opened = tokio::task::spawn_blocking(move || ImageCache::open(config))
+        .await
+        .map_err(|err| err.to_string())?;
+    match opened {
+        Ok(cache) => offline(chore, cache, args, &dir).await,
+        Err(StoreError::Locked(_)) => online(chore, args).await,
+        Err(err) => Err(format!("cannot open the cache at {}: {err}", dir.display())),
+    }
+}
+
+async fn online(chore: Chore, args: &ToolArgs) -> Result<String, String> {
+    let client = args.client();
+    let through = format!("through the server at {}", client.node());
+    match chore {
+        Chore::Prune => {
+            let pruned = client.prune().await.map_err(|err| err.to_string())?;
+            Ok(format!(
+                "pruned {} images, {} bytes ({through})",
+                pruned.total_files_pruned, pruned.total_bytes_pruned
+            ))
+        }
+        Chore::Clean => {
+            let cleaned = client.clean().await.map_err(|err| err.to_string())?;
+            Ok(format!(
+                "cleaned {} invalid and {} stalled files ({through})",
+                cleaned.invalid_removed, cleaned.stalled_removed
+            ))
+        }
+        Chore::Prefetch => {
+            let queued = client
+                .list()
+                .await
+                .map_err(|err| err.to_string())?
+                .queued_images
+                .len();
+            client.prefetch().await.map_err(|err| err.to_string())?;
+            Ok(format!(
+                "asked the server to fetch its {queued} queued images ({through})"
+            ))
+        }
+    }
+}
+
+async fn offline(
+    chore: Chore,
+    cache: ImageCache,
+    args: &ToolArgs,
+    dir: &Path,
+) -> Result<String, String> {
+    let directly = format!("directly on {}", dir.display());
+    match chore {
+        Chore::Prune => {
+            let pruned = blocking(cache, |c| c.prune()).await?;
+            Ok(format!(
+                "pruned {} images, {} bytes ({directly})",
+                pruned.total_files_pruned, pruned.total_bytes_pruned
+            ))
+        }
+        Chore::Clean => {
+            let cleaned = blocking(cache, |c| c.clean()).await?;
+            Ok(format!(
+                "cleaned {} invalid and {} stalled files ({directly})",
+                cleaned.invalid_removed, cleaned.stalled_removed
+            ))
+        }
+        Chore::Prefetch => prefetch_offline(cache, args, &directly).await,
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    cache: ImageCache,
+    work: impl FnOnce(&ImageCache) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, String> {
+    match tokio::task::spawn_blocking(move || work(&cache)).await {
+        Ok(done) => done.map_err(|err| err.to_string()),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+/// With no server holding the cache, downloads each queued image from the image API at
+/// `--host`/`--port` straight into the cache, verified as any fill.
+async fn prefetch_offline(
+    cache: ImageCache,
+    args: &ToolArgs,
+    directly: &str,
+) -> Result<String, String> {
+    let queued = blocking(cache.clone(), |c| c.queued_images()).await?;
+    let http = reqwest::Client::new();
+    let base = ManageClient::new(&args.host, args.port, None)
+        .base_url()
+        .to_owned();
+    let mut failures = Vec::new();
+    for id in &queued {
+        match fetch_into(&cache, &http, &base, args.os_auth_token.as_deref(), id).await {
+            Ok(()) => {
+                let id = id.clone();
+                blocking(cache.clone(), move |c| c.delete_queued_image(&id)).await?;
+            }
+            Err(reason) => failures.push(format!("{id}: {reason}")),
+        }
+    }
+    let fetched = queued.len() - failures.len();
+    let summary = format!(
+        "prefetched {fetched} of {} queued images ({directly})",
+        queued.len()
+    );
+    if failures.is_empty() {
+        Ok(summary)
+    } else {
+        Err(format!("{summary}; failed: {}", failures.join("; ")))
+    }
+}
+
+async fn fetch_into(
+    cache: &ImageCache,
+    http: &reqwest::Client,
+    base: &str,
+    token: Option<&str>,
+    id: &ImageId,
+) -> Result<(), String> {
+    if cache.is_cached(id) {
+        return Ok(());
+    }
+    let mut request = http.get(format!("{base}/v2/images/{id}/file"));
+    if let Some(token) = token {
+        request = request.header("x-auth-token", token);
+    }
+    let mut response = request.send().await.map_err(|err| err.to_string())?;
+    if response.status() != reqwest::StatusCode::OK {
+        return Err(format!("the image API answered {}", response.status()));
+    }
+    let mut expected = Expected::default();
+    if let Some(size) = response.content_length() {
+        expected = expected.size(size);
+    }
+    if let Some(md5) = response
+        .headers()
+        .get("content-md5")
+        .and_then(|v| v.to_str().ok())
+    {
+        expected = expected.md5_hex(md5);
+    }
+    let mut fill = cache
+        .begin_fill(id, expected)
+        .map_err(|err| err.to_string())?;
+    while let Some(chunk) = response.chunk().await.map_err(|err| err.to_string())? {
+        tokio::task::block_in_place(|| fill.write(&chunk)).map_err(|err| err.to_string())?;
+    }
+    tokio::task::block_in_place(|| fill.finish())
+        .map(drop)
+        .map_err(|err| err.to_string())
+}
+
+/// The whole of a cron tool's `main`: parse the options, run, print, exit.
+pub fn tool_main(chore: Chore, name: &'static str, about: &'static str) -> std::process::ExitCode {
+    use clap::{Args, FromArgMatches};
+
+    let command = ToolArgs::augment_args(
+        clap::Command::new(name)
+            .about(about)
+            .version(env!("CARGO_PKG_VERSION")),
+    );
+    let args = match ToolArgs::from_arg_matches(&command.get_matches()) {
+        Ok(args) => args,
+        Err(err) => err.exit(),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("{name}: cannot start: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run_maintenance(chore, &args)) {
+        Ok(summary) => {
+            println!("{summary}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(reason) => {
+            eprintln!("{name}: {reason}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
