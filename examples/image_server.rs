@@ -47,6 +47,11 @@ struct Args {
     /// Throttle the image store's reads to RATE per second, e.g. `100MiB` (a remote store's speed).
     #[arg(long, value_parser = parse_rate)]
     backend_rate: Option<u64>,
+    /// A glance-style configuration file (`[DEFAULT] image_cache_dir = ...`,
+    /// `image_cache_max_size = ...`); repeatable, later files win. Its image_cache_dir replaces
+    /// DIR/cache.
+    #[arg(long = "config-file", value_name = "FILE")]
+    config_files: Vec<PathBuf>,
     /// Run without the cache (to compare against).
     #[arg(long)]
     no_cache: bool,
@@ -621,10 +626,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         backend_rate: args.backend_rate,
     });
 
+    let mut cache_dir_used = None;
     let app = if args.no_cache {
         api(state)
     } else {
-        let cache = ImageCache::open(CacheConfig::new(&cache_dir))?;
+        let config = if args.config_files.is_empty() {
+            CacheConfig::new(&cache_dir)
+        } else {
+            CacheConfig::from_files(&args.config_files)?
+        };
+        cache_dir_used = Some(config.image_cache_dir.clone());
+        let cache = ImageCache::open(config)?;
         match args.access_check {
             AccessChoice::Metadata => {
                 with_cache(api(state), cache, InnerMetadata::new(), &admin_token)
@@ -637,15 +649,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = listener.local_addr()?;
     println!("listening on http://{addr}");
     println!("admin token: {admin_token}");
-    println!(
-        "data: {} (cache: {})",
-        args.data_dir.display(),
-        if args.no_cache {
-            "off".to_owned()
-        } else {
-            cache_dir.display().to_string()
-        }
-    );
+    let cache_note =
+        cache_dir_used.map_or_else(|| "off".to_owned(), |dir| dir.display().to_string());
+    println!("data: {} (cache: {cache_note})", args.data_dir.display());
     println!("upload:   curl -s -X POST -H 'X-Auth-Token: {admin_token}' -d '{{\"name\": \"cirros\", \"disk_format\": \"qcow2\", \"container_format\": \"bare\"}}' http://{addr}/v2/images");
     println!("          curl -X PUT -H 'X-Auth-Token: {admin_token}' -H 'Content-Type: application/octet-stream' --data-binary @IMAGE_FILE http://{addr}/v2/images/ID/file");
     println!("download: curl -sD - -o /dev/null -H 'X-Auth-Token: {admin_token}' http://{addr}/v2/images/ID/file   (X-Cache-Status: MISS, then HIT)");

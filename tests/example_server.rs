@@ -1,94 +1,11 @@
 //! The bundled example image server, end to end over a real socket, as a newcomer uses it.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::example::{start, upload};
 use md5::Digest;
-
-/// `cargo test` builds the examples next to the test binaries (`target/<profile>/examples`).
-fn example_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let binary = profile_dir.join("examples").join(name);
-    assert!(
-        binary.exists(),
-        "{} is missing: run the tests with `cargo test`, which builds the examples",
-        binary.display()
-    );
-    binary
-}
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(data_dir: &std::path::Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(example_binary("image_server"))
-        .args([
-            "--bind",
-            "127.0.0.1:0",
-            "--admin-token",
-            "admin-secret",
-            "--user",
-            "u1=proj1:member",
-        ])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().expect("the server printed nothing").unwrap();
-    let url = first
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-        .to_owned();
-    // Keep draining stdout so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, url }
-}
-
-async fn upload(
-    client: &reqwest::Client,
-    url: &str,
-    token: &str,
-    visibility: &str,
-    data: &[u8],
-) -> String {
-    let created = client
-        .post(format!("{url}/v2/images"))
-        .header("x-auth-token", token)
-        .body(format!(r#"{{"name": "cirros", "disk_format": "qcow2", "container_format": "bare", "visibility": "{visibility}"}}"#))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
-    let image: serde_json::Value = serde_json::from_slice(&created.bytes().await.unwrap()).unwrap();
-    assert_eq!(image["status"], "queued");
-    let id = image["id"].as_str().unwrap().to_owned();
-    let put = client
-        .put(format!("{url}/v2/images/{id}/file"))
-        .header("x-auth-token", token)
-        .header("content-type", "application/octet-stream")
-        .body(data.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 204);
-    id
-}
 
 #[tokio::test]
 async fn upload_then_download_twice_goes_miss_then_hit() {

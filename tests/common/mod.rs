@@ -1,6 +1,8 @@
 //! A fake Glance-style image API with switchable misbehaviour, and a real server around it.
 #![allow(dead_code)]
 
+pub mod example;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

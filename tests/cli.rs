@@ -1,0 +1,544 @@
+//! The operator binaries against a running example server (and without one).
+#![cfg(feature = "cli")]
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::example::{start, upload, Server};
+use tower_image_cache::store::Expected;
+use tower_image_cache::{CacheConfig, ImageCache, ImageId};
+
+const ADMIN: &str = "admin-secret";
+
+/// Runs a binary of this crate with `args`, feeding `stdin`.
+fn run(binary: &str, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(binary)
+        .args(args)
+        .env_remove("OS_AUTH_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
+}
+
+/// `image-cache-manage -H <server> [--os-auth-token admin] args...`
+fn manage(server: &Server, token: &str, args: &[&str], stdin: &str) -> Output {
+    let host = server.url.trim_start_matches("http://").to_owned();
+    let mut all = vec!["-H", host.as_str(), "--os-auth-token", token];
+    all.extend_from_slice(args);
+    run(env!("CARGO_BIN_EXE_image-cache-manage"), &all, stdin)
+}
+
+fn ok(output: &Output) -> String {
+    assert!(output.status.success(), "failed: {}", text(output));
+    text(output)
+}
+
+fn failed(output: &Output) -> String {
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "expected exit 1: {}",
+        text(output)
+    );
+    text(output)
+}
+
+async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Queues an id through the legacy route, which does not check existence: an id the API does
+/// not know stays queued (its prefetch fails).
+async fn queue_unknown(server: &Server, id: &str) {
+    let client = reqwest::Client::new();
+    let response = client
+        .put(format!("{}/v2/queued_images/{id}", server.url))
+        .header("x-auth-token", ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+const UNKNOWN: &str = "11111111-2222-3333-4444-555555555555";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_subcommand_against_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let client = reqwest::Client::new();
+    let cache_dir = dir.path().join("cache");
+
+    assert!(ok(&manage(&server, ADMIN, &["list-cached"], "")).contains("No cached images."));
+    assert!(ok(&manage(&server, ADMIN, &["list-queued"], "")).contains("No queued images."));
+
+    let id = upload(&client, &server.url, ADMIN, "private", &[5u8; 70_000]).await;
+    let queued = ok(&manage(
+        &server,
+        ADMIN,
+        &["-f", "-v", "queue-image", &id],
+        "",
+    ));
+    assert!(
+        queued.contains(&format!("Queued image {id} for caching")),
+        "{queued}"
+    );
+    wait_for("the prefetch", || cache_dir.join(&id).exists()).await;
+    let listed = ok(&manage(&server, ADMIN, &["list-cached"], ""));
+    assert!(listed.contains("Found 1 cached images..."), "{listed}");
+    for column in [
+        "ID",
+        "Last Accessed (UTC)",
+        "Last Modified (UTC)",
+        "Size",
+        "Hits",
+        &id,
+        "70000",
+    ] {
+        assert!(listed.contains(column), "{column} in {listed}");
+    }
+
+    queue_unknown(&server, UNKNOWN).await;
+    let listed = ok(&manage(&server, ADMIN, &["list-queued"], ""));
+    assert!(
+        listed.contains("Found 1 queued images...") && listed.contains(UNKNOWN),
+        "{listed}"
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&manage(&server, ADMIN, &["--json", "list-cached"], ""))).unwrap();
+    assert_eq!(json["cached_images"][0]["image_id"], id.as_str());
+    assert_eq!(json["cached_images"][0]["size"], 70_000);
+
+    let pruned = ok(&manage(&server, ADMIN, &["prune"], ""));
+    assert!(pruned.contains("pruned 0 images, 0 bytes"), "{pruned}");
+    let cleaned = ok(&manage(&server, ADMIN, &["clean"], ""));
+    assert!(
+        cleaned.contains("cleaned 0 invalid and 0 stalled files"),
+        "{cleaned}"
+    );
+
+    ok(&manage(
+        &server,
+        ADMIN,
+        &["-f", "delete-queued-image", UNKNOWN],
+        "",
+    ));
+    assert!(ok(&manage(&server, ADMIN, &["list-queued"], "")).contains("No queued images."));
+    queue_unknown(&server, UNKNOWN).await;
+    let deleted = ok(&manage(
+        &server,
+        ADMIN,
+        &["-f", "-v", "delete-all-queued-images"],
+        "",
+    ));
+    assert!(deleted.contains("Deleted 1 queued images"), "{deleted}");
+
+    ok(&manage(
+        &server,
+        ADMIN,
+        &["-f", "delete-cached-image", &id],
+        "",
+    ));
+    assert!(!cache_dir.join(&id).exists());
+    client
+        .get(format!("{}/v2/images/{id}/file", server.url))
+        .header("x-auth-token", ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    wait_for("the image to be cached again", || {
+        cache_dir.join(&id).exists()
+    })
+    .await;
+    let deleted = ok(&manage(
+        &server,
+        ADMIN,
+        &["-f", "-v", "delete-all-cached-images"],
+        "",
+    ));
+    assert!(deleted.contains("Deleted 1 cached images"), "{deleted}");
+    assert!(!cache_dir.join(&id).exists());
+
+    assert!(ok(&manage(&server, ADMIN, &["help"], "")).contains("delete-all-queued-images"));
+    assert!(ok(&manage(&server, ADMIN, &["help", "queue-image"], ""))
+        .contains("queue-image <IMAGE_ID>"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prompts_bad_input_and_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let client = reqwest::Client::new();
+    let id = upload(&client, &server.url, ADMIN, "private", b"image bytes").await;
+    client
+        .get(format!("{}/v2/images/{id}/file", server.url))
+        .header("x-auth-token", ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let cached = dir.path().join("cache").join(&id);
+    wait_for("the commit", || cached.exists()).await;
+
+    for answer in ["n\n", "\n", ""] {
+        let output = manage(&server, ADMIN, &["delete-cached-image", &id], answer);
+        assert!(ok(&output).contains(&format!("Delete cached image {id}? [y/N]")));
+        assert!(cached.exists(), "answer {answer:?} kept the image");
+    }
+    ok(&manage(
+        &server,
+        ADMIN,
+        &["delete-cached-image", &id],
+        "y\n",
+    ));
+    assert!(!cached.exists());
+
+    assert!(failed(&manage(
+        &server,
+        ADMIN,
+        &["-f", "queue-image", "not-a-uuid"],
+        ""
+    ))
+    .contains("Image ID 'not-a-uuid' is not a valid UUID."));
+    assert!(failed(&manage(
+        &server,
+        ADMIN,
+        &["-f", "queue-image", &id, UNKNOWN],
+        ""
+    ))
+    .contains("first and only argument"));
+    assert!(failed(&manage(&server, ADMIN, &["-f", "queue-image"], ""))
+        .contains("first and only argument"));
+    assert!(
+        failed(&manage(&server, "wrong-token", &["list-cached"], ""))
+            .contains("Not authorized to make this request.")
+    );
+    assert!(failed(&manage(&server, ADMIN, &["frobnicate"], ""))
+        .contains("Unknown command: frobnicate"));
+
+    let plain_dir = tempfile::tempdir().unwrap();
+    let plain = start(plain_dir.path(), &["--no-cache"]);
+    let host = plain.url.trim_start_matches("http://");
+    let output = failed(&manage(&plain, ADMIN, &["list-cached"], ""));
+    assert!(
+        output.contains(&format!(
+            "Cache management middleware not enabled on host {host}"
+        )),
+        "{output}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn several_hosts_in_one_table_and_a_down_host_named() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (start(dir_a.path(), &[]), start(dir_b.path(), &[]));
+    let client = reqwest::Client::new();
+    for (server, dir) in [(&a, &dir_a), (&b, &dir_b)] {
+        let id = upload(&client, &server.url, ADMIN, "private", b"bytes").await;
+        client
+            .get(format!("{}/v2/images/{id}/file", server.url))
+            .header("x-auth-token", ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        wait_for("the commit", || dir.path().join("cache").join(&id).exists()).await;
+    }
+    let (host_a, host_b) = (
+        a.url.trim_start_matches("http://"),
+        b.url.trim_start_matches("http://"),
+    );
+    let binary = env!("CARGO_BIN_EXE_image-cache-manage");
+
+    let both = ok(&run(
+        binary,
+        &[
+            "-H",
+            host_a,
+            "-H",
+            host_b,
+            "--os-auth-token",
+            ADMIN,
+            "list-cached",
+        ],
+        "",
+    ));
+    assert!(
+        both.contains("Found 2 cached images on 2 nodes...") && both.contains("Node"),
+        "{both}"
+    );
+    assert!(both.contains(host_a) && both.contains(host_b), "{both}");
+    let json: serde_json::Value = serde_json::from_str(&ok(&run(
+        binary,
+        &[
+            "-H",
+            host_a,
+            "-H",
+            host_b,
+            "--os-auth-token",
+            ADMIN,
+            "--json",
+            "list-cached",
+        ],
+        "",
+    )))
+    .unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 2);
+
+    let down = "127.0.0.1:9";
+    let output = run(
+        binary,
+        &[
+            "-H",
+            host_a,
+            "-H",
+            down,
+            "--os-auth-token",
+            ADMIN,
+            "list-cached",
+        ],
+        "",
+    );
+    let said = failed(&output);
+    assert!(
+        said.contains(host_a) && said.contains(&format!("host {down} is unreachable")),
+        "{said}"
+    );
+}
+
+/// A cache with three 1000-byte images, a failed fill in invalid/ and a two-day-old stalled one.
+fn prepare(cache_dir: &Path) {
+    let cache = ImageCache::open(CacheConfig::new(cache_dir)).unwrap();
+    for n in 0..3 {
+        let id = ImageId::new(&format!("img{n}")).unwrap();
+        let mut fill = cache
+            .begin_fill(&id, Expected::default().size(1000))
+            .unwrap();
+        fill.write(&[n as u8; 1000]).unwrap();
+        fill.finish().unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(cache);
+    std::fs::write(cache_dir.join("invalid/failed"), b"x").unwrap();
+    let stalled = cache_dir.join("incomplete/stalled");
+    std::fs::write(&stalled, b"x").unwrap();
+    let old = std::time::SystemTime::now() - Duration::from_secs(2 * 86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(&stalled)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+}
+
+fn write_config(dir: &Path) -> String {
+    let path = dir.join("glance-cache.conf");
+    let text = format!(
+        "[DEFAULT]\nimage_cache_dir = {}\nimage_cache_max_size = 1500\n",
+        dir.join("cache").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The summary without its "(directly on ...)" / "(through ...)" tail.
+fn summary(output: &Output) -> String {
+    let said = ok(output);
+    said.split(" (").next().unwrap().trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pruner_and_cleaner_give_the_same_result_online_and_offline() {
+    let (offline, online) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for dir in [&offline, &online] {
+        prepare(&dir.path().join("cache"));
+    }
+    let (offline_conf, online_conf) = (write_config(offline.path()), write_config(online.path()));
+    let pruner = env!("CARGO_BIN_EXE_image-cache-pruner");
+    let cleaner = env!("CARGO_BIN_EXE_image-cache-cleaner");
+
+    let pruned_offline = run(pruner, &["--config-file", &offline_conf], "");
+    assert!(
+        ok(&pruned_offline).contains("directly on"),
+        "{}",
+        text(&pruned_offline)
+    );
+    let cleaned_offline = run(cleaner, &["--config-file", &offline_conf], "");
+
+    let server = start(online.path(), &["--config-file", &online_conf]);
+    let port = server.url.rsplit(':').next().unwrap().to_owned();
+    let through = [
+        "--config-file",
+        &online_conf,
+        "-H",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "--os-auth-token",
+        ADMIN,
+    ];
+    let pruned_online = run(pruner, &through, "");
+    assert!(
+        ok(&pruned_online).contains("through the server"),
+        "{}",
+        text(&pruned_online)
+    );
+    let cleaned_online = run(cleaner, &through, "");
+
+    assert_eq!(summary(&pruned_offline), "pruned 2 images, 2000 bytes");
+    assert_eq!(summary(&pruned_online), summary(&pruned_offline));
+    assert_eq!(
+        summary(&cleaned_offline),
+        "cleaned 1 invalid and 1 stalled files"
+    );
+    assert_eq!(summary(&cleaned_online), summary(&cleaned_offline));
+    for sub in ["", "incomplete", "invalid"] {
+        let (a, b) = (
+            offline.path().join("cache").join(sub),
+            online.path().join("cache").join(sub),
+        );
+        assert_eq!(listing(&a), listing(&b), "{sub}");
+    }
+    assert!(
+        offline.path().join("cache/img2").exists(),
+        "the most recent image stays"
+    );
+
+    // Without a token the server refuses, and the tool says so with a non-zero exit.
+    let refused = run(
+        pruner,
+        &[
+            "--config-file",
+            &online_conf,
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port,
+        ],
+        "",
+    );
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("Not authorized"),
+        "{}",
+        text(&refused)
+    );
+    let bad_config = run(
+        pruner,
+        &["--config-file", "/nonexistent/glance-cache.conf"],
+        "",
+    );
+    assert!(!bad_config.status.success());
+    assert!(
+        text(&bad_config).contains("/nonexistent/glance-cache.conf"),
+        "{}",
+        text(&bad_config)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_prefetcher_runs_the_queue_online_and_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write_config(dir.path());
+    let client = reqwest::Client::new();
+    // The image API without a cache of its own serves the offline prefetcher.
+    let api_dir = tempfile::tempdir().unwrap();
+    let api = start(api_dir.path(), &["--no-cache"]);
+    let id = upload(&client, &api.url, ADMIN, "private", &[3u8; 1200]).await;
+    {
+        let cache = ImageCache::open(CacheConfig::new(dir.path().join("cache"))).unwrap();
+        cache.queue_image(&ImageId::new(&id).unwrap()).unwrap();
+    }
+    let port = api.url.rsplit(':').next().unwrap().to_owned();
+    let prefetcher = env!("CARGO_BIN_EXE_image-cache-prefetcher");
+    let output = run(
+        prefetcher,
+        &[
+            "--config-file",
+            &conf,
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "--os-auth-token",
+            ADMIN,
+        ],
+        "",
+    );
+    assert!(
+        ok(&output).contains("prefetched 1 of 1 queued images"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("cache").join(&id)).unwrap(),
+        vec![3u8; 1200]
+    );
+
+    // Online: the server holding the cache is asked to run its queue.
+    let server = start(dir.path(), &["--config-file", &conf]);
+    let id = upload(&client, &server.url, ADMIN, "private", &[4u8; 100]).await;
+    queue_unknown(&server, &id).await;
+    let port = server.url.rsplit(':').next().unwrap().to_owned();
+    let output = run(
+        prefetcher,
+        &[
+            "--config-file",
+            &conf,
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "--os-auth-token",
+            ADMIN,
+        ],
+        "",
+    );
+    assert!(
+        ok(&output).contains("through the server"),
+        "{}",
+        text(&output)
+    );
+    wait_for("the online prefetch", || {
+        dir.path().join("cache").join(&id).exists()
+    })
+    .await;
+}
