@@ -16,7 +16,9 @@ pub fn utc_time(epoch: f64) -> String {
     if epoch <= 0.0 || !epoch.is_finite() {
         return "N/A".into();
     }
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(epoch);
+    // Rounded to the microsecond, as Python's datetime does.
+    let micros = (epoch * 1e6).round() as u64;
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_micros(micros);
     let text = if time
         .duration_since(std::time::UNIX_EPOCH)
         .is_ok_and(|d| d.subsec_micros() == 0)

@@ -1,5 +1,5 @@
-//! Tables drawn as Glance's tools draw them (prettytable): a border, centred headers, cells
-//! centred unless a column is aligned right.
+//! Tables drawn as Glance's tools draw them (prettytable): a border, and each column's header
+//! and cells centred unless the column is aligned right.
 
 /// A table of text cells.
 #[derive(Debug, Clone)]
@@ -67,13 +67,10 @@ impl Table {
             }
             out + "|"
         };
-        let mut out = vec![
-            border.clone(),
-            line(&self.headers, &|_| false),
-            border.clone(),
-        ];
+        let right = |i: usize| self.right[i];
+        let mut out = vec![border.clone(), line(&self.headers, &right), border.clone()];
         for row in &self.rows {
-            out.push(line(row, &|i| self.right[i]));
+            out.push(line(row, &right));
         }
         out.push(border);
         out.join("\n")
@@ -91,7 +88,7 @@ mod tests {
         table.row(vec!["a".into(), "100000".into()]);
         assert_eq!(
             table.render(),
-            "+-----+--------+\n| ID  |  Size  |\n+-----+--------+\n| abc |      5 |\n|  a  | 100000 |\n+-----+--------+"
+            "+-----+--------+\n| ID  |   Size |\n+-----+--------+\n| abc |      5 |\n|  a  | 100000 |\n+-----+--------+"
         );
     }
 }
