@@ -16,8 +16,10 @@ pub fn utc_time(epoch: f64) -> String {
     if epoch <= 0.0 || !epoch.is_finite() {
         return "N/A".into();
     }
-    // Rounded to the microsecond, as Python's datetime does.
-    let micros = (epoch * 1e6).round() as u64;
+    // Rounded to the microsecond as Python's datetime.fromtimestamp does: the fraction alone,
+    // half to even.
+    let (seconds, fraction) = (epoch.trunc(), epoch.fract());
+    let micros = seconds as u64 * 1_000_000 + (fraction * 1e6).round_ties_even() as u64;
     let time = std::time::UNIX_EPOCH + std::time::Duration::from_micros(micros);
     let text = if time
         .duration_since(std::time::UNIX_EPOCH)
