@@ -94,6 +94,7 @@ pub(crate) async fn run<S, ReqBody, ResBody>(
         tokio::select! {
             _ = handle.shutdown.cancelled() => break,
             _ = handle.wake.notified() => run_queue(&cache, service.clone(), &settings, &handle).await,
+            _ = cache.image_queued() => run_queue(&cache, service.clone(), &settings, &handle).await,
             _ = prefetch.tick() => run_queue(&cache, service.clone(), &settings, &handle).await,
             _ = tick(&mut prune) => maintain(&cache, "prune", ImageCache::prune).await,
             _ = tick(&mut clean) => maintain(&cache, "clean", ImageCache::clean).await,

@@ -16,6 +16,7 @@ pub struct CacheLayer<A> {
     access: A,
     routes: Routes,
     cache_status_header: bool,
+    prefetch_range_misses: bool,
 }
 
 impl<A> CacheLayer<A> {
@@ -26,6 +27,7 @@ impl<A> CacheLayer<A> {
             access,
             routes: Routes::default(),
             cache_status_header: true,
+            prefetch_range_misses: true,
         }
     }
 
@@ -43,6 +45,16 @@ impl<A> CacheLayer<A> {
     }
 }
 
+impl<A> CacheLayer<A> {
+    /// Whether a range request for an image not cached also queues the whole image for the
+    /// prefetcher (default: on), so the next range request is a hit. The prefetcher runs in
+    /// [`CacheManageLayer`](crate::CacheManageLayer).
+    pub fn prefetch_range_misses(mut self, enabled: bool) -> Self {
+        self.prefetch_range_misses = enabled;
+        self
+    }
+}
+
 impl<S, A: Clone> Layer<S> for CacheLayer<A> {
     type Service = CacheService<S, A>;
 
@@ -54,6 +66,7 @@ impl<S, A: Clone> Layer<S> for CacheLayer<A> {
                 access: self.access.clone(),
                 routes: self.routes.clone(),
                 cache_status_header: self.cache_status_header,
+                prefetch_range_misses: self.prefetch_range_misses,
             }),
         )
     }

@@ -42,6 +42,7 @@
 mod access;
 mod body;
 mod future;
+mod hit;
 #[allow(clippy::module_inception)]
 mod layer;
 mod route;

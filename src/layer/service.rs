@@ -11,10 +11,11 @@ use tower_service::Service;
 use super::access::{Access, AccessCheck, ImageMeta};
 use super::body::CacheBody;
 use super::future::ResponseFuture;
+use super::hit;
 use super::route::{Action, Routes};
 use super::tee::TeeBody;
 use super::BoxError;
-use crate::store::{CachedImage, Expected, ImageCache};
+use crate::store::{Expected, ImageCache};
 use crate::ImageId;
 
 /// `X-Cache-Status`: `HIT`, `MISS` or `BYPASS`.
@@ -23,7 +24,7 @@ const X_IMAGE_META_CHECKSUM: HeaderName = HeaderName::from_static("x-image-meta-
 
 /// How a response came to be, for `X-Cache-Status`.
 #[derive(Debug, Clone, Copy)]
-enum CacheStatus {
+pub(crate) enum CacheStatus {
     Hit,
     Miss,
     Bypass,
@@ -46,10 +47,11 @@ pub(crate) struct Settings<A> {
     pub(crate) access: A,
     pub(crate) routes: Routes,
     pub(crate) cache_status_header: bool,
+    pub(crate) prefetch_range_misses: bool,
 }
 
 impl<A> Settings<A> {
-    fn mark<B>(&self, mut response: Response<B>, status: CacheStatus) -> Response<B> {
+    pub(crate) fn mark<B>(&self, mut response: Response<B>, status: CacheStatus) -> Response<B> {
         if self.cache_status_header {
             response
                 .headers_mut()
@@ -158,13 +160,15 @@ where
     A: AccessCheck<S, ReqBody>,
     ResBody: Body,
 {
-    // Ranges and conditionals are the wrapped service's to answer until the cache serves them.
-    if has_range_or_condition(request.headers()) {
+    if !hit::can_answer(request.headers()) {
         return pass(&settings, inner, request, CacheStatus::Bypass).await;
     }
     let cache = &settings.cache;
     let cached = cache.is_cached(&id);
     let is_get = request.method() == Method::GET;
+    if !cached && hit::is_partial_or_conditional(request.headers()) {
+        return range_miss(&settings, inner, id, request).await;
+    }
     if !cached && !is_get {
         return pass(&settings, inner, request, CacheStatus::Miss).await;
     }
@@ -187,7 +191,7 @@ where
     };
 
     if cached {
-        if let Some(response) = serve_hit(&settings, &id, is_get).await {
+        if let Some(response) = hit::serve(&settings, &id, &parts.method, &parts.headers).await {
             return Ok(response);
         }
         // Evicted since the lookup: fetch it like any miss.
@@ -222,6 +226,31 @@ where
     Ok(settings.mark(response, CacheStatus::Miss))
 }
 
+/// A range (or conditional) request for an image not cached: the wrapped service answers it,
+/// and when it could (2xx), the whole image is queued for the prefetcher, so the next range
+/// request is a hit.
+async fn range_miss<S, A, ReqBody, ResBody>(
+    settings: &Settings<A>,
+    inner: S,
+    id: ImageId,
+    request: Request<ReqBody>,
+) -> Result<Response<CacheBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    let is_get = request.method() == Method::GET;
+    let response = pass(settings, inner, request, CacheStatus::Miss).await?;
+    if settings.prefetch_range_misses && is_get && response.status().is_success() {
+        let cache = settings.cache.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(err) = cache.queue_image(&id) {
+                tracing::warn!(image = %id, %err, "could not queue an image after a range miss");
+            }
+        });
+    }
+    Ok(response)
+}
+
 /// Hands the request to the wrapped service, marking how the cache saw it.
 async fn pass<S, A, ReqBody, ResBody>(
     settings: &Settings<A>,
@@ -234,62 +263,6 @@ where
 {
     let response = inner.oneshot(request).await?;
     Ok(settings.mark(response.map(CacheBody::inner), status))
-}
-
-/// The response for a cached image, or `None` when it is no longer there.
-async fn serve_hit<A, B>(
-    settings: &Settings<A>,
-    id: &ImageId,
-    is_get: bool,
-) -> Option<Response<CacheBody<B>>> {
-    let cache = &settings.cache;
-    if !is_get {
-        let record = cache.cached_image(id)?;
-        return Some(settings.mark(hit_response(&record, CacheBody::empty()), CacheStatus::Hit));
-    }
-    let opened = {
-        let (cache, id) = (cache.clone(), id.clone());
-        tokio::task::spawn_blocking(move || cache.open_for_read(&id)).await
-    };
-    match opened {
-        Ok(Ok(Some(reader))) => {
-            let record = reader.record().clone();
-            Some(settings.mark(
-                hit_response(&record, CacheBody::hit(reader)),
-                CacheStatus::Hit,
-            ))
-        }
-        Ok(Ok(None)) => None,
-        Ok(Err(err)) => {
-            tracing::warn!(image = %id, %err, "could not open a cached image; fetching it instead");
-            None
-        }
-        Err(err) => {
-            tracing::warn!(image = %id, %err, "could not open a cached image; fetching it instead");
-            None
-        }
-    }
-}
-
-fn hit_response<B>(record: &CachedImage, body: CacheBody<B>) -> Response<CacheBody<B>> {
-    let mut response = Response::new(body);
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(record.size));
-    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if let Some(checksum) = &record.checksum {
-        // Glance sends the hex MD5 in Content-MD5; clients compare it with the image checksum.
-        if let Ok(md5) = HeaderValue::from_str(checksum) {
-            headers.insert(HeaderName::from_static("content-md5"), md5);
-        }
-        if let Ok(etag) = HeaderValue::from_str(&format!("\"{checksum}\"")) {
-            headers.insert(header::ETAG, etag);
-        }
-    }
-    response
 }
 
 /// A request answered 2xx here removes the image from the cache.
@@ -313,19 +286,6 @@ where
         }
     }
     Ok(response.map(CacheBody::inner))
-}
-
-fn has_range_or_condition(headers: &HeaderMap) -> bool {
-    [
-        header::RANGE,
-        header::IF_RANGE,
-        header::IF_MATCH,
-        header::IF_NONE_MATCH,
-        header::IF_MODIFIED_SINCE,
-        header::IF_UNMODIFIED_SINCE,
-    ]
-    .iter()
-    .any(|name| headers.contains_key(name))
 }
 
 /// Only a whole, plain, storable image is cached: `200`, not encoded, not `no-store`, not empty.

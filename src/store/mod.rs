@@ -128,6 +128,8 @@ struct Inner {
     /// so sled never sees a stale write land after a newer one.
     entries: RwLock<HashMap<ImageId, Entry>>,
     fills: Mutex<HashMap<ImageId, Arc<FillState>>>,
+    /// Woken when an image is queued, so a prefetcher fetches it at once.
+    queued: tokio::sync::Notify,
     /// How many fills are running; watched by [`ImageCache::idle`].
     running_fills: tokio::sync::watch::Sender<usize>,
     housekeeper: Housekeeper,
@@ -181,6 +183,7 @@ impl ImageCache {
             index,
             entries: RwLock::new(entries),
             fills: Mutex::new(HashMap::new()),
+            queued: tokio::sync::Notify::new(),
             running_fills: tokio::sync::watch::Sender::new(0),
             housekeeper: Housekeeper::start(weak.clone()),
         });

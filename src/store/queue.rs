@@ -10,7 +10,16 @@ impl ImageCache {
         if self.is_cached(id) || self.is_filling(id) {
             return Ok(false);
         }
-        Ok(self.inner.index.enqueue(id)?)
+        let added = self.inner.index.enqueue(id)?;
+        if added {
+            self.inner.queued.notify_one();
+        }
+        Ok(added)
+    }
+
+    /// Resolves when an image is queued (or was queued since the last call returned).
+    pub async fn image_queued(&self) {
+        self.inner.queued.notified().await;
     }
 
     /// The queued ids, in the order they will be fetched.

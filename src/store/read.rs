@@ -87,6 +87,15 @@ impl ImageReader {
         &self.record
     }
 
+    /// Reads only `range` (inclusive byte offsets, within the image) instead of the whole
+    /// image. The hit then counts when the whole range was handed out.
+    pub fn limit_to(mut self, range: std::ops::RangeInclusive<u64>) -> Self {
+        let end = range.end().saturating_add(1).min(self.record.size);
+        self.pos = (*range.start()).min(end);
+        self.end = end;
+        self
+    }
+
     /// Bytes not yet handed out.
     pub fn remaining(&self) -> u64 {
         self.end - self.pos

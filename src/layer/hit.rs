@@ -1,0 +1,279 @@
+//! Answering from the cache: the whole image, a range of it, or "not modified".
+//!
+//! - `If-None-Match` matching the checksum `ETag` (or `*`) → `304`.
+//! - One `Range` (`a-b`, `a-`, `-n`) → `206` with `Content-Range`; unsatisfiable → `416` with
+//!   `Content-Range: bytes */size`. A malformed `Range`, several ranges, or an `If-Range` that does
+//!   not match the `ETag` (or is a date: hits carry no `Last-Modified`) → the whole image, `200`,
+//!   as RFC 9110 allows.
+//! - `HEAD` gets exactly the headers `GET` would.
+
+use std::ops::RangeInclusive;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode};
+use http_range_header::RangeUnsatisfiableError;
+
+use super::body::CacheBody;
+use super::service::{CacheStatus, Settings};
+use crate::store::CachedImage;
+use crate::ImageId;
+
+/// Conditional headers the cache cannot evaluate (it has no `Last-Modified` to compare);
+/// requests carrying them go to the wrapped service.
+const UNEVALUATED: [HeaderName; 3] = [
+    header::IF_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_UNMODIFIED_SINCE,
+];
+
+/// Whether the cache can answer a request with these headers itself.
+pub(crate) fn can_answer(headers: &HeaderMap) -> bool {
+    !UNEVALUATED.iter().any(|name| headers.contains_key(name))
+}
+
+/// Whether the request asks for part of the image, or only if it changed.
+pub(crate) fn is_partial_or_conditional(headers: &HeaderMap) -> bool {
+    [header::RANGE, header::IF_RANGE, header::IF_NONE_MATCH]
+        .iter()
+        .any(|name| headers.contains_key(name))
+}
+
+/// What to send for a cached image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Answer {
+    NotModified,
+    Whole,
+    Part(RangeInclusive<u64>),
+    Unsatisfiable,
+}
+
+fn etag(record: &CachedImage) -> Option<String> {
+    record.checksum.as_ref().map(|md5| format!("\"{md5}\""))
+}
+
+fn decide(headers: &HeaderMap, record: &CachedImage) -> Answer {
+    let etag = etag(record);
+    if let Some(if_none_match) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
+        if etag
+            .as_deref()
+            .is_some_and(|etag| matches_any(if_none_match, etag))
+        {
+            return Answer::NotModified;
+        }
+    }
+    let Some(range) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return Answer::Whole;
+    };
+    if let Some(if_range) = headers.get(header::IF_RANGE) {
+        let strong_match = etag
+            .as_deref()
+            .is_some_and(|etag| if_range.as_bytes() == etag.as_bytes());
+        if !strong_match {
+            return Answer::Whole;
+        }
+    }
+    let Ok(parsed) = http_range_header::parse_range_header(range) else {
+        return Answer::Whole; // malformed: ignored, as RFC 9110 allows
+    };
+    match parsed.validate(record.size) {
+        Ok(ranges) if ranges.len() == 1 => Answer::Part(ranges[0].clone()),
+        Ok(_) => Answer::Whole,
+        Err(RangeUnsatisfiableError::Unsatisfiable) => Answer::Unsatisfiable,
+        Err(_) => Answer::Whole,
+    }
+}
+
+/// `If-None-Match: "a", W/"b"` against a strong tag, by the weak comparison RFC 9110 asks for.
+fn matches_any(list: &str, etag: &str) -> bool {
+    list.split(',')
+        .map(str::trim)
+        .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == etag)
+}
+
+/// The response for a cached image, or `None` when it is no longer there.
+pub(crate) async fn serve<A, B>(
+    settings: &Settings<A>,
+    id: &ImageId,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Option<Response<CacheBody<B>>> {
+    let cache = &settings.cache;
+    let record = cache.cached_image(id)?;
+    let answer = decide(headers, &record);
+    let reads_file = *method == Method::GET && matches!(answer, Answer::Whole | Answer::Part(_));
+    let body = if reads_file {
+        let opened = {
+            let (cache, id) = (cache.clone(), id.clone());
+            tokio::task::spawn_blocking(move || cache.open_for_read(&id)).await
+        };
+        let reader = match opened {
+            Ok(Ok(Some(reader))) => reader,
+            Ok(Ok(None)) => return None,
+            Ok(Err(err)) => {
+                tracing::warn!(image = %id, %err, "could not open a cached image; fetching it instead");
+                return None;
+            }
+            Err(err) => {
+                tracing::warn!(image = %id, %err, "could not open a cached image; fetching it instead");
+                return None;
+            }
+        };
+        match &answer {
+            Answer::Part(range) => CacheBody::hit(reader.limit_to(range.clone())),
+            _ => CacheBody::hit(reader),
+        }
+    } else {
+        CacheBody::empty()
+    };
+    Some(settings.mark(response(&record, &answer, body), CacheStatus::Hit))
+}
+
+fn response<B>(
+    record: &CachedImage,
+    answer: &Answer,
+    body: CacheBody<B>,
+) -> Response<CacheBody<B>> {
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Some(etag) = etag(record).and_then(|e| HeaderValue::from_str(&e).ok()) {
+        headers.insert(header::ETAG, etag);
+    }
+    let (status, length) = match answer {
+        Answer::NotModified => (StatusCode::NOT_MODIFIED, None),
+        Answer::Unsatisfiable => {
+            let range = HeaderValue::from_str(&format!("bytes */{}", record.size))
+                .expect("digits are valid");
+            headers.insert(header::CONTENT_RANGE, range);
+            (StatusCode::RANGE_NOT_SATISFIABLE, Some(0))
+        }
+        Answer::Part(range) => {
+            let content_range = format!("bytes {}-{}/{}", range.start(), range.end(), record.size);
+            headers.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&content_range).expect("digits are valid"),
+            );
+            (
+                StatusCode::PARTIAL_CONTENT,
+                Some(range.end() - range.start() + 1),
+            )
+        }
+        Answer::Whole => {
+            // Glance sends the hex MD5 in Content-MD5; clients compare it with the image checksum.
+            if let Some(md5) = record
+                .checksum
+                .as_deref()
+                .and_then(|c| HeaderValue::from_str(c).ok())
+            {
+                headers.insert(HeaderName::from_static("content-md5"), md5);
+            }
+            (StatusCode::OK, Some(record.size))
+        }
+    };
+    if let Some(length) = length {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        if length > 0 {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+        }
+    }
+    *response.status_mut() = status;
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> CachedImage {
+        CachedImage {
+            image_id: "img".into(),
+            hits: 0,
+            last_accessed: 0.0,
+            last_modified: 0.0,
+            size: 1000,
+            checksum: Some("abc".into()),
+        }
+    }
+
+    fn decide_with(pairs: &[(HeaderName, &str)]) -> Answer {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(name.clone(), HeaderValue::from_str(value).unwrap());
+        }
+        decide(&headers, &record())
+    }
+
+    #[test]
+    fn single_ranges_of_every_form() {
+        assert_eq!(
+            decide_with(&[(header::RANGE, "bytes=0-99")]),
+            Answer::Part(0..=99)
+        );
+        assert_eq!(
+            decide_with(&[(header::RANGE, "bytes=900-")]),
+            Answer::Part(900..=999)
+        );
+        assert_eq!(
+            decide_with(&[(header::RANGE, "bytes=-10")]),
+            Answer::Part(990..=999)
+        );
+        assert_eq!(
+            decide_with(&[(header::RANGE, "bytes=990-5000")]),
+            Answer::Part(990..=999)
+        );
+        assert_eq!(
+            decide_with(&[(header::RANGE, "bytes=1000-")]),
+            Answer::Unsatisfiable
+        );
+    }
+
+    #[test]
+    fn what_falls_back_to_the_whole_image() {
+        for range in ["bytes=5-2", "bytes=abc", "items=0-1", "bytes=0-1,5-6"] {
+            assert_eq!(
+                decide_with(&[(header::RANGE, range)]),
+                Answer::Whole,
+                "{range}"
+            );
+        }
+        assert_eq!(
+            decide_with(&[
+                (header::RANGE, "bytes=0-1"),
+                (header::IF_RANGE, "\"other\"")
+            ]),
+            Answer::Whole
+        );
+        assert_eq!(
+            decide_with(&[
+                (header::RANGE, "bytes=0-1"),
+                (header::IF_RANGE, "Wed, 21 Oct 2015 07:28:00 GMT")
+            ]),
+            Answer::Whole
+        );
+        assert_eq!(
+            decide_with(&[(header::RANGE, "bytes=0-1"), (header::IF_RANGE, "\"abc\"")]),
+            Answer::Part(0..=1)
+        );
+    }
+
+    #[test]
+    fn if_none_match_compares_weakly() {
+        for list in ["\"abc\"", "W/\"abc\"", "\"x\", \"abc\"", "*"] {
+            assert_eq!(
+                decide_with(&[(header::IF_NONE_MATCH, list)]),
+                Answer::NotModified,
+                "{list}"
+            );
+        }
+        assert_eq!(
+            decide_with(&[(header::IF_NONE_MATCH, "\"abd\"")]),
+            Answer::Whole
+        );
+    }
+}
