@@ -29,8 +29,11 @@ impl Drop for Server {
     }
 }
 
+/// The example image server on an ephemeral port: admin token `admin-secret`, and a member
+/// `u1` of project `proj1`.
 pub fn start(data_dir: &std::path::Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(example_binary("image_server"))
+    let mut command = Command::new(example_binary("image_server"));
+    command
         .args([
             "--bind",
             "127.0.0.1:0",
@@ -41,7 +44,30 @@ pub fn start(data_dir: &std::path::Path, extra: &[&str]) -> Server {
         ])
         .arg("--data-dir")
         .arg(data_dir)
-        .args(extra)
+        .args(extra);
+    spawn(command)
+}
+
+/// The caching proxy in front of `upstream`, its cache in `cache_dir`, managed and prefetching
+/// with the example server's admin token.
+pub fn start_proxy(upstream: &str, cache_dir: &std::path::Path) -> Server {
+    let mut command = Command::new(example_binary("caching_proxy"));
+    command
+        .args(["--bind", "127.0.0.1:0", "--upstream", upstream])
+        .args([
+            "--service-token",
+            "admin-secret",
+            "--manage-token",
+            "admin-secret",
+        ])
+        .arg("--cache-dir")
+        .arg(cache_dir);
+    spawn(command)
+}
+
+/// Starts a server and waits for its `listening on http://ADDR` line.
+fn spawn(mut command: Command) -> Server {
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
