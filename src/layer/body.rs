@@ -8,14 +8,14 @@ use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::tee::TeeBody;
+use super::tee::RelayBody;
 use super::BoxError;
-use crate::store::ImageReader;
+use crate::store::{FillFollower, ImageReader};
 
 pin_project! {
     /// The body of every response that passes the cache's layers: the wrapped service's own
-    /// body, a cached image streamed from its file, the wrapped service's body teed into the
-    /// cache, or an answer of the cache itself (a management route's JSON).
+    /// body, a cached image streamed from its file, a filling miss relayed to its client, a fill
+    /// followed from its growing file, or an answer of the cache itself (management JSON).
     pub struct CacheBody<B> {
         #[pin]
         kind: Kind<B>,
@@ -27,7 +27,8 @@ pin_project! {
     enum Kind<B> {
         Inner { #[pin] body: B },
         Hit { reader: ImageReader },
-        Tee { #[pin] body: TeeBody<B> },
+        Relay { #[pin] body: RelayBody },
+        Follow { reader: FillFollower },
         Full { data: Option<Bytes> },
     }
 }
@@ -45,9 +46,15 @@ impl<B> CacheBody<B> {
         }
     }
 
-    pub(crate) fn tee(body: TeeBody<B>) -> Self {
+    pub(crate) fn relay(body: RelayBody) -> Self {
         CacheBody {
-            kind: Kind::Tee { body },
+            kind: Kind::Relay { body },
+        }
+    }
+
+    pub(crate) fn follow(reader: FillFollower) -> Self {
+        CacheBody {
+            kind: Kind::Follow { reader },
         }
     }
 
@@ -69,7 +76,8 @@ impl<B> fmt::Debug for CacheBody<B> {
         let kind = match &self.kind {
             Kind::Inner { .. } => "Inner",
             Kind::Hit { .. } => "Hit",
-            Kind::Tee { .. } => "Tee",
+            Kind::Relay { .. } => "Relay",
+            Kind::Follow { .. } => "Follow",
             Kind::Full { .. } => "Full",
         };
         f.debug_struct("CacheBody").field("kind", &kind).finish()
@@ -100,7 +108,11 @@ where
                 let chunk = ready!(reader.poll_chunk(cx));
                 Poll::Ready(chunk.map(|c| c.map(Frame::data).map_err(Into::into)))
             }
-            KindProj::Tee { body } => body.poll_frame(cx),
+            KindProj::Relay { body } => body.poll_frame(cx),
+            KindProj::Follow { reader } => {
+                let chunk = ready!(reader.poll_chunk(cx));
+                Poll::Ready(chunk.map(|c| c.map(Frame::data).map_err(Into::into)))
+            }
             KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
@@ -109,7 +121,8 @@ where
         match &self.kind {
             Kind::Inner { body } => body.is_end_stream(),
             Kind::Hit { reader } => reader.remaining() == 0,
-            Kind::Tee { body } => body.is_end_stream(),
+            Kind::Relay { body } => body.is_end_stream(),
+            Kind::Follow { reader } => reader.remaining() == 0,
             Kind::Full { data } => data.is_none(),
         }
     }
@@ -118,7 +131,8 @@ where
         match &self.kind {
             Kind::Inner { body } => body.size_hint(),
             Kind::Hit { reader } => SizeHint::with_exact(reader.remaining()),
-            Kind::Tee { body } => body.size_hint(),
+            Kind::Relay { body } => body.size_hint(),
+            Kind::Follow { reader } => SizeHint::with_exact(reader.remaining()),
             Kind::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }

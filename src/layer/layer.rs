@@ -4,6 +4,7 @@ use tower_layer::Layer;
 
 use super::route::Routes;
 use super::service::{CacheService, Settings};
+use super::tee::WithoutClient;
 use crate::store::ImageCache;
 
 /// Adds a local image cache in front of an image API. See the [module docs](super).
@@ -17,6 +18,7 @@ pub struct CacheLayer<A> {
     routes: Routes,
     cache_status_header: bool,
     prefetch_range_misses: bool,
+    without_client: WithoutClient,
 }
 
 impl<A> CacheLayer<A> {
@@ -28,6 +30,7 @@ impl<A> CacheLayer<A> {
             routes: Routes::default(),
             cache_status_header: true,
             prefetch_range_misses: true,
+            without_client: WithoutClient::Continue,
         }
     }
 
@@ -55,6 +58,20 @@ impl<A> CacheLayer<A> {
     }
 }
 
+impl<A> CacheLayer<A> {
+    /// Whether a fill goes on when the client that started it disconnects (default: yes, for
+    /// the cache and for the requests following the fill). When off, a fill nobody reads any
+    /// more stops and rolls back.
+    pub fn fill_without_client(mut self, enabled: bool) -> Self {
+        self.without_client = if enabled {
+            WithoutClient::Continue
+        } else {
+            WithoutClient::StopWhenUnread
+        };
+        self
+    }
+}
+
 impl<S, A: Clone> Layer<S> for CacheLayer<A> {
     type Service = CacheService<S, A>;
 
@@ -67,6 +84,8 @@ impl<S, A: Clone> Layer<S> for CacheLayer<A> {
                 routes: self.routes.clone(),
                 cache_status_header: self.cache_status_header,
                 prefetch_range_misses: self.prefetch_range_misses,
+                without_client: self.without_client,
+                leaders: Default::default(),
             }),
         )
     }

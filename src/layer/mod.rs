@@ -47,6 +47,7 @@ mod hit;
 mod layer;
 mod route;
 mod service;
+mod single_flight;
 mod tee;
 #[cfg(test)]
 mod tests;

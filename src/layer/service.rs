@@ -13,7 +13,8 @@ use super::body::CacheBody;
 use super::future::ResponseFuture;
 use super::hit;
 use super::route::{Action, Routes};
-use super::tee::TeeBody;
+use super::single_flight::Leaders;
+use super::tee::{self, WithoutClient};
 use super::BoxError;
 use crate::store::{Expected, ImageCache};
 use crate::ImageId;
@@ -48,6 +49,8 @@ pub(crate) struct Settings<A> {
     pub(crate) routes: Routes,
     pub(crate) cache_status_header: bool,
     pub(crate) prefetch_range_misses: bool,
+    pub(crate) without_client: WithoutClient,
+    pub(crate) leaders: Leaders,
 }
 
 impl<A> Settings<A> {
@@ -158,7 +161,9 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     A: AccessCheck<S, ReqBody>,
-    ResBody: Body,
+    ResBody: Body + Send + 'static,
+    ResBody::Data: Send,
+    ResBody::Error: Into<BoxError>,
 {
     if !hit::can_answer(request.headers()) {
         return pass(&settings, inner, request, CacheStatus::Bypass).await;
@@ -196,13 +201,40 @@ where
         }
         // Evicted since the lookup: fetch it like any miss.
     }
+    // One read of the source per image: a miss either leads (and fills), or waits for the
+    // leader and follows its fill.
+    let mut lead = None;
+    if is_get {
+        loop {
+            if cache.is_filling(&id) {
+                if let Some(response) = follow(&settings, &id).await {
+                    return Ok(response);
+                }
+            }
+            if cache.is_cached(&id) {
+                if let Some(response) =
+                    hit::serve(&settings, &id, &parts.method, &parts.headers).await
+                {
+                    return Ok(response);
+                }
+            }
+            match settings.leaders.lead_or_wait(&id).await {
+                Some(leading) => {
+                    lead = Some(leading);
+                    break;
+                }
+                // The leader registered its fill (follow it) or gave up (lead in turn).
+                None => continue,
+            }
+        }
+    }
 
     let response = inner.oneshot(Request::from_parts(parts, body)).await?;
     if !is_get || !is_fillable(&response) {
         return Ok(settings.mark(response.map(CacheBody::inner), CacheStatus::Miss));
     }
-    // The message's own length (hyper sends an exact size hint as Content-Length); the tee holds
-    // the body to it.
+    // The message's own length (hyper sends an exact size hint as Content-Length); the fill
+    // holds the body to it.
     let content_length =
         content_length(response.headers()).or_else(|| response.body().size_hint().exact());
     let expected = expected_image(content_length, response.headers(), &meta);
@@ -210,9 +242,14 @@ where
         let (cache, id) = (cache.clone(), id.clone());
         tokio::task::spawn_blocking(move || cache.begin_fill(&id, expected)).await
     };
+    // The fill is registered (or will not be): the misses waiting behind this one go on.
+    drop(lead);
     let response = match fill {
         Ok(Ok(writer)) => {
-            response.map(|body| CacheBody::tee(TeeBody::new(body, writer, content_length)))
+            let without_client = settings.without_client;
+            response.map(|body| {
+                CacheBody::relay(tee::start(body, writer, content_length, without_client))
+            })
         }
         Ok(Err(err)) => {
             tracing::debug!(image = %id, %err, "not caching this download");
@@ -224,6 +261,36 @@ where
         }
     };
     Ok(settings.mark(response, CacheStatus::Miss))
+}
+
+/// A download of an image being filled: served from the growing file, following the writer,
+/// instead of a second read of the source. `None` when the fill cannot be followed.
+async fn follow<A, B>(settings: &Settings<A>, id: &ImageId) -> Option<Response<CacheBody<B>>> {
+    let followed = {
+        let (cache, id) = (settings.cache.clone(), id.clone());
+        tokio::task::spawn_blocking(move || cache.follow(&id)).await
+    };
+    let reader = match followed {
+        Ok(Ok(Some(reader))) => reader,
+        Ok(Ok(None)) => return None,
+        Ok(Err(err)) => {
+            tracing::warn!(image = %id, %err, "could not follow a fill; fetching the image instead");
+            return None;
+        }
+        Err(err) => {
+            tracing::warn!(image = %id, %err, "could not follow a fill; fetching the image instead");
+            return None;
+        }
+    };
+    let size = reader.size();
+    let mut response = Response::new(CacheBody::follow(reader));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    Some(settings.mark(response, CacheStatus::Hit))
 }
 
 /// A range (or conditional) request for an image not cached: the wrapped service answers it,

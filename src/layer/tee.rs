@@ -1,83 +1,37 @@
-//! The tee of a miss: the client gets each chunk as it arrives while a blocking task writes
-//! the same chunks into the cache.
+//! The miss that fills: a task of its own reads the wrapped service's body, writes each chunk
+//! into the cache (on a blocking thread) and relays it to the client that asked.
 //!
-//! The writer sits on tokio's blocking pool behind a small bounded channel, so a slow disk
-//! slows the client a little rather than growing memory. A failure on the cache side ends the
-//! writer (and drops its end of the channel); the client's stream carries on untouched.
+//! The fill does not belong to that client: when it goes away the task reads on, for the cache
+//! and for the requests following the fill (see [`FillFollower`](crate::store::FillFollower)).
+//! The client is kept one chunk behind, and gets the last one only once the fill is verified:
+//! a body whose checksum turns out wrong ends with an error, never as a complete image. A
+//! failure on the cache side (a full disk) ends the writer, never the client's download.
 
-use std::fmt;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
-use pin_project_lite::pin_project;
+use http_body_util::BodyExt;
 use tokio::sync::mpsc;
-use tokio_util::sync::PollSender;
 
 use super::BoxError;
-use crate::store::{lock, FillWriter};
+use crate::store::{lock, FillEnd, FillWriter};
 
-/// Chunks in flight between the response and the cache writer.
+/// Chunks in flight towards the cache writer, and towards the client.
 const CHANNEL_CHUNKS: usize = 16;
 
-/// How the upstream body ended, as far as the cache is concerned.
+/// How the source body ended, as far as the cache writer is concerned.
 #[derive(Debug, Default)]
 enum Outcome {
-    /// The body was dropped before it ended (the client went away).
+    /// The fill task stopped before the body ended (the runtime is shutting down).
     #[default]
     Unfinished,
     /// Every byte arrived.
     Complete,
-    /// The upstream failed or sent the wrong number of bytes.
+    /// The source failed or sent the wrong number of bytes.
     Failed(String),
-}
-
-/// The response's end of a fill.
-struct FillSink {
-    chunks: PollSender<Bytes>,
-    outcome: Arc<Mutex<Outcome>>,
-}
-
-impl FillSink {
-    /// Starts the writer task for `writer` and returns the end that feeds it.
-    fn start(writer: FillWriter) -> FillSink {
-        let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
-        let outcome = Arc::new(Mutex::new(Outcome::Unfinished));
-        let ended = Arc::clone(&outcome);
-        tokio::task::spawn_blocking(move || write_fill(writer, rx, ended));
-        FillSink {
-            chunks: PollSender::new(tx),
-            outcome,
-        }
-    }
-
-    fn end(self, outcome: Outcome) {
-        *lock(&self.outcome) = outcome;
-    }
-}
-
-fn write_fill(
-    mut writer: FillWriter,
-    mut chunks: mpsc::Receiver<Bytes>,
-    outcome: Arc<Mutex<Outcome>>,
-) {
-    while let Some(chunk) = chunks.blocking_recv() {
-        if let Err(err) = writer.write(&chunk) {
-            tracing::warn!(image = %writer.id(), %err, "cache write failed; the client's download goes on uncached");
-            return;
-        }
-    }
-    let id = writer.id().clone();
-    match std::mem::take(&mut *lock(&outcome)) {
-        Outcome::Complete => match writer.finish() {
-            Ok(record) => tracing::info!(image = %id, size = record.size, "image cached"),
-            Err(err) => tracing::warn!(image = %id, %err, "image not cached"),
-        },
-        Outcome::Failed(reason) => writer.abort(&reason),
-        Outcome::Unfinished => writer.abort("the response was dropped before the image ended"),
-    }
 }
 
 /// The body ended with more or fewer bytes than its `Content-Length`.
@@ -87,8 +41,8 @@ pub(crate) struct LengthMismatch {
     received: u64,
 }
 
-impl fmt::Display for LengthMismatch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl std::fmt::Display for LengthMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.received < self.expected {
             write!(
                 f,
@@ -107,101 +61,225 @@ impl fmt::Display for LengthMismatch {
 
 impl std::error::Error for LengthMismatch {}
 
-pin_project! {
-    /// The wrapped service's body, copied into the cache on its way to the client.
-    pub(crate) struct TeeBody<B> {
-        #[pin]
-        inner: B,
-        sink: Option<FillSink>,
-        expected_len: Option<u64>,
-        received: u64,
-        done: bool,
+/// Whether a fill goes on after the client that started it left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WithoutClient {
+    /// Read on for the cache (the default).
+    Continue,
+    /// Stop, and roll back, when nobody is reading any more.
+    StopWhenUnread,
+}
+
+/// Starts the fill of `body` into `writer`; returns the body the client reads.
+pub(crate) fn start<B>(
+    body: B,
+    writer: FillWriter,
+    expected_len: Option<u64>,
+    without_client: WithoutClient,
+) -> RelayBody
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let (to_client, from_fill) = mpsc::channel(CHANNEL_CHUNKS);
+    tokio::spawn(run(body, writer, expected_len, without_client, to_client));
+    RelayBody {
+        chunks: from_fill,
+        remaining: expected_len,
+        done: false,
     }
 }
 
-impl<B> TeeBody<B> {
-    pub(crate) fn new(inner: B, writer: FillWriter, expected_len: Option<u64>) -> Self {
-        TeeBody {
-            inner,
-            sink: Some(FillSink::start(writer)),
-            expected_len,
-            received: 0,
-            done: false,
+/// The writer's end of the fill: a blocking thread appending chunks to the file.
+struct CacheSink {
+    chunks: mpsc::Sender<Bytes>,
+    outcome: Arc<Mutex<Outcome>>,
+}
+
+impl CacheSink {
+    fn start(writer: FillWriter) -> CacheSink {
+        let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+        let outcome = Arc::new(Mutex::new(Outcome::Unfinished));
+        let ended = Arc::clone(&outcome);
+        tokio::task::spawn_blocking(move || write_fill(writer, rx, ended));
+        CacheSink {
+            chunks: tx,
+            outcome,
+        }
+    }
+
+    fn end(self, outcome: Outcome) {
+        *lock(&self.outcome) = outcome;
+    }
+}
+
+fn write_fill(
+    mut writer: FillWriter,
+    mut chunks: mpsc::Receiver<Bytes>,
+    outcome: Arc<Mutex<Outcome>>,
+) {
+    while let Some(chunk) = chunks.blocking_recv() {
+        if let Err(err) = writer.write(&chunk) {
+            tracing::warn!(image = %writer.id(), %err, "cache write failed; the download goes on uncached");
+            return;
+        }
+    }
+    let id = writer.id().clone();
+    match std::mem::take(&mut *lock(&outcome)) {
+        Outcome::Complete => match writer.finish() {
+            Ok(record) => tracing::info!(image = %id, size = record.size, "image cached"),
+            Err(err) => tracing::warn!(image = %id, %err, "image not cached"),
+        },
+        Outcome::Failed(reason) => writer.abort(&reason),
+        Outcome::Unfinished => writer.abort("the fill was stopped before the image ended"),
+    }
+}
+
+/// The fill task: source → (cache, client).
+async fn run<B>(
+    body: B,
+    writer: FillWriter,
+    expected_len: Option<u64>,
+    without_client: WithoutClient,
+    to_client: mpsc::Sender<Result<Bytes, BoxError>>,
+) where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    let outcome = writer.outcome();
+    let id = writer.id().clone();
+    let mut sink = Some(CacheSink::start(writer));
+    let mut client = Some(to_client);
+    let mut held: Option<Bytes> = None;
+    let mut received = 0u64;
+    let mut body = std::pin::pin!(body);
+
+    let ending = loop {
+        let frame = match body.frame().await {
+            None => break None,
+            Some(Err(err)) => break Some(err.into()),
+            Some(Ok(frame)) => frame,
+        };
+        let Ok(mut data) = frame.into_data() else {
+            continue;
+        };
+        let chunk = data.copy_to_bytes(data.remaining());
+        received += chunk.len() as u64;
+        if let Some(expected) = expected_len.filter(|n| received > *n) {
+            break Some(LengthMismatch { expected, received }.into());
+        }
+        if let Some(cache) = &sink {
+            if cache.chunks.send(chunk.clone()).await.is_err() {
+                sink = None; // the writer gave up: a cache-side failure, not the client's
+            }
+        }
+        if let Some(previous) = held.replace(chunk) {
+            relay(&mut client, Ok(previous)).await;
+        }
+        if client.is_none() && sink.is_none() {
+            return; // nobody left to read for
+        }
+        if client.is_none()
+            && without_client == WithoutClient::StopWhenUnread
+            && !outcome.is_followed()
+        {
+            tracing::debug!(image = %id, "the client left and nobody follows: stopping the fill");
+            if let Some(cache) = sink.take() {
+                cache.end(Outcome::Failed("stopped: nobody was reading".into()));
+            }
+            return;
+        }
+    };
+    let failure = ending.or_else(|| {
+        expected_len
+            .filter(|n| *n != received)
+            .map(|expected| LengthMismatch { expected, received }.into())
+    });
+    match failure {
+        Some(err) => {
+            if let Some(cache) = sink.take() {
+                cache.end(Outcome::Failed(format!("the upstream body failed: {err}")));
+            }
+            relay(&mut client, Err(err)).await;
+        }
+        None => {
+            let verdict = match sink.take() {
+                Some(cache) => {
+                    cache.end(Outcome::Complete);
+                    outcome.ended().await
+                }
+                None => FillEnd::Abandoned("the cache writer stopped".into()),
+            };
+            match verdict {
+                FillEnd::Failed(reason) => relay(&mut client, Err(reason.into())).await,
+                // Committed, verified, or a cache-side failure: the bytes are the source's.
+                _ => {
+                    if let Some(last) = held.take() {
+                        relay(&mut client, Ok(last)).await;
+                    }
+                }
+            }
         }
     }
 }
 
-impl<B> Body for TeeBody<B>
-where
-    B: Body,
-    B::Error: Into<BoxError>,
-{
+/// Sends to the client while it is there; forgets it when it has gone.
+async fn relay(
+    client: &mut Option<mpsc::Sender<Result<Bytes, BoxError>>>,
+    item: Result<Bytes, BoxError>,
+) {
+    if let Some(sender) = client {
+        if sender.send(item).await.is_err() {
+            *client = None;
+        }
+    }
+}
+
+/// What the client that started a fill reads: the chunks the fill task relays.
+#[derive(Debug)]
+pub(crate) struct RelayBody {
+    chunks: mpsc::Receiver<Result<Bytes, BoxError>>,
+    remaining: Option<u64>,
+    done: bool,
+}
+
+impl Body for RelayBody {
     type Data = Bytes;
     type Error = BoxError;
 
     fn poll_frame(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut this = self.project();
-        if *this.done {
+        if self.done {
             return Poll::Ready(None);
         }
-        // A slot for the next chunk first, so a chunk is never held back from the client or the
-        // cache once it has arrived.
-        if let Some(sink) = this.sink.as_mut() {
-            if ready!(sink.chunks.poll_reserve(cx)).is_err() {
-                *this.sink = None; // the writer gave up (a cache-side failure)
-            }
-        }
-        let frame = match ready!(this.inner.as_mut().poll_frame(cx)) {
-            Some(Ok(frame)) => frame.map_data(|mut d| d.copy_to_bytes(d.remaining())),
-            Some(Err(err)) => {
-                let err: BoxError = err.into();
-                end(
-                    this.sink,
-                    Outcome::Failed(format!("the upstream body failed: {err}")),
-                );
-                *this.done = true;
-                return Poll::Ready(Some(Err(err)));
-            }
-            None => {
-                *this.done = true;
-                if let Some(expected) = this.expected_len.filter(|n| *n != *this.received) {
-                    let err = LengthMismatch {
-                        expected,
-                        received: *this.received,
-                    };
-                    end(this.sink, Outcome::Failed(err.to_string()));
-                    return Poll::Ready(Some(Err(err.into())));
+        match self.chunks.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(chunk))) => {
+                if let Some(remaining) = self.remaining.as_mut() {
+                    *remaining = remaining.saturating_sub(chunk.len() as u64);
                 }
-                end(this.sink, Outcome::Complete);
-                return Poll::Ready(None);
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
             }
-        };
-        if let Some(data) = frame.data_ref() {
-            *this.received += data.len() as u64;
-            if let Some(expected) = this.expected_len.filter(|n| *this.received > *n) {
-                let err = LengthMismatch {
-                    expected,
-                    received: *this.received,
-                };
-                end(this.sink, Outcome::Failed(err.to_string()));
-                *this.done = true;
-                return Poll::Ready(Some(Err(err.into())));
+            Poll::Ready(Some(Err(err))) => {
+                self.done = true;
+                Poll::Ready(Some(Err(err)))
             }
-            if let Some(sink) = this.sink.as_mut() {
-                if sink.chunks.send_item(data.clone()).is_err() {
-                    *this.sink = None;
+            Poll::Ready(None) => {
+                self.done = true;
+                // A fill task that stopped early (the runtime shutting down) is an error, never
+                // a short body that looks whole.
+                match self.remaining.filter(|n| *n > 0) {
+                    Some(n) => Poll::Ready(Some(Err(format!(
+                        "the download stopped {n} bytes short"
+                    )
+                    .into()))),
+                    None => Poll::Ready(None),
                 }
             }
-            // hyper stops polling a body once its Content-Length is written, so the last
-            // expected byte is the end as far as the fill is concerned.
-            if Some(*this.received) == *this.expected_len {
-                end(this.sink, Outcome::Complete);
-            }
         }
-        Poll::Ready(Some(Ok(frame)))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -209,15 +287,7 @@ where
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.expected_len {
-            Some(len) => SizeHint::with_exact(len.saturating_sub(self.received)),
-            None => self.inner.size_hint(),
-        }
-    }
-}
-
-fn end(sink: &mut Option<FillSink>, outcome: Outcome) {
-    if let Some(sink) = sink.take() {
-        sink.end(outcome);
+        self.remaining
+            .map_or_else(SizeHint::default, SizeHint::with_exact)
     }
 }

@@ -7,6 +7,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::watch;
+
 use md5::{Digest, Md5};
 use sha2::Sha512;
 
@@ -108,6 +110,8 @@ pub enum FillError {
 /// What every party to a fill can see of it.
 #[derive(Debug)]
 pub(crate) struct FillState {
+    /// What readers following the fill see: bytes written so far, and how it ended.
+    progress: watch::Sender<Progress>,
     cancelled: AtomicBool,
     /// Held across the commit's rename and index write, and by `cancel`, so a delete either
     /// stops the commit or runs after it — never between rename and index write.
@@ -116,7 +120,47 @@ pub(crate) struct FillState {
     expected_size: Option<u64>,
 }
 
+/// A fill's progress, as readers following it see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Progress {
+    pub(crate) written: u64,
+    pub(crate) end: Option<FillEnd>,
+}
+
+/// How a fill ended, for the readers that followed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FillEnd {
+    /// Verified and committed.
+    Committed,
+    /// Verified, but not committed (the image was deleted meanwhile, or the commit failed): the
+    /// bytes are right, the cache just does not keep them.
+    Verified,
+    /// The bytes are wrong or incomplete (verification failed, the source failed).
+    Failed(String),
+    /// The cache side gave up (a write failed): the file holds only part of the bytes.
+    Abandoned(String),
+}
+
 impl FillState {
+    pub(crate) fn progress(&self) -> watch::Receiver<Progress> {
+        self.progress.subscribe()
+    }
+
+    pub(crate) fn expected_size(&self) -> Option<u64> {
+        self.expected_size
+    }
+
+    /// Records how the fill ended; the first word stands.
+    fn end(&self, end: FillEnd) {
+        self.progress.send_if_modified(|progress| {
+            let first = progress.end.is_none();
+            if first {
+                progress.end = Some(end);
+            }
+            first
+        });
+    }
+
     pub(crate) fn cancel(&self) {
         let _commit = lock(&self.commit);
         self.cancelled.store(true, Ordering::SeqCst);
@@ -172,6 +216,7 @@ impl ImageCache {
             return Err(FillError::AlreadyCached);
         }
         let state = Arc::new(FillState {
+            progress: watch::Sender::new(Progress::default()),
             cancelled: AtomicBool::new(false),
             commit: Mutex::new(()),
             written: AtomicU64::new(0),
@@ -273,17 +318,41 @@ impl FillWriter {
         }
         self.written += chunk.len() as u64;
         self.state.written.store(self.written, Ordering::Relaxed);
+        let written = self.written;
+        self.state
+            .progress
+            .send_modify(|progress| progress.written = written);
         Ok(())
     }
 
     /// Gives the fill up because its source failed: the partial file goes to `invalid/`.
     pub fn abort(mut self, reason: &str) {
+        self.state.end(FillEnd::Failed(reason.to_owned()));
         self.discard(Discard::Invalid, reason);
     }
 
     /// Verifies the bytes and commits them: fsync the file, rename it into place, fsync the
     /// directory, record it in sled and flush. On any failure nothing is committed.
     pub fn finish(mut self) -> Result<CachedImage, FillError> {
+        let result = self.verify_and_commit();
+        self.state.end(match &result {
+            Ok(_) => FillEnd::Committed,
+            Err(err @ FillError::Verification(_)) => FillEnd::Failed(err.to_string()),
+            Err(err @ FillError::Io { step: "finish", .. }) => FillEnd::Abandoned(err.to_string()),
+            Err(_) => FillEnd::Verified,
+        });
+        result
+    }
+
+    /// A handle that tells how this fill ends, once it has.
+    pub fn outcome(&self) -> FillOutcome {
+        FillOutcome {
+            progress: self.state.progress(),
+            state: Arc::clone(&self.state),
+        }
+    }
+
+    fn verify_and_commit(&mut self) -> Result<CachedImage, FillError> {
         let Some(file) = self.file.take() else {
             return Err(FillError::Io {
                 step: "finish",
@@ -399,6 +468,10 @@ impl FillWriter {
     }
 
     fn discard(&mut self, discard: Discard, reason: &str) {
+        self.state.end(match discard {
+            Discard::Remove => FillEnd::Abandoned(reason.to_owned()),
+            Discard::Invalid => FillEnd::Failed(reason.to_owned()),
+        });
         if self.file.take().is_some() {
             let layout = &self.cache.layout;
             discard_path(
@@ -432,6 +505,29 @@ fn unregister(inner: &Inner, id: &ImageId, state: &Arc<FillState>) {
     };
     if removed {
         inner.running_fills.send_modify(|running| *running -= 1);
+    }
+}
+
+/// Tells how a fill ended; see [`FillWriter::outcome`].
+#[derive(Debug, Clone)]
+pub struct FillOutcome {
+    progress: watch::Receiver<Progress>,
+    state: Arc<FillState>,
+}
+
+impl FillOutcome {
+    /// Whether any reader follows the fill (besides this handle).
+    pub fn is_followed(&self) -> bool {
+        self.state.progress.receiver_count() > 1
+    }
+
+    /// Waits for the fill to end (commit, or any kind of rollback).
+    pub async fn ended(mut self) -> FillEnd {
+        match self.progress.wait_for(|p| p.end.is_some()).await {
+            Ok(progress) => progress.end.clone().expect("waited for it"),
+            // The fill's state is gone without a word: it cannot have committed.
+            Err(_) => FillEnd::Failed("the fill ended without an outcome".into()),
+        }
     }
 }
 

@@ -37,6 +37,7 @@
 //! ```
 
 mod fill;
+mod follow;
 mod fs;
 mod housekeeping;
 mod index;
@@ -55,7 +56,8 @@ use serde::Serialize;
 
 use crate::{CacheConfig, ImageId};
 
-pub use fill::{Expected, FillError, FillWriter, Verification};
+pub use fill::{Expected, FillEnd, FillError, FillOutcome, FillWriter, Verification};
+pub use follow::FillFollower;
 pub use fs::{FillIo, StdFillIo};
 pub use maintenance::{Cleaned, Pruned};
 pub use read::ImageReader;

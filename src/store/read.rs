@@ -134,7 +134,7 @@ impl ImageReader {
     }
 }
 
-fn read_exact_at(file: &File, at: u64, len: usize) -> io::Result<Bytes> {
+pub(crate) fn read_exact_at(file: &File, at: u64, len: usize) -> io::Result<Bytes> {
     let mut buf = vec![0u8; len];
     file.read_exact_at(&mut buf, at)?;
     Ok(Bytes::from(buf))

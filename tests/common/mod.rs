@@ -44,6 +44,8 @@ pub enum Behavior {
     FailMidStream,
     /// Each chunk waits for a permit.
     Gated(Arc<Semaphore>),
+    /// Each chunk waits for a permit, and `Content-MD5` names other bytes.
+    GatedWrongChecksum(Arc<Semaphore>),
     /// `204 No Content`.
     NoContent,
     /// `Content-Encoding: gzip`.
@@ -252,7 +254,7 @@ async fn download(
         _ => data.len(),
     };
     let md5 = match image.behavior {
-        Behavior::WrongChecksum => md5_hex(b"something else"),
+        Behavior::WrongChecksum | Behavior::GatedWrongChecksum(_) => md5_hex(b"something else"),
         _ => md5_hex(&data),
     };
     let mut builder = Response::builder()
@@ -275,13 +277,15 @@ async fn download(
                 ))));
             Body::from_stream(stream::iter(items))
         }
-        Behavior::Gated(gate) => Body::from_stream(stream::iter(chunks).then(move |chunk| {
-            let gate = Arc::clone(&gate);
-            async move {
-                gate.acquire().await.unwrap().forget();
-                Ok::<_, std::io::Error>(chunk)
-            }
-        })),
+        Behavior::Gated(gate) | Behavior::GatedWrongChecksum(gate) => {
+            Body::from_stream(stream::iter(chunks).then(move |chunk| {
+                let gate = Arc::clone(&gate);
+                async move {
+                    gate.acquire().await.unwrap().forget();
+                    Ok::<_, std::io::Error>(chunk)
+                }
+            }))
+        }
         _ => Body::from_stream(stream::iter(
             chunks.into_iter().map(Ok::<_, std::io::Error>),
         )),

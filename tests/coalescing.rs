@@ -1,0 +1,172 @@
+//! One upstream read for many concurrent misses, and fills that outlive their first client.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use tokio::sync::Semaphore;
+use tower_image_cache::ImageId;
+
+const CHUNK: usize = 64 * 1024;
+
+fn id(s: &str) -> ImageId {
+    ImageId::new(s).unwrap()
+}
+
+/// Lets the gated upstream stream slowly: `per_tick` chunks every few milliseconds.
+fn trickle(gate: Arc<Semaphore>, per_tick: usize) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            gate.add_permits(per_tick);
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+    })
+}
+
+async fn download(server: &TestServer, image: &str) -> Result<bytes::Bytes, reqwest::Error> {
+    server.get(image, OWNER).await.bytes().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_two_concurrent_misses_read_the_source_once() {
+    let server = Arc::new(TestServer::start().await);
+    let gate = Arc::new(Semaphore::new(0));
+    let data = image_data(8 * 1024 * 1024);
+    server.api.add(
+        "img",
+        FakeImage::private(data.clone()).behavior(Behavior::Gated(gate.clone())),
+    );
+
+    let downloads: Vec<_> = (0..32)
+        .map(|_| {
+            let server = Arc::clone(&server);
+            tokio::spawn(async move { download(&server, "img").await })
+        })
+        .collect();
+    let slow = trickle(gate, 2);
+    for downloaded in downloads {
+        assert_eq!(
+            downloaded.await.unwrap().unwrap(),
+            data,
+            "every body whole and identical"
+        );
+    }
+    slow.abort();
+    assert_eq!(
+        server.api.body_requests(),
+        1,
+        "one upstream read for 32 requests"
+    );
+    server.cache.idle().await;
+    assert_eq!(std::fs::read(server.cache_dir().join("img")).unwrap(), data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fill_outlives_the_client_that_started_it() {
+    let server = Arc::new(TestServer::start().await);
+    let gate = Arc::new(Semaphore::new(1024 * 1024 / CHUNK + 1));
+    let data = image_data(8 * 1024 * 1024);
+    server.api.add(
+        "img",
+        FakeImage::private(data.clone()).behavior(Behavior::Gated(gate.clone())),
+    );
+
+    let mut first = server.get("img", OWNER).await;
+    let mut received = 0;
+    while received < 1024 * 1024 {
+        received += first.chunk().await.unwrap().unwrap().len();
+    }
+    let others: Vec<_> = (0..31)
+        .map(|_| {
+            let server = Arc::clone(&server);
+            tokio::spawn(async move { download(&server, "img").await })
+        })
+        .collect();
+    drop(first);
+    let slow = trickle(gate, 4);
+    for downloaded in others {
+        assert_eq!(downloaded.await.unwrap().unwrap(), data);
+    }
+    slow.abort();
+    server.cache.idle().await;
+    assert!(
+        server.cache.is_cached(&id("img")),
+        "committed although its first client left"
+    );
+    assert_eq!(server.api.body_requests(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checksum_mismatch_fails_every_body_and_commits_nothing() {
+    let server = Arc::new(TestServer::start().await);
+    let gate = Arc::new(Semaphore::new(0));
+    let data = image_data(4 * 1024 * 1024);
+    server.api.add(
+        "img",
+        FakeImage::private(data).behavior(Behavior::GatedWrongChecksum(gate.clone())),
+    );
+
+    let downloads: Vec<_> = (0..32)
+        .map(|_| {
+            let server = Arc::clone(&server);
+            tokio::spawn(async move { download(&server, "img").await })
+        })
+        .collect();
+    let slow = trickle(gate, 2);
+    for downloaded in downloads {
+        assert!(
+            downloaded.await.unwrap().is_err(),
+            "no body may look complete"
+        );
+    }
+    slow.abort();
+    server.cache.idle().await;
+    assert!(!server.cache.is_cached(&id("img")));
+    assert!(!server.cache_dir().join("img").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_joining_halfway_gets_the_whole_image_from_byte_zero() {
+    let server = Arc::new(TestServer::start().await);
+    let data = image_data(4 * 1024 * 1024);
+    let half = data.len() / CHUNK / 2;
+    let gate = Arc::new(Semaphore::new(half));
+    server.api.add(
+        "img",
+        FakeImage::private(data.clone()).behavior(Behavior::Gated(gate.clone())),
+    );
+
+    let first = {
+        let server = Arc::clone(&server);
+        tokio::spawn(async move { download(&server, "img").await })
+    };
+    let written = || {
+        server
+            .cache
+            .fills_in_progress()
+            .first()
+            .map_or(0, |fill| fill.1)
+    };
+    eventually("half the image is written", || {
+        written() >= (half * CHUNK) as u64
+    })
+    .await;
+
+    let late = server.get("img", OWNER).await;
+    assert_eq!(late.status(), 200);
+    assert_eq!(
+        cache_status(&late),
+        "HIT",
+        "served from the fill in progress"
+    );
+    assert_eq!(
+        late.headers()["content-length"],
+        data.len().to_string().as_str()
+    );
+    gate.add_permits(1000);
+    assert_eq!(late.bytes().await.unwrap(), data);
+    assert_eq!(first.await.unwrap().unwrap(), data);
+    assert_eq!(server.api.body_requests(), 1);
+}
