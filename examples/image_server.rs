@@ -44,7 +44,8 @@ struct Args {
     /// A non-admin caller, TOKEN=PROJECT:ROLE[,ROLE]; repeatable.
     #[arg(long = "user", value_parser = parse_user)]
     users: Vec<(String, Caller)>,
-    /// Throttle the image store's reads to RATE per second, e.g. `100MiB` (a remote store's speed).
+    /// Throttle the image store's reads to RATE per second in all, e.g. `100MiB` (a remote
+    /// store's link, shared by every download).
     #[arg(long, value_parser = parse_rate)]
     backend_rate: Option<u64>,
     /// A glance-style configuration file (`[DEFAULT] image_cache_dir = ...`,
@@ -170,7 +171,7 @@ struct AppState {
     images_dir: PathBuf,
     images: Mutex<HashMap<String, Image>>,
     callers: HashMap<String, Caller>,
-    backend_rate: Option<u64>,
+    throttle: Option<Arc<Throttle>>,
 }
 
 type Shared = Arc<AppState>;
@@ -528,10 +529,14 @@ async fn download(
     let Some(size) = image.size.filter(|_| image.status != "queued") else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
+    tracing::info!(image = %id, size, "reading image data from the image store");
     let file = tokio::fs::File::open(state.data_path(&id))
         .await
         .map_err(|err| internal(format!("the image data is unreadable: {err}")))?;
-    let mut response = Response::new(Body::from_stream(read_throttled(file, state.backend_rate)));
+    let mut response = Response::new(Body::from_stream(read_throttled(
+        file,
+        state.throttle.clone(),
+    )));
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -544,24 +549,49 @@ async fn download(
     Ok(response)
 }
 
-/// The image store's read: 1 MiB at a time, no faster than `rate` bytes per second.
+/// The image store's bandwidth, shared by every read, like a remote store's link.
+struct Throttle {
+    bytes_per_second: u64,
+    next_free: Mutex<Instant>,
+}
+
+impl Throttle {
+    fn new(bytes_per_second: u64) -> Self {
+        Throttle {
+            bytes_per_second,
+            next_free: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Waits for the slot in which `bytes` may pass.
+    async fn pass(&self, bytes: usize) {
+        let due = {
+            let mut next_free = self.next_free.lock().unwrap();
+            let start = (*next_free).max(Instant::now());
+            *next_free =
+                start + Duration::from_secs_f64(bytes as f64 / self.bytes_per_second as f64);
+            *next_free
+        };
+        tokio::time::sleep_until(due.into()).await;
+    }
+}
+
+/// The image store's read: 1 MiB at a time, within the store's bandwidth when throttled.
 fn read_throttled(
     file: tokio::fs::File,
-    rate: Option<u64>,
+    throttle: Option<Arc<Throttle>>,
 ) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> {
-    let started = Instant::now();
-    stream::try_unfold((file, 0u64), move |(mut file, sent)| async move {
-        if let Some(rate) = rate {
-            let due = Duration::from_secs_f64(sent as f64 / rate as f64);
-            tokio::time::sleep_until((started + due).into()).await;
-        }
+    stream::try_unfold((file, throttle), |(mut file, throttle)| async move {
         let mut buf = vec![0u8; 1024 * 1024];
         let n = file.read(&mut buf).await?;
         if n == 0 {
             return Ok(None);
         }
+        if let Some(throttle) = &throttle {
+            throttle.pass(n).await;
+        }
         buf.truncate(n);
-        Ok(Some((Bytes::from(buf), (file, sent + n as u64))))
+        Ok(Some((Bytes::from(buf), (file, throttle))))
     })
 }
 
@@ -623,7 +653,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         images: Mutex::new(load_images(&images_dir)?),
         images_dir,
         callers,
-        backend_rate: args.backend_rate,
+        throttle: args.backend_rate.map(|rate| Arc::new(Throttle::new(rate))),
     });
 
     let mut cache_dir_used = None;
