@@ -170,3 +170,89 @@ async fn a_follower_joining_halfway_gets_the_whole_image_from_byte_zero() {
     assert_eq!(first.await.unwrap().unwrap(), data);
     assert_eq!(server.api.body_requests(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_off_a_fill_nobody_reads_stops_and_rolls_back() {
+    use tower::Layer;
+    use tower_image_cache::{CacheConfig, CacheLayer, ImageCache, InnerMetadata};
+
+    let dir = tempfile::tempdir().unwrap();
+    let cache = ImageCache::open(CacheConfig::new(dir.path())).unwrap();
+    let api = FakeApi::new();
+    let gate = Arc::new(Semaphore::new(4));
+    api.add(
+        "img",
+        FakeImage::private(image_data(4 * 1024 * 1024)).behavior(Behavior::Gated(gate.clone())),
+    );
+    let layer = CacheLayer::new(cache.clone(), InnerMetadata::new()).fill_without_client(false);
+    let app = axum::Router::new().fallback_service(layer.layer(api.router()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let mut response = reqwest::Client::new()
+        .get(format!("http://{addr}/v2/images/img/file"))
+        .header("x-auth-token", OWNER)
+        .send()
+        .await
+        .unwrap();
+    response.chunk().await.unwrap().unwrap();
+    drop(response);
+    gate.add_permits(1000);
+    cache.idle().await;
+    assert!(
+        !cache.is_cached(&id("img")),
+        "stopped when its only reader left"
+    );
+    assert!(!dir.path().join("img").exists());
+    assert!(std::fs::read_dir(dir.path().join("incomplete"))
+        .unwrap()
+        .next()
+        .is_none());
+}
+
+#[test]
+fn dropping_the_runtime_rolls_a_fill_back() {
+    use tower::ServiceExt;
+    use tower_image_cache::{CacheConfig, CacheLayer, ImageCache, InnerMetadata};
+
+    let dir = tempfile::tempdir().unwrap();
+    let cache = ImageCache::open(CacheConfig::new(dir.path())).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let gate = Arc::new(Semaphore::new(2));
+    runtime.block_on(async {
+        let api = FakeApi::new();
+        api.add(
+            "img",
+            FakeImage::private(image_data(4 * 1024 * 1024)).behavior(Behavior::Gated(gate.clone())),
+        );
+        let service = tower::Layer::layer(
+            &CacheLayer::new(cache.clone(), InnerMetadata::new()),
+            api.router(),
+        );
+        let request = axum::http::Request::get("/v2/images/img/file")
+            .header("x-auth-token", OWNER)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = service.oneshot(request).await.unwrap();
+        assert_eq!(response.headers()["x-cache-status"], "MISS");
+        assert!(cache.is_filling(&id("img")));
+        drop(response);
+    });
+    drop(runtime);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while cache.is_filling(&id("img")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fill never rolled back"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!cache.is_cached(&id("img")));
+    assert!(!dir.path().join("img").exists());
+    assert!(std::fs::read_dir(dir.path().join("incomplete"))
+        .unwrap()
+        .next()
+        .is_none());
+}
