@@ -117,11 +117,9 @@ async fn maintain<T: std::fmt::Debug + Send + 'static, E: std::fmt::Display + Se
     chore: &'static str,
     work: fn(&ImageCache) -> Result<T, E>,
 ) {
-    let cache = cache.clone();
-    match tokio::task::spawn_blocking(move || work(&cache)).await {
-        Ok(Ok(done)) => tracing::info!(chore, ?done, "scheduled cache maintenance ran"),
-        Ok(Err(err)) => tracing::warn!(chore, %err, "scheduled cache maintenance failed"),
-        Err(err) => tracing::error!(chore, %err, "scheduled cache maintenance panicked"),
+    match cache.blocking(work).await {
+        Ok(done) => tracing::info!(chore, ?done, "scheduled cache maintenance ran"),
+        Err(err) => tracing::warn!(chore, %err, "scheduled cache maintenance failed"),
     }
 }
 
@@ -140,13 +138,9 @@ async fn run_queue<S, ReqBody, ResBody>(
     ResBody::Data: Send,
     ResBody::Error: Into<BoxError>,
 {
-    let queued = {
-        let cache = cache.clone();
-        match tokio::task::spawn_blocking(move || cache.queued_images()).await {
-            Ok(Ok(queued)) => queued,
-            Ok(Err(err)) => return tracing::warn!(%err, "could not read the prefetch queue"),
-            Err(err) => return tracing::error!(%err, "could not read the prefetch queue"),
-        }
+    let queued = match cache.blocking(ImageCache::queued_images).await {
+        Ok(queued) => queued,
+        Err(err) => return tracing::warn!(%err, "could not read the prefetch queue"),
     };
     let mut running: JoinSet<()> = JoinSet::new();
     for id in queued {
@@ -200,11 +194,11 @@ async fn fetch_one<S, ReqBody, ResBody>(
     match fetch(&cache, service, request, &id).await {
         Ok(()) => {
             tracing::info!(image = %id, "prefetched into the cache");
-            let dequeued = {
-                let (cache, id) = (cache.clone(), id.clone());
-                tokio::task::spawn_blocking(move || cache.delete_queued_image(&id)).await
-            };
-            if let Ok(Err(err)) = dequeued {
+            let dequeueing = id.clone();
+            if let Err(err) = cache
+                .blocking(move |c| c.delete_queued_image(&dequeueing))
+                .await
+            {
                 tracing::warn!(image = %id, %err, "prefetched, but could not remove it from the queue");
             }
         }

@@ -141,10 +141,7 @@ async fn blocking<T: Send + 'static>(
     cache: ImageCache,
     work: impl FnOnce(&ImageCache) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, String> {
-    match tokio::task::spawn_blocking(move || work(&cache)).await {
-        Ok(done) => done.map_err(|err| err.to_string()),
-        Err(err) => Err(err.to_string()),
-    }
+    cache.blocking(work).await
 }
 
 /// With no server holding the cache, downloads each queued image from the image API at

@@ -105,17 +105,10 @@ pub(crate) async fn serve<A, B>(
     let answer = decide(headers, &record);
     let reads_file = *method == Method::GET && matches!(answer, Answer::Whole | Answer::Part(_));
     let body = if reads_file {
-        let opened = {
-            let (cache, id) = (cache.clone(), id.clone());
-            tokio::task::spawn_blocking(move || cache.open_for_read(&id)).await
-        };
-        let reader = match opened {
-            Ok(Ok(Some(reader))) => reader,
-            Ok(Ok(None)) => return None,
-            Ok(Err(err)) => {
-                tracing::warn!(image = %id, %err, "could not open a cached image; fetching it instead");
-                return None;
-            }
+        let opening = id.clone();
+        let reader = match cache.blocking(move |c| c.open_for_read(&opening)).await {
+            Ok(Some(reader)) => reader,
+            Ok(None) => return None,
             Err(err) => {
                 tracing::warn!(image = %id, %err, "could not open a cached image; fetching it instead");
                 return None;

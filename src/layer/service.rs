@@ -238,25 +238,21 @@ where
     let content_length =
         content_length(response.headers()).or_else(|| response.body().size_hint().exact());
     let expected = expected_image(content_length, response.headers(), &meta);
-    let fill = {
-        let (cache, id) = (cache.clone(), id.clone());
-        tokio::task::spawn_blocking(move || cache.begin_fill(&id, expected)).await
-    };
+    let filling = id.clone();
+    let fill = cache
+        .blocking(move |c| c.begin_fill(&filling, expected))
+        .await;
     // The fill is registered (or will not be): the misses waiting behind this one go on.
     drop(lead);
     let response = match fill {
-        Ok(Ok(writer)) => {
+        Ok(writer) => {
             let without_client = settings.without_client;
             response.map(|body| {
                 CacheBody::relay(tee::start(body, writer, content_length, without_client))
             })
         }
-        Ok(Err(err)) => {
-            tracing::debug!(image = %id, %err, "not caching this download");
-            response.map(CacheBody::inner)
-        }
-        Err(err) => {
-            tracing::warn!(image = %id, %err, "could not start a cache fill");
+        Err(reason) => {
+            tracing::debug!(image = %id, %reason, "not caching this download");
             response.map(CacheBody::inner)
         }
     };
@@ -266,17 +262,10 @@ where
 /// A download of an image being filled: served from the growing file, following the writer,
 /// instead of a second read of the source. `None` when the fill cannot be followed.
 async fn follow<A, B>(settings: &Settings<A>, id: &ImageId) -> Option<Response<CacheBody<B>>> {
-    let followed = {
-        let (cache, id) = (settings.cache.clone(), id.clone());
-        tokio::task::spawn_blocking(move || cache.follow(&id)).await
-    };
-    let reader = match followed {
-        Ok(Ok(Some(reader))) => reader,
-        Ok(Ok(None)) => return None,
-        Ok(Err(err)) => {
-            tracing::warn!(image = %id, %err, "could not follow a fill; fetching the image instead");
-            return None;
-        }
+    let following = id.clone();
+    let reader = match settings.cache.blocking(move |c| c.follow(&following)).await {
+        Ok(Some(reader)) => reader,
+        Ok(None) => return None,
         Err(err) => {
             tracing::warn!(image = %id, %err, "could not follow a fill; fetching the image instead");
             return None;
@@ -308,12 +297,14 @@ where
     let is_get = request.method() == Method::GET;
     let response = pass(settings, inner, request, CacheStatus::Miss).await?;
     if settings.prefetch_range_misses && is_get && response.status().is_success() {
-        let cache = settings.cache.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(err) = cache.queue_image(&id) {
-                tracing::warn!(image = %id, %err, "could not queue an image after a range miss");
-            }
-        });
+        let queueing = id.clone();
+        if let Err(err) = settings
+            .cache
+            .blocking(move |c| c.queue_image(&queueing))
+            .await
+        {
+            tracing::warn!(image = %id, %err, "could not queue an image after a range miss");
+        }
     }
     Ok(response)
 }
@@ -344,12 +335,12 @@ where
 {
     let response = inner.oneshot(request).await?;
     if response.status().is_success() {
-        let cache = settings.cache.clone();
-        let evicted = tokio::task::spawn_blocking(move || cache.evict(&id).map(|_| id)).await;
-        match evicted {
-            Ok(Ok(id)) => tracing::debug!(image = %id, "evicted from the cache"),
-            Ok(Err(err)) => tracing::error!(%err, "could not evict an image from the cache"),
-            Err(err) => tracing::error!(%err, "could not evict an image from the cache"),
+        let evicting = id.clone();
+        match settings.cache.blocking(move |c| c.evict(&evicting)).await {
+            Ok(_) => tracing::debug!(image = %id, "evicted from the cache"),
+            Err(err) => {
+                tracing::error!(image = %id, %err, "could not evict an image from the cache")
+            }
         }
     }
     Ok(response.map(CacheBody::inner))

@@ -129,18 +129,10 @@ async fn store<T>(
 where
     T: Send + 'static,
 {
-    let cache = cache.clone();
-    match tokio::task::spawn_blocking(move || work(&cache)).await {
-        Ok(Ok(done)) => Ok(done),
-        Ok(Err(err)) => Err(Refusal::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            err.to_string(),
-        )),
-        Err(err) => Err(Refusal::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("the cache operation failed: {err}"),
-        )),
-    }
+    cache
+        .blocking(work)
+        .await
+        .map_err(|reason| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, reason))
 }
 
 #[derive(Serialize)]

@@ -256,6 +256,23 @@ impl ImageCache {
             .len())
     }
 
+    /// Runs a store operation on tokio's blocking pool (the store's calls touch files and
+    /// sled); a failure, or a panic of the operation, comes back as its message.
+    pub async fn blocking<T, E>(
+        &self,
+        work: impl FnOnce(&ImageCache) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, String>
+    where
+        T: Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        let cache = self.clone();
+        match tokio::task::spawn_blocking(move || work(&cache)).await {
+            Ok(done) => done.map_err(|err| err.to_string()),
+            Err(join) => Err(format!("the cache operation did not finish: {join}")),
+        }
+    }
+
     /// Resolves once no fill is running (each one committed or rolled back).
     pub async fn idle(&self) {
         let mut running = self.inner.running_fills.subscribe();
