@@ -636,3 +636,29 @@ async fn works_under_hyper_util_with_any_tower_service() {
     assert_eq!(hit.bytes().await.unwrap(), data);
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+struct FailingCreate;
+
+impl tower_image_cache::store::FillIo for FailingCreate {
+    fn create(&self, _: &std::path::Path) -> std::io::Result<std::fs::File> {
+        Err(std::io::Error::from_raw_os_error(13))
+    }
+}
+
+#[tokio::test]
+async fn a_cache_file_that_cannot_be_created_never_reaches_the_client() {
+    let server = TestServer::start_with(|dir| {
+        ImageCache::open_with_io(CacheConfig::new(dir), Arc::new(FailingCreate)).unwrap()
+    })
+    .await;
+    let data = image_data(300_000);
+    server.api.add("img", FakeImage::private(data.clone()));
+    let response = server.get("img", OWNER).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.bytes().await.unwrap(), data);
+    assert!(!server.cache.is_cached(&id("img")));
+    assert_eq!(
+        server.cache_listing(),
+        ["cache.db", "incomplete", "invalid"]
+    );
+}

@@ -4,7 +4,7 @@ use std::fmt;
 use std::fs::File;
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -116,7 +116,6 @@ pub(crate) struct FillState {
     /// Held across the commit's rename and index write, and by `cancel`, so a delete either
     /// stops the commit or runs after it — never between rename and index write.
     commit: Mutex<()>,
-    written: AtomicU64,
     expected_size: Option<u64>,
 }
 
@@ -219,7 +218,6 @@ impl ImageCache {
             progress: watch::Sender::new(Progress::default()),
             cancelled: AtomicBool::new(false),
             commit: Mutex::new(()),
-            written: AtomicU64::new(0),
             expected_size: expected.size,
         });
         {
@@ -261,13 +259,7 @@ impl ImageCache {
         let fills = lock(&self.inner.fills);
         fills
             .iter()
-            .map(|(id, s)| {
-                (
-                    id.clone(),
-                    s.written.load(Ordering::Relaxed),
-                    s.expected_size,
-                )
-            })
+            .map(|(id, s)| (id.clone(), s.progress.borrow().written, s.expected_size))
             .collect()
     }
 }
@@ -317,7 +309,6 @@ impl FillWriter {
             sha512.update(chunk);
         }
         self.written += chunk.len() as u64;
-        self.state.written.store(self.written, Ordering::Relaxed);
         let written = self.written;
         self.state
             .progress

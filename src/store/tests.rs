@@ -662,3 +662,24 @@ fn evict_forgets_cache_and_queue() {
     assert!(!cache.evict(&id("c")).unwrap());
     assert!(cache.cached_images().is_empty() && cache.queued_images().unwrap().is_empty());
 }
+
+struct FailingCreate;
+
+impl FillIo for FailingCreate {
+    fn create(&self, _: &Path) -> io::Result<std::fs::File> {
+        Err(io::Error::from_raw_os_error(13)) // EACCES
+    }
+}
+
+#[test]
+fn a_failing_create_starts_no_fill_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache =
+        ImageCache::open_with_io(CacheConfig::new(dir.path()), Arc::new(FailingCreate)).unwrap();
+    let err = cache
+        .begin_fill(&id("img"), Expected::default())
+        .unwrap_err();
+    assert!(matches!(err, FillError::Io { step: "create", .. }), "{err}");
+    assert!(!cache.is_filling(&id("img")));
+    assert!(names(&dir.path().join("incomplete")).is_empty());
+}
