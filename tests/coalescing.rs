@@ -256,3 +256,40 @@ fn dropping_the_runtime_rolls_a_fill_back() {
         .next()
         .is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_service_rolls_its_fills_back() {
+    use tower::ServiceExt;
+    use tower_image_cache::{CacheConfig, CacheLayer, ImageCache, InnerMetadata};
+
+    let dir = tempfile::tempdir().unwrap();
+    let cache = ImageCache::open(CacheConfig::new(dir.path())).unwrap();
+    let api = FakeApi::new();
+    let gate = Arc::new(Semaphore::new(2));
+    api.add(
+        "img",
+        FakeImage::private(image_data(4 * 1024 * 1024)).behavior(Behavior::Gated(gate.clone())),
+    );
+    let service = tower::Layer::layer(
+        &CacheLayer::new(cache.clone(), InnerMetadata::new()),
+        api.router(),
+    );
+    let request = axum::http::Request::get("/v2/images/img/file")
+        .header("x-auth-token", OWNER)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = service.clone().oneshot(request).await.unwrap();
+    assert!(cache.is_filling(&id("img")));
+    drop(service);
+    gate.add_permits(1000);
+    // The client's body ends with an error, not short and silent.
+    assert!(http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .is_err());
+    cache.idle().await;
+    assert!(!cache.is_cached(&id("img")));
+    assert!(std::fs::read_dir(dir.path().join("incomplete"))
+        .unwrap()
+        .next()
+        .is_none());
+}

@@ -86,6 +86,7 @@ impl<S, A: Clone> Layer<S> for CacheLayer<A> {
                 prefetch_range_misses: self.prefetch_range_misses,
                 without_client: self.without_client,
                 leaders: Default::default(),
+                shutdown: Default::default(),
             }),
         )
     }

@@ -51,6 +51,15 @@ pub(crate) struct Settings<A> {
     pub(crate) prefetch_range_misses: bool,
     pub(crate) without_client: WithoutClient,
     pub(crate) leaders: Leaders,
+    /// Cancelled when the last clone of the service is dropped: fills in flight stop and roll
+    /// back rather than outlive the service.
+    pub(crate) shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl<A> Drop for Settings<A> {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
 }
 
 impl<A> Settings<A> {
@@ -248,7 +257,13 @@ where
         Ok(writer) => {
             let without_client = settings.without_client;
             response.map(|body| {
-                CacheBody::relay(tee::start(body, writer, content_length, without_client))
+                CacheBody::relay(tee::start(
+                    body,
+                    writer,
+                    content_length,
+                    without_client,
+                    settings.shutdown.clone(),
+                ))
             })
         }
         Err(reason) => {

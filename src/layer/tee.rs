@@ -15,6 +15,7 @@ use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::BoxError;
 use crate::store::{lock, FillEnd, FillWriter};
@@ -76,6 +77,7 @@ pub(crate) fn start<B>(
     writer: FillWriter,
     expected_len: Option<u64>,
     without_client: WithoutClient,
+    shutdown: CancellationToken,
 ) -> RelayBody
 where
     B: Body + Send + 'static,
@@ -83,7 +85,14 @@ where
     B::Error: Into<BoxError>,
 {
     let (to_client, from_fill) = mpsc::channel(CHANNEL_CHUNKS);
-    tokio::spawn(run(body, writer, expected_len, without_client, to_client));
+    tokio::spawn(async move {
+        tokio::select! {
+            () = run(body, writer, expected_len, without_client, to_client) => {}
+            // The service is gone: the fill stops here. Dropping `run` drops the writer's
+            // channel before the body ended, so the writer rolls the fill back.
+            () = shutdown.cancelled() => {}
+        }
+    });
     RelayBody {
         chunks: from_fill,
         remaining: expected_len,
