@@ -696,27 +696,3 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     Ok(())
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rates_read_like_an_operator_writes_them() {
-        assert_eq!(parse_rate("100MiB"), Ok(100 * 1024 * 1024));
-        assert_eq!(parse_rate("1.5GB/s"), Ok(1_500_000_000));
-        assert_eq!(parse_rate("512"), Ok(512));
-        assert!(parse_rate("fast").is_err());
-        assert!(parse_rate("0MiB").is_err());
-    }
-
-    #[test]
-    fn users_are_token_project_roles() {
-        let (token, caller) = parse_user("t1=proj:member,reader").unwrap();
-        assert_eq!(token, "t1");
-        assert_eq!(caller.project, "proj");
-        assert_eq!(caller.roles, ["member", "reader"]);
-        assert!(parse_user("t1").is_err());
-        assert!(parse_user("=p:r").is_err());
-    }
-}

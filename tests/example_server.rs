@@ -134,7 +134,7 @@ async fn upload_then_download_twice_goes_miss_then_hit() {
 #[tokio::test]
 async fn no_cache_mode_leaves_no_cache_directory() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), &["--no-cache"]);
+    let server = start(dir.path(), &["--no-cache", "--backend-rate", "1.5GB/s"]);
     let client = reqwest::Client::new();
     let id = upload(&client, &server.url, "admin-secret", "private", b"plain").await;
     let response = client
@@ -227,4 +227,23 @@ async fn the_admin_manages_the_cache_and_the_prefetcher_uses_the_admin_token() {
         .unwrap();
     assert_eq!(deleted.status(), 204);
     assert!(!committed.exists());
+}
+
+#[test]
+fn bad_flags_are_refused_with_a_reason() {
+    for (flags, says) in [
+        (&["--backend-rate", "fast"][..], "not a rate like 100MiB"),
+        (&["--backend-rate", "0MiB"][..], "above zero"),
+        (&["--backend-rate", "5 parsecs"][..], "unknown unit"),
+        (&["--user", "t1"][..], "TOKEN=PROJECT:ROLE"),
+        (&["--user", "=p:r"][..], "must not be empty"),
+    ] {
+        let output = std::process::Command::new(common::example::example_binary("image_server"))
+            .args(flags)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{flags:?}");
+        let said = String::from_utf8_lossy(&output.stderr);
+        assert!(said.contains(says), "{flags:?}: {said}");
+    }
 }
