@@ -220,7 +220,8 @@ fn dropping_the_runtime_rolls_a_fill_back() {
     let cache = ImageCache::open(CacheConfig::new(dir.path())).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let gate = Arc::new(Semaphore::new(2));
-    runtime.block_on(async {
+    // The service outlives the runtime: the rollback below is the runtime's doing.
+    let _service = runtime.block_on(async {
         let api = FakeApi::new();
         api.add(
             "img",
@@ -234,10 +235,11 @@ fn dropping_the_runtime_rolls_a_fill_back() {
             .header("x-auth-token", OWNER)
             .body(axum::body::Body::empty())
             .unwrap();
-        let response = service.oneshot(request).await.unwrap();
+        let response = service.clone().oneshot(request).await.unwrap();
         assert_eq!(response.headers()["x-cache-status"], "MISS");
         assert!(cache.is_filling(&id("img")));
         drop(response);
+        service
     });
     drop(runtime);
 
