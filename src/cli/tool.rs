@@ -120,14 +120,14 @@ async fn offline(
     let directly = format!("directly on {}", dir.display());
     match chore {
         Chore::Prune => {
-            let pruned = blocking(cache, |c| c.prune()).await?;
+            let pruned = cache.blocking(ImageCache::prune).await?;
             Ok(format!(
                 "pruned {} images, {} bytes ({directly})",
                 pruned.total_files_pruned, pruned.total_bytes_pruned
             ))
         }
         Chore::Clean => {
-            let cleaned = blocking(cache, |c| c.clean()).await?;
+            let cleaned = cache.blocking(ImageCache::clean).await?;
             Ok(format!(
                 "cleaned {} invalid and {} stalled files ({directly})",
                 cleaned.invalid_removed, cleaned.stalled_removed
@@ -137,13 +137,6 @@ async fn offline(
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    cache: ImageCache,
-    work: impl FnOnce(&ImageCache) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, String> {
-    cache.blocking(work).await
-}
-
 /// With no server holding the cache, downloads each queued image from the image API at
 /// `--host`/`--port` straight into the cache, verified as any fill.
 async fn prefetch_offline(
@@ -151,7 +144,7 @@ async fn prefetch_offline(
     args: &ToolArgs,
     directly: &str,
 ) -> Result<String, String> {
-    let queued = blocking(cache.clone(), |c| c.queued_images()).await?;
+    let queued = cache.blocking(ImageCache::queued_images).await?;
     let http = reqwest::Client::new();
     let base = ManageClient::new(&args.host, args.port, None)
         .base_url()
@@ -161,7 +154,7 @@ async fn prefetch_offline(
         match fetch_into(&cache, &http, &base, args.os_auth_token.as_deref(), id).await {
             Ok(()) => {
                 let id = id.clone();
-                blocking(cache.clone(), move |c| c.delete_queued_image(&id)).await?;
+                cache.blocking(move |c| c.delete_queued_image(&id)).await?;
             }
             Err(reason) => failures.push(format!("{id}: {reason}")),
         }

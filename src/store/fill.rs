@@ -43,11 +43,6 @@ impl Expected {
         self.sha512_hex = Some(sha512.into().to_ascii_lowercase());
         self
     }
-
-    /// The expected size, if one was given.
-    pub fn expected_size(&self) -> Option<u64> {
-        self.size
-    }
 }
 
 /// A fill whose bytes were not what was expected.
@@ -268,11 +263,6 @@ impl FillWriter {
     /// The image being filled.
     pub fn id(&self) -> &ImageId {
         &self.id
-    }
-
-    /// Bytes written so far.
-    pub fn written(&self) -> u64 {
-        self.written
     }
 
     /// Appends `chunk`. After an error the fill is over: the partial file is removed and every

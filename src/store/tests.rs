@@ -642,6 +642,8 @@ fn the_queue_is_fifo_without_duplicates_and_survives_a_reopen() {
     fill(&cache, "cached", b"x");
     assert!(!cache.queue_image(&id("cached")).unwrap());
     assert_eq!(cache.queued_images().unwrap(), [id("c"), id("a"), id("b")]);
+    assert!(cache.is_queued(&id("a")).unwrap());
+    assert!(!cache.is_queued(&id("cached")).unwrap());
     assert!(cache.delete_queued_image(&id("a")).unwrap());
     assert!(!cache.delete_queued_image(&id("a")).unwrap());
     drop(cache);
