@@ -101,10 +101,12 @@ pub(crate) async fn serve<A, B>(
     headers: &HeaderMap,
 ) -> Option<Response<CacheBody<B>>> {
     let cache = &settings.cache;
-    let record = cache.cached_image(id)?;
-    let answer = decide(headers, &record);
-    let reads_file = *method == Method::GET && matches!(answer, Answer::Whole | Answer::Part(_));
-    let body = if reads_file {
+    let mut record = cache.cached_image(id)?;
+    let mut answer = decide(headers, &record);
+    let reads_file = |answer: &Answer| {
+        *method == Method::GET && matches!(answer, Answer::Whole | Answer::Part(_))
+    };
+    let body = if reads_file(&answer) {
         let opening = id.clone();
         let reader = match cache.blocking(move |c| c.open_for_read(&opening)).await {
             Ok(Some(reader)) => reader,
@@ -114,9 +116,17 @@ pub(crate) async fn serve<A, B>(
                 return None;
             }
         };
+        // The headers must describe the copy being read: the image may have been evicted and
+        // cached again between the lookup and the open.
+        let opened = reader.record();
+        if (opened.size, &opened.checksum) != (record.size, &record.checksum) {
+            record = opened.clone();
+            answer = decide(headers, &record);
+        }
         match &answer {
             Answer::Part(range) => CacheBody::hit(reader.limit_to(range.clone())),
-            _ => CacheBody::hit(reader),
+            Answer::Whole => CacheBody::hit(reader),
+            Answer::NotModified | Answer::Unsatisfiable => CacheBody::empty(),
         }
     } else {
         CacheBody::empty()
