@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::example::{start, start_proxy, upload};
+use common::example::{get_as, start, start_proxy, upload};
 
 const ADMIN: &str = "admin-secret";
 
@@ -30,24 +30,9 @@ async fn a_cache_node_in_front_of_an_image_api() {
         "/v2/images".to_owned(),
         "/versions".to_owned(),
     ] {
-        let direct = body_of(
-            client
-                .get(format!("{}{path}", upstream.url))
-                .header("x-auth-token", ADMIN)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
-        let proxied = body_of(
-            client
-                .get(format!("{}{path}", proxy.url))
-                .header("x-auth-token", ADMIN)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let direct =
+            body_of(get_as(&client, &format!("{}{path}", upstream.url), ADMIN).await).await;
+        let proxied = body_of(get_as(&client, &format!("{}{path}", proxy.url), ADMIN).await).await;
         assert_eq!(proxied, direct, "{path}");
     }
     let refused = client
@@ -78,12 +63,7 @@ async fn a_cache_node_in_front_of_an_image_api() {
     assert_eq!(hit.bytes().await.unwrap(), data);
 
     // The upstream still decides who may read: another project and no token are refused.
-    let other = client
-        .get(format!("{}/v2/images/{id}/file", proxy.url))
-        .header("x-auth-token", "u1")
-        .send()
-        .await
-        .unwrap();
+    let other = get_as(&client, &format!("{}/v2/images/{id}/file", proxy.url), "u1").await;
     assert_eq!(other.status(), 404);
     let anonymous = client
         .get(format!("{}/v2/images/{id}/file", proxy.url))
@@ -91,12 +71,7 @@ async fn a_cache_node_in_front_of_an_image_api() {
         .await
         .unwrap();
     assert_eq!(anonymous.status(), 401);
-    let listing = client
-        .get(format!("{}/v2/cache", proxy.url))
-        .header("x-auth-token", ADMIN)
-        .send()
-        .await
-        .unwrap();
+    let listing = get_as(&client, &format!("{}/v2/cache", proxy.url), ADMIN).await;
     assert_eq!(listing.status(), 200);
     let listing: serde_json::Value =
         serde_json::from_slice(&listing.bytes().await.unwrap()).unwrap();
@@ -104,12 +79,12 @@ async fn a_cache_node_in_front_of_an_image_api() {
 
     // The upstream gone: a clear 502, even for a cached image (its access cannot be checked).
     drop(upstream);
-    let gone = client
-        .get(format!("{}/v2/images/{id}/file", proxy.url))
-        .header("x-auth-token", ADMIN)
-        .send()
-        .await
-        .unwrap();
+    let gone = get_as(
+        &client,
+        &format!("{}/v2/images/{id}/file", proxy.url),
+        ADMIN,
+    )
+    .await;
     assert_eq!(gone.status(), 502);
     let reason: serde_json::Value = serde_json::from_slice(&gone.bytes().await.unwrap()).unwrap();
     assert!(

@@ -379,6 +379,20 @@ fn listing(dir: &Path) -> Vec<String> {
     names
 }
 
+/// A cron tool's flags to reach the server on `port` as the admin.
+fn through_server<'a>(config: &'a str, port: &'a str) -> [&'a str; 8] {
+    [
+        "--config-file",
+        config,
+        "-H",
+        "127.0.0.1",
+        "-p",
+        port,
+        "--os-auth-token",
+        ADMIN,
+    ]
+}
+
 /// The summary without its "(directly on ...)" / "(through ...)" tail.
 fn summary(output: &Output) -> String {
     let said = ok(output);
@@ -405,16 +419,7 @@ async fn pruner_and_cleaner_give_the_same_result_online_and_offline() {
 
     let server = start(online.path(), &["--config-file", &online_conf]);
     let port = server.url.rsplit(':').next().unwrap().to_owned();
-    let through = [
-        "--config-file",
-        &online_conf,
-        "-H",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "--os-auth-token",
-        ADMIN,
-    ];
+    let through = through_server(&online_conf, &port);
     let pruned_online = run(pruner, &through, "");
     assert!(
         ok(&pruned_online).contains("through the server"),
@@ -489,20 +494,7 @@ async fn the_prefetcher_runs_the_queue_online_and_offline() {
     }
     let port = api.url.rsplit(':').next().unwrap().to_owned();
     let prefetcher = env!("CARGO_BIN_EXE_image-cache-prefetcher");
-    let output = run(
-        prefetcher,
-        &[
-            "--config-file",
-            &conf,
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "--os-auth-token",
-            ADMIN,
-        ],
-        "",
-    );
+    let output = run(prefetcher, &through_server(&conf, &port), "");
     assert!(
         ok(&output).contains("prefetched 1 of 1 queued images"),
         "{}",
@@ -518,20 +510,7 @@ async fn the_prefetcher_runs_the_queue_online_and_offline() {
     let id = upload(&client, &server.url, ADMIN, "private", &[4u8; 100]).await;
     queue_unknown(&server, &id).await;
     let port = server.url.rsplit(':').next().unwrap().to_owned();
-    let output = run(
-        prefetcher,
-        &[
-            "--config-file",
-            &conf,
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "--os-auth-token",
-            ADMIN,
-        ],
-        "",
-    );
+    let output = run(prefetcher, &through_server(&conf, &port), "");
     assert!(
         ok(&output).contains("through the server"),
         "{}",

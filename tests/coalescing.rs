@@ -214,7 +214,7 @@ async fn configured_off_a_fill_nobody_reads_stops_and_rolls_back() {
 #[test]
 fn dropping_the_runtime_rolls_a_fill_back() {
     use tower::ServiceExt;
-    use tower_image_cache::{CacheConfig, CacheLayer, ImageCache, InnerMetadata};
+    use tower_image_cache::{CacheConfig, ImageCache};
 
     let dir = tempfile::tempdir().unwrap();
     let cache = ImageCache::open(CacheConfig::new(dir.path())).unwrap();
@@ -222,20 +222,8 @@ fn dropping_the_runtime_rolls_a_fill_back() {
     let gate = Arc::new(Semaphore::new(2));
     // The service outlives the runtime: the rollback below is the runtime's doing.
     let _service = runtime.block_on(async {
-        let api = FakeApi::new();
-        api.add(
-            "img",
-            FakeImage::private(image_data(4 * 1024 * 1024)).behavior(Behavior::Gated(gate.clone())),
-        );
-        let service = tower::Layer::layer(
-            &CacheLayer::new(cache.clone(), InnerMetadata::new()),
-            api.router(),
-        );
-        let request = axum::http::Request::get("/v2/images/img/file")
-            .header("x-auth-token", OWNER)
-            .body(axum::body::Body::empty())
-            .unwrap();
-        let response = service.clone().oneshot(request).await.unwrap();
+        let service = gated_service(&cache, &gate);
+        let response = service.clone().oneshot(owner_download()).await.unwrap();
         assert_eq!(response.headers()["x-cache-status"], "MISS");
         assert!(cache.is_filling(&id("img")));
         drop(response);
@@ -262,25 +250,13 @@ fn dropping_the_runtime_rolls_a_fill_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_service_rolls_its_fills_back() {
     use tower::ServiceExt;
-    use tower_image_cache::{CacheConfig, CacheLayer, ImageCache, InnerMetadata};
+    use tower_image_cache::{CacheConfig, ImageCache};
 
     let dir = tempfile::tempdir().unwrap();
     let cache = ImageCache::open(CacheConfig::new(dir.path())).unwrap();
-    let api = FakeApi::new();
     let gate = Arc::new(Semaphore::new(2));
-    api.add(
-        "img",
-        FakeImage::private(image_data(4 * 1024 * 1024)).behavior(Behavior::Gated(gate.clone())),
-    );
-    let service = tower::Layer::layer(
-        &CacheLayer::new(cache.clone(), InnerMetadata::new()),
-        api.router(),
-    );
-    let request = axum::http::Request::get("/v2/images/img/file")
-        .header("x-auth-token", OWNER)
-        .body(axum::body::Body::empty())
-        .unwrap();
-    let response = service.clone().oneshot(request).await.unwrap();
+    let service = gated_service(&cache, &gate);
+    let response = service.clone().oneshot(owner_download()).await.unwrap();
     assert!(cache.is_filling(&id("img")));
     drop(service);
     gate.add_permits(1000);
@@ -294,4 +270,26 @@ async fn dropping_the_service_rolls_its_fills_back() {
         .unwrap()
         .next()
         .is_none());
+}
+
+/// The cache layer, in process, around a fake API whose 4 MiB `img` streams a chunk per permit.
+fn gated_service(
+    cache: &tower_image_cache::ImageCache,
+    gate: &Arc<Semaphore>,
+) -> tower_image_cache::CacheService<axum::Router, tower_image_cache::InnerMetadata> {
+    let api = FakeApi::new();
+    api.add(
+        "img",
+        FakeImage::private(image_data(4 * 1024 * 1024)).behavior(Behavior::Gated(gate.clone())),
+    );
+    let layer =
+        tower_image_cache::CacheLayer::new(cache.clone(), tower_image_cache::InnerMetadata::new());
+    tower::Layer::layer(&layer, api.router())
+}
+
+fn owner_download() -> axum::http::Request<axum::body::Body> {
+    axum::http::Request::get("/v2/images/img/file")
+        .header("x-auth-token", OWNER)
+        .body(axum::body::Body::empty())
+        .unwrap()
 }

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::example::{start, upload};
+use common::example::{get_as, json_as, start, upload};
 use md5::Digest;
 
 #[tokio::test]
@@ -15,18 +15,12 @@ async fn upload_then_download_twice_goes_miss_then_hit() {
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     let id = upload(&client, &server.url, "admin-secret", "private", &data).await;
 
-    let image: serde_json::Value = serde_json::from_slice(
-        &client
-            .get(format!("{}/v2/images/{id}", server.url))
-            .header("x-auth-token", "admin-secret")
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
+    let image: serde_json::Value = json_as(
+        &client,
+        &format!("{}/v2/images/{id}", server.url),
+        "admin-secret",
     )
-    .unwrap();
+    .await;
     assert_eq!(image["status"], "active");
     assert_eq!(image["size"], 3_000_000);
     assert_eq!(image["checksum"], hex::encode(md5::Md5::digest(&data)));
@@ -62,12 +56,12 @@ async fn upload_then_download_twice_goes_miss_then_hit() {
     assert_eq!(second.bytes().await.unwrap(), data);
 
     // Another project cannot see the private image, cached or not; no token is a 401.
-    let other = client
-        .get(format!("{}/v2/images/{id}/file", server.url))
-        .header("x-auth-token", "u1")
-        .send()
-        .await
-        .unwrap();
+    let other = get_as(
+        &client,
+        &format!("{}/v2/images/{id}/file", server.url),
+        "u1",
+    )
+    .await;
     assert_eq!(other.status(), 404);
     let anonymous = client
         .get(format!("{}/v2/images/{id}/file", server.url))
@@ -87,15 +81,7 @@ async fn upload_then_download_twice_goes_miss_then_hit() {
     .await;
     let url = format!("{}/v2/images/{public_id}/file", server.url);
     assert_eq!(
-        client
-            .get(&url)
-            .header("x-auth-token", "u1")
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
+        get_as(&client, &url, "u1").await.bytes().await.unwrap(),
         "public bytes".as_bytes()
     );
     let deactivated = client
@@ -108,16 +94,7 @@ async fn upload_then_download_twice_goes_miss_then_hit() {
         .await
         .unwrap();
     assert_eq!(deactivated.status(), 204);
-    assert_eq!(
-        client
-            .get(&url)
-            .header("x-auth-token", "u1")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
+    assert_eq!(get_as(&client, &url, "u1").await.status(), 403);
 
     // Deleting the image evicts it.
     let deleted = client
@@ -137,12 +114,12 @@ async fn no_cache_mode_leaves_no_cache_directory() {
     let server = start(dir.path(), &["--no-cache", "--backend-rate", "1.5GB/s"]);
     let client = reqwest::Client::new();
     let id = upload(&client, &server.url, "admin-secret", "private", b"plain").await;
-    let response = client
-        .get(format!("{}/v2/images/{id}/file", server.url))
-        .header("x-auth-token", "admin-secret")
-        .send()
-        .await
-        .unwrap();
+    let response = get_as(
+        &client,
+        &format!("{}/v2/images/{id}/file", server.url),
+        "admin-secret",
+    )
+    .await;
     assert!(response.headers().get("x-cache-status").is_none());
     assert_eq!(response.bytes().await.unwrap(), "plain".as_bytes());
     assert!(!dir.path().join("cache").exists());
@@ -171,12 +148,7 @@ async fn the_admin_manages_the_cache_and_the_prefetcher_uses_the_admin_token() {
     // A member's private image: only its owner and the admin (the prefetcher) may read it.
     let id = upload(&client, &server.url, "u1", "private", &data).await;
 
-    let as_member = client
-        .get(format!("{}/v2/cache", server.url))
-        .header("x-auth-token", "u1")
-        .send()
-        .await
-        .unwrap();
+    let as_member = get_as(&client, &format!("{}/v2/cache", server.url), "u1").await;
     assert_eq!(as_member.status(), 403);
     let queued = client
         .put(format!("{}/v2/cache/{id}", server.url))
@@ -195,27 +167,17 @@ async fn the_admin_manages_the_cache_and_the_prefetcher_uses_the_admin_token() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let listing: serde_json::Value = serde_json::from_slice(
-        &client
-            .get(format!("{}/v2/cache", server.url))
-            .header("x-auth-token", "admin-secret")
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let listing: serde_json::Value =
+        json_as(&client, &format!("{}/v2/cache", server.url), "admin-secret").await;
     assert_eq!(listing["cached_images"][0]["image_id"], id.as_str());
     assert_eq!(listing["cached_images"][0]["size"], 500_000);
 
-    let hit = client
-        .get(format!("{}/v2/images/{id}/file", server.url))
-        .header("x-auth-token", "u1")
-        .send()
-        .await
-        .unwrap();
+    let hit = get_as(
+        &client,
+        &format!("{}/v2/images/{id}/file", server.url),
+        "u1",
+    )
+    .await;
     assert_eq!(hit.headers()["x-cache-status"], "HIT");
     assert_eq!(hit.bytes().await.unwrap(), data);
 

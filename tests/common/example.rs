@@ -112,3 +112,18 @@ pub async fn upload(
     assert_eq!(put.status(), 204);
     id
 }
+
+/// `GET url` with `token` as `X-Auth-Token`.
+pub async fn get_as(client: &reqwest::Client, url: &str, token: &str) -> reqwest::Response {
+    client
+        .get(url)
+        .header("x-auth-token", token)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// `GET url` with `token`, its body read as JSON.
+pub async fn json_as(client: &reqwest::Client, url: &str, token: &str) -> serde_json::Value {
+    serde_json::from_slice(&get_as(client, url, token).await.bytes().await.unwrap()).unwrap()
+}
