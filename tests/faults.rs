@@ -1,5 +1,6 @@
-//! A fault at each file step of a fill, through the layer: the client still gets every byte,
-//! nothing is committed, and a later download fills the cache.
+//! A fault at each step of a fill (its file operations, then the index insert and flush), through
+//! the layer: the client still gets every byte, nothing is committed, and a later download fills
+//! the cache.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use common::*;
-use tower_image_cache::store::FillIo;
+use tower_image_cache::store::{FillIo, IndexStep};
 use tower_image_cache::{CacheConfig, ImageCache, ImageId};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -20,6 +21,8 @@ enum Step {
     Fsync,
     Rename,
     DirFsync,
+    IndexInsert,
+    IndexFlush,
 }
 
 /// Fails `step` once, while armed, as the disk would.
@@ -65,6 +68,13 @@ impl FillIo for FailOnce {
         self.fail(Step::DirFsync)?;
         File::open(dir)?.sync_all()
     }
+
+    fn index_step(&self, step: IndexStep) -> io::Result<()> {
+        self.fail(match step {
+            IndexStep::Insert => Step::IndexInsert,
+            _ => Step::IndexFlush,
+        })
+    }
 }
 
 #[tokio::test]
@@ -75,6 +85,8 @@ async fn a_failure_at_any_fill_step_spares_the_client_and_commits_nothing() {
         Step::Fsync,
         Step::Rename,
         Step::DirFsync,
+        Step::IndexInsert,
+        Step::IndexFlush,
     ] {
         let io = Arc::new(FailOnce {
             step,
@@ -118,4 +130,80 @@ async fn a_failure_at_any_fill_step_spares_the_client_and_commits_nothing() {
         );
         assert_eq!(std::fs::read(server.cache_dir().join("img")).unwrap(), data);
     }
+}
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct SmallFs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    /// Mounts a tmpfs of `size` (mount(8) syntax), or says why it cannot.
+    fn mount(size: &str) -> Result<SmallFs, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let output = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !output.status.success() {
+            return Err(String::from_utf8_lossy(&output.stderr).trim().to_owned());
+        }
+        Ok(SmallFs { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_real_full_disk_spares_the_client_and_commits_nothing() {
+    let fs = match SmallFs::mount("8m") {
+        Ok(fs) => fs,
+        Err(why) => {
+            eprintln!("SKIPPED a_real_full_disk_...: cannot mount a small tmpfs here ({why})");
+            return;
+        }
+    };
+    let cache_dir = fs.path().join("cache");
+    let opened = cache_dir.clone();
+    let server =
+        TestServer::start_with(move |_| ImageCache::open(CacheConfig::new(opened)).unwrap()).await;
+    let big = image_data(12 * 1024 * 1024);
+    let small = image_data(1024 * 1024);
+    server.api.add("big", FakeImage::private(big.clone()));
+    server.api.add("small", FakeImage::private(small.clone()));
+
+    // The disk fills up halfway through: the client still gets the whole image.
+    let response = server.get("big", OWNER).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.bytes().await.unwrap(), big);
+    server.cache.idle().await;
+    assert!(!server.cache.is_cached(&ImageId::new("big").unwrap()));
+    assert_eq!(listing(&cache_dir), ["cache.db", "incomplete", "invalid"]);
+    assert!(listing(&cache_dir.join("incomplete")).is_empty());
+    assert!(listing(&cache_dir.join("invalid")).is_empty());
+
+    // The partial file was removed, so an image that fits is cached and served from the cache.
+    assert_eq!(
+        server.get("small", OWNER).await.bytes().await.unwrap(),
+        small
+    );
+    server.cache.idle().await;
+    assert!(server.cache.is_cached(&ImageId::new("small").unwrap()));
+    assert_eq!(std::fs::read(cache_dir.join("small")).unwrap(), small);
+    let hit = server.get("small", OWNER).await;
+    assert_eq!(cache_status(&hit), "HIT");
+    assert_eq!(hit.bytes().await.unwrap(), small);
+    assert_eq!(server.api.body_requests(), 2);
 }

@@ -36,6 +36,24 @@ pub trait FillIo: Send + Sync + 'static {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()
     }
+
+    /// Runs just before the commit's index `step`: the sled insert of the image's record, then
+    /// the flush that makes it durable. An error fails that step as a failing index would (the
+    /// real implementation has nothing to do here).
+    fn index_step(&self, step: IndexStep) -> io::Result<()> {
+        let _ = step;
+        Ok(())
+    }
+}
+
+/// The index steps of a commit, for [`FillIo::index_step`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IndexStep {
+    /// The sled insert of the committed image's record.
+    Insert,
+    /// The sled flush that makes the record durable.
+    Flush,
 }
 
 /// The real file operations.

@@ -58,7 +58,7 @@ use crate::{CacheConfig, ImageId};
 
 pub use fill::{Expected, FillEnd, FillError, FillOutcome, FillWriter, Verification};
 pub use follow::FillFollower;
-pub use fs::{FillIo, StdFillIo};
+pub use fs::{FillIo, IndexStep, StdFillIo};
 pub use maintenance::{Cleaned, Pruned};
 pub use read::ImageReader;
 
@@ -346,9 +346,11 @@ impl Inner {
     fn insert_committed(&self, id: &ImageId, entry: Entry) -> Result<(), sled::Error> {
         {
             let mut entries = self.write_entries();
+            self.io.index_step(IndexStep::Insert)?;
             self.index.put(id, &entry)?;
             entries.insert(id.clone(), entry);
         }
+        self.io.index_step(IndexStep::Flush)?;
         self.index.flush()
     }
 
