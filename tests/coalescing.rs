@@ -293,3 +293,46 @@ fn owner_download() -> axum::http::Request<axum::body::Body> {
         .body(axum::body::Body::empty())
         .unwrap()
 }
+
+/// A client that never reads does not stall the fill it started, nor the requests following
+/// it: once someone follows, it is handed over to the file, and still gets every byte when it
+/// finally reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_never_reads_holds_nobody_back() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let server = TestServer::start().await;
+    let data = image_data(48 * 1024 * 1024);
+    server.api.add("img", FakeImage::private(data.clone()));
+
+    let mut stalled = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let request = format!(
+        "GET /v2/images/img/file HTTP/1.1\r\nHost: {}\r\nX-Auth-Token: {OWNER}\r\nConnection: close\r\n\r\n",
+        server.addr
+    );
+    stalled.write_all(request.as_bytes()).await.unwrap();
+    eventually("the stalled client leads a fill", || {
+        server.cache.is_filling(&id("img"))
+    })
+    .await;
+
+    let follower = tokio::time::timeout(Duration::from_secs(60), download(&server, "img"))
+        .await
+        .expect("a follower finishes while the leader reads nothing");
+    assert_eq!(follower.unwrap(), data);
+    server.cache.idle().await;
+    assert!(server.cache.is_cached(&id("img")), "the fill committed");
+    assert_eq!(server.api.body_requests(), 1);
+
+    // The leader reads at last: every byte, from the relay and then from the file.
+    let mut response = Vec::new();
+    stalled.read_to_end(&mut response).await.unwrap();
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&response[..split]).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        head.contains(&format!("content-length: {}", data.len())),
+        "{head}"
+    );
+    assert!(response[split..] == data[..], "the stalled client's bytes");
+}

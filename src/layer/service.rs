@@ -258,6 +258,7 @@ where
             let without_client = settings.without_client;
             response.map(|body| {
                 CacheBody::relay(tee::start(
+                    settings.cache.clone(),
                     body,
                     writer,
                     content_length,

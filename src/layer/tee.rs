@@ -6,7 +6,12 @@
 //! The client is kept one chunk behind, and gets the last one only once the fill is verified:
 //! a body whose checksum turns out wrong ends with an error, never as a complete image. A
 //! failure on the cache side (a full disk) ends the writer, never the client's download.
+//!
+//! A client that falls a whole channel behind does not hold back the requests following the
+//! fill: the fill hands it a [`FillFollower`] at the byte it has reached, and the client reads on
+//! from the growing file at its own pace.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -14,11 +19,12 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::BoxError;
-use crate::store::{lock, FillEnd, FillWriter};
+use crate::store::{lock, FillEnd, FillFollower, FillOutcome, FillWriter};
+use crate::ImageCache;
 
 /// Chunks in flight towards the cache writer, and towards the client.
 const CHANNEL_CHUNKS: usize = 16;
@@ -71,8 +77,10 @@ pub(crate) enum WithoutClient {
     StopWhenUnread,
 }
 
-/// Starts the fill of `body` into `writer`; returns the body the client reads.
+/// Starts the fill of `body` into `writer` (a fill of `cache`); returns the body the client
+/// reads.
 pub(crate) fn start<B>(
+    cache: ImageCache,
     body: B,
     writer: FillWriter,
     expected_len: Option<u64>,
@@ -85,9 +93,15 @@ where
     B::Error: Into<BoxError>,
 {
     let (to_client, from_fill) = mpsc::channel(CHANNEL_CHUNKS);
+    let (handoff, handed_off) = oneshot::channel();
+    let client = Client {
+        chunks: to_client,
+        handoff,
+        sent: 0,
+    };
     tokio::spawn(async move {
         tokio::select! {
-            () = run(body, writer, expected_len, without_client, to_client) => {}
+            () = run(cache, body, writer, expected_len, without_client, client) => {}
             // The service is gone: the fill stops here. Dropping `run` drops the writer's
             // channel before the body ended, so the writer rolls the fill back.
             () = shutdown.cancelled() => {}
@@ -95,9 +109,20 @@ where
     });
     RelayBody {
         chunks: from_fill,
+        handed_off: Some(handed_off),
+        follower: None,
         remaining: expected_len,
         done: false,
     }
+}
+
+/// The fill's side of the client that started it.
+struct Client {
+    chunks: mpsc::Sender<Result<Bytes, BoxError>>,
+    /// Where a client that fell behind gets its follower.
+    handoff: oneshot::Sender<FillFollower>,
+    /// Bytes put into `chunks` so far: where a follower takes over.
+    sent: u64,
 }
 
 /// The writer's end of the fill: a blocking thread appending chunks to the file.
@@ -147,11 +172,12 @@ fn write_fill(
 
 /// The fill task: source → (cache, client).
 async fn run<B>(
+    cache: ImageCache,
     body: B,
     writer: FillWriter,
     expected_len: Option<u64>,
     without_client: WithoutClient,
-    to_client: mpsc::Sender<Result<Bytes, BoxError>>,
+    client: Client,
 ) where
     B: Body,
     B::Error: Into<BoxError>,
@@ -159,7 +185,7 @@ async fn run<B>(
     let outcome = writer.outcome();
     let id = writer.id().clone();
     let mut sink = Some(CacheSink::start(writer));
-    let mut client = Some(to_client);
+    let mut client = Some(client);
     let mut held: Option<Bytes> = None;
     let mut received = 0u64;
     let mut body = std::pin::pin!(body);
@@ -184,7 +210,14 @@ async fn run<B>(
             }
         }
         if let Some(previous) = held.replace(chunk) {
-            relay(&mut client, Ok(previous)).await;
+            let file_is_written = sink.is_some() && expected_len.is_some();
+            relay_chunk(
+                &mut client,
+                previous,
+                file_is_written,
+                (&cache, &id, &outcome),
+            )
+            .await;
         }
         if client.is_none() && sink.is_none() {
             return; // nobody left to read for
@@ -233,24 +266,96 @@ async fn run<B>(
     }
 }
 
-/// Sends to the client while it is there; forgets it when it has gone.
-async fn relay(
-    client: &mut Option<mpsc::Sender<Result<Bytes, BoxError>>>,
-    item: Result<Bytes, BoxError>,
+/// Sends a chunk to the client while it is there; forgets it when it has gone.
+///
+/// A client a whole channel behind may set the fill's pace while it is the only reader (the
+/// cache just fills at its speed). Once others follow the fill, and the file is being written,
+/// it is handed a follower at the byte it has reached and forgotten: it reads on from the file
+/// and holds nobody back.
+async fn relay_chunk(
+    client: &mut Option<Client>,
+    chunk: Bytes,
+    file_is_written: bool,
+    fill: (&ImageCache, &crate::ImageId, &FillOutcome),
 ) {
-    if let Some(sender) = client {
-        if sender.send(item).await.is_err() {
+    let Some(mut to) = client.take() else { return };
+    let sent = chunk.len() as u64;
+    match to.chunks.try_reserve() {
+        Ok(permit) => permit.send(Ok(chunk)),
+        Err(mpsc::error::TrySendError::Closed(())) => return,
+        Err(mpsc::error::TrySendError::Full(())) => {
+            let (cache, id, outcome) = fill;
+            let room = if file_is_written {
+                tokio::select! {
+                    room = to.chunks.reserve() => Some(room),
+                    () = outcome.followed() => None,
+                }
+            } else {
+                Some(to.chunks.reserve().await)
+            };
+            match room {
+                Some(Ok(permit)) => permit.send(Ok(chunk)),
+                Some(Err(_closed)) => return,
+                None => match follower_at(cache, id, to.sent).await {
+                    Some(follower) => {
+                        if to.handoff.send(follower).is_err() {
+                            tracing::debug!(image = %id, "the client left while falling behind");
+                        }
+                        return; // dropping `to.chunks` tells the body to read on from the file
+                    }
+                    None => {
+                        if to.chunks.send(Ok(chunk)).await.is_err() {
+                            return;
+                        }
+                    }
+                },
+            }
+        }
+    }
+    to.sent += sent;
+    *client = Some(to);
+}
+
+/// A follower of the fill of `id`, positioned at byte `at`.
+async fn follower_at(cache: &ImageCache, id: &crate::ImageId, at: u64) -> Option<FillFollower> {
+    let following = id.clone();
+    match cache.blocking(move |c| c.follow(&following)).await {
+        Ok(Some(follower)) => Some(follower.starting_at(at)),
+        Ok(None) => None,
+        Err(err) => {
+            tracing::debug!(image = %id, %err, "cannot hand a slow client over to the file");
+            None
+        }
+    }
+}
+
+/// Sends the end of the body (an error, or the held last chunk) to the client, if it is still
+/// fed by the fill, waiting for it as long as it takes.
+async fn relay(client: &mut Option<Client>, item: Result<Bytes, BoxError>) {
+    if let Some(to) = client {
+        if to.chunks.send(item).await.is_err() {
             *client = None;
         }
     }
 }
 
-/// What the client that started a fill reads: the chunks the fill task relays.
+/// What the client that started a fill reads: the chunks the fill task relays, then, if it fell
+/// behind, the rest from the fill's file.
 #[derive(Debug)]
 pub(crate) struct RelayBody {
     chunks: mpsc::Receiver<Result<Bytes, BoxError>>,
+    handed_off: Option<oneshot::Receiver<FillFollower>>,
+    follower: Option<FillFollower>,
     remaining: Option<u64>,
     done: bool,
+}
+
+impl RelayBody {
+    fn took(&mut self, chunk: &Bytes) {
+        if let Some(remaining) = self.remaining.as_mut() {
+            *remaining = remaining.saturating_sub(chunk.len() as u64);
+        }
+    }
 }
 
 impl Body for RelayBody {
@@ -264,12 +369,27 @@ impl Body for RelayBody {
         if self.done {
             return Poll::Ready(None);
         }
+        if let Some(follower) = self.follower.as_mut() {
+            let next = std::task::ready!(follower.poll_chunk(cx));
+            return Poll::Ready(match next {
+                Some(Ok(chunk)) => {
+                    self.took(&chunk);
+                    Some(Ok(Frame::data(chunk)))
+                }
+                Some(Err(err)) => {
+                    self.done = true;
+                    Some(Err(err.into()))
+                }
+                None => {
+                    self.done = true;
+                    None
+                }
+            });
+        }
         match self.chunks.poll_recv(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Ok(chunk))) => {
-                if let Some(remaining) = self.remaining.as_mut() {
-                    *remaining = remaining.saturating_sub(chunk.len() as u64);
-                }
+                self.took(&chunk);
                 Poll::Ready(Some(Ok(Frame::data(chunk))))
             }
             Poll::Ready(Some(Err(err))) => {
@@ -277,6 +397,13 @@ impl Body for RelayBody {
                 Poll::Ready(Some(Err(err)))
             }
             Poll::Ready(None) => {
+                // The fill handed this client over to its file (sent before the channel closed).
+                if let Some(mut handed_off) = self.handed_off.take() {
+                    if let Poll::Ready(Ok(follower)) = Pin::new(&mut handed_off).poll(cx) {
+                        self.follower = Some(follower);
+                        return self.poll_frame(cx);
+                    }
+                }
                 self.done = true;
                 // A fill task that stopped early (the runtime shutting down) is an error, never
                 // a short body that looks whole.

@@ -112,6 +112,8 @@ pub(crate) struct FillState {
     /// stops the commit or runs after it — never between rename and index write.
     commit: Mutex<()>,
     expected_size: Option<u64>,
+    /// Woken when a reader starts following the fill.
+    joined: tokio::sync::Notify,
 }
 
 /// A fill's progress, as readers following it see it.
@@ -142,6 +144,11 @@ impl FillState {
 
     pub(crate) fn expected_size(&self) -> Option<u64> {
         self.expected_size
+    }
+
+    /// Tells whoever waits in [`FillOutcome::followed`] that a reader joined.
+    pub(crate) fn joined(&self) {
+        self.joined.notify_waiters();
     }
 
     /// Records how the fill ended; the first word stands.
@@ -214,6 +221,7 @@ impl ImageCache {
             cancelled: AtomicBool::new(false),
             commit: Mutex::new(()),
             expected_size: expected.size,
+            joined: tokio::sync::Notify::new(),
         });
         {
             let mut fills = lock(&inner.fills);
@@ -500,6 +508,17 @@ impl FillOutcome {
     /// Whether any reader follows the fill (besides this handle).
     pub fn is_followed(&self) -> bool {
         self.state.progress.receiver_count() > 1
+    }
+
+    /// Resolves once a reader follows the fill (besides this handle).
+    pub async fn followed(&self) {
+        loop {
+            let joined = self.state.joined.notified();
+            if self.is_followed() {
+                return;
+            }
+            joined.await;
+        }
     }
 
     /// Waits for the fill to end (commit, or any kind of rollback).

@@ -63,6 +63,7 @@ impl ImageCache {
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(err) => return Err(err),
         };
+        state.joined();
         Ok(Some(FillFollower {
             id: id.clone(),
             file: Arc::new(file),
@@ -76,6 +77,13 @@ impl ImageCache {
 }
 
 impl FillFollower {
+    /// The same follower, handing out bytes from `pos` on (for a reader that already has the
+    /// bytes before it).
+    pub(crate) fn starting_at(mut self, pos: u64) -> Self {
+        self.pos = pos.min(self.size);
+        self
+    }
+
     /// The image's full size (the fill's expected size).
     pub fn size(&self) -> u64 {
         self.size
