@@ -200,7 +200,12 @@ fn now_iso() -> String {
 
 impl AppState {
     fn caller(&self, headers: &HeaderMap) -> Result<&Caller, ApiError> {
-        let token = headers.get("x-auth-token").and_then(|v| v.to_str().ok());
+        // Two tokens are no token: a proxy joining them would send neither.
+        let mut tokens = headers.get_all("x-auth-token").iter();
+        let token = match (tokens.next(), tokens.next()) {
+            (Some(token), None) => token.to_str().ok(),
+            _ => None,
+        };
         token
             .and_then(|t| self.callers.get(t))
             .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "a valid X-Auth-Token is required"))

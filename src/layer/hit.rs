@@ -64,7 +64,12 @@ fn decide(headers: &HeaderMap, record: &CachedImage) -> Answer {
             return Answer::NotModified;
         }
     }
-    let Some(range) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+    // A repeated `Range` is as malformed as a garbled one: ignored.
+    let mut ranges = headers.get_all(header::RANGE).iter();
+    let (Some(range), None) = (ranges.next(), ranges.next()) else {
+        return Answer::Whole;
+    };
+    let Ok(range) = range.to_str() else {
         return Answer::Whole;
     };
     if let Some(if_range) = headers.get(header::IF_RANGE) {
@@ -207,7 +212,7 @@ mod tests {
     fn decide_with(pairs: &[(HeaderName, &str)]) -> Answer {
         let mut headers = HeaderMap::new();
         for (name, value) in pairs {
-            headers.insert(name.clone(), HeaderValue::from_str(value).unwrap());
+            headers.append(name.clone(), HeaderValue::from_str(value).unwrap());
         }
         decide(&headers, &record())
     }
@@ -233,6 +238,14 @@ mod tests {
         assert_eq!(
             decide_with(&[(header::RANGE, "bytes=1000-")]),
             Answer::Unsatisfiable
+        );
+    }
+
+    #[test]
+    fn a_repeated_range_is_ignored() {
+        assert_eq!(
+            decide_with(&[(header::RANGE, "bytes=0-0"), (header::RANGE, "bytes=1-1")]),
+            Answer::Whole
         );
     }
 

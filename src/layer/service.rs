@@ -149,9 +149,11 @@ where
         let settings = Arc::clone(&self.settings);
         ResponseFuture::cache(Box::pin(async move {
             match action {
-                Action::Download(id) => download(settings, ready, id, request).await,
+                Action::Download(id) if !settings.cache.is_reserved(&id) => {
+                    download(settings, ready, id, request).await
+                }
                 Action::Evict(id) => evict(settings, ready, id, request).await,
-                Action::UnsafeDownload | Action::PassThrough => {
+                Action::Download(_) | Action::UnsafeDownload | Action::PassThrough => {
                     pass(&settings, ready, request, CacheStatus::Bypass).await
                 }
             }

@@ -27,7 +27,7 @@ use crate::store::{lock, FillEnd, FillFollower, FillOutcome, FillWriter};
 use crate::ImageCache;
 
 /// Chunks in flight towards the cache writer, and towards the client.
-const CHANNEL_CHUNKS: usize = 16;
+const CHANNEL_CHUNKS: usize = 4;
 
 /// How the source body ended, as far as the cache writer is concerned.
 #[derive(Debug, Default)]

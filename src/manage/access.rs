@@ -70,7 +70,7 @@ impl ManageAccess for RoleHeader {
 }
 
 /// Allows callers presenting one static token in `X-Auth-Token` (or `Authorization: Bearer`),
-/// compared in constant time.
+/// compared in constant time. A header given twice counts as not given.
 #[derive(Clone)]
 pub struct StaticToken {
     token: Vec<u8>,
@@ -93,16 +93,24 @@ impl fmt::Debug for StaticToken {
 
 impl ManageAccess for StaticToken {
     fn allows(&self, request: &request::Parts) -> bool {
-        let x_auth = request.headers.get("x-auth-token").map(|v| v.as_bytes());
-        let bearer = request
-            .headers
-            .get(AUTHORIZATION)
+        let x_auth = only_one(&request.headers, "x-auth-token").map(|v| v.as_bytes());
+        let bearer = only_one(&request.headers, AUTHORIZATION.as_str())
             .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
         !self.token.is_empty()
             && [x_auth, bearer]
                 .into_iter()
                 .flatten()
                 .any(|given| constant_time_eq(given, &self.token))
+    }
+}
+
+/// The header's value when it is given exactly once: a repeated credential is ambiguous, and
+/// refused rather than guessed at.
+fn only_one<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a http::HeaderValue> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (Some(value), None) => Some(value),
+        _ => None,
     }
 }
 
@@ -147,6 +155,15 @@ mod tests {
             );
         }
         assert!(!StaticToken::new("").allows(&parts(&[("x-auth-token", "")])));
+        // Given twice, even once right, it is ambiguous.
+        for twice in [
+            ["s3cret", "other"],
+            ["other", "s3cret"],
+            ["s3cret", "s3cret"],
+        ] {
+            let headers = twice.map(|token| ("x-auth-token", token));
+            assert!(!access.allows(&parts(&headers)), "{twice:?}");
+        }
     }
 
     #[test]

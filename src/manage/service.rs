@@ -196,10 +196,16 @@ fn admit(shared: &Shared, endpoint: &Endpoint<'_>, parts: &request::Parts) -> Re
             "this route takes no request body",
         ));
     }
-    let id = |raw: &str| {
-        ImageId::new(raw).map_err(|err| {
-            Refusal::new(StatusCode::BAD_REQUEST, format!("invalid image id: {err}"))
-        })
+    let id = |raw: &str| match ImageId::new(raw) {
+        Ok(id) if shared.cache.is_reserved(&id) => Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            format!("invalid image id: {id} is a name the cache uses for its own files"),
+        )),
+        Ok(id) => Ok(id),
+        Err(err) => Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            format!("invalid image id: {err}"),
+        )),
     };
     let method = &parts.method;
     Ok(match endpoint {

@@ -75,6 +75,9 @@ pub enum FillError {
     /// The image is already cached.
     #[error("the image is already cached")]
     AlreadyCached,
+    /// The id is a name the cache uses for itself (see [`ImageCache::is_reserved`]).
+    #[error("the image id names the cache's own files")]
+    Reserved,
     /// The image is larger than `image_cache_max_size`.
     #[error("the image ({size} bytes) is larger than the whole cache ({max_size} bytes)")]
     TooLarge {
@@ -208,6 +211,9 @@ impl fmt::Debug for FillWriter {
 impl ImageCache {
     /// Starts filling `id`: creates `incomplete/<id>`. Only one fill per image runs at a time.
     pub fn begin_fill(&self, id: &ImageId, expected: Expected) -> Result<FillWriter, FillError> {
+        if self.is_reserved(id) {
+            return Err(FillError::Reserved);
+        }
         let inner = &self.inner;
         let max_size = inner.config.image_cache_max_size;
         if let Some(size) = expected.size.filter(|size| *size > max_size) {

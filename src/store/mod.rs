@@ -197,6 +197,14 @@ impl ImageCache {
         &self.inner.config
     }
 
+    /// Whether `id` is a name the cache uses for itself in `image_cache_dir`: the sled database
+    /// (`image_cache_sqlite_db`), `incomplete` or `invalid`. Such an image is never cached, nor
+    /// queued; the layer passes its downloads through and the management routes refuse it.
+    pub fn is_reserved(&self, id: &ImageId) -> bool {
+        let name = id.as_str();
+        name == self.inner.config.image_cache_sqlite_db || name == "incomplete" || name == "invalid"
+    }
+
     /// Whether a committed copy of `id` is in the cache.
     pub fn is_cached(&self, id: &ImageId) -> bool {
         self.inner.read_entries().contains_key(id)

@@ -7,7 +7,7 @@ impl ImageCache {
     /// Queues `id` for the prefetcher. Returns `false`, queueing nothing, when it is cached,
     /// being filled, or queued already (as Glance's `queue_image` does).
     pub fn queue_image(&self, id: &ImageId) -> Result<bool, StoreError> {
-        if self.is_cached(id) || self.is_filling(id) {
+        if self.is_cached(id) || self.is_filling(id) || self.is_reserved(id) {
             return Ok(false);
         }
         let added = self.inner.index.enqueue(id)?;
