@@ -37,6 +37,9 @@
 #[doc(hidden)]
 pub mod cli;
 pub mod config;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod image_id;
 pub mod layer;
 pub mod manage;

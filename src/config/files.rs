@@ -121,7 +121,19 @@ impl CacheConfig {
     pub fn from_files<P: AsRef<Path>>(
         files: impl IntoIterator<Item = P>,
     ) -> Result<Self, ConfigError> {
-        let settings = read_defaults(files)?;
+        let mut texts = Vec::new();
+        for file in files {
+            let file = file.as_ref();
+            let text = std::fs::read_to_string(file)
+                .map_err(|err| ConfigError::in_file(file, format!("cannot be read: {err}")))?;
+            texts.push((file.to_path_buf(), text));
+        }
+        Self::from_texts(&texts)
+    }
+
+    /// [`CacheConfig::from_files`] on texts already read, each with the file it came from.
+    pub(crate) fn from_texts(texts: &[(PathBuf, String)]) -> Result<Self, ConfigError> {
+        let settings = read_defaults(texts)?;
         let Some(dir) = settings.get("image_cache_dir") else {
             return Err(ConfigError {
                 file: None,
@@ -177,15 +189,10 @@ fn check_driver(driver: &Setting) -> Result<(), ConfigError> {
 }
 
 /// The `[DEFAULT]` options of every file, later files overriding earlier ones.
-fn read_defaults<P: AsRef<Path>>(
-    files: impl IntoIterator<Item = P>,
-) -> Result<HashMap<String, Setting>, ConfigError> {
+fn read_defaults(texts: &[(PathBuf, String)]) -> Result<HashMap<String, Setting>, ConfigError> {
     let mut settings = HashMap::new();
-    for file in files {
-        let file = file.as_ref();
-        let text = std::fs::read_to_string(file)
-            .map_err(|err| ConfigError::in_file(file, format!("cannot be read: {err}")))?;
-        let ini = ini::Ini::load_from_str(&text).map_err(|err| {
+    for (file, text) in texts {
+        let ini = ini::Ini::load_from_str(text).map_err(|err| {
             ConfigError::in_file(file, format!("is not a valid configuration file: {err}"))
         })?;
         let Some(defaults) = ini.section(Some("DEFAULT")) else {

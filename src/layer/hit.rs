@@ -40,7 +40,7 @@ pub(crate) fn is_partial_or_conditional(headers: &HeaderMap) -> bool {
 
 /// What to send for a cached image.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Answer {
+pub(crate) enum Answer {
     NotModified,
     Whole,
     Part(RangeInclusive<u64>),
@@ -51,7 +51,7 @@ fn etag(record: &CachedImage) -> Option<String> {
     record.checksum.as_ref().map(|md5| format!("\"{md5}\""))
 }
 
-fn decide(headers: &HeaderMap, record: &CachedImage) -> Answer {
+pub(crate) fn decide(headers: &HeaderMap, record: &CachedImage) -> Answer {
     let etag = etag(record);
     if let Some(if_none_match) = headers
         .get(header::IF_NONE_MATCH)

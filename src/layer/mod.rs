@@ -42,10 +42,10 @@
 mod access;
 mod body;
 mod future;
-mod hit;
+pub(crate) mod hit;
 #[allow(clippy::module_inception)]
 mod layer;
-mod route;
+pub(crate) mod route;
 mod service;
 mod single_flight;
 mod tee;

@@ -48,7 +48,7 @@ mod access;
 mod handlers;
 #[allow(clippy::module_inception)]
 mod layer;
-mod routes;
+pub(crate) mod routes;
 mod service;
 
 pub use crate::prefetch::PrefetchHandle;
