@@ -336,3 +336,38 @@ async fn a_leader_that_never_reads_holds_nobody_back() {
     );
     assert!(response[split..] == data[..], "the stalled client's bytes");
 }
+
+/// Deleting an image from the cache while it is filled stops the commit, not the downloads:
+/// the client that started the fill and those following it all get every byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_delete_during_a_fill_spares_every_download() {
+    let server = Arc::new(TestServer::start().await);
+    let data = image_data(4 * 1024 * 1024);
+    let gate = Arc::new(Semaphore::new(8));
+    server.api.add(
+        "img",
+        FakeImage::private(data.clone()).behavior(Behavior::Gated(gate.clone())),
+    );
+    let downloads: Vec<_> = (0..8)
+        .map(|_| {
+            let server = Arc::clone(&server);
+            tokio::spawn(async move { download(&server, "img").await })
+        })
+        .collect();
+    eventually("the fill runs", || server.cache.is_filling(&id("img"))).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!server.cache.delete_cached_image(&id("img")).unwrap());
+
+    let slow = trickle(gate, 4);
+    for downloaded in downloads {
+        assert_eq!(downloaded.await.unwrap().unwrap(), data);
+    }
+    slow.abort();
+    server.cache.idle().await;
+    assert!(
+        !server.cache.is_cached(&id("img")),
+        "the delete stopped the commit"
+    );
+    assert_eq!(server.api.body_requests(), 1);
+    assert!(listing(&server.cache_dir().join("incomplete")).is_empty());
+}

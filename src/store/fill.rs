@@ -281,11 +281,10 @@ impl FillWriter {
 
     /// Appends `chunk`. After an error the fill is over: the partial file is removed and every
     /// later call fails.
+    ///
+    /// A cancelled fill (its image was deleted from the cache) writes on: the downloads reading
+    /// it get their bytes, and only the commit is refused.
     pub fn write(&mut self, chunk: &[u8]) -> Result<(), FillError> {
-        if self.state.is_cancelled() {
-            self.discard(Discard::Remove, "the image was deleted");
-            return Err(FillError::Cancelled);
-        }
         let max_size = self.cache.config.image_cache_max_size;
         let size = self.written + chunk.len() as u64;
         if size > max_size && self.file.is_some() {
