@@ -162,6 +162,20 @@ async fn a_thousand_connections_for_a_minute() {
     );
 }
 
+/// An error with its causes, without the URL (so errors of a kind count together).
+fn chain(err: &reqwest::Error) -> String {
+    let mut text = String::new();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(&format!("{cause}; "));
+        source = cause.source();
+    }
+    if text.is_empty() {
+        text = err.to_string();
+    }
+    text
+}
+
 /// One request of the mix; `Ok(kind)` when the answer was right.
 async fn one_request(
     client: &reqwest::Client,
@@ -176,7 +190,7 @@ async fn one_request(
             .header("x-auth-token", ADMIN)
             .send()
             .await
-            .map_err(|e| format!("send: {e}"))
+            .map_err(|e| format!("send: {}", chain(&e)))
     };
     let expect = |status: u16, allowed: &[u16], what: &str| {
         if allowed.contains(&status) {
@@ -196,7 +210,7 @@ async fn one_request(
             let body = response
                 .bytes()
                 .await
-                .map_err(|e| format!("GET body: {e}"))?;
+                .map_err(|e| format!("GET body: {}", chain(&e)))?;
             if hex::encode(md5::Md5::digest(&body)) != image.md5 {
                 return Err(format!(
                     "GET: wrong bytes ({} of {})",
@@ -221,7 +235,7 @@ async fn one_request(
             let body = response
                 .bytes()
                 .await
-                .map_err(|e| format!("range body: {e}"))?;
+                .map_err(|e| format!("range body: {}", chain(&e)))?;
             let want = if status == 206 {
                 &image.data[start as usize..=end as usize]
             } else {
