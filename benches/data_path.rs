@@ -1,7 +1,8 @@
-//! The data path in-process: hits served from the cache, and a miss that fills it against the
-//! same download without the cache. Bodies are drained, as a client would.
+//! The data path in-process: hits served from the cache, a miss that fills it against the same
+//! download without the cache (bodies drained, as a client would), what verifying a fill costs,
+//! and the index at 100,000 entries (listing, pruning half, reopening).
 //!
-//! `cargo bench --bench data_path`
+//! `cargo bench --bench data_path` (a few minutes; `-- index` runs one group)
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -18,6 +19,25 @@ use tower_image_cache::{CacheConfig, CacheLayer, ImageCache, ImageId, InnerMetad
 #[derive(Clone)]
 struct MemoryApi {
     data: Bytes,
+    /// The metadata document, with the data's `checksum` and `os_hash_value`.
+    metadata: Bytes,
+}
+
+impl MemoryApi {
+    fn new(data: Bytes) -> Self {
+        use md5::Digest;
+        let metadata = serde_json::json!({
+            "status": "active",
+            "size": data.len(),
+            "checksum": hex::encode(md5::Md5::digest(&data)),
+            "os_hash_algo": "sha512",
+            "os_hash_value": hex::encode(sha2::Sha512::digest(&data)),
+        });
+        MemoryApi {
+            data,
+            metadata: metadata.to_string().into(),
+        }
+    }
 }
 
 impl Service<Request<Full<Bytes>>> for MemoryApi {
@@ -45,7 +65,7 @@ impl Service<Request<Full<Bytes>>> for MemoryApi {
                 .map(|c| self.data.slice_ref(c))
                 .collect()
         } else {
-            vec![Bytes::from_static(br#"{"status": "active"}"#)]
+            vec![self.metadata.clone()]
         };
         let frames: Vec<_> = frames
             .into_iter()
@@ -101,7 +121,7 @@ fn hits(c: &mut Criterion) {
         let dir = tempfile::tempdir().unwrap();
         let data = Bytes::from(vec![7u8; size]);
         let cache = cached(dir.path(), &data);
-        let api = MemoryApi { data: data.clone() };
+        let api = MemoryApi::new(data.clone());
         group.throughput(Throughput::Bytes(size as u64));
         let trust = CacheLayer::new(cache.clone(), TrustAll).layer(api.clone());
         group.bench_with_input(BenchmarkId::new("trust", size), &size, |b, _| {
@@ -128,7 +148,7 @@ fn fills(c: &mut Criterion) {
     let size = 64 * 1024 * 1024;
     let data = Bytes::from(vec![9u8; size]);
     group.throughput(Throughput::Bytes(size as u64));
-    let api = MemoryApi { data };
+    let api = MemoryApi::new(data);
     group.bench_function("passthrough", |b| {
         b.to_async(&runtime).iter(|| async {
             let response = api.clone().oneshot(get("img")).await.unwrap();
@@ -137,24 +157,155 @@ fn fills(c: &mut Criterion) {
     });
     let dir = tempfile::tempdir().unwrap();
     let cache = ImageCache::open(CacheConfig::new(dir.path())).unwrap();
-    let service = CacheLayer::new(cache.clone(), TrustAll).layer(api.clone());
     let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    group.bench_function("fill", |b| {
-        b.to_async(&runtime).iter(|| async {
-            // A fresh id each time: every iteration is a miss that writes and commits.
-            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let response = service
-                .clone()
-                .oneshot(get(&format!("img{n}")))
-                .await
-                .unwrap();
-            assert_eq!(drain(response.into_body()).await, size);
-            cache.idle().await;
-            cache.delete_all_cached_images().unwrap();
+    // `trust`: the length and MD5 are verified; `metadata`: SHA-512 too (os_hash_value).
+    let trust = CacheLayer::new(cache.clone(), TrustAll).layer(api.clone());
+    let metadata = CacheLayer::new(cache.clone(), InnerMetadata::new()).layer(api.clone());
+    group.bench_function("fill md5", |b| {
+        b.to_async(&runtime)
+            .iter(|| fill_once(trust.clone(), &cache, &counter, size))
+    });
+    group.bench_function("fill md5+sha512", |b| {
+        b.to_async(&runtime)
+            .iter(|| fill_once(metadata.clone(), &cache, &counter, size))
+    });
+    group.finish();
+}
+
+/// One miss of a fresh id through `service`: drained, committed, then removed again.
+async fn fill_once<S>(
+    service: S,
+    cache: &ImageCache,
+    counter: &std::sync::atomic::AtomicU64,
+    size: usize,
+) where
+    S: Service<Request<Full<Bytes>>, Error = Infallible>,
+    S::Response: IntoBody,
+{
+    let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = format!("img{n}");
+    let response = service.oneshot(get(&id)).await.unwrap();
+    assert_eq!(response.drained().await, size);
+    cache.idle().await;
+    assert!(cache.is_cached(&ImageId::new(&id).unwrap()));
+    cache.delete_all_cached_images().unwrap();
+}
+
+/// A response whose body can be drained (whatever the body type).
+trait IntoBody {
+    async fn drained(self) -> usize;
+}
+
+impl<B> IntoBody for Response<B>
+where
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    async fn drained(self) -> usize {
+        drain(self.into_body()).await
+    }
+}
+
+/// What verification costs on its own: the hashes a fill computes, per byte.
+fn hashes(c: &mut Criterion) {
+    use md5::Digest;
+    let mut group = c.benchmark_group("verify");
+    group.sample_size(10);
+    let data = vec![5u8; 64 * 1024 * 1024];
+    group.throughput(Throughput::Bytes(data.len() as u64));
+    group.bench_function("md5", |b| {
+        b.iter(|| {
+            let mut md5 = md5::Md5::new();
+            for chunk in data.chunks(1024 * 1024) {
+                md5.update(chunk);
+            }
+            md5.finalize()
+        })
+    });
+    group.bench_function("sha512", |b| {
+        b.iter(|| {
+            let mut sha512 = sha2::Sha512::new();
+            for chunk in data.chunks(1024 * 1024) {
+                sha512.update(chunk);
+            }
+            sha512.finalize()
         })
     });
     group.finish();
 }
 
-criterion_group!(benches, hits, fills);
+const ENTRIES: usize = 100_000;
+
+/// Writes `ENTRIES` one-byte images (those missing) straight into a cache directory.
+fn fill_directory(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..ENTRIES {
+        let path = dir.join(format!("image-{i:06}"));
+        if !path.exists() {
+            std::fs::write(path, b"x").unwrap();
+        }
+    }
+}
+
+/// The index at 100,000 entries: list them (the store, and `GET /v2/cache` through the
+/// management layer), prune half, and reopen (load and reconcile with the files).
+fn index(c: &mut Criterion) {
+    use tower_image_cache::manage::{CacheManageLayer, StaticToken};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut group = c.benchmark_group("index_100k");
+    group.sample_size(10);
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        CacheConfig::new(dir.path().join("cache")).image_cache_max_size(ENTRIES as u64 / 2);
+    fill_directory(&config.image_cache_dir);
+    // The first open adopts every file into the index.
+    let cache = ImageCache::open(config.clone()).unwrap();
+    assert_eq!(cache.cached_images().len(), ENTRIES);
+
+    group.bench_function("list", |b| {
+        b.iter(|| assert_eq!(cache.cached_images().len(), ENTRIES))
+    });
+    let manage = CacheManageLayer::new(cache.clone(), StaticToken::new("t")).layer(
+        tower::service_fn(|_: Request<Full<Bytes>>| async {
+            Ok::<_, Infallible>(Response::new(Full::<Bytes>::default()))
+        }),
+    );
+    group.bench_function("GET /v2/cache", |b| {
+        b.to_async(&runtime).iter(|| async {
+            let request = Request::get("/v2/cache")
+                .header("x-auth-token", "t")
+                .body(Full::default())
+                .unwrap();
+            let response = manage.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), 200);
+            assert!(drain(response.into_body()).await > ENTRIES * 100);
+        })
+    });
+    drop(manage);
+    drop(cache);
+
+    group.bench_function("reopen", |b| {
+        b.iter(|| {
+            let cache = ImageCache::open(config.clone()).unwrap();
+            assert_eq!(cache.cached_images().len(), ENTRIES);
+        })
+    });
+    group.bench_function("prune half", |b| {
+        b.iter_custom(|iterations| {
+            let mut total = std::time::Duration::ZERO;
+            for _ in 0..iterations {
+                fill_directory(&config.image_cache_dir);
+                let cache = ImageCache::open(config.clone()).unwrap();
+                let started = std::time::Instant::now();
+                let pruned = cache.prune().unwrap();
+                total += started.elapsed();
+                assert_eq!(pruned.total_files_pruned, ENTRIES / 2);
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, hits, fills, hashes, index);
 criterion_main!(benches);

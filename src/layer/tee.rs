@@ -154,7 +154,7 @@ fn write_fill(
     outcome: Arc<Mutex<Outcome>>,
 ) {
     while let Some(chunk) = chunks.blocking_recv() {
-        if let Err(err) = writer.write(&chunk) {
+        if let Err(err) = writer.write_bytes(chunk) {
             tracing::warn!(image = %writer.id(), %err, "cache write failed; the download goes on uncached");
             return;
         }

@@ -17,6 +17,10 @@ use crate::ImageId;
 /// How much one read takes from the file: large, so a 1 GiB image is a thousand reads.
 pub(crate) const CHUNK_SIZE: usize = 1024 * 1024;
 
+/// Images up to this size are read whole when they are opened, in the same blocking call: a
+/// small hit then costs one trip to the blocking pool instead of two.
+const READ_AT_OPEN: u64 = 64 * 1024;
+
 /// An open committed image, read chunk by chunk on tokio's blocking pool.
 ///
 /// The file stays readable even if the image is evicted meanwhile (the open handle keeps it).
@@ -31,6 +35,8 @@ pub struct ImageReader {
     file: Arc<File>,
     pos: u64,
     end: u64,
+    /// The whole image, when it was small enough to read at open.
+    whole: Option<Bytes>,
     pending: Option<JoinHandle<io::Result<Bytes>>>,
 }
 
@@ -68,6 +74,11 @@ impl ImageCache {
                 .map_err(|err| io::Error::other(err.to_string()))?;
             return Ok(None);
         }
+        let whole = match record.size {
+            0 => None,
+            size if size <= READ_AT_OPEN => Some(read_exact_at(&file, 0, size as usize)?),
+            _ => None,
+        };
         Ok(Some(ImageReader {
             cache: Arc::clone(&self.inner),
             id: id.clone(),
@@ -76,6 +87,7 @@ impl ImageCache {
             record,
             file: Arc::new(file),
             pos: 0,
+            whole,
             pending: None,
         }))
     }
@@ -107,6 +119,12 @@ impl ImageReader {
         if self.pending.is_none() {
             if self.pos >= self.end {
                 return Poll::Ready(None);
+            }
+            if let Some(whole) = self.whole.take() {
+                let chunk = whole.slice(self.pos as usize..self.end as usize);
+                self.pos = self.end;
+                self.cache.record_hit(&self.id, self.generation);
+                return Poll::Ready(Some(Ok(chunk)));
             }
             let len = (self.end - self.pos).min(CHUNK_SIZE as u64) as usize;
             let (file, at) = (Arc::clone(&self.file), self.pos);
