@@ -258,6 +258,7 @@ def main():
     subprocess.run(["cargo", "build", "--release", "--example", "image_server"], cwd=ROOT,
                    check=True)
     work = tempfile.mkdtemp(prefix="tic-compare-")
+    os.chmod(work, 0o755)  # nginx workers run as another user
     servers = []
     rows = []
     try:
@@ -432,9 +433,10 @@ def run(work, servers, rows):
     for i in range(100_000):
         with open(os.path.join(cache_dir, f"image-{i:06d}"), "wb") as f:
             f.write(b"x")
+    os.sync()  # a cache's files were not all written a moment ago: no writeback in the way
     conf = os.path.join(work, "many.conf")
     with open(conf, "w") as f:
-        f.write("[DEFAULT]\nimage_cache_max_size = 50000\n")
+        f.write(f"[DEFAULT]\nimage_cache_dir = {cache_dir}\nimage_cache_max_size = 50000\n")
     first = Server("many", big_dir, "--config-file", conf)
     first.stop()
     again = Server("many", big_dir, "--config-file", conf)

@@ -245,6 +245,8 @@ fn fill_directory(dir: &std::path::Path) {
             std::fs::write(path, b"x").unwrap();
         }
     }
+    // A cache's files were not all written a moment ago: no writeback in the way of the unlinks.
+    let _ = std::process::Command::new("sync").status();
 }
 
 /// The index at 100,000 entries: list them (the store, and `GET /v2/cache` through the

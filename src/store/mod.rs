@@ -341,9 +341,11 @@ impl Inner {
             self.index.remove_all(removed.iter().map(|(id, _)| *id))?;
             removed
         };
-        for (id, _) in &removed {
-            fs::remove_if_present(&self.layout.committed(id))?;
-        }
+        let files: Vec<_> = removed
+            .iter()
+            .map(|(id, _)| self.layout.committed(id))
+            .collect();
+        fs::remove_all_present(&files)?;
         if !removed.is_empty() {
             self.index.flush()?;
         }
