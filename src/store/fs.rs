@@ -128,13 +128,11 @@ pub(crate) fn remove_all_present(paths: &[PathBuf]) -> io::Result<()> {
                 scope.spawn(move || part.iter().try_for_each(|p| remove_if_present(p).map(drop)))
             })
             .collect();
-        workers
-            .into_iter()
-            .map(|worker| {
-                worker
-                    .join()
-                    .unwrap_or_else(|_| Err(io::Error::other("a file removal thread panicked")))
-            })
-            .collect()
+        // The scope joins every worker; the first error is the answer.
+        workers.into_iter().try_for_each(|worker| {
+            worker
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("a file removal thread panicked")))
+        })
     })
 }
