@@ -265,8 +265,32 @@ where
     Ok(parse_metadata(&document).map_or(Access::PassThrough, Access::Serve))
 }
 
+/// The fields of an image document the cache reads; the others are skipped unparsed.
+#[derive(serde::Deserialize)]
+struct Document<'a> {
+    #[serde(borrow)]
+    status: Option<std::borrow::Cow<'a, str>>,
+    checksum: Option<String>,
+    os_hash_algo: Option<String>,
+    os_hash_value: Option<String>,
+    size: Option<u64>,
+}
+
 /// The metadata of an active image, or `None` for anything else.
 fn parse_metadata(document: &[u8]) -> Option<ImageMeta> {
+    // The usual document, read without building a tree of every field (a hit's hot path).
+    if let Ok(doc) = serde_json::from_slice::<Document<'_>>(document) {
+        if doc.status.as_deref() != Some("active") {
+            return None;
+        }
+        return Some(ImageMeta {
+            checksum: doc.checksum,
+            os_hash_algo: doc.os_hash_algo,
+            os_hash_value: doc.os_hash_value,
+            size: doc.size,
+        });
+    }
+    // An odd one (a field of an unexpected type): read what can be read.
     let value: serde_json::Value = serde_json::from_slice(document).ok()?;
     if value.get("status")?.as_str()? != "active" {
         return None;
@@ -315,6 +339,10 @@ mod tests {
         assert_eq!(meta.size, Some(3));
         assert_eq!(meta.os_hash_value.as_deref(), Some("cd"));
         assert!(parse_metadata(br#"{"status":"deactivated"}"#).is_none());
+        // A field of an unexpected type is read as absent, not as a refusal.
+        let odd = parse_metadata(br#"{"status":"active","size":"12","checksum":null,"tags":[1]}"#)
+            .unwrap();
+        assert_eq!((odd.size, odd.checksum), (None, None));
         assert!(parse_metadata(br#"{"id":"x"}"#).is_none());
         assert!(parse_metadata(b"not json").is_none());
     }

@@ -15,6 +15,7 @@ use http_range_header::RangeUnsatisfiableError;
 
 use super::body::CacheBody;
 use super::service::{CacheStatus, Settings};
+use crate::store::read::READ_AT_OPEN;
 use crate::store::CachedImage;
 use crate::ImageId;
 
@@ -112,8 +113,15 @@ pub(crate) async fn serve<A, B>(
         *method == Method::GET && matches!(answer, Answer::Whole | Answer::Part(_))
     };
     let body = if reads_file(&answer) {
-        let opening = id.clone();
-        let reader = match cache.blocking(move |c| c.open_for_read(&opening)).await {
+        let opened = if record.size <= READ_AT_OPEN {
+            // A small image: open and read it in place, as a page-cache copy costs less than two
+            // thread hand-offs (which were most of a small hit's time).
+            cache.open_for_read(id).map_err(|err| err.to_string())
+        } else {
+            let opening = id.clone();
+            cache.blocking(move |c| c.open_for_read(&opening)).await
+        };
+        let reader = match opened {
             Ok(Some(reader)) => reader,
             Ok(None) => return None,
             Err(err) => {

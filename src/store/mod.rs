@@ -43,7 +43,7 @@ mod housekeeping;
 mod index;
 mod maintenance;
 mod queue;
-mod read;
+pub(crate) mod read;
 mod reconcile;
 #[cfg(test)]
 mod tests;

@@ -17,9 +17,10 @@ use crate::ImageId;
 /// How much one read takes from the file: large, so a 1 GiB image is a thousand reads.
 pub(crate) const CHUNK_SIZE: usize = 1024 * 1024;
 
-/// Images up to this size are read whole when they are opened, in the same blocking call: a
-/// small hit then costs one trip to the blocking pool instead of two.
-const READ_AT_OPEN: u64 = 64 * 1024;
+/// Images up to this size are read whole when they are opened. Opening and reading such an image
+/// (from the page cache: microseconds) costs less than handing it to the blocking pool and back,
+/// so the layer does it in place (see `layer::hit`).
+pub(crate) const READ_AT_OPEN: u64 = 64 * 1024;
 
 /// An open committed image, read chunk by chunk on tokio's blocking pool.
 ///
@@ -66,7 +67,15 @@ impl ImageCache {
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(err) => return Err(err),
         };
-        let on_disk = file.metadata()?.len();
+        // A small image is read whole here, one byte past its size, which also tells its length
+        // on disk; a larger one asks the file system.
+        let (whole, on_disk) = if record.size > 0 && record.size <= READ_AT_OPEN {
+            let read = read_up_to(&file, record.size as usize + 1)?;
+            let len = read.len() as u64;
+            (Some(read.slice(..(len.min(record.size) as usize))), len)
+        } else {
+            (None, file.metadata()?.len())
+        };
         if on_disk != record.size {
             // Not the bytes that were verified: drop it so the next request fills it afresh.
             tracing::error!(image = %id, indexed = record.size, on_disk, "a cached file has the wrong size; removing it");
@@ -74,11 +83,6 @@ impl ImageCache {
                 .map_err(|err| io::Error::other(err.to_string()))?;
             return Ok(None);
         }
-        let whole = match record.size {
-            0 => None,
-            size if size <= READ_AT_OPEN => Some(read_exact_at(&file, 0, size as usize)?),
-            _ => None,
-        };
         Ok(Some(ImageReader {
             cache: Arc::clone(&self.inner),
             id: id.clone(),
@@ -150,6 +154,22 @@ impl ImageReader {
     pub async fn next_chunk(&mut self) -> Option<io::Result<Bytes>> {
         std::future::poll_fn(|cx| self.poll_chunk(cx)).await
     }
+}
+
+/// Reads from the start of `file` until `limit` bytes or the end of the file.
+fn read_up_to(file: &File, limit: usize) -> io::Result<Bytes> {
+    let mut buf = vec![0u8; limit];
+    let mut filled = 0;
+    while filled < limit {
+        match file.read_at(&mut buf[filled..], filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    buf.truncate(filled);
+    Ok(Bytes::from(buf))
 }
 
 pub(crate) fn read_exact_at(file: &File, at: u64, len: usize) -> io::Result<Bytes> {

@@ -685,3 +685,25 @@ fn a_failing_create_starts_no_fill_and_leaves_nothing() {
     assert!(!cache.is_filling(&id("img")));
     assert!(names(&dir.path().join("incomplete")).is_empty());
 }
+
+#[test]
+fn a_cached_file_whose_size_changed_on_disk_is_never_read() {
+    // Small images are read whole at open; larger ones are streamed: both check the length.
+    for size in [100, 200_000] {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = open(dir.path());
+        let data = vec![3u8; size];
+        for (change, what) in [(1i64, "grown"), (-1, "shrunk")] {
+            fill(&cache, "img", &data);
+            let path = dir.path().join("img");
+            let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            file.set_len((size as i64 + change) as u64).unwrap();
+            assert!(
+                cache.open_for_read(&id("img")).unwrap().is_none(),
+                "{size} bytes, {what}"
+            );
+            assert!(!cache.is_cached(&id("img")), "{size} bytes, {what}");
+            assert!(!path.exists(), "{size} bytes, {what}: removed");
+        }
+    }
+}
