@@ -28,13 +28,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::Router;
 use bytes::Bytes;
 use common::*;
 use http_body_util::BodyExt;
 use tower::{Layer, ServiceExt};
-use tower_image_cache::manage::{CacheManageLayer, StaticToken};
-use tower_image_cache::{CacheConfig, CacheLayer, ImageCache, ImageId, InnerMetadata, TrustAll};
+use tower_image_cache::{CacheConfig, CacheLayer, ImageCache, ImageId, TrustAll};
 
 const IMAGES: u64 = 10;
 const CHAIN: u64 = 5;
@@ -262,18 +260,7 @@ fn child(cache_dir: &Path, seed: u64) {
         for k in 0..IMAGES {
             api.add(&image_name(k), FakeImage::private(image_bytes(k)));
         }
-        let service = tower::ServiceBuilder::new()
-            .layer(
-                CacheManageLayer::new(cache.clone(), StaticToken::new(ADMIN))
-                    .service_token(ADMIN)
-                    .prefetch_concurrency(2),
-            )
-            .layer(CacheLayer::new(cache.clone(), InnerMetadata::new()))
-            .service(api.router());
-        let app = Router::new().fallback_service(service);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let addr = serve_managed(&cache, &api).await;
         println!("{READY}");
 
         let mut workers = Vec::new();

@@ -291,29 +291,18 @@ impl ImageCache {
         // Counted outside the fills lock: `fill_settled` reads the fills inside the watch's lock.
         inner.running_fills.send_modify(|running| *running += 1);
         let path = inner.layout.incomplete(id);
-        let file = match inner.io.create(&path) {
-            Ok(file) => file,
-            Err(source) => {
-                unregister(inner, id, &state);
-                let _ = remove_if_present(&path);
-                return Err(FillError::Io {
-                    step: "create",
-                    source,
-                });
+        // Whatever fails from here leaves nothing behind: no registration, no file.
+        let undo = |source: io::Error| {
+            unregister(inner, id, &state);
+            let _ = remove_if_present(&path);
+            FillError::Io {
+                step: "create",
+                source,
             }
         };
+        let file = inner.io.create(&path).map_err(undo)?;
         let sha512 = match expected.sha512_hex {
-            Some(_) => match ParallelSha512::start() {
-                Ok(sha512) => Some(sha512),
-                Err(source) => {
-                    unregister(inner, id, &state);
-                    let _ = remove_if_present(&path);
-                    return Err(FillError::Io {
-                        step: "create",
-                        source,
-                    });
-                }
-            },
+            Some(_) => Some(ParallelSha512::start().map_err(undo)?),
             None => None,
         };
         Ok(FillWriter {

@@ -338,16 +338,7 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         let cache = open(&dir.path().join("cache"));
         let api = FakeApi::new();
-        let service = tower::ServiceBuilder::new()
-            .layer(
-                CacheManageLayer::new(cache.clone(), StaticToken::new(ADMIN)).service_token(ADMIN),
-            )
-            .layer(CacheLayer::new(cache.clone(), InnerMetadata::new()))
-            .service(api.router());
-        let app = Router::new().fallback_service(service);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let addr = serve_managed(&cache, &api).await;
         TestServer {
             addr,
             api,
@@ -397,6 +388,20 @@ impl TestServer {
     pub fn cache_listing(&self) -> Vec<String> {
         listing(&self.cache_dir())
     }
+}
+
+/// Serves `api` behind `CacheManageLayer` (admin token, also the service identity) and
+/// `CacheLayer` on 127.0.0.1; returns the address.
+pub async fn serve_managed(cache: &ImageCache, api: &Arc<FakeApi>) -> SocketAddr {
+    let service = tower::ServiceBuilder::new()
+        .layer(CacheManageLayer::new(cache.clone(), StaticToken::new(ADMIN)).service_token(ADMIN))
+        .layer(CacheLayer::new(cache.clone(), InnerMetadata::new()))
+        .service(api.router());
+    let app = Router::new().fallback_service(service);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
 }
 
 pub fn listing(dir: &Path) -> Vec<String> {
