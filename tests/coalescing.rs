@@ -29,6 +29,20 @@ async fn download(server: &TestServer, image: &str) -> Result<bytes::Bytes, reqw
     server.get(image, OWNER).await.bytes().await
 }
 
+/// `n` downloads of `image` at once, each its own task.
+fn concurrently(
+    server: &Arc<TestServer>,
+    image: &'static str,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<Result<bytes::Bytes, reqwest::Error>>> {
+    (0..n)
+        .map(|_| {
+            let server = Arc::clone(server);
+            tokio::spawn(async move { download(&server, image).await })
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_two_concurrent_misses_read_the_source_once() {
     let server = Arc::new(TestServer::start().await);
@@ -39,12 +53,7 @@ async fn thirty_two_concurrent_misses_read_the_source_once() {
         FakeImage::private(data.clone()).behavior(Behavior::Gated(gate.clone())),
     );
 
-    let downloads: Vec<_> = (0..32)
-        .map(|_| {
-            let server = Arc::clone(&server);
-            tokio::spawn(async move { download(&server, "img").await })
-        })
-        .collect();
+    let downloads = concurrently(&server, "img", 32);
     let slow = trickle(gate, 2);
     for downloaded in downloads {
         assert_eq!(
@@ -78,12 +87,7 @@ async fn the_fill_outlives_the_client_that_started_it() {
     while received < 1024 * 1024 {
         received += first.chunk().await.unwrap().unwrap().len();
     }
-    let others: Vec<_> = (0..31)
-        .map(|_| {
-            let server = Arc::clone(&server);
-            tokio::spawn(async move { download(&server, "img").await })
-        })
-        .collect();
+    let others = concurrently(&server, "img", 31);
     drop(first);
     let slow = trickle(gate, 4);
     for downloaded in others {
@@ -108,12 +112,7 @@ async fn a_checksum_mismatch_fails_every_body_and_commits_nothing() {
         FakeImage::private(data).behavior(Behavior::GatedWrongChecksum(gate.clone())),
     );
 
-    let downloads: Vec<_> = (0..32)
-        .map(|_| {
-            let server = Arc::clone(&server);
-            tokio::spawn(async move { download(&server, "img").await })
-        })
-        .collect();
+    let downloads = concurrently(&server, "img", 32);
     let slow = trickle(gate, 2);
     for downloaded in downloads {
         assert!(
@@ -348,12 +347,7 @@ async fn a_cache_delete_during_a_fill_spares_every_download() {
         "img",
         FakeImage::private(data.clone()).behavior(Behavior::Gated(gate.clone())),
     );
-    let downloads: Vec<_> = (0..8)
-        .map(|_| {
-            let server = Arc::clone(&server);
-            tokio::spawn(async move { download(&server, "img").await })
-        })
-        .collect();
+    let downloads = concurrently(&server, "img", 8);
     eventually("the fill runs", || server.cache.is_filling(&id("img"))).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!server.cache.delete_cached_image(&id("img")).unwrap());
