@@ -107,13 +107,11 @@ pub(crate) async fn serve<A, B>(
     headers: &HeaderMap,
 ) -> Option<Response<CacheBody<B>>> {
     let cache = &settings.cache;
-    let mut record = cache.cached_image(id)?;
-    let mut answer = decide(headers, &record);
-    let reads_file = |answer: &Answer| {
-        *method == Method::GET && matches!(answer, Answer::Whole | Answer::Part(_))
-    };
-    let body = if reads_file(&answer) {
-        let opened = if record.size <= READ_AT_OPEN {
+    // A GET decides from the record of the copy it opened, so the headers always describe the
+    // bytes sent, even if the image was evicted and cached again a moment ago. A HEAD reads no
+    // file and asks the index.
+    let (record, reader) = if *method == Method::GET {
+        let opened = if cache.cached_image_size(id)? <= READ_AT_OPEN {
             // A small image: open and read it in place, as a page-cache copy costs less than two
             // thread hand-offs (which were most of a small hit's time).
             cache.open_for_read(id).map_err(|err| err.to_string())
@@ -129,20 +127,15 @@ pub(crate) async fn serve<A, B>(
                 return None;
             }
         };
-        // The headers must describe the copy being read: the image may have been evicted and
-        // cached again between the lookup and the open.
-        let opened = reader.record();
-        if (opened.size, &opened.checksum) != (record.size, &record.checksum) {
-            record = opened.clone();
-            answer = decide(headers, &record);
-        }
-        match &answer {
-            Answer::Part(range) => CacheBody::hit(reader.limit_to(range.clone())),
-            Answer::Whole => CacheBody::hit(reader),
-            Answer::NotModified | Answer::Unsatisfiable => CacheBody::empty(),
-        }
+        (reader.record().clone(), Some(reader))
     } else {
-        CacheBody::empty()
+        (cache.cached_image(id)?, None)
+    };
+    let answer = decide(headers, &record);
+    let body = match (reader, &answer) {
+        (Some(reader), Answer::Part(range)) => CacheBody::hit(reader.limit_to(range.clone())),
+        (Some(reader), Answer::Whole) => CacheBody::hit(reader),
+        _ => CacheBody::empty(),
     };
     Some(settings.mark(response(&record, &answer, body), CacheStatus::Hit))
 }

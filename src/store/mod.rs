@@ -221,6 +221,11 @@ impl ImageCache {
         entries.get(id).map(|entry| CachedImage::new(id, entry))
     }
 
+    /// The size of a cached image, without building its record (a hit's first question).
+    pub(crate) fn cached_image_size(&self, id: &ImageId) -> Option<u64> {
+        self.inner.read_entries().get(id).map(|entry| entry.size)
+    }
+
     /// Every cached image, least recently accessed first.
     pub fn cached_images(&self) -> Vec<CachedImage> {
         let mut records: Vec<CachedImage> = {
