@@ -85,14 +85,21 @@ fn run(cache: Weak<Inner>, chores: mpsc::Receiver<Chore>) {
     }
 }
 
-impl Drop for Housekeeper {
-    fn drop(&mut self) {
+impl Housekeeper {
+    /// Ends the thread and waits for it (unless called on it).
+    pub(crate) fn stop(&self) {
         lock(&self.chores).take();
         let thread = lock(&self.thread).take();
         // The last handle may be dropped by the thread itself; it must not join itself.
         if let Some(thread) = thread.filter(|t| t.thread().id() != thread::current().id()) {
             let _ = thread.join();
         }
+    }
+}
+
+impl Drop for Housekeeper {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

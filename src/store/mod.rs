@@ -115,10 +115,28 @@ pub enum StoreError {
     InvalidConfig(String),
 }
 
-/// A handle on the cache. Cheap to clone; all clones share one cache.
+/// A handle on the cache. Cheap to clone; all clones share one cache. When the last clone is
+/// dropped, the cache's background thread is stopped before the drop returns, so the directory
+/// (and sled's lock on it) is free to open again at once.
 #[derive(Clone)]
 pub struct ImageCache {
     inner: Arc<Inner>,
+    _last_handle: Arc<LastHandle>,
+}
+
+/// Shared by every `ImageCache` handle (not by the readers, writers and threads inside).
+struct LastHandle {
+    cache: std::sync::Weak<Inner>,
+}
+
+impl Drop for LastHandle {
+    fn drop(&mut self) {
+        // The background thread may hold the cache for a moment (a hit flush): stop it and wait,
+        // so the cache is not closed later, on that thread.
+        if let Some(inner) = self.cache.upgrade() {
+            inner.housekeeper.stop();
+        }
+    }
 }
 
 struct Inner {
@@ -189,7 +207,13 @@ impl ImageCache {
             running_fills: tokio::sync::watch::Sender::new(0),
             housekeeper: Housekeeper::start(weak.clone()),
         });
-        Ok(ImageCache { inner })
+        let last_handle = Arc::new(LastHandle {
+            cache: Arc::downgrade(&inner),
+        });
+        Ok(ImageCache {
+            inner,
+            _last_handle: last_handle,
+        })
     }
 
     /// The configuration the cache was opened with.

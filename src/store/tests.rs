@@ -697,3 +697,21 @@ fn a_cached_file_whose_size_changed_on_disk_is_dropped_not_read() {
         assert_eq!(std::fs::read(dir.path().join("img")).unwrap(), data);
     }
 }
+
+#[test]
+fn dropping_the_last_handle_frees_the_directory_at_once() {
+    // A commit over the limit wakes the background thread to prune: it holds the cache while
+    // it works. Dropping the last handle then must still close the cache before returning.
+    let dir = tempfile::tempdir().unwrap();
+    let config = CacheConfig::new(dir.path()).image_cache_max_size(10);
+    for round in 0..50 {
+        let cache = ImageCache::open(config.clone()).unwrap();
+        fill(&cache, &format!("a{round}"), b"eight by");
+        fill(&cache, &format!("b{round}"), b"eight by");
+        drop(cache);
+        assert!(
+            ImageCache::open(config.clone()).is_ok(),
+            "round {round}: the directory is still held after the last handle was dropped"
+        );
+    }
+}
