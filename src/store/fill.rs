@@ -339,12 +339,18 @@ impl FillWriter {
     /// A cancelled fill (its image was deleted from the cache) writes on: the downloads reading
     /// it get their bytes, and only the commit is refused.
     pub fn write(&mut self, chunk: &[u8]) -> Result<(), FillError> {
-        self.write_bytes(Bytes::copy_from_slice(chunk))
+        self.append(chunk, None)
     }
 
     /// [`write`](Self::write) for a chunk already in a `Bytes`, which the hashing thread then
     /// shares instead of copying.
     pub fn write_bytes(&mut self, chunk: Bytes) -> Result<(), FillError> {
+        self.append(&chunk, Some(&chunk))
+    }
+
+    /// Writes `chunk`; `shared` is the same bytes when the caller holds them in a `Bytes`, so
+    /// the SHA-512 thread (when there is one) gets them without a copy.
+    fn append(&mut self, chunk: &[u8], shared: Option<&Bytes>) -> Result<(), FillError> {
         let max_size = self.cache.config.image_cache_max_size;
         let size = self.written + chunk.len() as u64;
         if size > max_size && self.file.is_some() {
@@ -360,17 +366,21 @@ impl FillWriter {
                 source: io::Error::other("the fill already ended"),
             });
         };
-        if let Err(source) = self.cache.io.write(file, &chunk) {
+        if let Err(source) = self.cache.io.write(file, chunk) {
             self.discard(Discard::Remove, &format!("write failed: {source}"));
             return Err(FillError::Io {
                 step: "write",
                 source,
             });
         }
-        self.md5.update(&chunk);
+        self.md5.update(chunk);
         self.written += chunk.len() as u64;
         if let Some(sha512) = self.sha512.as_mut() {
-            sha512.update(chunk);
+            sha512.update(
+                shared
+                    .cloned()
+                    .unwrap_or_else(|| Bytes::copy_from_slice(chunk)),
+            );
         }
         let written = self.written;
         self.state
