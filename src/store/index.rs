@@ -82,7 +82,7 @@ impl Index {
         cache_capacity: u64,
         aside_dir: &Path,
     ) -> Result<(Index, Vec<(ImageId, Entry)>), sled::Error> {
-        match Self::open_and_load(path, cache_capacity) {
+        match Self::open_waiting_for_lock(path, cache_capacity) {
             Ok(opened) => Ok(opened),
             Err(OpenFailure::Locked(err)) => Err(err),
             Err(OpenFailure::Corrupt(reason)) => {
@@ -97,6 +97,25 @@ impl Index {
                     .map_err(OpenFailure::into_sled_error)?;
                 debug_assert!(entries.is_empty());
                 Ok((index, entries))
+            }
+        }
+    }
+
+    /// Opens the database, waiting up to `LOCK_WAIT` for its lock. A database closed a moment
+    /// ago in this process can hold its lock a little longer (sled's own threads let go of the
+    /// file after the `Db` is dropped); one held by another process stays held, and is reported.
+    fn open_waiting_for_lock(
+        path: &Path,
+        cache_capacity: u64,
+    ) -> Result<(Index, Vec<(ImageId, Entry)>), OpenFailure> {
+        const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match Self::open_and_load(path, cache_capacity) {
+                Err(OpenFailure::Locked(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                result => return result,
             }
         }
     }
