@@ -334,10 +334,11 @@ async fn suite(target: &Target, root: &Path, cache_dir: &Path) {
     ] {
         // `request` ends the head; a body goes after it.
         let (headers, body) = extra.split_once("\r\n\r\n").unwrap_or((extra, ""));
-        let mut raw = request(method, path.as_bytes(), format!("{headers}\r\n").as_bytes());
-        if headers.is_empty() {
-            raw = request(method, path.as_bytes(), b"");
-        }
+        let header_lines = match headers {
+            "" => String::new(),
+            lines => format!("{lines}\r\n"),
+        };
+        let mut raw = request(method, path.as_bytes(), header_lines.as_bytes());
         raw.extend_from_slice(body.as_bytes());
         let answer = send_raw(addr, &raw).await;
         let ok = (400..500).contains(&answer.status);

@@ -173,9 +173,7 @@ async fn a_short_upstream_body_fails_the_client_and_commits_nothing() {
     }
     server.cache.idle().await;
 
-    assert!(!server.cache.is_cached(&id("img")));
-    assert!(!server.cache_dir().join("img").exists());
-    assert!(listing(&server.cache_dir().join("incomplete")).is_empty());
+    server.assert_not_committed("img");
 }
 
 #[tokio::test]
@@ -191,9 +189,7 @@ async fn an_upstream_error_mid_stream_fails_the_client_and_commits_nothing() {
     assert!(response.bytes().await.is_err());
     server.cache.idle().await;
 
-    assert!(!server.cache.is_cached(&id("img")));
-    assert!(!server.cache_dir().join("img").exists());
-    assert!(listing(&server.cache_dir().join("incomplete")).is_empty());
+    server.assert_not_committed("img");
     assert!(server.cache_dir().join("invalid/img").exists());
 }
 
@@ -399,9 +395,7 @@ async fn a_delete_during_a_fill_leaves_nothing_committed() {
         "the client that started the download still gets it"
     );
     server.cache.idle().await;
-    assert!(!server.cache.is_cached(&id("img")));
-    assert!(!server.cache_dir().join("img").exists());
-    assert!(listing(&server.cache_dir().join("incomplete")).is_empty());
+    server.assert_not_committed("img");
 }
 
 #[tokio::test]

@@ -384,6 +384,17 @@ impl TestServer {
             .unwrap()
     }
 
+    /// Asserts that `image` is neither cached nor on disk, and that no fill left a partial file.
+    pub fn assert_not_committed(&self, image: &str) {
+        let id = tower_image_cache::ImageId::new(image).unwrap();
+        assert!(!self.cache.is_cached(&id), "{image} is cached");
+        assert!(!self.cache_dir().join(image).exists(), "{image} has a file");
+        assert!(
+            listing(&self.cache_dir().join("incomplete")).is_empty(),
+            "a partial file is left in incomplete/"
+        );
+    }
+
     /// The names directly in the cache directory, sorted.
     pub fn cache_listing(&self) -> Vec<String> {
         listing(&self.cache_dir())
