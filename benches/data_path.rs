@@ -288,10 +288,7 @@ fn index(c: &mut Criterion) {
     // The prefetcher the management service started lets go of the cache (and sled's lock) on
     // its own runtime thread, just after the service is dropped.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while matches!(
-        ImageCache::open(config.clone()),
-        Err(tower_image_cache::store::StoreError::Locked(_))
-    ) {
+    while ImageCache::open(config.clone()).is_err_and(|err| err.is_locked()) {
         assert!(
             std::time::Instant::now() < deadline,
             "the cache stayed locked"

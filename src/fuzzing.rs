@@ -5,9 +5,8 @@ use std::path::{Component, Path, PathBuf};
 
 use http::{header, HeaderMap, HeaderValue, Method};
 
-use crate::layer::hit::{decide, Answer};
-use crate::layer::route::{Action, Routes};
-use crate::manage::routes::Endpoint;
+use crate::layer::{decide, Action, Answer, Routes};
+use crate::manage::Endpoint;
 use crate::store::CachedImage;
 use crate::{CacheConfig, ImageId};
 
@@ -104,7 +103,6 @@ pub fn config(texts: &[&str]) {
     if let Ok(config) = CacheConfig::from_texts(&texts) {
         let db = config.db_path();
         assert_eq!(db.parent(), Some(config.image_cache_dir.as_path()));
-        assert!(!["", ".", "..", "incomplete", "invalid"]
-            .contains(&config.image_cache_sqlite_db.as_str()));
+        assert!(crate::config::db_name_problem(&config.image_cache_sqlite_db).is_none());
     }
 }

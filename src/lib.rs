@@ -31,20 +31,24 @@
 //! # Ok(()) }
 //! ```
 #![deny(unsafe_code, unreachable_pub)]
-#![warn(missing_docs, rust_2018_idioms)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+mod body;
 #[cfg(feature = "cli")]
 #[doc(hidden)]
 pub mod cli;
 pub mod config;
+mod future;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod image_id;
+mod image_meta;
 pub mod layer;
 pub mod manage;
-mod prefetch;
+mod route;
 pub mod store;
+mod sync;
 
 pub use config::CacheConfig;
 pub use image_id::{ImageId, InvalidImageId};

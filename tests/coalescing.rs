@@ -146,7 +146,7 @@ async fn a_follower_joining_halfway_gets_the_whole_image_from_byte_zero() {
             .cache
             .fills_in_progress()
             .first()
-            .map_or(0, |fill| fill.1)
+            .map_or(0, |fill| fill.bytes_written)
     };
     eventually("half the image is written", || {
         written() >= (half * CHUNK) as u64

@@ -574,7 +574,7 @@ async fn fills_in_progress_are_listed() {
             .cache
             .fills_in_progress()
             .first()
-            .is_some_and(|f| f.1 > 0)
+            .is_some_and(|f| f.bytes_written > 0)
     })
     .await;
     let listing = json(server.manage(Method::GET, "/v2/cache").await).await;

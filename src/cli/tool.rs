@@ -1,10 +1,11 @@
 //! The cron tools (pruner, cleaner, prefetcher): work directly on `image_cache_dir` when no
-//! server holds it, or through the running server's management API when one does (sled's
-//! lock on the database tells which).
+//! server holds it, or through the running server's management API when one does (the index's
+//! lock tells which: [`StoreError::is_locked`]).
 
 use std::path::{Path, PathBuf};
 
-use crate::store::{Expected, ImageCache, StoreError};
+use crate::image_meta::expected_download;
+use crate::store::{ImageCache, StoreError};
 use crate::{CacheConfig, ImageId};
 
 use super::ManageClient;
@@ -73,7 +74,7 @@ pub async fn run_maintenance(chore: Chore, args: &ToolArgs) -> Result<String, St
         .map_err(|err| err.to_string())?;
     match opened {
         Ok(cache) => offline(chore, cache, args, &dir).await,
-        Err(StoreError::Locked(_)) => online(chore, args).await,
+        Err(err) if err.is_locked() => online(chore, args).await,
         Err(err) => Err(format!("cannot open the cache at {}: {err}", dir.display())),
     }
 }
@@ -120,14 +121,14 @@ async fn offline(
     let directly = format!("directly on {}", dir.display());
     match chore {
         Chore::Prune => {
-            let pruned = cache.blocking(ImageCache::prune).await?;
+            let pruned = store(&cache, ImageCache::prune).await?;
             Ok(format!(
                 "pruned {} images, {} bytes ({directly})",
                 pruned.total_files_pruned, pruned.total_bytes_pruned
             ))
         }
         Chore::Clean => {
-            let cleaned = cache.blocking(ImageCache::clean).await?;
+            let cleaned = store(&cache, ImageCache::clean).await?;
             Ok(format!(
                 "cleaned {} invalid and {} stalled files ({directly})",
                 cleaned.invalid_removed, cleaned.stalled_removed
@@ -137,6 +138,14 @@ async fn offline(
     }
 }
 
+/// Runs a store operation on the blocking pool; a failure comes back as its sentence.
+async fn store<T: Send + 'static>(
+    cache: &ImageCache,
+    work: impl FnOnce(&ImageCache) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, String> {
+    cache.blocking(work).await.map_err(|err| err.to_string())
+}
+
 /// With no server holding the cache, downloads each queued image from the image API at
 /// `--host`/`--port` straight into the cache, verified as any fill.
 async fn prefetch_offline(
@@ -144,7 +153,7 @@ async fn prefetch_offline(
     args: &ToolArgs,
     directly: &str,
 ) -> Result<String, String> {
-    let queued = cache.blocking(ImageCache::queued_images).await?;
+    let queued = store(&cache, ImageCache::queued_images).await?;
     let http = reqwest::Client::new();
     let base = ManageClient::new(&args.host, args.port, None)
         .base_url()
@@ -154,7 +163,7 @@ async fn prefetch_offline(
         match fetch_into(&cache, &http, &base, args.os_auth_token.as_deref(), id).await {
             Ok(()) => {
                 let id = id.clone();
-                cache.blocking(move |c| c.delete_queued_image(&id)).await?;
+                store(&cache, move |c| c.delete_queued_image(&id)).await?;
             }
             Err(reason) => failures.push(format!("{id}: {reason}")),
         }
@@ -189,17 +198,7 @@ async fn fetch_into(
     if response.status() != reqwest::StatusCode::OK {
         return Err(format!("the image API answered {}", response.status()));
     }
-    let mut expected = Expected::default();
-    if let Some(size) = response.content_length() {
-        expected = expected.size(size);
-    }
-    if let Some(md5) = response
-        .headers()
-        .get("content-md5")
-        .and_then(|v| v.to_str().ok())
-    {
-        expected = expected.md5_hex(md5);
-    }
+    let expected = expected_download(response.content_length(), response.headers(), None);
     let mut fill = cache
         .begin_fill(id, expected)
         .map_err(|err| err.to_string())?;

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::CacheConfig;
+use super::{db_name_problem, CacheConfig, IndexDriverKind};
 
 /// The drivers Glance has that this cache does not: their names get a pointed message.
 const GLANCE_ONLY_DRIVERS: [&str; 3] = ["sqlite", "centralized_db", "xattr"];
@@ -144,17 +144,12 @@ impl CacheConfig {
         };
         let mut config = CacheConfig::new(dir.text()?);
         if let Some(driver) = settings.get("image_cache_driver") {
-            check_driver(driver)?;
+            config.image_cache_driver = driver_kind(driver)?;
         }
         if let Some(db) = settings.get("image_cache_sqlite_db") {
             let name = db.text()?;
-            if name.contains(['/', '\\'])
-                || matches!(name.as_str(), "." | ".." | "incomplete" | "invalid")
-            {
-                return Err(ConfigError::bad_value(
-                    db,
-                    "must be a plain directory name inside image_cache_dir",
-                ));
+            if let Some(problem) = db_name_problem(&name) {
+                return Err(ConfigError::bad_value(db, problem));
             }
             config.image_cache_sqlite_db = name;
         }
@@ -174,10 +169,10 @@ impl CacheConfig {
     }
 }
 
-fn check_driver(driver: &Setting) -> Result<(), ConfigError> {
+fn driver_kind(driver: &Setting) -> Result<IndexDriverKind, ConfigError> {
     let name = driver.value.trim();
-    if name == "sled" {
-        return Ok(());
+    if name == IndexDriverKind::Sled.name() {
+        return Ok(IndexDriverKind::Sled);
     }
     let reason = if GLANCE_ONLY_DRIVERS.contains(&name) {
         "is Glance's driver, not this cache's: the only driver here is 'sled' (its database \

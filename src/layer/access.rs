@@ -13,29 +13,17 @@ use http_body_util::{BodyExt, Limited};
 use tower::ServiceExt;
 use tower_service::Service;
 
-use super::route::RouteTemplate;
-use super::BoxError;
+use crate::body::{BoxError, ResponseBody};
+use crate::image_meta::{ImageMeta, ImageState};
+use crate::route::RouteTemplate;
 use crate::ImageId;
 
 /// The largest metadata document the default check reads.
 const MAX_METADATA_BYTES: usize = 1024 * 1024;
 
-/// What the access check learned of the image, used to verify a fill.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ImageMeta {
-    /// Glance's `checksum`: the MD5 of the data as hex.
-    pub checksum: Option<String>,
-    /// Glance's `os_hash_algo` (e.g. `sha512`).
-    pub os_hash_algo: Option<String>,
-    /// Glance's `os_hash_value`: the data's hash with `os_hash_algo`, as hex.
-    pub os_hash_value: Option<String>,
-    /// The image's size in bytes.
-    pub size: Option<u64>,
-}
-
 /// The verdict of an [`AccessCheck`].
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Access<R> {
     /// The caller may download the image: serve it from the cache (or fill the cache).
     Serve(ImageMeta),
@@ -97,6 +85,7 @@ impl InnerMetadata {
     }
 
     /// Uses another metadata route.
+    #[must_use]
     pub fn route(mut self, route: RouteTemplate) -> Self {
         self.route = route;
         self
@@ -152,9 +141,7 @@ where
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     ReqBody: Default + Send + 'static,
-    ResBody: Body + Send + 'static,
-    ResBody::Data: Send,
-    ResBody::Error: Into<BoxError>,
+    ResBody: ResponseBody,
 {
     fn check(
         &self,
@@ -216,9 +203,7 @@ where
     T::Future: Send + 'static,
     S::Error: Send + 'static,
     ReqBody: Default + Send + 'static,
-    ResBody: Body + Send + 'static,
-    ResBody::Data: Send,
-    ResBody::Error: Into<BoxError>,
+    ResBody: ResponseBody,
 {
     fn check(
         &self,
@@ -262,45 +247,9 @@ where
             return Ok(Access::PassThrough);
         }
     };
-    Ok(parse_metadata(&document).map_or(Access::PassThrough, Access::Serve))
-}
-
-/// The fields of an image document the cache reads; the others are skipped unparsed.
-#[derive(serde::Deserialize)]
-struct Document<'a> {
-    #[serde(borrow)]
-    status: Option<std::borrow::Cow<'a, str>>,
-    checksum: Option<String>,
-    os_hash_algo: Option<String>,
-    os_hash_value: Option<String>,
-    size: Option<u64>,
-}
-
-/// The metadata of an active image, or `None` for anything else.
-fn parse_metadata(document: &[u8]) -> Option<ImageMeta> {
-    // The usual document, read without building a tree of every field (a hit's hot path).
-    if let Ok(doc) = serde_json::from_slice::<Document<'_>>(document) {
-        if doc.status.as_deref() != Some("active") {
-            return None;
-        }
-        return Some(ImageMeta {
-            checksum: doc.checksum,
-            os_hash_algo: doc.os_hash_algo,
-            os_hash_value: doc.os_hash_value,
-            size: doc.size,
-        });
-    }
-    // An odd one (a field of an unexpected type): read what can be read.
-    let value: serde_json::Value = serde_json::from_slice(document).ok()?;
-    if value.get("status")?.as_str()? != "active" {
-        return None;
-    }
-    let text = |key: &str| value.get(key).and_then(|v| v.as_str()).map(str::to_owned);
-    Some(ImageMeta {
-        checksum: text("checksum"),
-        os_hash_algo: text("os_hash_algo"),
-        os_hash_value: text("os_hash_value"),
-        size: value.get("size").and_then(|v| v.as_u64()),
+    Ok(match ImageState::read(&document) {
+        ImageState::Active(meta) => Access::Serve(meta),
+        ImageState::Inactive(_) | ImageState::Unreadable => Access::PassThrough,
     })
 }
 
@@ -330,22 +279,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_active_images_are_served() {
-        let meta = parse_metadata(br#"{"status":"active","checksum":"ab","size":3,"os_hash_algo":"sha512","os_hash_value":"cd"}"#)
-            .unwrap();
-        assert_eq!(meta.checksum.as_deref(), Some("ab"));
-        assert_eq!(meta.size, Some(3));
-        assert_eq!(meta.os_hash_value.as_deref(), Some("cd"));
-        assert!(parse_metadata(br#"{"status":"deactivated"}"#).is_none());
-        // A field of an unexpected type is read as absent, not as a refusal.
-        let odd = parse_metadata(br#"{"status":"active","size":"12","checksum":null,"tags":[1]}"#)
-            .unwrap();
-        assert_eq!((odd.size, odd.checksum), (None, None));
-        assert!(parse_metadata(br#"{"id":"x"}"#).is_none());
-        assert!(parse_metadata(b"not json").is_none());
-    }
 
     #[test]
     fn the_metadata_request_carries_the_caller_not_the_download() {

@@ -13,9 +13,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_range_header::RangeUnsatisfiableError;
 
-use super::body::CacheBody;
-use super::service::{CacheStatus, Settings};
-use crate::store::read::READ_AT_OPEN;
+use super::settings::{CacheStatus, Settings};
+use crate::body::CacheBody;
 use crate::store::CachedImage;
 use crate::ImageId;
 
@@ -111,13 +110,14 @@ pub(crate) async fn serve<A, B>(
     // bytes sent, even if the image was evicted and cached again a moment ago. A HEAD reads no
     // file and asks the index.
     let (record, reader) = if *method == Method::GET {
-        let opened = if cache.cached_image_size(id)? <= READ_AT_OPEN {
+        let opened = if cache.opens_in_place(id)? {
             // A small image: open and read it in place, as a page-cache copy costs less than two
             // thread hand-offs (which were most of a small hit's time).
             cache.open_for_read(id).map_err(|err| err.to_string())
         } else {
             let opening = id.clone();
-            cache.blocking(move |c| c.open_for_read(&opening)).await
+            let opened = cache.blocking(move |c| c.open_for_read(&opening)).await;
+            opened.map_err(|err| err.to_string())
         };
         let reader = match opened {
             Ok(Some(reader)) => reader,

@@ -2,8 +2,9 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
-use super::route::Routes;
-use super::service::{CacheService, Settings};
+use super::routes::Routes;
+use super::service::CacheService;
+use super::settings::Settings;
 use super::tee::WithoutClient;
 use crate::store::ImageCache;
 
@@ -12,6 +13,7 @@ use crate::store::ImageCache;
 /// The access check is a required argument: [`InnerMetadata`](super::InnerMetadata) asks the
 /// wrapped service, [`TrustAll`](super::TrustAll) is for deployments that authorize in front.
 #[derive(Debug, Clone)]
+#[must_use]
 pub struct CacheLayer<A> {
     cache: ImageCache,
     access: A,
@@ -46,9 +48,7 @@ impl<A> CacheLayer<A> {
         self.cache_status_header = enabled;
         self
     }
-}
 
-impl<A> CacheLayer<A> {
     /// Whether a range request for an image not cached also queues the whole image for the
     /// prefetcher (default: on), so the next range request is a hit. The prefetcher runs in
     /// [`CacheManageLayer`](crate::CacheManageLayer).
@@ -56,9 +56,7 @@ impl<A> CacheLayer<A> {
         self.prefetch_range_misses = enabled;
         self
     }
-}
 
-impl<A> CacheLayer<A> {
     /// Whether a fill goes on when the client that started it disconnects (default: yes, for
     /// the cache and for the requests following the fill). When off, a fill nobody reads any
     /// more stops and rolls back.

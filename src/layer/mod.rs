@@ -40,26 +40,33 @@
 //! with [`MetadataThrough`].
 
 mod access;
-mod body;
-mod future;
-pub(crate) mod hit;
+mod download;
+mod forward;
+mod hit;
 #[allow(clippy::module_inception)]
 mod layer;
-pub(crate) mod route;
+mod policy;
+mod routes;
 mod service;
+mod settings;
 mod single_flight;
 mod tee;
 #[cfg(test)]
 mod tests;
 
-pub use access::{
-    Access, AccessCheck, CheckFuture, ImageMeta, InnerMetadata, MetadataThrough, TrustAll,
-};
-pub use body::CacheBody;
-pub use future::ResponseFuture;
+pub use crate::body::{BoxError, CacheBody};
+pub use crate::future::ResponseFuture;
+pub use crate::image_meta::ImageMeta;
+pub use crate::route::{InvalidTemplate, RouteTemplate};
+pub use access::{Access, AccessCheck, CheckFuture, InnerMetadata, MetadataThrough, TrustAll};
 pub use layer::CacheLayer;
-pub use route::{InvalidTemplate, RouteTemplate, Routes};
-pub use service::{CacheService, X_CACHE_STATUS};
+pub use routes::Routes;
+pub use service::CacheService;
+pub use settings::X_CACHE_STATUS;
 
-/// The error type of the cache's response bodies.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+// The fuzz targets drive the range decision and the route matcher directly.
+#[cfg(feature = "fuzzing")]
+pub(crate) use {
+    hit::{decide, Answer},
+    routes::Action,
+};

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use tokio::sync::watch;
 
-use crate::store::lock;
+use crate::sync::lock;
 use crate::ImageId;
 
 /// The images whose first miss is on its way to the wrapped service.

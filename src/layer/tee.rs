@@ -11,20 +11,17 @@
 //! fill: the fill hands it a [`FillFollower`] at the byte it has reached, and the client reads on
 //! from the growing file at its own pace.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
-use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::BoxError;
-use crate::store::{lock, FillEnd, FillFollower, FillOutcome, FillWriter};
-use crate::ImageCache;
+use crate::body::{BoxError, RelayBody, ResponseBody};
+use crate::store::{FillEnd, FillFollower, FillOutcome, FillWriter};
+use crate::sync::lock;
+use crate::{ImageCache, ImageId};
 
 /// Chunks in flight towards the cache writer, and towards the client.
 const CHANNEL_CHUNKS: usize = 4;
@@ -88,9 +85,7 @@ pub(crate) fn start<B>(
     shutdown: CancellationToken,
 ) -> RelayBody
 where
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    B: ResponseBody,
 {
     let (to_client, from_fill) = mpsc::channel(CHANNEL_CHUNKS);
     let (handoff, handed_off) = oneshot::channel();
@@ -107,13 +102,7 @@ where
             () = shutdown.cancelled() => {}
         }
     });
-    RelayBody {
-        chunks: from_fill,
-        handed_off: Some(handed_off),
-        follower: None,
-        remaining: expected_len,
-        done: false,
-    }
+    RelayBody::new(from_fill, handed_off, expected_len)
 }
 
 /// The fill's side of the client that started it.
@@ -179,8 +168,7 @@ async fn run<B>(
     without_client: WithoutClient,
     client: Client,
 ) where
-    B: Body,
-    B::Error: Into<BoxError>,
+    B: ResponseBody,
 {
     let outcome = writer.outcome();
     let id = writer.id().clone();
@@ -276,7 +264,7 @@ async fn relay_chunk(
     client: &mut Option<Client>,
     chunk: Bytes,
     file_is_written: bool,
-    fill: (&ImageCache, &crate::ImageId, &FillOutcome),
+    fill: (&ImageCache, &ImageId, &FillOutcome),
 ) {
     let Some(mut to) = client.take() else { return };
     let sent = chunk.len() as u64;
@@ -317,7 +305,7 @@ async fn relay_chunk(
 }
 
 /// A follower of the fill of `id`, positioned at byte `at`.
-async fn follower_at(cache: &ImageCache, id: &crate::ImageId, at: u64) -> Option<FillFollower> {
+async fn follower_at(cache: &ImageCache, id: &ImageId, at: u64) -> Option<FillFollower> {
     let following = id.clone();
     match cache.blocking(move |c| c.follow(&following)).await {
         Ok(Some(follower)) => Some(follower.starting_at(at)),
@@ -336,94 +324,5 @@ async fn relay(client: &mut Option<Client>, item: Result<Bytes, BoxError>) {
         if to.chunks.send(item).await.is_err() {
             *client = None;
         }
-    }
-}
-
-/// What the client that started a fill reads: the chunks the fill task relays, then, if it fell
-/// behind, the rest from the fill's file.
-#[derive(Debug)]
-pub(crate) struct RelayBody {
-    chunks: mpsc::Receiver<Result<Bytes, BoxError>>,
-    handed_off: Option<oneshot::Receiver<FillFollower>>,
-    follower: Option<FillFollower>,
-    remaining: Option<u64>,
-    done: bool,
-}
-
-impl RelayBody {
-    fn took(&mut self, chunk: &Bytes) {
-        if let Some(remaining) = self.remaining.as_mut() {
-            *remaining = remaining.saturating_sub(chunk.len() as u64);
-        }
-    }
-}
-
-impl Body for RelayBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if self.done {
-            return Poll::Ready(None);
-        }
-        if let Some(follower) = self.follower.as_mut() {
-            let next = std::task::ready!(follower.poll_chunk(cx));
-            return Poll::Ready(match next {
-                Some(Ok(chunk)) => {
-                    self.took(&chunk);
-                    Some(Ok(Frame::data(chunk)))
-                }
-                Some(Err(err)) => {
-                    self.done = true;
-                    Some(Err(err.into()))
-                }
-                None => {
-                    self.done = true;
-                    None
-                }
-            });
-        }
-        match self.chunks.poll_recv(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(chunk))) => {
-                self.took(&chunk);
-                Poll::Ready(Some(Ok(Frame::data(chunk))))
-            }
-            Poll::Ready(Some(Err(err))) => {
-                self.done = true;
-                Poll::Ready(Some(Err(err)))
-            }
-            Poll::Ready(None) => {
-                // The fill handed this client over to its file (sent before the channel closed).
-                if let Some(mut handed_off) = self.handed_off.take() {
-                    if let Poll::Ready(Ok(follower)) = Pin::new(&mut handed_off).poll(cx) {
-                        self.follower = Some(follower);
-                        return self.poll_frame(cx);
-                    }
-                }
-                self.done = true;
-                // A fill task that stopped early (the runtime shutting down) is an error, never
-                // a short body that looks whole.
-                match self.remaining.filter(|n| *n > 0) {
-                    Some(n) => Poll::Ready(Some(Err(format!(
-                        "the download stopped {n} bytes short"
-                    )
-                    .into()))),
-                    None => Poll::Ready(None),
-                }
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.done
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.remaining
-            .map_or_else(SizeHint::default, SizeHint::with_exact)
     }
 }

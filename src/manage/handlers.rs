@@ -1,125 +1,18 @@
 //! What each management route does.
 
-use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body::Body;
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use serde::Serialize;
 use tower::ServiceExt;
 use tower_service::Service;
 
-use super::service::Shared;
-use crate::layer::{BoxError, CacheBody};
-use crate::prefetch::PrefetchHandle;
+use super::op::{ClearTarget, Op};
+use super::prefetch::PrefetchHandle;
+use super::response::{empty, json, Answer, Refusal};
+use super::shared::Shared;
+use crate::body::ResponseBody;
+use crate::image_meta::ImageState;
 use crate::store::{ImageCache, StoreError};
 use crate::ImageId;
-
-/// A management request that passed policy, method, id and body checks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Op {
-    List,
-    Queue(ImageId),
-    Delete(ImageId),
-    Clear(ClearTarget),
-    Clean,
-    Prune,
-    Prefetch,
-    Nodes(ImageId),
-    LegacyListCached,
-    LegacyDeleteCached(ImageId),
-    LegacyDeleteAllCached,
-    LegacyQueue(ImageId),
-    LegacyListQueued,
-    LegacyDeleteQueued(ImageId),
-    LegacyDeleteAllQueued,
-}
-
-/// `x-image-cache-clear-target` of `DELETE /v2/cache`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ClearTarget {
-    Both,
-    Cache,
-    Queue,
-}
-
-type Answer<B> = Response<CacheBody<B>>;
-
-pub(crate) fn clear_target(headers: &HeaderMap) -> Result<ClearTarget, Refusal> {
-    let Some(value) = headers.get("x-image-cache-clear-target") else {
-        return Ok(ClearTarget::Both);
-    };
-    match value.to_str().map(str::trim) {
-        Ok("" | "both") => Ok(ClearTarget::Both),
-        Ok("cache") => Ok(ClearTarget::Cache),
-        Ok("queue") => Ok(ClearTarget::Queue),
-        _ => Err(Refusal::new(
-            StatusCode::BAD_REQUEST,
-            "x-image-cache-clear-target must be 'cache', 'queue', 'both' or empty",
-        )),
-    }
-}
-
-/// A management request answered with an error: a short JSON body in OpenStack's shape,
-/// `{"error": {"code", "title", "message"}}`, which python-glanceclient reads.
-#[derive(Debug)]
-pub(crate) struct Refusal {
-    status: StatusCode,
-    message: String,
-    allow: Option<&'static [Method]>,
-}
-
-impl Refusal {
-    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Refusal {
-            status,
-            message: message.into(),
-            allow: None,
-        }
-    }
-
-    /// A 405 naming the methods the route does answer.
-    pub(crate) fn method_not_allowed(method: &Method, allow: &'static [Method]) -> Self {
-        let message = format!("{method} is not allowed here");
-        Refusal {
-            status: StatusCode::METHOD_NOT_ALLOWED,
-            message,
-            allow: Some(allow),
-        }
-    }
-
-    pub(crate) fn into_response<B>(self) -> Answer<B> {
-        let title = self.status.canonical_reason().unwrap_or("Error");
-        let body = serde_json::json!({ "error": { "code": self.status.as_u16(), "title": title, "message": self.message } });
-        let mut response = json(self.status, &body);
-        if let Some(allow) = self.allow {
-            let allow = allow
-                .iter()
-                .map(Method::as_str)
-                .collect::<Vec<_>>()
-                .join(", ");
-            let allow = HeaderValue::from_str(&allow).expect("method names are valid header text");
-            response.headers_mut().insert(header::ALLOW, allow);
-        }
-        response
-    }
-}
-
-fn json<B>(status: StatusCode, value: &impl Serialize) -> Answer<B> {
-    let body = serde_json::to_vec(value).expect("management answers serialize");
-    let mut response = Response::new(CacheBody::full(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-fn empty<B>(status: StatusCode) -> Answer<B> {
-    let mut response = Response::new(CacheBody::empty());
-    *response.status_mut() = status;
-    response
-}
 
 /// Runs a store operation on the blocking pool; a failure becomes a 500 with its reason.
 async fn store<T>(
@@ -132,14 +25,7 @@ where
     cache
         .blocking(work)
         .await
-        .map_err(|reason| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, reason))
-}
-
-#[derive(Serialize)]
-struct InProgress {
-    image_id: String,
-    bytes_written: u64,
-    expected_size: Option<u64>,
+        .map_err(|err| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))
 }
 
 pub(crate) async fn answer<S, ReqBody, ResBody>(
@@ -151,8 +37,7 @@ pub(crate) async fn answer<S, ReqBody, ResBody>(
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     ReqBody: Default,
-    ResBody: Body,
-    ResBody::Error: Into<BoxError>,
+    ResBody: ResponseBody,
 {
     let answered = match op {
         // The one route that asks the wrapped service, and so the one that can fail with its error.
@@ -171,8 +56,7 @@ async fn queue<S, ReqBody, ResBody>(
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     ReqBody: Default,
-    ResBody: Body,
-    ResBody::Error: Into<BoxError>,
+    ResBody: ResponseBody,
 {
     let cache = &shared.cache;
     if cache.is_cached(&id) {
@@ -198,15 +82,7 @@ async fn manage<B>(
         Op::List => {
             let (cached, queued) =
                 store(cache, |c| Ok((c.cached_images(), c.queued_images()?))).await?;
-            let in_progress: Vec<InProgress> = cache
-                .fills_in_progress()
-                .into_iter()
-                .map(|(id, bytes_written, expected_size)| InProgress {
-                    image_id: id.to_string(),
-                    bytes_written,
-                    expected_size,
-                })
-                .collect();
+            let in_progress = cache.fills_in_progress();
             let queued: Vec<&str> = queued.iter().map(ImageId::as_str).collect();
             json(
                 StatusCode::OK,
@@ -310,8 +186,7 @@ async fn check_image<S, ReqBody, ResBody>(
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     ReqBody: Default,
-    ResBody: Body,
-    ResBody::Error: Into<BoxError>,
+    ResBody: ResponseBody,
 {
     let mut request = Request::new(ReqBody::default());
     *request.method_mut() = Method::GET;
@@ -337,17 +212,14 @@ where
         .collect()
         .await
         .map(|c| c.to_bytes());
-    let image_status = document
-        .ok()
-        .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
-        .and_then(|v| v.get("status")?.as_str().map(str::to_owned));
-    Ok(match image_status.as_deref() {
-        Some("active") => Ok(()),
-        Some(other) => Err(Refusal::new(
+    let state = document.map_or(ImageState::Unreadable, |d| ImageState::read(&d));
+    Ok(match state {
+        ImageState::Active(_) => Ok(()),
+        ImageState::Inactive(other) => Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             format!("the image is {other}, not active: there is no data to cache"),
         )),
-        None => Err(Refusal::new(
+        ImageState::Unreadable => Err(Refusal::new(
             StatusCode::BAD_GATEWAY,
             "the image API's answer has no image status",
         )),

@@ -5,9 +5,10 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use tower_layer::Layer;
 
 use super::access::ManageAccess;
-use super::service::{CacheManageService, Shared};
-use crate::layer::RouteTemplate;
-use crate::prefetch::{PrefetchHandle, WorkerSettings};
+use super::prefetch::{PrefetchHandle, WorkerSettings};
+use super::service::CacheManageService;
+use super::shared::Shared;
+use crate::route::RouteTemplate;
 use crate::store::ImageCache;
 
 /// Adds the cache-management routes (`/v2/cache...`, the legacy `/v2/cached_images` and
@@ -17,6 +18,7 @@ use crate::store::ImageCache;
 /// prefetcher downloads queued images through the service it wraps, so they take the cache's
 /// normal fill path. See the [module docs](super).
 #[derive(Clone)]
+#[must_use]
 pub struct CacheManageLayer {
     cache: ImageCache,
     access: Arc<dyn ManageAccess>,

@@ -48,10 +48,18 @@ mod access;
 mod handlers;
 #[allow(clippy::module_inception)]
 mod layer;
-pub(crate) mod routes;
+mod op;
+mod prefetch;
+mod response;
+mod routes;
 mod service;
+mod shared;
 
-pub use crate::prefetch::PrefetchHandle;
+pub use prefetch::PrefetchHandle;
+
+// The fuzz targets drive the route matcher directly.
 pub use access::{ManageAccess, RoleHeader, StaticToken};
 pub use layer::CacheManageLayer;
+#[cfg(feature = "fuzzing")]
+pub(crate) use routes::Endpoint;
 pub use service::CacheManageService;

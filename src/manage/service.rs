@@ -1,26 +1,19 @@
+//! [`CacheManageService`]: answers the management routes, runs the prefetcher, passes the rest.
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{header, request, HeaderMap, Method, Request, Response, StatusCode};
-use http_body::Body;
+use http::{Request, Response};
 use tower_service::Service;
 
-use super::access::ManageAccess;
-use super::handlers::{self, Op, Refusal};
+use super::handlers;
+use super::op::admit;
+use super::prefetch::{self, PrefetchHandle, WorkerSettings};
 use super::routes::Endpoint;
-use crate::layer::{BoxError, CacheBody, ResponseFuture, RouteTemplate};
-use crate::prefetch::{self, PrefetchHandle, WorkerSettings};
-use crate::store::ImageCache;
-use crate::ImageId;
-
-/// What every clone of a [`CacheManageService`] shares.
-pub(crate) struct Shared {
-    pub(crate) cache: ImageCache,
-    pub(crate) access: Arc<dyn ManageAccess>,
-    pub(crate) metadata: RouteTemplate,
-    pub(crate) identity: HeaderMap,
-}
+use super::shared::Shared;
+use crate::body::{BoxError, CacheBody, ResponseBody};
+use crate::future::ResponseFuture;
 
 /// The prefetcher of one service: started with the first request (when the request types are
 /// known), stopped when the last clone of the service is dropped.
@@ -108,9 +101,7 @@ where
     S::Future: Send + 'static,
     S::Error: Into<BoxError> + Send + 'static,
     ReqBody: Default + Send + 'static,
-    ResBody: Body + Send + 'static,
-    ResBody::Data: Send,
-    ResBody::Error: Into<BoxError>,
+    ResBody: ResponseBody,
 {
     type Response = Response<CacheBody<ResBody>>;
     type Error = S::Error;
@@ -152,9 +143,7 @@ impl<S> CacheManageService<S> {
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
         ReqBody: Default + Send + 'static,
-        ResBody: Body + Send + 'static,
-        ResBody::Data: Send,
-        ResBody::Error: Into<BoxError>,
+        ResBody: ResponseBody,
     {
         if self.worker.started.load(Ordering::Relaxed) || self.worker.handle.is_shut_down() {
             return;
@@ -173,64 +162,4 @@ impl<S> CacheManageService<S> {
         );
         runtime.spawn(run);
     }
-}
-
-/// Policy first (as Glance does): a caller who may not manage the cache learns nothing more,
-/// not even that the method or the id is wrong. Then the method, the body, and the id.
-fn admit(shared: &Shared, endpoint: &Endpoint<'_>, parts: &request::Parts) -> Result<Op, Refusal> {
-    if !shared.access.allows(parts) {
-        return Err(Refusal::new(
-            StatusCode::FORBIDDEN,
-            "cache management requires an admin",
-        ));
-    }
-    if !endpoint.allowed().contains(&parts.method) {
-        return Err(Refusal::method_not_allowed(
-            &parts.method,
-            endpoint.allowed(),
-        ));
-    }
-    if carries_body(&parts.headers) {
-        return Err(Refusal::new(
-            StatusCode::BAD_REQUEST,
-            "this route takes no request body",
-        ));
-    }
-    let id = |raw: &str| match ImageId::new(raw) {
-        Ok(id) if shared.cache.is_reserved(&id) => Err(Refusal::new(
-            StatusCode::BAD_REQUEST,
-            format!("invalid image id: {id} is a name the cache uses for its own files"),
-        )),
-        Ok(id) => Ok(id),
-        Err(err) => Err(Refusal::new(
-            StatusCode::BAD_REQUEST,
-            format!("invalid image id: {err}"),
-        )),
-    };
-    let method = &parts.method;
-    Ok(match endpoint {
-        Endpoint::Cache if method == Method::GET => Op::List,
-        Endpoint::Cache => Op::Clear(handlers::clear_target(&parts.headers)?),
-        Endpoint::CacheImage(raw) if method == Method::PUT => Op::Queue(id(raw)?),
-        Endpoint::CacheImage(raw) => Op::Delete(id(raw)?),
-        Endpoint::Clean => Op::Clean,
-        Endpoint::Prune => Op::Prune,
-        Endpoint::Prefetch => Op::Prefetch,
-        Endpoint::Nodes(raw) => Op::Nodes(id(raw)?),
-        Endpoint::CachedImages if method == Method::GET => Op::LegacyListCached,
-        Endpoint::CachedImages => Op::LegacyDeleteAllCached,
-        Endpoint::CachedImage(raw) => Op::LegacyDeleteCached(id(raw)?),
-        Endpoint::QueuedImages if method == Method::GET => Op::LegacyListQueued,
-        Endpoint::QueuedImages => Op::LegacyDeleteAllQueued,
-        Endpoint::QueuedImage(raw) if method == Method::PUT => Op::LegacyQueue(id(raw)?),
-        Endpoint::QueuedImage(raw) => Op::LegacyDeleteQueued(id(raw)?),
-    })
-}
-
-fn carries_body(headers: &HeaderMap) -> bool {
-    let length = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().parse::<u64>().map_or(true, |n| n > 0));
-    length.unwrap_or(false) || headers.contains_key(header::TRANSFER_ENCODING)
 }

@@ -13,9 +13,9 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::fill::{FillEnd, Progress};
+use super::cache::ImageCache;
+use super::progress::{FillEnd, Progress};
 use super::read::{read_exact_at, CHUNK_SIZE};
-use super::{lock, ImageCache};
 use crate::ImageId;
 
 type Changed = Pin<Box<dyn Future<Output = Result<(), watch::error::RecvError>> + Send>>;
@@ -50,7 +50,7 @@ impl ImageCache {
     ///
     /// Opens a file: call it from a blocking context. Reading needs a tokio runtime.
     pub fn follow(&self, id: &ImageId) -> io::Result<Option<FillFollower>> {
-        let Some(state) = lock(&self.inner.fills).get(id).cloned() else {
+        let Some(state) = self.inner.fills.get(id) else {
             return Ok(None);
         };
         let Some(size) = state.expected_size() else {

@@ -1,31 +1,38 @@
-//! The cache's background thread: writes hit counters to sled in batches, and prunes the cache
-//! back under `image_cache_max_size` when a commit took it over.
+//! The cache's background thread: writes hit counters to the index about once a second, and
+//! prunes the cache back under `image_cache_max_size` when a commit took it over.
 
-use std::collections::HashSet;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Mutex, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use super::{lock, Inner};
-use crate::ImageId;
+use crate::sync::lock;
 
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// What the background thread does to the cache it keeps.
+pub(crate) trait Chores: Send + Sync + 'static {
+    /// Writes the hit counters gathered in memory.
+    fn flush_hits(&self);
+    /// Prunes the cache back under its limit.
+    fn prune(&self);
+}
 
 /// Work for the background thread beyond the periodic hit flush.
 enum Chore {
     Prune,
 }
 
-/// The images whose counters changed since the last flush, and the thread doing the chores.
+/// The background thread of one cache.
+#[derive(Debug)]
 pub(crate) struct Housekeeper {
-    dirty: Mutex<HashSet<ImageId>>,
     chores: Mutex<Option<mpsc::Sender<Chore>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Housekeeper {
-    pub(crate) fn start(cache: Weak<Inner>) -> Self {
+    /// Starts the thread; it stops when `cache` is gone or [`stop`](Self::stop) is called.
+    pub(crate) fn start<C: Chores>(cache: Weak<C>) -> Self {
         let (chores, received) = mpsc::channel::<Chore>();
         let thread = thread::Builder::new()
             .name("image-cache-housekeeping".into())
@@ -33,21 +40,9 @@ impl Housekeeper {
             .map_err(|err| tracing::error!(%err, "could not start the cache's background thread"))
             .ok();
         Housekeeper {
-            dirty: Mutex::new(HashSet::new()),
             chores: Mutex::new(Some(chores)),
             thread: Mutex::new(thread),
         }
-    }
-
-    pub(crate) fn mark_dirty(&self, id: &ImageId) {
-        let mut dirty = lock(&self.dirty);
-        if !dirty.contains(id) {
-            dirty.insert(id.clone());
-        }
-    }
-
-    pub(crate) fn take_dirty(&self) -> HashSet<ImageId> {
-        std::mem::take(&mut *lock(&self.dirty))
     }
 
     /// Asks for a prune soon, off the caller's thread.
@@ -56,36 +51,7 @@ impl Housekeeper {
             let _ = chores.send(Chore::Prune);
         }
     }
-}
 
-fn run(cache: Weak<Inner>, chores: mpsc::Receiver<Chore>) {
-    loop {
-        let prune = match chores.recv_timeout(FLUSH_EVERY) {
-            Ok(Chore::Prune) => true,
-            Err(RecvTimeoutError::Timeout) => false,
-            Err(RecvTimeoutError::Disconnected) => return,
-        };
-        let Some(cache) = cache.upgrade() else { return };
-        if let Err(err) = cache.flush_hits() {
-            tracing::warn!(%err, "could not write hit counters to the cache index");
-        }
-        if prune {
-            // Several commits may have asked; one prune answers them all.
-            while let Ok(Chore::Prune) = chores.try_recv() {}
-            match cache.prune() {
-                Ok((0, _)) => {}
-                Ok((files, bytes)) => tracing::info!(
-                    files,
-                    bytes,
-                    "pruned the cache back under image_cache_max_size"
-                ),
-                Err(err) => tracing::warn!(%err, "could not prune the cache"),
-            }
-        }
-    }
-}
-
-impl Housekeeper {
     /// Ends the thread and waits for it (unless called on it).
     pub(crate) fn stop(&self) {
         lock(&self.chores).take();
@@ -103,10 +69,19 @@ impl Drop for Housekeeper {
     }
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
-        if let Err(err) = self.flush_hits() {
-            tracing::warn!(%err, "could not write hit counters to the cache index on close");
+fn run<C: Chores>(cache: Weak<C>, chores: mpsc::Receiver<Chore>) {
+    loop {
+        let prune = match chores.recv_timeout(FLUSH_EVERY) {
+            Ok(Chore::Prune) => true,
+            Err(RecvTimeoutError::Timeout) => false,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let Some(cache) = cache.upgrade() else { return };
+        cache.flush_hits();
+        if prune {
+            // Several commits may have asked; one prune answers them all.
+            while let Ok(Chore::Prune) = chores.try_recv() {}
+            cache.prune();
         }
     }
 }

@@ -5,12 +5,14 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::fs::remove_if_present;
-use super::{lock, ImageCache, Inner, StoreError};
+use super::cache::ImageCache;
+use super::error::StoreError;
+use super::layout::remove_if_present;
 use crate::ImageId;
 
 /// What a prune removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct Pruned {
     /// Images removed.
     pub total_files_pruned: usize,
@@ -20,6 +22,7 @@ pub struct Pruned {
 
 /// What a clean removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct Cleaned {
     /// Entries removed from `invalid/`.
     pub invalid_removed: usize,
@@ -67,51 +70,18 @@ impl ImageCache {
                 continue;
             }
             let name = entry.file_name();
-            let running = name.to_str().and_then(|n| ImageId::new(n).ok());
-            // Checked and removed under the fills lock, so a fill cannot start in between.
-            let fills = lock(&inner.fills);
-            if running.as_ref().is_some_and(|id| fills.contains_key(id)) {
-                continue;
-            }
-            if remove_if_present(&entry.path())? {
+            let id = name.to_str().and_then(|n| ImageId::new(n).ok());
+            // Checked and removed while no fill can start, so none starts in between.
+            let removed = inner.fills.while_locked(|is_running| {
+                if id.as_ref().is_some_and(is_running) {
+                    return Ok(false);
+                }
+                remove_if_present(&entry.path())
+            })?;
+            if removed {
                 cleaned.stalled_removed += 1;
             }
         }
         Ok(cleaned)
-    }
-}
-
-impl Inner {
-    pub(crate) fn prune(&self) -> Result<(usize, u64), StoreError> {
-        let max = self.config.image_cache_max_size;
-        let victims: Vec<(ImageId, u64)> = {
-            let entries = self.read_entries();
-            let mut total: u64 = entries.values().map(|e| e.size).sum();
-            if total <= max {
-                return Ok((0, 0));
-            }
-            let mut by_age: Vec<_> = entries.iter().collect();
-            by_age.sort_by(|(a_id, a), (b_id, b)| {
-                a.last_accessed
-                    .total_cmp(&b.last_accessed)
-                    .then_with(|| a_id.cmp(b_id))
-            });
-            let mut victims = Vec::new();
-            for (id, entry) in by_age {
-                if total <= max {
-                    break;
-                }
-                total -= entry.size;
-                victims.push((id.clone(), entry.generation));
-            }
-            victims
-        };
-        // Only the copies chosen above go: an image deleted and committed again meanwhile stays.
-        let removed = self.remove_committed(
-            victims
-                .iter()
-                .map(|(id, generation)| (id, Some(*generation))),
-        )?;
-        Ok((removed.len(), removed.iter().map(|e| e.size).sum()))
     }
 }

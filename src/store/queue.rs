@@ -1,6 +1,7 @@
-//! The prefetch queue, kept in sled in the order images will be fetched (FIFO).
+//! The prefetch queue, kept by the index driver in the order images will be fetched (FIFO).
 
-use super::{ImageCache, StoreError};
+use super::cache::ImageCache;
+use super::error::StoreError;
 use crate::ImageId;
 
 impl ImageCache {
@@ -10,7 +11,7 @@ impl ImageCache {
         if self.is_cached(id) || self.is_filling(id) || self.is_reserved(id) {
             return Ok(false);
         }
-        let added = self.inner.index.enqueue(id)?;
+        let added = self.inner.catalog.driver().enqueue(id)?;
         if added {
             self.inner.queued.notify_one();
         }
@@ -24,7 +25,7 @@ impl ImageCache {
 
     /// The queued ids, in the order they will be fetched.
     pub fn queued_images(&self) -> Result<Vec<ImageId>, StoreError> {
-        Ok(self.inner.index.queued()?)
+        Ok(self.inner.catalog.driver().queued()?)
     }
 
     /// Whether `id` is queued.
@@ -34,12 +35,12 @@ impl ImageCache {
 
     /// Removes `id` from the queue; returns whether it was queued.
     pub fn delete_queued_image(&self, id: &ImageId) -> Result<bool, StoreError> {
-        Ok(self.inner.index.dequeue(id)?)
+        Ok(self.inner.catalog.driver().dequeue(id)?)
     }
 
     /// Empties the queue; returns how many ids it held.
     pub fn delete_all_queued_images(&self) -> Result<usize, StoreError> {
-        Ok(self.inner.index.clear_queue()?)
+        Ok(self.inner.catalog.driver().clear_queue()?)
     }
 
     /// Forgets `id` entirely: removes it from the cache and the queue and cancels a fill of it

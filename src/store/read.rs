@@ -11,16 +11,16 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use tokio::task::JoinHandle;
 
-use super::{CachedImage, ImageCache, Inner};
+use super::cache::{ImageCache, Inner};
+use super::record::CachedImage;
 use crate::ImageId;
 
 /// How much one read takes from the file: large, so a 1 GiB image is a thousand reads.
 pub(crate) const CHUNK_SIZE: usize = 1024 * 1024;
 
 /// Images up to this size are read whole when they are opened. Opening and reading such an image
-/// (from the page cache: microseconds) costs less than handing it to the blocking pool and back,
-/// so the layer does it in place (see `layer::hit`).
-pub(crate) const READ_AT_OPEN: u64 = 64 * 1024;
+/// (from the page cache: microseconds) costs less than handing it to the blocking pool and back.
+const READ_AT_OPEN: u64 = 64 * 1024;
 
 /// An open committed image, read chunk by chunk on tokio's blocking pool.
 ///
@@ -57,7 +57,7 @@ impl ImageCache {
     /// This opens a file: call it from a blocking context (for instance
     /// `tokio::task::spawn_blocking`). Reading the returned handle needs a tokio runtime.
     pub fn open_for_read(&self, id: &ImageId) -> io::Result<Option<ImageReader>> {
-        let Some(entry) = self.inner.read_entries().get(id).copied() else {
+        let Some(entry) = self.inner.catalog.get(id) else {
             return Ok(None);
         };
         let record = CachedImage::new(id, &entry);
@@ -94,6 +94,16 @@ impl ImageCache {
             whole,
             pending: None,
         }))
+    }
+}
+
+impl ImageCache {
+    /// Whether `id` is cached and small enough that [`open_for_read`](Self::open_for_read)
+    /// reads it whole at once: opening it costs a few microseconds (a page-cache copy), less
+    /// than handing the open to a blocking thread and back. `None` when it is not cached.
+    pub fn opens_in_place(&self, id: &ImageId) -> Option<bool> {
+        let size = self.inner.catalog.get(id)?.size;
+        Some(size <= READ_AT_OPEN)
     }
 }
 

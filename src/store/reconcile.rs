@@ -2,14 +2,14 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::time::UNIX_EPOCH;
 
-use super::fs::{remove_if_present, Layout};
-use super::index::{Entry, Index};
-use super::StoreError;
-use crate::ImageId;
+use super::clock::{epoch_seconds, now};
+use super::driver::{IndexDriver, IndexRecord};
+use super::error::StoreError;
+use super::layout::{remove_if_present, Layout};
+use crate::{CacheConfig, ImageId};
 
-/// Returns the entries the cache starts with, after making sled agree with the files:
+/// Returns the records the cache starts with, after making the index agree with the files:
 /// - an entry whose file is gone is dropped;
 /// - a committed file without an entry is adopted (only a verified fill is ever renamed into
 ///   place, so a file there lost its entry to a crash between rename and index write);
@@ -19,11 +19,11 @@ use crate::ImageId;
 /// Files in `incomplete/` are left for the cleaner; they are never served.
 pub(crate) fn reconcile(
     layout: &Layout,
-    db_name: &str,
-    index: &Index,
-    loaded: Vec<(ImageId, Entry)>,
-) -> Result<HashMap<ImageId, Entry>, StoreError> {
-    let mut indexed: HashMap<ImageId, Entry> = loaded.into_iter().collect();
+    config: &CacheConfig,
+    index: &dyn IndexDriver,
+    loaded: Vec<(ImageId, IndexRecord)>,
+) -> Result<HashMap<ImageId, IndexRecord>, StoreError> {
+    let mut indexed: HashMap<ImageId, IndexRecord> = loaded.into_iter().collect();
     let mut entries = HashMap::with_capacity(indexed.len());
     let mut adopted = Vec::new();
     let mut damaged = Vec::new();
@@ -32,7 +32,7 @@ pub(crate) fn reconcile(
         let dir_entry = dir_entry?;
         let name = dir_entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name == db_name || name == "incomplete" || name == "invalid" {
+        if config.is_reserved_name(name) {
             continue;
         }
         let Ok(id) = ImageId::new(name) else {
@@ -57,14 +57,9 @@ pub(crate) fn reconcile(
                 damaged.push(id);
             }
             None => {
-                let modified = meta
-                    .modified()
-                    .ok()
-                    .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
-                    .map(|d| d.as_secs_f64())
-                    .unwrap_or_else(super::now);
+                let modified = meta.modified().map_or_else(|_| now(), epoch_seconds);
                 tracing::info!(image = %id, size = meta.len(), "adopting a cached file missing from the index");
-                let entry = Entry {
+                let entry = IndexRecord {
                     size: meta.len(),
                     hits: 0,
                     last_accessed: modified,
@@ -83,8 +78,9 @@ pub(crate) fn reconcile(
         tracing::info!(image = %id, "dropping an index entry whose file is gone");
     }
     if !orphaned.is_empty() || !damaged.is_empty() || !adopted.is_empty() {
-        index.remove_all(orphaned.iter().chain(&damaged))?;
-        index.put_all(adopted.iter().map(|(id, e)| (id, e)))?;
+        let gone: Vec<ImageId> = orphaned.into_iter().chain(damaged).collect();
+        index.remove_all(&gone)?;
+        index.put_all(&adopted)?;
         index.flush()?;
     }
     Ok(entries)

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use md5::Digest;
 
 use super::*;
+use crate::{CacheConfig, ImageId};
 
 fn id(s: &str) -> ImageId {
     ImageId::new(s).unwrap()
@@ -167,7 +168,14 @@ fn a_dropped_fill_rolls_back_and_frees_the_id() {
     let mut writer = cache.begin_fill(&id("img"), Expected::default()).unwrap();
     writer.write(b"part").unwrap();
     assert!(cache.is_filling(&id("img")));
-    assert_eq!(cache.fills_in_progress(), vec![(id("img"), 4, None)]);
+    assert_eq!(
+        cache.fills_in_progress(),
+        vec![FillProgress {
+            image_id: id("img"),
+            bytes_written: 4,
+            expected_size: None
+        }]
+    );
     drop(writer);
     assert!(!cache.is_filling(&id("img")));
     assert!(!cache.is_cached(&id("img")));
@@ -331,7 +339,16 @@ fn a_failing_write_removes_the_partial_file_and_a_retry_succeeds() {
     writer.write(b"first").unwrap();
     io.full.store(true, Ordering::SeqCst);
     let err = writer.write(b"second").unwrap_err();
-    assert!(matches!(err, FillError::Io { step: "write", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            FillError::Io {
+                step: FillStep::Write,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(writer.write(b"third").is_err());
     assert!(writer.finish().is_err());
     assert!(!cache.is_cached(&id("img")));
@@ -360,7 +377,10 @@ fn a_failing_rename_commits_nothing() {
     writer.write(b"data").unwrap();
     assert!(matches!(
         writer.finish(),
-        Err(FillError::Io { step: "rename", .. })
+        Err(FillError::Io {
+            step: FillStep::Rename,
+            ..
+        })
     ));
     assert!(!cache.is_cached(&id("img")));
     assert_eq!(names(dir.path()), ["cache.db", "incomplete", "invalid"]);
@@ -447,10 +467,12 @@ fn a_database_held_by_another_handle_is_an_error_not_a_rebuild() {
     let dir = tempfile::tempdir().unwrap();
     let cache = open(dir.path());
     fill(&cache, "img", b"x");
-    assert!(matches!(
-        ImageCache::open(CacheConfig::new(dir.path())),
-        Err(StoreError::Locked(_))
-    ));
+    let held = ImageCache::open(CacheConfig::new(dir.path())).unwrap_err();
+    assert!(held.is_locked(), "{held}");
+    assert!(
+        held.to_string().contains("held by another process"),
+        "{held}"
+    );
     assert!(cache.is_cached(&id("img")));
     assert!(names(&dir.path().join("invalid")).is_empty());
 }
@@ -668,7 +690,16 @@ fn a_failing_create_starts_no_fill_and_leaves_nothing() {
     let err = cache
         .begin_fill(&id("img"), Expected::default())
         .unwrap_err();
-    assert!(matches!(err, FillError::Io { step: "create", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            FillError::Io {
+                step: FillStep::Create,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(!cache.is_filling(&id("img")));
     assert!(names(&dir.path().join("incomplete")).is_empty());
 }
@@ -712,5 +743,133 @@ fn dropping_the_last_handle_frees_the_directory_at_once() {
         if let Err(err) = ImageCache::open(config.clone()) {
             panic!("round {round}: the directory is still held after the last handle was dropped: {err:?}");
         }
+    }
+}
+
+mod over_a_failing_driver {
+    use super::*;
+    use crate::store::memory_driver::{Call, MemoryDriver};
+
+    fn open_over(dir: &Path, driver: &MemoryDriver) -> ImageCache {
+        ImageCache::open_with_driver(
+            CacheConfig::new(dir),
+            Arc::new(StdFillIo),
+            Box::new(driver.clone()),
+        )
+        .unwrap()
+    }
+
+    fn begin(cache: &ImageCache, image: &str, data: &[u8]) -> FillWriter {
+        let mut writer = cache
+            .begin_fill(
+                &id(image),
+                Expected::default()
+                    .size(data.len() as u64)
+                    .md5_hex(md5_hex(data)),
+            )
+            .unwrap();
+        writer.write(data).unwrap();
+        writer
+    }
+
+    #[test]
+    fn a_failing_put_commits_nothing_and_a_retry_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver = MemoryDriver::default();
+        let cache = open_over(dir.path(), &driver);
+        driver.fail_once(Call::Put);
+
+        let writer = begin(&cache, "img", b"hello");
+        let outcome = writer.outcome();
+        let err = writer.finish().unwrap_err();
+        assert!(matches!(err, FillError::Index(_)), "{err}");
+        assert!(err.to_string().contains("injected"), "{err}");
+        // The bytes were right: a reader following the fill still gets them.
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        assert_eq!(runtime.block_on(outcome.ended()), FillEnd::Verified);
+        // Nothing half recorded: no record, no file, no entry in memory.
+        assert!(!cache.is_cached(&id("img")));
+        assert_eq!(driver.record(&id("img")), None);
+        assert_eq!(names(dir.path()), ["incomplete", "invalid"]);
+        assert!(names(&dir.path().join("incomplete")).is_empty());
+
+        let record = begin(&cache, "img", b"hello").finish().unwrap();
+        assert_eq!(record.size, 5);
+        assert!(cache.is_cached(&id("img")));
+        assert_eq!(driver.record(&id("img")).map(|r| r.size), Some(5));
+        assert_eq!(std::fs::read(dir.path().join("img")).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn a_failing_flush_takes_the_record_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver = MemoryDriver::default();
+        let cache = open_over(dir.path(), &driver);
+        driver.fail_once(Call::Flush);
+
+        let err = begin(&cache, "img", b"bytes").finish().unwrap_err();
+        assert!(matches!(err, FillError::Index(_)), "{err}");
+        assert!(!cache.is_cached(&id("img")));
+        assert_eq!(driver.record(&id("img")), None);
+        assert!(!dir.path().join("img").exists());
+
+        begin(&cache, "img", b"bytes").finish().unwrap();
+        assert!(cache.is_cached(&id("img")));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn hit_counters_survive_a_failing_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver = MemoryDriver::default();
+        let cache = open_over(dir.path(), &driver);
+        begin(&cache, "img", b"bytes").finish().unwrap();
+        let mut reader = cache.open_for_read(&id("img")).unwrap().unwrap();
+        assert_eq!(read_all(&mut reader).await, b"bytes");
+
+        driver.fail_once(Call::PutAll);
+        assert!(cache.flush_hits().is_err());
+        assert_eq!(driver.record(&id("img")).map(|r| r.hits), Some(0));
+        // Kept for the next flush, not lost.
+        cache.flush_hits().unwrap();
+        assert_eq!(driver.record(&id("img")).map(|r| r.hits), Some(1));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_stalled_driver_holds_back_no_hit() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver = MemoryDriver::default();
+        let cache = open_over(dir.path(), &driver);
+        begin(&cache, "cached", b"served while the index stalls")
+            .finish()
+            .unwrap();
+
+        driver.stall_puts();
+        let committing = {
+            let writer = begin(&cache, "other", b"waits for the index");
+            std::thread::spawn(move || writer.finish())
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !driver.is_stalling() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the commit never reached the index"
+            );
+            std::thread::yield_now();
+        }
+        // The commit is stuck in the driver; hits are answered from memory and the file.
+        for _ in 0..3 {
+            assert!(cache.is_cached(&id("cached")));
+            let mut reader = cache.open_for_read(&id("cached")).unwrap().unwrap();
+            assert_eq!(
+                read_all(&mut reader).await,
+                b"served while the index stalls"
+            );
+        }
+        assert_eq!(cache.cached_images().len(), 1);
+        assert!(!committing.is_finished());
+
+        driver.resume();
+        committing.join().unwrap().unwrap();
+        assert!(cache.is_cached(&id("other")));
     }
 }

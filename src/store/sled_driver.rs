@@ -1,12 +1,15 @@
-//! The sled driver: the durable copy of each image's attributes.
+//! The embedded [`IndexDriver`]: a sled database in `image_cache_dir/image_cache_sqlite_db`.
 //!
 //! Values are small fixed-size records with a version byte in front, so a future layout can be
 //! told apart and an unreadable record is dropped (the file is then adopted again) rather than
-//! trusted.
+//! trusted. sled (a 0.x crate) stays in this file: its errors leave it as [`IndexError`].
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
+use super::driver::{IndexDriver, IndexError, IndexRecord};
+use crate::sync::lock;
 use crate::ImageId;
 
 const RECORD_VERSION: u8 = 1;
@@ -14,35 +17,26 @@ const RECORD_LEN: usize = 1 + 8 * 5 + 1 + 16;
 const IMAGES_TREE: &str = "images";
 const QUEUE_TREE: &str = "queue";
 
-/// What the cache knows of one committed image.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Entry {
-    pub(crate) size: u64,
-    pub(crate) hits: u64,
-    pub(crate) last_accessed: f64,
-    pub(crate) last_modified: f64,
-    /// Tells two commits of the same id apart.
-    pub(crate) generation: u64,
-    pub(crate) md5: Option<[u8; 16]>,
-}
+/// The stored form of a record.
+struct Encoded;
 
-impl Entry {
-    fn encode(&self) -> [u8; RECORD_LEN] {
+impl Encoded {
+    fn encode(record: &IndexRecord) -> [u8; RECORD_LEN] {
         let mut out = [0u8; RECORD_LEN];
         out[0] = RECORD_VERSION;
-        out[1..9].copy_from_slice(&self.size.to_be_bytes());
-        out[9..17].copy_from_slice(&self.hits.to_be_bytes());
-        out[17..25].copy_from_slice(&self.last_accessed.to_be_bytes());
-        out[25..33].copy_from_slice(&self.last_modified.to_be_bytes());
-        out[33..41].copy_from_slice(&self.generation.to_be_bytes());
-        if let Some(md5) = self.md5 {
+        out[1..9].copy_from_slice(&record.size.to_be_bytes());
+        out[9..17].copy_from_slice(&record.hits.to_be_bytes());
+        out[17..25].copy_from_slice(&record.last_accessed.to_be_bytes());
+        out[25..33].copy_from_slice(&record.last_modified.to_be_bytes());
+        out[33..41].copy_from_slice(&record.generation.to_be_bytes());
+        if let Some(md5) = record.md5 {
             out[41] = 1;
             out[42..58].copy_from_slice(&md5);
         }
         out
     }
 
-    fn decode(raw: &[u8]) -> Option<Entry> {
+    fn decode(raw: &[u8]) -> Option<IndexRecord> {
         if raw.len() != RECORD_LEN || raw[0] != RECORD_VERSION {
             return None;
         }
@@ -53,7 +47,7 @@ impl Entry {
             1 => Some(raw[42..58].try_into().unwrap()),
             _ => return None,
         };
-        Some(Entry {
+        Some(IndexRecord {
             size: u64_at(1),
             hits: u64_at(9),
             last_accessed: f64_at(17),
@@ -64,16 +58,19 @@ impl Entry {
     }
 }
 
-/// The sled database holding the entries.
+/// The sled database holding the records and the queue.
 #[derive(Debug)]
-pub(crate) struct Index {
+pub(crate) struct SledIndex {
     db: sled::Db,
     images: sled::Tree,
     /// The prefetch queue: key = a sequence number (big-endian, so FIFO), value = the id.
     queue: sled::Tree,
+    /// The records read at open (the whole database is read then, to find a corrupted one),
+    /// handed to the first `load` instead of reading them twice.
+    opened_with: Mutex<Option<Vec<(ImageId, IndexRecord)>>>,
 }
 
-impl Index {
+impl SledIndex {
     /// Opens the database at `path`. When sled cannot open it or cannot read it back (a
     /// corrupted database), it is moved into `aside_dir` and a new, empty one is created: the
     /// index is only a cache of what the files say.
@@ -81,10 +78,20 @@ impl Index {
         path: &Path,
         cache_capacity: u64,
         aside_dir: &Path,
-    ) -> Result<(Index, Vec<(ImageId, Entry)>), sled::Error> {
+    ) -> Result<SledIndex, IndexError> {
+        let (index, records) = Self::open_or_move_aside(path, cache_capacity, aside_dir)?;
+        *lock(&index.opened_with) = Some(records);
+        Ok(index)
+    }
+
+    fn open_or_move_aside(
+        path: &Path,
+        cache_capacity: u64,
+        aside_dir: &Path,
+    ) -> Result<(SledIndex, Vec<(ImageId, IndexRecord)>), IndexError> {
         match Self::open_waiting_for_lock(path, cache_capacity) {
             Ok(opened) => Ok(opened),
-            Err(OpenFailure::Locked(err)) => Err(err),
+            Err(OpenFailure::Locked(err)) => Err(IndexError::locked(err)),
             Err(OpenFailure::Corrupt(reason)) => {
                 let aside = move_aside(path, aside_dir);
                 tracing::error!(
@@ -93,8 +100,8 @@ impl Index {
                     %reason,
                     "the cache index could not be read; rebuilding it from the cached files"
                 );
-                let (index, entries) = Self::open_and_load(path, cache_capacity)
-                    .map_err(OpenFailure::into_sled_error)?;
+                let (index, entries) =
+                    Self::open_and_load(path, cache_capacity).map_err(OpenFailure::into_error)?;
                 debug_assert!(entries.is_empty());
                 Ok((index, entries))
             }
@@ -107,7 +114,7 @@ impl Index {
     fn open_waiting_for_lock(
         path: &Path,
         cache_capacity: u64,
-    ) -> Result<(Index, Vec<(ImageId, Entry)>), OpenFailure> {
+    ) -> Result<(SledIndex, Vec<(ImageId, IndexRecord)>), OpenFailure> {
         const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
         let deadline = std::time::Instant::now() + LOCK_WAIT;
         loop {
@@ -123,7 +130,7 @@ impl Index {
     fn open_and_load(
         path: &Path,
         cache_capacity: u64,
-    ) -> Result<(Index, Vec<(ImageId, Entry)>), OpenFailure> {
+    ) -> Result<(SledIndex, Vec<(ImageId, IndexRecord)>), OpenFailure> {
         // sled 0.34 panics on some malformed files instead of returning an error.
         let opened = catch_unwind(AssertUnwindSafe(|| -> Result<_, sled::Error> {
             let db = sled::Config::new()
@@ -133,8 +140,13 @@ impl Index {
                 .open()?;
             let images = db.open_tree(IMAGES_TREE)?;
             let queue = db.open_tree(QUEUE_TREE)?;
-            let index = Index { db, images, queue };
-            let entries = index.load()?;
+            let index = SledIndex {
+                db,
+                images,
+                queue,
+                opened_with: Mutex::new(None),
+            };
+            let entries = index.load_records()?;
             Ok((index, entries))
         }));
         match opened {
@@ -145,7 +157,7 @@ impl Index {
         }
     }
 
-    fn load(&self) -> Result<Vec<(ImageId, Entry)>, sled::Error> {
+    fn load_records(&self) -> Result<Vec<(ImageId, IndexRecord)>, sled::Error> {
         let mut entries = Vec::new();
         let mut unreadable = Vec::new();
         for item in self.images.iter() {
@@ -153,7 +165,7 @@ impl Index {
             let id = std::str::from_utf8(&key)
                 .ok()
                 .and_then(|k| ImageId::new(k).ok());
-            match (id, Entry::decode(&value)) {
+            match (id, Encoded::decode(&value)) {
                 (Some(id), Some(entry)) => entries.push((id, entry)),
                 _ => unreadable.push(key),
             }
@@ -163,38 +175,6 @@ impl Index {
             self.images.remove(key)?;
         }
         Ok(entries)
-    }
-
-    pub(crate) fn put(&self, id: &ImageId, entry: &Entry) -> Result<(), sled::Error> {
-        self.images.insert(id.as_str(), &entry.encode()[..])?;
-        Ok(())
-    }
-
-    pub(crate) fn put_all<'a>(
-        &self,
-        entries: impl IntoIterator<Item = (&'a ImageId, &'a Entry)>,
-    ) -> Result<(), sled::Error> {
-        let mut batch = sled::Batch::default();
-        for (id, entry) in entries {
-            batch.insert(id.as_str(), &entry.encode()[..]);
-        }
-        self.images.apply_batch(batch)
-    }
-
-    pub(crate) fn remove_all<'a>(
-        &self,
-        ids: impl IntoIterator<Item = &'a ImageId>,
-    ) -> Result<(), sled::Error> {
-        let mut batch = sled::Batch::default();
-        for id in ids {
-            batch.remove(id.as_str());
-        }
-        self.images.apply_batch(batch)
-    }
-
-    /// A number never handed out before by this database.
-    pub(crate) fn next_generation(&self) -> Result<u64, sled::Error> {
-        self.db.generate_id()
     }
 
     /// The queue in the order it will be fetched, with each entry's key.
@@ -214,53 +194,92 @@ impl Index {
         }
         Ok(entries)
     }
+}
 
-    pub(crate) fn queued(&self) -> Result<Vec<ImageId>, sled::Error> {
-        Ok(self
-            .queue_entries()?
-            .into_iter()
-            .map(|(_, id)| id)
-            .collect())
+impl IndexDriver for SledIndex {
+    fn load(&self) -> Result<Vec<(ImageId, IndexRecord)>, IndexError> {
+        match lock(&self.opened_with).take() {
+            Some(records) => Ok(records),
+            None => self.load_records().map_err(IndexError::failed),
+        }
     }
 
-    /// Appends `id` unless it is queued already; returns whether it was added.
-    pub(crate) fn enqueue(&self, id: &ImageId) -> Result<bool, sled::Error> {
-        if self.queue_entries()?.iter().any(|(_, queued)| queued == id) {
-            return Ok(false);
-        }
-        let seq = self.db.generate_id()?;
-        self.queue.insert(seq.to_be_bytes(), id.as_str())?;
-        self.db.flush()?;
-        Ok(true)
+    fn put(&self, id: &ImageId, record: &IndexRecord) -> Result<(), IndexError> {
+        self.images
+            .insert(id.as_str(), &Encoded::encode(record)[..])
+            .map(drop)
+            .map_err(IndexError::failed)
     }
 
-    /// Removes `id` from the queue; returns whether it was there.
-    pub(crate) fn dequeue(&self, id: &ImageId) -> Result<bool, sled::Error> {
-        let keys: Vec<sled::IVec> = self
-            .queue_entries()?
-            .into_iter()
-            .filter(|(_, queued)| queued == id)
-            .map(|(key, _)| key)
-            .collect();
-        for key in &keys {
-            self.queue.remove(key)?;
+    fn put_all(&self, records: &[(ImageId, IndexRecord)]) -> Result<(), IndexError> {
+        let mut batch = sled::Batch::default();
+        for (id, record) in records {
+            batch.insert(id.as_str(), &Encoded::encode(record)[..]);
         }
-        if !keys.is_empty() {
+        self.images.apply_batch(batch).map_err(IndexError::failed)
+    }
+
+    fn remove_all(&self, ids: &[ImageId]) -> Result<(), IndexError> {
+        let mut batch = sled::Batch::default();
+        for id in ids {
+            batch.remove(id.as_str());
+        }
+        self.images.apply_batch(batch).map_err(IndexError::failed)
+    }
+
+    fn flush(&self) -> Result<(), IndexError> {
+        self.db.flush().map(drop).map_err(IndexError::failed)
+    }
+
+    fn next_generation(&self) -> Result<u64, IndexError> {
+        self.db.generate_id().map_err(IndexError::failed)
+    }
+
+    fn queued(&self) -> Result<Vec<ImageId>, IndexError> {
+        let entries = self.queue_entries().map_err(IndexError::failed)?;
+        Ok(entries.into_iter().map(|(_, id)| id).collect())
+    }
+
+    fn enqueue(&self, id: &ImageId) -> Result<bool, IndexError> {
+        let enqueue = || -> Result<bool, sled::Error> {
+            if self.queue_entries()?.iter().any(|(_, queued)| queued == id) {
+                return Ok(false);
+            }
+            let seq = self.db.generate_id()?;
+            self.queue.insert(seq.to_be_bytes(), id.as_str())?;
             self.db.flush()?;
-        }
-        Ok(!keys.is_empty())
+            Ok(true)
+        };
+        enqueue().map_err(IndexError::failed)
     }
 
-    /// Empties the queue; returns how many ids it held.
-    pub(crate) fn clear_queue(&self) -> Result<usize, sled::Error> {
-        let count = self.queue_entries()?.len();
-        self.queue.clear()?;
-        self.db.flush()?;
-        Ok(count)
+    fn dequeue(&self, id: &ImageId) -> Result<bool, IndexError> {
+        let dequeue = || -> Result<bool, sled::Error> {
+            let keys: Vec<sled::IVec> = self
+                .queue_entries()?
+                .into_iter()
+                .filter(|(_, queued)| queued == id)
+                .map(|(key, _)| key)
+                .collect();
+            for key in &keys {
+                self.queue.remove(key)?;
+            }
+            if !keys.is_empty() {
+                self.db.flush()?;
+            }
+            Ok(!keys.is_empty())
+        };
+        dequeue().map_err(IndexError::failed)
     }
 
-    pub(crate) fn flush(&self) -> Result<(), sled::Error> {
-        self.db.flush().map(drop)
+    fn clear_queue(&self) -> Result<usize, IndexError> {
+        let clear = || -> Result<usize, sled::Error> {
+            let count = self.queue_entries()?.len();
+            self.queue.clear()?;
+            self.db.flush()?;
+            Ok(count)
+        };
+        clear().map_err(IndexError::failed)
     }
 }
 
@@ -271,15 +290,15 @@ enum OpenFailure {
 }
 
 impl OpenFailure {
-    fn into_sled_error(self) -> sled::Error {
+    fn into_error(self) -> IndexError {
         match self {
-            OpenFailure::Locked(err) => err,
-            OpenFailure::Corrupt(reason) => sled::Error::Unsupported(reason),
+            OpenFailure::Locked(err) => IndexError::locked(err),
+            OpenFailure::Corrupt(reason) => IndexError::failed(reason),
         }
     }
 }
 
-pub(crate) fn is_lock_conflict(err: &sled::Error) -> bool {
+fn is_lock_conflict(err: &sled::Error) -> bool {
     matches!(err, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock)
         || err.to_string().contains("could not acquire lock")
 }
@@ -309,7 +328,7 @@ mod tests {
 
     #[test]
     fn record_round_trips() {
-        let entry = Entry {
+        let entry = IndexRecord {
             size: 42,
             hits: 7,
             last_accessed: 1.5,
@@ -317,24 +336,23 @@ mod tests {
             generation: 9,
             md5: Some([3; 16]),
         };
-        assert_eq!(Entry::decode(&entry.encode()), Some(entry));
-        let no_md5 = Entry { md5: None, ..entry };
-        assert_eq!(Entry::decode(&no_md5.encode()), Some(no_md5));
+        assert_eq!(Encoded::decode(&Encoded::encode(&entry)), Some(entry));
+        let no_md5 = IndexRecord { md5: None, ..entry };
+        assert_eq!(Encoded::decode(&Encoded::encode(&no_md5)), Some(no_md5));
     }
 
     #[test]
     fn unknown_versions_and_lengths_are_not_trusted() {
-        let mut raw = Entry {
+        let mut raw = Encoded::encode(&IndexRecord {
             size: 1,
             hits: 0,
             last_accessed: 0.0,
             last_modified: 0.0,
             generation: 0,
             md5: None,
-        }
-        .encode();
+        });
         raw[0] = 2;
-        assert_eq!(Entry::decode(&raw), None);
-        assert_eq!(Entry::decode(&raw[..10]), None);
+        assert_eq!(Encoded::decode(&raw), None);
+        assert_eq!(Encoded::decode(&raw[..10]), None);
     }
 }

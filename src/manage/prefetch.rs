@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, Method, Request, Response, StatusCode};
-use http_body::Body;
 use http_body_util::BodyExt;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -20,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tower_service::Service;
 
-use crate::layer::{BoxError, RouteTemplate};
+use crate::body::{BoxError, ResponseBody};
+use crate::route::RouteTemplate;
 use crate::store::ImageCache;
 use crate::ImageId;
 
@@ -78,9 +78,7 @@ pub(crate) async fn run<S, ReqBody, ResBody>(
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     ReqBody: Default + Send + 'static,
-    ResBody: Body + Send + 'static,
-    ResBody::Data: Send,
-    ResBody::Error: Into<BoxError>,
+    ResBody: ResponseBody,
 {
     let every = |period: Duration| {
         let mut timer = interval_at(Instant::now() + period, period);
@@ -134,9 +132,7 @@ async fn run_queue<S, ReqBody, ResBody>(
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     ReqBody: Default + Send + 'static,
-    ResBody: Body + Send + 'static,
-    ResBody::Data: Send,
-    ResBody::Error: Into<BoxError>,
+    ResBody: ResponseBody,
 {
     let queued = match cache.blocking(ImageCache::queued_images).await {
         Ok(queued) => queued,
@@ -187,9 +183,7 @@ async fn fetch_one<S, ReqBody, ResBody>(
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     ReqBody: Send + 'static,
-    ResBody: Body + Send + 'static,
-    ResBody::Data: Send,
-    ResBody::Error: Into<BoxError>,
+    ResBody: ResponseBody,
 {
     match fetch(&cache, service, request, &id).await {
         Ok(()) => {
@@ -217,8 +211,7 @@ async fn fetch<S, ReqBody, ResBody>(
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     S::Error: Into<BoxError>,
-    ResBody: Body,
-    ResBody::Error: Into<BoxError>,
+    ResBody: ResponseBody,
 {
     if cache.is_cached(id) {
         return Ok(());

@@ -1,3 +1,5 @@
+//! [`ResponseFuture`]: the response future of both layers' services.
+
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -6,12 +8,12 @@ use std::task::{ready, Context, Poll};
 use http::Response;
 use pin_project_lite::pin_project;
 
-use super::body::CacheBody;
+use crate::body::CacheBody;
 
 type BoxFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<CacheBody<B>>, E>> + Send>>;
 
 pin_project! {
-    /// The response future of [`CacheService`](super::CacheService) and
+    /// The response future of [`CacheService`](crate::CacheService) and
     /// [`CacheManageService`](crate::manage::CacheManageService).
     pub struct ResponseFuture<F, B, E> {
         #[pin]

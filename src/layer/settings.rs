@@ -1,0 +1,63 @@
+//! What every clone of a [`CacheService`](super::CacheService) shares, and `X-Cache-Status`.
+
+use http::header::{HeaderName, HeaderValue};
+use http::Response;
+
+use super::routes::Routes;
+use super::single_flight::Leaders;
+use super::tee::WithoutClient;
+use crate::store::ImageCache;
+
+/// `X-Cache-Status`: `HIT`, `MISS` or `BYPASS`.
+pub const X_CACHE_STATUS: HeaderName = HeaderName::from_static("x-cache-status");
+
+/// How a response came to be, for `X-Cache-Status`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CacheStatus {
+    Hit,
+    Miss,
+    Bypass,
+}
+
+impl CacheStatus {
+    fn value(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            CacheStatus::Hit => "HIT",
+            CacheStatus::Miss => "MISS",
+            CacheStatus::Bypass => "BYPASS",
+        })
+    }
+}
+
+/// What every clone of a [`CacheService`](super::CacheService) shares.
+#[derive(Debug)]
+pub(crate) struct Settings<A> {
+    pub(crate) cache: ImageCache,
+    pub(crate) access: A,
+    pub(crate) routes: Routes,
+    pub(crate) cache_status_header: bool,
+    pub(crate) prefetch_range_misses: bool,
+    pub(crate) without_client: WithoutClient,
+    pub(crate) leaders: Leaders,
+    /// Cancelled when the last clone of the service is dropped: fills in flight stop and roll
+    /// back rather than outlive the service.
+    pub(crate) shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl<A> Drop for Settings<A> {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl<A> Settings<A> {
+    /// Adds `X-Cache-Status` (when enabled).
+    pub(crate) fn mark<B>(&self, mut response: Response<B>, status: CacheStatus) -> Response<B> {
+        if self.cache_status_header {
+            response
+                .headers_mut()
+                .insert(X_CACHE_STATUS, status.value());
+        }
+        response
+    }
+}

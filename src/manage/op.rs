@@ -1,0 +1,116 @@
+//! Which management operation a request asks for, once it passed policy, method, body and id
+//! checks ([`admit`]).
+
+use http::{header, request, HeaderMap, Method, StatusCode};
+
+use super::response::Refusal;
+use super::routes::Endpoint;
+use super::shared::Shared;
+use crate::ImageId;
+
+/// A management request that passed policy, method, id and body checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Op {
+    List,
+    Queue(ImageId),
+    Delete(ImageId),
+    Clear(ClearTarget),
+    Clean,
+    Prune,
+    Prefetch,
+    Nodes(ImageId),
+    LegacyListCached,
+    LegacyDeleteCached(ImageId),
+    LegacyDeleteAllCached,
+    LegacyQueue(ImageId),
+    LegacyListQueued,
+    LegacyDeleteQueued(ImageId),
+    LegacyDeleteAllQueued,
+}
+
+/// `x-image-cache-clear-target` of `DELETE /v2/cache`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClearTarget {
+    Both,
+    Cache,
+    Queue,
+}
+
+fn clear_target(headers: &HeaderMap) -> Result<ClearTarget, Refusal> {
+    let Some(value) = headers.get("x-image-cache-clear-target") else {
+        return Ok(ClearTarget::Both);
+    };
+    match value.to_str().map(str::trim) {
+        Ok("" | "both") => Ok(ClearTarget::Both),
+        Ok("cache") => Ok(ClearTarget::Cache),
+        Ok("queue") => Ok(ClearTarget::Queue),
+        _ => Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "x-image-cache-clear-target must be 'cache', 'queue', 'both' or empty",
+        )),
+    }
+}
+
+/// Policy first (as Glance does): a caller who may not manage the cache learns nothing more,
+/// not even that the method or the id is wrong. Then the method, the body, and the id.
+pub(crate) fn admit(
+    shared: &Shared,
+    endpoint: &Endpoint<'_>,
+    parts: &request::Parts,
+) -> Result<Op, Refusal> {
+    if !shared.access.allows(parts) {
+        return Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "cache management requires an admin",
+        ));
+    }
+    if !endpoint.allowed().contains(&parts.method) {
+        return Err(Refusal::method_not_allowed(
+            &parts.method,
+            endpoint.allowed(),
+        ));
+    }
+    if carries_body(&parts.headers) {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "this route takes no request body",
+        ));
+    }
+    let id = |raw: &str| match ImageId::new(raw) {
+        Ok(id) if shared.cache.is_reserved(&id) => Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            format!("invalid image id: {id} is a name the cache uses for its own files"),
+        )),
+        Ok(id) => Ok(id),
+        Err(err) => Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            format!("invalid image id: {err}"),
+        )),
+    };
+    let method = &parts.method;
+    Ok(match endpoint {
+        Endpoint::Cache if method == Method::GET => Op::List,
+        Endpoint::Cache => Op::Clear(clear_target(&parts.headers)?),
+        Endpoint::CacheImage(raw) if method == Method::PUT => Op::Queue(id(raw)?),
+        Endpoint::CacheImage(raw) => Op::Delete(id(raw)?),
+        Endpoint::Clean => Op::Clean,
+        Endpoint::Prune => Op::Prune,
+        Endpoint::Prefetch => Op::Prefetch,
+        Endpoint::Nodes(raw) => Op::Nodes(id(raw)?),
+        Endpoint::CachedImages if method == Method::GET => Op::LegacyListCached,
+        Endpoint::CachedImages => Op::LegacyDeleteAllCached,
+        Endpoint::CachedImage(raw) => Op::LegacyDeleteCached(id(raw)?),
+        Endpoint::QueuedImages if method == Method::GET => Op::LegacyListQueued,
+        Endpoint::QueuedImages => Op::LegacyDeleteAllQueued,
+        Endpoint::QueuedImage(raw) if method == Method::PUT => Op::LegacyQueue(id(raw)?),
+        Endpoint::QueuedImage(raw) => Op::LegacyDeleteQueued(id(raw)?),
+    })
+}
+
+fn carries_body(headers: &HeaderMap) -> bool {
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().parse::<u64>().map_or(true, |n| n > 0));
+    length.unwrap_or(false) || headers.contains_key(header::TRANSFER_ENCODING)
+}
