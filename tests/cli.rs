@@ -521,3 +521,83 @@ async fn the_prefetcher_runs_the_queue_online_and_offline() {
     })
     .await;
 }
+
+/// An image API that sends each image's MD5 in one header form: RFC 1864's base64
+/// `Content-MD5` (`b64`), Glance v1's hex `x-image-meta-checksum` (`v1`), or a wrong
+/// `x-image-meta-checksum` (`wrong`).
+async fn md5_forms_api() -> (String, tokio::task::JoinHandle<()>) {
+    use axum::extract::Path as UrlPath;
+    use axum::http::HeaderMap;
+    use base64::Engine;
+    use md5::Digest;
+
+    async fn file(UrlPath(id): UrlPath<String>) -> (HeaderMap, Vec<u8>) {
+        let data = format!("the bytes of {id}").into_bytes();
+        let md5 = md5::Md5::digest(&data);
+        let mut headers = HeaderMap::new();
+        let (name, value) = match id.as_str() {
+            "b64" => (
+                "content-md5",
+                base64::engine::general_purpose::STANDARD.encode(md5),
+            ),
+            "v1" => ("x-image-meta-checksum", hex::encode(md5)),
+            _ => ("x-image-meta-checksum", hex::encode([0u8; 16])),
+        };
+        headers.insert(name, value.parse().unwrap());
+        (headers, data)
+    }
+    let app = axum::Router::new().route("/v2/images/{id}/file", axum::routing::get(file));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (port, server)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_offline_prefetcher_verifies_both_md5_header_forms() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write_config(dir.path());
+    let cache_dir = dir.path().join("cache");
+    {
+        let cache = ImageCache::open(CacheConfig::new(&cache_dir)).unwrap();
+        for id in ["b64", "v1", "wrong"] {
+            cache.queue_image(&ImageId::new(id).unwrap()).unwrap();
+        }
+    }
+    let (port, server) = md5_forms_api().await;
+    let prefetcher = env!("CARGO_BIN_EXE_image-cache-prefetcher");
+    let args: Vec<String> = through_server(&conf, &port)
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let output = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(prefetcher, &args, "")
+    })
+    .await
+    .unwrap();
+    server.abort();
+
+    // The wrong checksum fails the run, naming the image; the two right ones are cached.
+    assert!(!output.status.success(), "{}", text(&output));
+    let said = text(&output);
+    assert!(said.contains("prefetched 2 of 3 queued images"), "{said}");
+    assert!(
+        said.contains("wrong: verification failed: md5 mismatch"),
+        "{said}"
+    );
+    for id in ["b64", "v1"] {
+        assert_eq!(
+            std::fs::read(cache_dir.join(id)).unwrap(),
+            format!("the bytes of {id}").into_bytes(),
+            "{id}"
+        );
+    }
+    assert!(!cache_dir.join("wrong").exists());
+    let cache = ImageCache::open(CacheConfig::new(&cache_dir)).unwrap();
+    assert_eq!(
+        cache.queued_images().unwrap(),
+        [ImageId::new("wrong").unwrap()],
+        "a failed prefetch stays queued"
+    );
+}

@@ -4,6 +4,8 @@
 //! Internals of the binaries behind the `cli` feature, not a stable API.
 
 mod client;
+pub mod commands;
+pub mod report;
 mod table;
 mod tool;
 

@@ -1,18 +1,10 @@
-//! A small image API in the shape of Glance v2, with the image cache in front of it.
-//!
-//! ```text
-//! cargo run --release --example image_server -- --help
-//! ```
-//!
-//! Images live under `DATA_DIR/images` (data and a JSON metadata file each), the cache under
-//! `DATA_DIR/cache` (its `image_cache_dir`). Callers authenticate with `X-Auth-Token`: the admin
-//! token (printed at start) and any `--user TOKEN=PROJECT:ROLE[,ROLE]`.
+//! The image API: a small Glance v2 (images with metadata, upload, download, delete,
+//! deactivate), its callers and their visibility rules, and a throttled image store.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path as UrlPath, State};
@@ -20,59 +12,18 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use clap::Parser;
-use futures_util::{stream, StreamExt};
+use futures_util::StreamExt;
 use md5::Digest;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tower_image_cache::layer::AccessCheck;
-use tower_image_cache::manage::{CacheManageLayer, StaticToken};
-use tower_image_cache::{CacheConfig, CacheLayer, ImageCache, InnerMetadata, TrustAll};
+use tokio::io::AsyncWriteExt;
 
-#[derive(Parser, Debug)]
-#[command(about = "A Glance-v2-style image API with tower-image-cache in front")]
-struct Args {
-    /// Listen address (port 0 picks one; the address is printed as `listening on http://ADDR`).
-    #[arg(long, default_value = "127.0.0.1:9292")]
-    bind: SocketAddr,
-    /// Images under DIR/images, the cache (image_cache_dir) under DIR/cache.
-    #[arg(long, default_value = "./image-server-data")]
-    data_dir: PathBuf,
-    /// The admin token (role admin); generated and printed when not given.
-    #[arg(long)]
-    admin_token: Option<String>,
-    /// A non-admin caller, TOKEN=PROJECT:ROLE[,ROLE]; repeatable.
-    #[arg(long = "user", value_parser = parse_user)]
-    users: Vec<(String, Caller)>,
-    /// Throttle the image store's reads to RATE per second in all, e.g. `100MiB` (a remote
-    /// store's link, shared by every download).
-    #[arg(long, value_parser = parse_rate)]
-    backend_rate: Option<u64>,
-    /// A glance-style configuration file (`[DEFAULT] image_cache_dir = ...`,
-    /// `image_cache_max_size = ...`); repeatable, later files win. Its image_cache_dir replaces
-    /// DIR/cache.
-    #[arg(long = "config-file", value_name = "FILE")]
-    config_files: Vec<PathBuf>,
-    /// Run without the cache (to compare against).
-    #[arg(long)]
-    no_cache: bool,
-    /// The hit path's access check.
-    #[arg(long, value_enum, default_value = "metadata")]
-    access_check: AccessChoice,
-}
+use crate::store::{read_throttled, Throttle};
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-enum AccessChoice {
-    /// Ask `GET /v2/images/{id}` with the caller's token before every hit.
-    Metadata,
-    /// Serve every hit without asking (only behind an authorizing proxy).
-    Trust,
-}
-
+/// Who calls: a project and its roles, known by token.
 #[derive(Clone, Debug)]
-struct Caller {
-    project: String,
-    roles: Vec<String>,
+pub struct Caller {
+    pub project: String,
+    pub roles: Vec<String>,
 }
 
 impl Caller {
@@ -87,60 +38,6 @@ impl Caller {
             || matches!(image.visibility.as_str(), "public" | "community")
             || image.owner == self.project
     }
-}
-
-fn parse_user(spec: &str) -> Result<(String, Caller), String> {
-    let (token, rest) = spec
-        .split_once('=')
-        .ok_or("expected TOKEN=PROJECT:ROLE[,ROLE]")?;
-    let (project, roles) = rest
-        .split_once(':')
-        .ok_or("expected TOKEN=PROJECT:ROLE[,ROLE]")?;
-    if token.is_empty() || project.is_empty() {
-        return Err("the token and the project must not be empty".into());
-    }
-    let roles = roles
-        .split(',')
-        .filter(|r| !r.is_empty())
-        .map(str::to_owned)
-        .collect();
-    Ok((
-        token.to_owned(),
-        Caller {
-            project: project.to_owned(),
-            roles,
-        },
-    ))
-}
-
-fn parse_rate(rate: &str) -> Result<u64, String> {
-    let rate = rate.trim().trim_end_matches("/s");
-    let split = rate
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(rate.len());
-    let (number, unit) = rate.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{rate:?} is not a rate like 100MiB"))?;
-    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "kib" => 1024.0,
-        "m" | "mb" => 1e6,
-        "mib" => 1024.0 * 1024.0,
-        "g" | "gb" => 1e9,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} (use B, KiB, MiB, GiB, KB, MB, GB)"
-            ))
-        }
-    };
-    let bytes = (number * scale) as u64;
-    if bytes == 0 {
-        return Err("the rate must be above zero".into());
-    }
-    Ok(bytes)
 }
 
 /// An image as the API shows it (Glance's image document).
@@ -167,14 +64,15 @@ struct Image {
     schema: String,
 }
 
-struct AppState {
+/// The image API's state: its images on disk and in memory, its callers, its store's link.
+pub struct AppState {
     images_dir: PathBuf,
     images: Mutex<HashMap<String, Image>>,
     callers: HashMap<String, Caller>,
     throttle: Option<Arc<Throttle>>,
 }
 
-type Shared = Arc<AppState>;
+pub type Shared = Arc<AppState>;
 
 /// An error answer, as Glance shapes them.
 #[derive(Debug)]
@@ -199,6 +97,21 @@ fn now_iso() -> String {
 }
 
 impl AppState {
+    /// The API over the images in `images_dir`, for `callers`, reading its store at
+    /// `backend_rate` bytes per second in all when given.
+    pub fn open(
+        images_dir: PathBuf,
+        callers: HashMap<String, Caller>,
+        backend_rate: Option<u64>,
+    ) -> std::io::Result<Self> {
+        Ok(AppState {
+            images: Mutex::new(load_images(&images_dir)?),
+            images_dir,
+            callers,
+            throttle: backend_rate.map(|rate| Arc::new(Throttle::new(rate))),
+        })
+    }
+
     fn caller(&self, headers: &HeaderMap) -> Result<&Caller, ApiError> {
         // Two tokens are no token: a proxy joining them would send neither.
         let mut tokens = headers.get_all("x-auth-token").iter();
@@ -554,53 +467,8 @@ async fn download(
     Ok(response)
 }
 
-/// The image store's bandwidth, shared by every read, like a remote store's link.
-struct Throttle {
-    bytes_per_second: u64,
-    next_free: Mutex<Instant>,
-}
-
-impl Throttle {
-    fn new(bytes_per_second: u64) -> Self {
-        Throttle {
-            bytes_per_second,
-            next_free: Mutex::new(Instant::now()),
-        }
-    }
-
-    /// Waits for the slot in which `bytes` may pass.
-    async fn pass(&self, bytes: usize) {
-        let due = {
-            let mut next_free = self.next_free.lock().unwrap();
-            let start = (*next_free).max(Instant::now());
-            *next_free =
-                start + Duration::from_secs_f64(bytes as f64 / self.bytes_per_second as f64);
-            *next_free
-        };
-        tokio::time::sleep_until(due.into()).await;
-    }
-}
-
-/// The image store's read: 1 MiB at a time, within the store's bandwidth when throttled.
-fn read_throttled(
-    file: tokio::fs::File,
-    throttle: Option<Arc<Throttle>>,
-) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> {
-    stream::try_unfold((file, throttle), |(mut file, throttle)| async move {
-        let mut buf = vec![0u8; 1024 * 1024];
-        let n = file.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        if let Some(throttle) = &throttle {
-            throttle.pass(n).await;
-        }
-        buf.truncate(n);
-        Ok(Some((Bytes::from(buf), (file, throttle))))
-    })
-}
-
-fn api(state: Shared) -> Router {
+/// The image API's routes.
+pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/", get(versions))
         .route("/versions", get(versions))
@@ -611,93 +479,4 @@ fn api(state: Shared) -> Router {
         .route("/v2/images/{id}/actions/deactivate", post(deactivate))
         .route("/v2/images/{id}/actions/reactivate", post(reactivate))
         .with_state(state)
-}
-
-/// The image API with the cache in front: the management routes (for the admin token, which
-/// is also the prefetcher's identity) outside the cache layer, around the whole API.
-fn with_cache<A>(api: Router, cache: ImageCache, access: A, admin_token: &str) -> Router
-where
-    A: AccessCheck<Router, Body>,
-{
-    let service = tower::ServiceBuilder::new()
-        .layer(
-            CacheManageLayer::new(cache.clone(), StaticToken::new(admin_token))
-                .service_token(admin_token),
-        )
-        .layer(CacheLayer::new(cache, access))
-        .service(api);
-    Router::new().fallback_service(service)
-}
-
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let args = Args::parse();
-    let images_dir = args.data_dir.join("images");
-    let cache_dir = args.data_dir.join("cache");
-    std::fs::create_dir_all(&images_dir)?;
-
-    let admin_token = args
-        .admin_token
-        .clone()
-        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-    let mut callers: HashMap<String, Caller> = args.users.iter().cloned().collect();
-    callers.insert(
-        admin_token.clone(),
-        Caller {
-            project: "admin".into(),
-            roles: vec!["admin".into()],
-        },
-    );
-    let state = Arc::new(AppState {
-        images: Mutex::new(load_images(&images_dir)?),
-        images_dir,
-        callers,
-        throttle: args.backend_rate.map(|rate| Arc::new(Throttle::new(rate))),
-    });
-
-    let mut cache_dir_used = None;
-    let app = if args.no_cache {
-        api(state)
-    } else {
-        let config = if args.config_files.is_empty() {
-            CacheConfig::new(&cache_dir)
-        } else {
-            CacheConfig::from_files(&args.config_files)?
-        };
-        cache_dir_used = Some(config.image_cache_dir.clone());
-        let cache = ImageCache::open(config)?;
-        match args.access_check {
-            AccessChoice::Metadata => {
-                with_cache(api(state), cache, InnerMetadata::new(), &admin_token)
-            }
-            AccessChoice::Trust => with_cache(api(state), cache, TrustAll, &admin_token),
-        }
-    };
-
-    let listener = tokio::net::TcpListener::bind(args.bind).await?;
-    let addr = listener.local_addr()?;
-    println!("listening on http://{addr}");
-    println!("admin token: {admin_token}");
-    let cache_note =
-        cache_dir_used.map_or_else(|| "off".to_owned(), |dir| dir.display().to_string());
-    println!("data: {} (cache: {cache_note})", args.data_dir.display());
-    println!("upload:   curl -s -X POST -H 'X-Auth-Token: {admin_token}' -d '{{\"name\": \"cirros\", \"disk_format\": \"qcow2\", \"container_format\": \"bare\"}}' http://{addr}/v2/images");
-    println!("          curl -X PUT -H 'X-Auth-Token: {admin_token}' -H 'Content-Type: application/octet-stream' --data-binary @IMAGE_FILE http://{addr}/v2/images/ID/file");
-    println!("download: curl -sD - -o /dev/null -H 'X-Auth-Token: {admin_token}' http://{addr}/v2/images/ID/file   (X-Cache-Status: MISS, then HIT)");
-    if !args.no_cache {
-        println!("cache:    curl -s -H 'X-Auth-Token: {admin_token}' http://{addr}/v2/cache   (and PUT/DELETE /v2/cache/ID, POST /v2/cache/prune)");
-    }
-
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
-    Ok(())
 }
