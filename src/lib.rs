@@ -5,7 +5,8 @@
 //!   it answers from the local cache, or streams the wrapped service's response to the client
 //!   while filling the cache, verifying length and checksum before anything is committed.
 //! - [`ImageCache`] is the cache itself: image files under `image_cache_dir`, their attributes in
-//!   a sled database, with Glance's operator verbs.
+//!   an index behind a driver seam (an embedded sled database), with Glance's operator verbs.
+//! - [`CacheManageLayer`] adds Glance's cache-management routes and runs the prefetcher.
 //!
 //! # Example
 //!

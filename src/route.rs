@@ -9,6 +9,7 @@ use crate::ImageId;
 /// Only the path is matched, never the query string. The `{id}` segment is taken as it appears
 /// on the wire (still percent-encoded), so `%2e%2e` or `%2F` never become a path on disk.
 #[derive(Clone, PartialEq, Eq)]
+#[must_use]
 pub struct RouteTemplate {
     segments: Vec<Segment>,
     except: Vec<String>,

@@ -1,6 +1,7 @@
 //! [`CacheBody`]: the body of every response the cache's layers give, and the bounds they ask of
 //! the wrapped service's body.
 
+mod bounds;
 mod relay;
 
 use std::fmt;
@@ -13,25 +14,9 @@ use pin_project_lite::pin_project;
 
 use crate::store::{FillFollower, ImageReader};
 
+pub use bounds::BoxError;
+pub(crate) use bounds::ResponseBody;
 pub(crate) use relay::RelayBody;
-
-/// The error type of the cache's response bodies.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// What the layers ask of a wrapped service's response body: sendable, with sendable data and
-/// an error that boxes (written once here instead of at every function that moves one).
-pub(crate) trait ResponseBody:
-    Body<Data: Send, Error: Into<BoxError>> + Send + 'static
-{
-}
-
-impl<B> ResponseBody for B
-where
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-}
 
 pin_project! {
     /// The body of every response that passes the cache's layers: the wrapped service's own

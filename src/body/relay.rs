@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::sync::{mpsc, oneshot};
 
-use super::BoxError;
+use super::bounds::BoxError;
 use crate::store::FillFollower;
 
 /// What the client that started a fill reads: the chunks the fill task relays, then, if it fell

@@ -19,6 +19,7 @@ pub struct ManageClient {
 
 /// Why a management call failed, worded as Glance's tools word it.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum ClientError {
     /// 403: the token may not manage the cache.
     Forbidden,

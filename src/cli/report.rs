@@ -1,6 +1,7 @@
 //! What `image-cache-manage` prints: each node's [`Outcome`], as Glance's tables or as JSON.
 
-use super::{utc_time, Record, Table};
+use super::client::Record;
+use super::table::{utc_time, Table};
 
 /// How the answers are printed.
 #[derive(Debug, Clone, Copy)]

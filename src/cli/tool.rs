@@ -8,7 +8,7 @@ use crate::image_meta::expected_download;
 use crate::store::{ImageCache, StoreError};
 use crate::{CacheConfig, ImageId};
 
-use super::ManageClient;
+use super::client::ManageClient;
 
 /// Glance's default configuration files, read when present.
 const DEFAULT_FILES: [&str; 2] = [

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{db_name_problem, CacheConfig, IndexDriverKind};
+use super::options::{db_name_problem, CacheConfig, IndexDriverKind};
 
 /// The drivers Glance has that this cache does not: their names get a pointed message.
 const GLANCE_ONLY_DRIVERS: [&str; 3] = ["sqlite", "centralized_db", "xattr"];

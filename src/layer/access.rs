@@ -66,6 +66,7 @@ where
 ///
 /// Building the metadata request needs an empty request body: `ReqBody: Default`.
 #[derive(Debug, Clone)]
+#[must_use]
 pub struct InnerMetadata {
     route: RouteTemplate,
 }
@@ -85,7 +86,6 @@ impl InnerMetadata {
     }
 
     /// Uses another metadata route.
-    #[must_use]
     pub fn route(mut self, route: RouteTemplate) -> Self {
         self.route = route;
         self
@@ -141,7 +141,10 @@ where
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     ReqBody: Default + Send + 'static,
-    ResBody: ResponseBody,
+    // Stated in full (not as the crate's private `ResponseBody`) so the docs show the contract.
+    ResBody: Body + Send + 'static,
+    ResBody::Data: Send,
+    ResBody::Error: Into<BoxError>,
 {
     fn check(
         &self,
@@ -203,7 +206,10 @@ where
     T::Future: Send + 'static,
     S::Error: Send + 'static,
     ReqBody: Default + Send + 'static,
-    ResBody: ResponseBody,
+    // Stated in full (not as the crate's private `ResponseBody`) so the docs show the contract.
+    ResBody: Body + Send + 'static,
+    ResBody::Data: Send,
+    ResBody::Error: Into<BoxError>,
 {
     fn check(
         &self,
@@ -223,8 +229,7 @@ async fn ask_metadata<T, ReqBody, ResBody>(
 ) -> Result<Access<Response<ResBody>>, T::Error>
 where
     T: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    ResBody: Body,
-    ResBody::Error: Into<BoxError>,
+    ResBody: ResponseBody,
 {
     let response = service.oneshot(metadata).await?;
     match response.status() {

@@ -11,6 +11,7 @@ use crate::ImageId;
 /// evictions on a 2xx answer to `DELETE /v2/images/{id}`, `DELETE /v1/images/{id}` and
 /// `PUT /v2/images/{id}/file`; the access check's metadata route `GET /v2/images/{id}`.
 #[derive(Debug, Clone)]
+#[must_use]
 pub struct Routes {
     downloads: Vec<RouteTemplate>,
     evictions: Vec<(Method, RouteTemplate)>,

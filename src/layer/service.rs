@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
+use http_body::Body;
 use tower_service::Service;
 
 use super::access::AccessCheck;
@@ -11,7 +12,7 @@ use super::download::download;
 use super::forward::{evict, pass};
 use super::routes::Action;
 use super::settings::{CacheStatus, Settings};
-use crate::body::{CacheBody, ResponseBody};
+use crate::body::{BoxError, CacheBody};
 use crate::future::ResponseFuture;
 use crate::store::ImageCache;
 
@@ -65,7 +66,10 @@ where
     S::Error: Send + 'static,
     A: AccessCheck<S, ReqBody>,
     ReqBody: Send + 'static,
-    ResBody: ResponseBody,
+    // Stated in full (not as the crate's private `ResponseBody`) so the docs show the contract.
+    ResBody: Body + Send + 'static,
+    ResBody::Data: Send,
+    ResBody::Error: Into<BoxError>,
 {
     type Response = Response<CacheBody<ResBody>>;
     type Error = S::Error;

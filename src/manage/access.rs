@@ -30,6 +30,7 @@ where
 /// Only for deployments where an authenticating middleware in front sets that header and
 /// strips any the caller sent.
 #[derive(Debug, Clone)]
+#[must_use]
 pub struct RoleHeader {
     header: HeaderName,
     role: String,

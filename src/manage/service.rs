@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
+use http_body::Body;
 use tower_service::Service;
 
 use super::handlers;
@@ -101,7 +102,10 @@ where
     S::Future: Send + 'static,
     S::Error: Into<BoxError> + Send + 'static,
     ReqBody: Default + Send + 'static,
-    ResBody: ResponseBody,
+    // Stated in full (not as the crate's private `ResponseBody`) so the docs show the contract.
+    ResBody: Body + Send + 'static,
+    ResBody::Data: Send,
+    ResBody::Error: Into<BoxError>,
 {
     type Response = Response<CacheBody<ResBody>>;
     type Error = S::Error;

@@ -115,6 +115,7 @@ impl ImageReader {
 
     /// Reads only `range` (inclusive byte offsets, within the image) instead of the whole
     /// image. The hit then counts when the whole range was handed out.
+    #[must_use]
     pub fn limit_to(mut self, range: std::ops::RangeInclusive<u64>) -> Self {
         let end = range.end().saturating_add(1).min(self.record.size);
         self.pos = (*range.start()).min(end);

@@ -9,6 +9,7 @@ use sha2::Sha512;
 
 /// What a fill must turn out to be. Anything left unset is not checked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[must_use]
 pub struct Expected {
     pub(crate) size: Option<u64>,
     md5_hex: Option<String>,
@@ -17,21 +18,18 @@ pub struct Expected {
 
 impl Expected {
     /// The exact number of bytes.
-    #[must_use]
     pub fn size(mut self, size: u64) -> Self {
         self.size = Some(size);
         self
     }
 
     /// The MD5 of the bytes, as hex (Glance's `checksum`).
-    #[must_use]
     pub fn md5_hex(mut self, md5: impl Into<String>) -> Self {
         self.md5_hex = Some(md5.into().to_ascii_lowercase());
         self
     }
 
     /// The SHA-512 of the bytes, as hex (Glance's `os_hash_value` with `os_hash_algo: sha512`).
-    #[must_use]
     pub fn sha512_hex(mut self, sha512: impl Into<String>) -> Self {
         self.sha512_hex = Some(sha512.into().to_ascii_lowercase());
         self

@@ -1,0 +1,131 @@
+//! Fills whose file steps fail, and cached files that changed on disk.
+
+use super::*;
+
+/// Fails the write step after `allow` successful writes, as a full disk does.
+struct FullDisk {
+    full: AtomicBool,
+}
+
+impl FillIo for FullDisk {
+    fn write(&self, file: &mut std::fs::File, buf: &[u8]) -> io::Result<()> {
+        if self.full.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+        }
+        std::io::Write::write_all(file, buf)
+    }
+}
+
+#[test]
+fn a_failing_write_removes_the_partial_file_and_a_retry_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(FullDisk {
+        full: AtomicBool::new(false),
+    });
+    let cache = ImageCache::open_with_io(CacheConfig::new(dir.path()), io.clone()).unwrap();
+    let mut writer = cache.begin_fill(&id("img"), Expected::default()).unwrap();
+    writer.write(b"first").unwrap();
+    io.full.store(true, Ordering::SeqCst);
+    let err = writer.write(b"second").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            FillError::Io {
+                step: FillStep::Write,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(writer.write(b"third").is_err());
+    assert!(writer.finish().is_err());
+    assert!(!cache.is_cached(&id("img")));
+    assert!(names(&dir.path().join("incomplete")).is_empty());
+    assert!(names(&dir.path().join("invalid")).is_empty());
+
+    io.full.store(false, Ordering::SeqCst);
+    fill(&cache, "img", b"retry");
+    assert!(cache.is_cached(&id("img")));
+}
+
+struct FailingRename;
+
+impl FillIo for FailingRename {
+    fn rename(&self, _: &Path, _: &Path) -> io::Result<()> {
+        Err(io::Error::other("injected rename failure"))
+    }
+}
+
+#[test]
+fn a_failing_rename_commits_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache =
+        ImageCache::open_with_io(CacheConfig::new(dir.path()), Arc::new(FailingRename)).unwrap();
+    let mut writer = cache.begin_fill(&id("img"), Expected::default()).unwrap();
+    writer.write(b"data").unwrap();
+    assert!(matches!(
+        writer.finish(),
+        Err(FillError::Io {
+            step: FillStep::Rename,
+            ..
+        })
+    ));
+    assert!(!cache.is_cached(&id("img")));
+    assert_eq!(names(dir.path()), ["cache.db", "incomplete", "invalid"]);
+    assert!(names(&dir.path().join("incomplete")).is_empty());
+}
+
+struct FailingCreate;
+
+impl FillIo for FailingCreate {
+    fn create(&self, _: &Path) -> io::Result<std::fs::File> {
+        Err(io::Error::from_raw_os_error(13)) // EACCES
+    }
+}
+
+#[test]
+fn a_failing_create_starts_no_fill_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache =
+        ImageCache::open_with_io(CacheConfig::new(dir.path()), Arc::new(FailingCreate)).unwrap();
+    let err = cache
+        .begin_fill(&id("img"), Expected::default())
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            FillError::Io {
+                step: FillStep::Create,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!cache.is_filling(&id("img")));
+    assert!(names(&dir.path().join("incomplete")).is_empty());
+}
+
+#[test]
+fn a_cached_file_whose_size_changed_on_disk_is_dropped_not_read() {
+    // Small images are read whole at open; larger ones are streamed: both check the length.
+    for size in [100, 200_000] {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = open(dir.path());
+        let data = vec![3u8; size];
+        for (change, what) in [(1i64, "grown"), (-1, "shrunk")] {
+            fill(&cache, "img", &data);
+            let path = dir.path().join("img");
+            let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            file.set_len((size as i64 + change) as u64).unwrap();
+            assert!(
+                cache.open_for_read(&id("img")).unwrap().is_none(),
+                "{size} bytes, {what}"
+            );
+            assert!(!cache.is_cached(&id("img")), "{size} bytes, {what}");
+            assert!(!path.exists(), "{size} bytes, {what}: removed");
+        }
+        // The next fill caches it afresh.
+        fill(&cache, "img", &data);
+        assert_eq!(std::fs::read(dir.path().join("img")).unwrap(), data);
+    }
+}
