@@ -239,8 +239,8 @@ impl ImageCache {
         self.inner.fills.settled(id).await;
     }
 
-    /// Writes the hit counters gathered in memory to the index now (they are otherwise written
-    /// about once a second).
+    /// Writes what the hit path gathered in memory (hit counters, copies found damaged) to the
+    /// index now (it is otherwise written about once a second).
     pub fn flush_hits(&self) -> Result<(), StoreError> {
         Ok(self.inner.catalog.flush_hits()?)
     }

@@ -3,8 +3,9 @@
 //!
 //! Lookups and hit counting take only the in-memory map, for a moment. Writes to the driver are
 //! made in the order the map changed (one writer at a time, `writes`), but outside the map's
-//! lock: a slow or failing driver holds back other writes, never a hit. Hit counters are
-//! written behind, in batches ([`Catalog::flush_hits`]).
+//! lock: a slow or failing driver holds back other writes, never a hit. What the hit path itself
+//! changes (hit counters, a copy found damaged and forgotten) is written behind, in batches
+//! ([`Catalog::flush_hits`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -20,8 +21,17 @@ pub(crate) struct Catalog {
     records: RwLock<HashMap<ImageId, IndexRecord>>,
     /// Held across each write to the driver, so they land in the order the map changed.
     writes: Mutex<()>,
-    /// The images whose counters changed since the last flush.
-    dirty: Mutex<HashSet<ImageId>>,
+    /// What the hit path changed since the last flush, for the driver.
+    behind: Mutex<WriteBehind>,
+}
+
+/// Changes made in memory on the hit path, written to the driver by the next flush.
+#[derive(Debug, Default)]
+struct WriteBehind {
+    /// Images whose counters changed.
+    hits: HashSet<ImageId>,
+    /// Images forgotten (their records are removed unless the image was committed again).
+    forgotten: HashSet<ImageId>,
 }
 
 impl Catalog {
@@ -33,7 +43,7 @@ impl Catalog {
             driver,
             records: RwLock::new(records),
             writes: Mutex::new(()),
-            dirty: Mutex::new(HashSet::new()),
+            behind: Mutex::new(WriteBehind::default()),
         }
     }
 
@@ -137,35 +147,63 @@ impl Catalog {
             }
         };
         if counted {
-            let mut dirty = lock(&self.dirty);
-            if !dirty.contains(id) {
-                dirty.insert(id.clone());
+            let mut behind = lock(&self.behind);
+            if !behind.hits.contains(id) {
+                behind.hits.insert(id.clone());
             }
         }
     }
 
-    /// Writes the counters changed since the last flush to the driver. On failure they are
-    /// kept for the next flush.
+    /// Forgets the commit `generation` of `id` at once, in memory only (the hit path found its
+    /// file damaged); the driver learns it at the next flush. Returns whether it was forgotten.
+    pub(crate) fn forget(&self, id: &ImageId, generation: u64) -> bool {
+        let forgotten = {
+            let mut records = self.write();
+            let current = records.get(id).is_some_and(|r| r.generation == generation);
+            current && records.remove(id).is_some()
+        };
+        if forgotten {
+            let mut behind = lock(&self.behind);
+            behind.hits.remove(id);
+            behind.forgotten.insert(id.clone());
+        }
+        forgotten
+    }
+
+    /// Writes what the hit path changed since the last flush (counters, forgotten images) to
+    /// the driver. On failure it is kept for the next flush.
     pub(crate) fn flush_hits(&self) -> Result<(), IndexError> {
         let _writes = lock(&self.writes);
-        let dirty = std::mem::take(&mut *lock(&self.dirty));
-        if dirty.is_empty() {
+        let behind = std::mem::take(&mut *lock(&self.behind));
+        if behind.hits.is_empty() && behind.forgotten.is_empty() {
             return Ok(());
         }
-        // Only images still cached are written: a deleted image is not brought back.
-        let changed: Vec<(ImageId, IndexRecord)> = {
+        // Only images still cached are written: a deleted image is not brought back; and a
+        // forgotten image committed again since keeps its new record.
+        let (changed, gone): (Vec<(ImageId, IndexRecord)>, Vec<ImageId>) = {
             let records = self.read();
-            dirty
+            let changed = behind
+                .hits
                 .iter()
                 .filter_map(|id| records.get(id).map(|r| (id.clone(), *r)))
-                .collect()
+                .collect();
+            let gone = behind
+                .forgotten
+                .iter()
+                .filter(|id| !records.contains_key(*id))
+                .cloned()
+                .collect();
+            (changed, gone)
         };
         let written = self
             .driver
-            .put_all(&changed)
+            .remove_all(&gone)
+            .and_then(|()| self.driver.put_all(&changed))
             .and_then(|()| self.driver.flush());
         if written.is_err() {
-            lock(&self.dirty).extend(dirty);
+            let mut kept = lock(&self.behind);
+            kept.hits.extend(behind.hits);
+            kept.forgotten.extend(behind.forgotten);
         }
         written
     }

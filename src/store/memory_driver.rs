@@ -30,7 +30,7 @@ struct Shared {
     generation: AtomicU64,
     /// Calls that fail, each entry once.
     failing: Mutex<Vec<Call>>,
-    /// While true, `put` waits (a slow database).
+    /// While true, `put` and `remove_all` wait (a slow database).
     stalled: Mutex<bool>,
     resumed: Condvar,
     /// Puts waiting in a stall now.
@@ -43,12 +43,12 @@ impl MemoryDriver {
         lock(&self.shared.failing).push(call);
     }
 
-    /// Makes `put` wait until [`resume`](Self::resume).
-    pub(crate) fn stall_puts(&self) {
+    /// Makes `put` and `remove_all` wait until [`resume`](Self::resume).
+    pub(crate) fn stall_writes(&self) {
         *lock(&self.shared.stalled) = true;
     }
 
-    /// Whether a `put` is waiting in a stall now.
+    /// Whether a write is waiting in a stall now.
     pub(crate) fn is_stalling(&self) -> bool {
         self.shared.waiting.load(Ordering::SeqCst) > 0
     }
@@ -61,6 +61,22 @@ impl MemoryDriver {
     /// The record the driver holds for `id`.
     pub(crate) fn record(&self, id: &ImageId) -> Option<IndexRecord> {
         lock(&self.shared.records).get(id).copied()
+    }
+
+    fn wait_while_stalled(&self) {
+        let mut stalled = lock(&self.shared.stalled);
+        if !*stalled {
+            return;
+        }
+        self.shared.waiting.fetch_add(1, Ordering::SeqCst);
+        while *stalled {
+            stalled = self
+                .shared
+                .resumed
+                .wait(stalled)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        self.shared.waiting.fetch_sub(1, Ordering::SeqCst);
     }
 
     fn check(&self, call: Call) -> Result<(), IndexError> {
@@ -84,17 +100,7 @@ impl IndexDriver for MemoryDriver {
     }
 
     fn put(&self, id: &ImageId, record: &IndexRecord) -> Result<(), IndexError> {
-        let mut stalled = lock(&self.shared.stalled);
-        self.shared.waiting.fetch_add(1, Ordering::SeqCst);
-        while *stalled {
-            stalled = self
-                .shared
-                .resumed
-                .wait(stalled)
-                .unwrap_or_else(|e| e.into_inner());
-        }
-        self.shared.waiting.fetch_sub(1, Ordering::SeqCst);
-        drop(stalled);
+        self.wait_while_stalled();
         self.check(Call::Put)?;
         lock(&self.shared.records).insert(id.clone(), *record);
         Ok(())
@@ -107,6 +113,7 @@ impl IndexDriver for MemoryDriver {
     }
 
     fn remove_all(&self, ids: &[ImageId]) -> Result<(), IndexError> {
+        self.wait_while_stalled();
         let mut records = lock(&self.shared.records);
         for id in ids {
             records.remove(id);

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use tokio::task::JoinHandle;
 
 use super::cache::{ImageCache, Inner};
+use super::layout::remove_if_present;
 use super::record::CachedImage;
 use crate::ImageId;
 
@@ -77,10 +78,12 @@ impl ImageCache {
             (None, file.metadata()?.len())
         };
         if on_disk != record.size {
-            // Not the bytes that were verified: drop it so the next request fills it afresh.
+            // Not the bytes that were verified: drop it so the next request fills it afresh. The
+            // index learns it behind: this may run on the hit path, which never waits on it.
             tracing::error!(image = %id, indexed = record.size, on_disk, "a cached file has the wrong size; removing it");
-            self.delete_cached_image(id)
-                .map_err(|err| io::Error::other(err.to_string()))?;
+            if self.inner.catalog.forget(id, entry.generation) {
+                remove_if_present(&self.inner.layout.committed(id))?;
+            }
             return Ok(None);
         }
         Ok(Some(ImageReader {

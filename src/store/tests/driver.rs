@@ -96,7 +96,7 @@ async fn a_stalled_driver_holds_back_no_hit() {
         .finish()
         .unwrap();
 
-    driver.stall_puts();
+    driver.stall_writes();
     let committing = {
         let writer = begin(&cache, "other", b"waits for the index");
         std::thread::spawn(move || writer.finish())
@@ -124,4 +124,32 @@ async fn a_stalled_driver_holds_back_no_hit() {
     driver.resume();
     committing.join().unwrap().unwrap();
     assert!(cache.is_cached(&id("other")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_copy_found_on_the_hit_path_reaches_the_driver_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = MemoryDriver::default();
+    let cache = open_over(dir.path(), &driver);
+    begin(&cache, "img", b"bytes").finish().unwrap();
+    std::fs::write(dir.path().join("img"), b"byte").unwrap();
+
+    driver.stall_writes();
+    // Found damaged while the driver stalls: forgotten at once, without asking the driver.
+    assert!(cache.open_for_read(&id("img")).unwrap().is_none());
+    assert!(!cache.is_cached(&id("img")));
+    assert!(!dir.path().join("img").exists());
+    assert!(driver.record(&id("img")).is_some(), "not yet written");
+    driver.resume();
+    cache.flush_hits().unwrap();
+    assert_eq!(driver.record(&id("img")), None);
+
+    // Forgotten, then committed again before the flush: the new record stays.
+    begin(&cache, "img", b"bytes").finish().unwrap();
+    std::fs::write(dir.path().join("img"), b"byte").unwrap();
+    assert!(cache.open_for_read(&id("img")).unwrap().is_none());
+    begin(&cache, "img", b"bytes").finish().unwrap();
+    cache.flush_hits().unwrap();
+    assert_eq!(driver.record(&id("img")).map(|r| r.size), Some(5));
+    assert!(cache.is_cached(&id("img")));
 }
