@@ -162,6 +162,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .layer(manage)
         .layer(CacheLayer::new(cache, InnerMetadata::new()))
         .service(proxy);
+    // What the previous run left queued is fetched now, not with the first request.
+    service.start_prefetcher::<Body, _>();
     let app = Router::new().fallback_service(service);
 
     let listener = tokio::net::TcpListener::bind(args.bind).await?;

@@ -209,3 +209,50 @@ fn bad_flags_are_refused_with_a_reason() {
         assert!(said.contains(says), "{flags:?}: {said}");
     }
 }
+
+#[tokio::test]
+async fn a_restart_reclaims_dead_fills_and_resumes_the_queue_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let server = start(dir.path(), &[]);
+    let id = upload(
+        &client,
+        &server.url,
+        "admin-secret",
+        "private",
+        &[7u8; 4096],
+    )
+    .await;
+    drop(server); // killed: whatever it was doing stays on disk
+
+    let cache_dir = dir.path().join("cache");
+    {
+        let cache =
+            tower_image_cache::ImageCache::open(tower_image_cache::CacheConfig::new(&cache_dir))
+                .unwrap();
+        cache
+            .queue_image(&tower_image_cache::ImageId::new(&id).unwrap())
+            .unwrap();
+    }
+    // What a process killed mid-fill leaves.
+    std::fs::write(cache_dir.join("incomplete").join(&id), [7u8; 1000]).unwrap();
+
+    // The restarted server fetches the queue by itself, without a request.
+    let _server = start(dir.path(), &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cache_dir.join(&id).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the queue was not resumed at start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(std::fs::read(cache_dir.join(&id)).unwrap(), vec![7u8; 4096]);
+    assert_eq!(
+        std::fs::read_dir(cache_dir.join("incomplete"))
+            .unwrap()
+            .count(),
+        0,
+        "the dead process's fill was reclaimed"
+    );
+}

@@ -132,6 +132,8 @@ where
         )
         .layer(CacheLayer::new(cache, access))
         .service(api);
+    // What the previous run left queued is fetched now, not with the first request.
+    service.start_prefetcher::<Body, _>();
     Router::new().fallback_service(service)
 }
 

@@ -1,8 +1,10 @@
 //! The prefetcher: fetches queued images into the cache through the wrapped service.
 //!
-//! It runs as one task per [`CacheManageService`](crate::manage::CacheManageService): woken at
-//! once by `PUT /v2/cache/{id}` (or `POST /v2/cache/prefetch`), and every
-//! `cache_prefetcher_interval` anyway. Each queued image is downloaded with the service
+//! It runs as one task per [`CacheManageService`](crate::manage::CacheManageService), from its
+//! first request (or [`start_prefetcher`](crate::manage::CacheManageService::start_prefetcher)):
+//! over the queue at once (what a previous process left queued is resumed), then woken by
+//! `PUT /v2/cache/{id}` (or `POST /v2/cache/prefetch`), and every `cache_prefetcher_interval`
+//! anyway. Each queued image is downloaded with the service
 //! identity through the wrapped service — through `CacheLayer`, so the bytes take the normal
 //! fill path with its verification. A fetch that fails leaves the image queued for the next
 //! run; a failure or panic in one fetch never stops the worker.
@@ -80,14 +82,20 @@ pub(crate) async fn run<S, ReqBody, ResBody>(
     ReqBody: Default + Send + 'static,
     ResBody: ResponseBody,
 {
-    let every = |period: Duration| {
-        let mut timer = interval_at(Instant::now() + period, period);
+    let every = |first: Instant, period: Duration| {
+        let mut timer = interval_at(first, period);
         timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
         timer
     };
-    let mut prefetch = every(settings.interval);
-    let mut prune = settings.prune_every.map(every);
-    let mut clean = settings.clean_every.map(every);
+    let now = Instant::now();
+    // The first run is at once: a queue left by the previous process is resumed at start.
+    let mut prefetch = every(now, settings.interval);
+    let mut prune = settings
+        .prune_every
+        .map(|period| every(now + period, period));
+    let mut clean = settings
+        .clean_every
+        .map(|period| every(now + period, period));
     loop {
         tokio::select! {
             _ = handle.shutdown.cancelled() => break,

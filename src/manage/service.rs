@@ -141,6 +141,23 @@ where
 }
 
 impl<S> CacheManageService<S> {
+    /// Starts the prefetcher now, rather than with the first request, so a queue left by the
+    /// previous process is fetched at start. Call it inside a tokio runtime, naming the request
+    /// body type the service takes (for axum, `axum::body::Body`):
+    /// `service.start_prefetcher::<axum::body::Body, _>()`. Starting twice is harmless.
+    pub fn start_prefetcher<ReqBody, ResBody>(&self)
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        ReqBody: Default + Send + 'static,
+        ResBody: Body + Send + 'static,
+        ResBody::Data: Send,
+        ResBody::Error: Into<BoxError>,
+    {
+        self.start_worker::<ReqBody, ResBody>();
+    }
+
     fn start_worker<ReqBody, ResBody>(&self)
     where
         S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,

@@ -72,7 +72,8 @@ impl ImageCache {
     ///
     /// Reconciles the index with the files: records without a file are dropped, committed files
     /// without a record are adopted, a committed file whose size disagrees with its record is
-    /// removed. An index the driver cannot read is moved into `invalid/` and rebuilt from the
+    /// removed. Fills left in `incomplete/` by a process that stopped are removed at once (and
+    /// logged): nothing will finish them, and the cleaner would wait `image_cache_stall_time`. An index the driver cannot read is moved into `invalid/` and rebuilt from the
     /// files. Fails only when the directory cannot be created or another process holds the
     /// index ([`StoreError::is_locked`]).
     pub fn open(config: CacheConfig) -> Result<Self, StoreError> {
@@ -114,6 +115,17 @@ impl ImageCache {
     ) -> Result<Self, StoreError> {
         let loaded = driver.load()?;
         let records = reconcile(&layout, &config, &*driver, loaded)?;
+        // The index's lock is ours: whatever is in incomplete/ was left by a process that
+        // stopped mid-fill, and nothing will finish it.
+        let (reclaimed, bytes) = layout.reclaim_incomplete()?;
+        if reclaimed > 0 {
+            tracing::warn!(
+                fills = reclaimed,
+                bytes,
+                dir = %layout.incomplete.display(),
+                "removed unfinished fills left by a process that stopped"
+            );
+        }
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
             config,
             layout,

@@ -30,6 +30,31 @@ impl Layout {
         Ok(())
     }
 
+    /// Removes everything in `incomplete/`: fills a process left when it stopped. Only for the
+    /// one process that holds the cache (nothing else can be writing there). Returns how many
+    /// entries and bytes went.
+    pub(crate) fn reclaim_incomplete(&self) -> io::Result<(usize, u64)> {
+        let (mut count, mut bytes) = (0, 0);
+        for entry in std::fs::read_dir(&self.incomplete)? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            let removed = if meta.is_dir() {
+                std::fs::remove_dir_all(entry.path())
+            } else {
+                std::fs::remove_file(entry.path())
+            };
+            match removed {
+                Ok(()) => {
+                    count += 1;
+                    bytes += meta.len();
+                }
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok((count, bytes))
+    }
+
     pub(crate) fn committed(&self, id: &ImageId) -> PathBuf {
         self.base.join(id.as_str())
     }

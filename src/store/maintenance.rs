@@ -44,6 +44,7 @@ impl ImageCache {
 
     /// Removes everything in `invalid/`, and the files in `incomplete/` older than
     /// `image_cache_stall_time` that no running fill is writing.
+    /// (A stopped process's fills are already gone: [`open`](Self::open) removes them.)
     pub fn clean(&self) -> Result<Cleaned, StoreError> {
         let inner = &self.inner;
         let mut cleaned = Cleaned::default();

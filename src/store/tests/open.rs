@@ -39,8 +39,8 @@ async fn reopen_reconciles_index_and_files() {
     let mut reader = cache.open_for_read(&id("kept")).unwrap().unwrap();
     assert_eq!(read_all(&mut reader).await, b"kept bytes");
     assert!(
-        dir.path().join("incomplete/partial").exists(),
-        "left for the cleaner"
+        !dir.path().join("incomplete/partial").exists(),
+        "reclaimed at open: nothing can finish it"
     );
     drop(reader);
     drop(cache);
@@ -123,4 +123,23 @@ fn dropping_the_last_handle_frees_the_directory_at_once() {
             panic!("round {round}: the directory is still held after the last handle was dropped: {err:?}");
         }
     }
+}
+
+#[test]
+fn fills_left_by_a_stopped_process_are_reclaimed_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    // A process stopped mid-fill: its partial files are still in incomplete/, however fresh.
+    std::fs::write(dir.path().join("incomplete/half"), vec![1u8; 1000]).unwrap();
+    std::fs::write(dir.path().join("incomplete/other"), b"x").unwrap();
+
+    let cache = open(dir.path());
+    assert!(names(&dir.path().join("incomplete")).is_empty());
+    assert!(!cache.is_cached(&id("half")));
+    // Nothing is left for the cleaner.
+    let cleaned = cache.clean().unwrap();
+    assert_eq!((cleaned.invalid_removed, cleaned.stalled_removed), (0, 0));
+    // A fill of the same image starts afresh.
+    fill(&cache, "half", b"whole");
+    assert!(cache.is_cached(&id("half")));
 }
