@@ -11,7 +11,7 @@ use tower_service::Service;
 use super::access::{Access, AccessCheck};
 use super::forward::pass;
 use super::hit;
-use super::policy::{is_fillable, message_length};
+use super::policy::{ask_for_identity, message_length, not_fillable, NotFillable};
 use super::settings::{CacheStatus, Settings};
 use super::tee;
 use crate::body::{CacheBody, ResponseBody};
@@ -95,9 +95,26 @@ where
         }
     }
 
+    let mut parts = parts;
+    if is_get {
+        ask_for_identity(&mut parts.headers);
+    }
     let response = inner.oneshot(Request::from_parts(parts, body)).await?;
-    if !is_get || !is_fillable(&response) {
+    if !is_get {
         return Ok(settings.mark(response.map(CacheBody::inner), CacheStatus::Miss));
+    }
+    if let Some(reason) = not_fillable(&response) {
+        let status = match reason {
+            NotFillable::Encoded(_) => {
+                tracing::warn!(image = %id, %reason, "not caching this download");
+                CacheStatus::Bypass
+            }
+            _ => {
+                tracing::debug!(image = %id, %reason, "not caching this download");
+                CacheStatus::Miss
+            }
+        };
+        return Ok(settings.mark(response.map(CacheBody::inner), status));
     }
     let content_length = message_length(&response);
     let expected = expected_download(content_length, response.headers(), Some(&meta));

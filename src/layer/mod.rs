@@ -38,6 +38,41 @@
 //!
 //! axum's `Router::layer` wraps each route on its own; there, give the check the whole router
 //! with [`MetadataThrough`].
+//!
+//! # Compression
+//!
+//! A download the cache may fill asks the wrapped service for `Accept-Encoding: identity`: the
+//! cache stores the image, not one client's compressed copy of it. A response that comes back
+//! encoded anyway is passed through uncached (`X-Cache-Status: BYPASS`, with the reason logged
+//! at `warn`).
+//!
+//! A compression layer *outside* the cache would compress every hit again, and drop its
+//! `Content-Length` and `Accept-Ranges` while the `ETag` and `Content-MD5` still name the plain
+//! bytes. Image data is binary and mostly compressed already: tell it to leave
+//! `application/octet-stream` alone (tower-http's `CompressionLayer` here):
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use tower::Layer;
+//! use tower_http::compression::predicate::{NotForContentType, Predicate};
+//! use tower_http::compression::{CompressionLayer, DefaultPredicate};
+//! use tower_image_cache::layer::{CacheLayer, InnerMetadata};
+//! use tower_image_cache::{CacheConfig, ImageCache};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! let cache = ImageCache::open(CacheConfig::new(dir.path()))?;
+//! let api = Router::new()
+//!     .route("/v2/images/{id}", get(|| async { r#"{"status": "active"}"# }))
+//!     .route("/v2/images/{id}/file", get(|| async { "image bytes" }));
+//! let images_stay_plain =
+//!     DefaultPredicate::new().and(NotForContentType::const_new("application/octet-stream"));
+//! let app: Router = Router::new()
+//!     .fallback_service(CacheLayer::new(cache, InnerMetadata::new()).layer(api))
+//!     .layer(CompressionLayer::new().compress_when(images_stay_plain));
+//! # let _ = app;
+//! # Ok(()) }
+//! ```
 
 mod access;
 mod download;
