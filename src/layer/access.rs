@@ -6,6 +6,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use http::{header, request, HeaderMap, Method, Request, Response, StatusCode};
 use http_body::Body;
@@ -69,12 +71,15 @@ where
 #[must_use]
 pub struct InnerMetadata {
     route: RouteTemplate,
+    /// Set once an inconclusive answer was logged at `warn` (later ones go to `debug`).
+    warned: Arc<AtomicBool>,
 }
 
 impl Default for InnerMetadata {
     fn default() -> Self {
         InnerMetadata {
             route: RouteTemplate::new("/v2/images/{id}").expect("a valid template"),
+            warned: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -156,6 +161,7 @@ where
             inner,
             self.metadata_request(request, id),
             id.clone(),
+            self.clone(),
         ))
     }
 }
@@ -218,7 +224,12 @@ where
         id: &ImageId,
     ) -> CheckFuture<S::Response, S::Error> {
         let metadata = self.check.metadata_request(request, id);
-        Box::pin(ask_metadata(self.service.clone(), metadata, id.clone()))
+        Box::pin(ask_metadata(
+            self.service.clone(),
+            metadata,
+            id.clone(),
+            self.check.clone(),
+        ))
     }
 }
 
@@ -226,11 +237,13 @@ async fn ask_metadata<T, ReqBody, ResBody>(
     service: T,
     metadata: Request<ReqBody>,
     id: ImageId,
+    check: InnerMetadata,
 ) -> Result<Access<Response<ResBody>>, T::Error>
 where
     T: Service<Request<ReqBody>, Response = Response<ResBody>>,
     ResBody: ResponseBody,
 {
+    let route = metadata.uri().path().to_owned();
     let response = service.oneshot(metadata).await?;
     match response.status() {
         StatusCode::OK => {}
@@ -238,7 +251,7 @@ where
             return Ok(Access::Deny(response))
         }
         status => {
-            tracing::debug!(image = %id, %status, "metadata check inconclusive; passing through");
+            check.inconclusive(&id, &format!("GET {route} answered {status}"));
             return Ok(Access::PassThrough);
         }
     }
@@ -248,14 +261,45 @@ where
     {
         Ok(collected) => collected.to_bytes(),
         Err(err) => {
-            tracing::warn!(image = %id, %err, "could not read the image metadata; passing through");
+            let reason = format!("the answer to GET {route} could not be read: {err}");
+            check.inconclusive(&id, &reason);
             return Ok(Access::PassThrough);
         }
     };
     Ok(match ImageState::read(&document) {
         ImageState::Active(meta) => Access::Serve(meta),
-        ImageState::Inactive(_) | ImageState::Unreadable => Access::PassThrough,
+        ImageState::Inactive(status) => {
+            tracing::debug!(image = %id, %status, "the image is not active; passing through");
+            Access::PassThrough
+        }
+        ImageState::Unreadable => {
+            let reason = format!("the answer to GET {route} is not an image document");
+            check.inconclusive(&id, &reason);
+            Access::PassThrough
+        }
     })
+}
+
+impl InnerMetadata {
+    /// Logs an answer that leaves the check undecided: at `warn` the first time (with the fix for
+    /// the usual cause), at `debug` after.
+    fn inconclusive(&self, id: &ImageId, reason: &str) {
+        if self.warned.swap(true, Ordering::Relaxed) {
+            tracing::debug!(image = %id, reason, "metadata check inconclusive; passing through");
+            return;
+        }
+        tracing::warn!(
+            image = %id,
+            reason,
+            "the cache's access check cannot tell whether this caller may download the image, so \
+             downloads pass through uncached (X-Cache-Status: BYPASS). If the cache wraps single \
+             routes (axum's Router::layer or route_layer), the wrapped service cannot answer the \
+             image's metadata route: wrap the whole router instead \
+             (Router::new().fallback_service(layer.layer(router))), or give the check the router \
+             with MetadataThrough::new(router.clone(), InnerMetadata::new()). Logged once; later \
+             ones at debug."
+        );
+    }
 }
 
 /// Serves every cached image to every caller, without asking anyone.

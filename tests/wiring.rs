@@ -1,0 +1,131 @@
+//! The ways an axum user wires `CacheLayer`: each one caches, or says at `warn` (once) why it
+//! cannot and what to write instead.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use axum::routing::get;
+use axum::Router;
+use tower::Layer;
+use tower_image_cache::layer::MetadataThrough;
+use tower_image_cache::{CacheConfig, CacheLayer, ImageCache, InnerMetadata};
+
+const IMAGE: &str = "the bytes of a small image";
+
+fn api() -> Router {
+    Router::new()
+        .route(
+            "/v2/images/{id}",
+            get(|| async { r#"{"status": "active"}"# }),
+        )
+        .route("/v2/images/{id}/file", get(|| async { IMAGE }))
+}
+
+async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/v2/images/img/file")
+}
+
+/// Downloads `url` twice, waiting for the cache to settle between; returns both
+/// `X-Cache-Status` values.
+async fn twice(url: &str, cache: &ImageCache) -> [String; 2] {
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let response = reqwest::get(url).await.unwrap();
+        assert_eq!(response.status(), 200);
+        statuses.push(
+            response.headers()["x-cache-status"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+        assert_eq!(response.text().await.unwrap(), IMAGE);
+        cache.idle().await;
+    }
+    [statuses[0].clone(), statuses[1].clone()]
+}
+
+fn open() -> (tempfile::TempDir, ImageCache) {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = ImageCache::open(CacheConfig::new(dir.path())).unwrap();
+    (dir, cache)
+}
+
+/// What the test's tracing subscriber wrote.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn router_layer_with_the_default_check_warns_once_naming_the_fix() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .finish();
+    // The test's runtime has one thread: every task logs to this subscriber.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let (_dir, cache) = open();
+    let app = api().layer(CacheLayer::new(cache.clone(), InnerMetadata::new()));
+    let url = serve(app).await;
+    assert_eq!(twice(&url, &cache).await, ["BYPASS", "BYPASS"]);
+    assert_eq!(twice(&url, &cache).await, ["BYPASS", "BYPASS"]);
+
+    let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(logged.matches("WARN").count(), 1, "{logged}");
+    assert!(logged.contains("Router::layer"), "{logged}");
+    assert!(
+        logged.contains("MetadataThrough::new(router.clone()"),
+        "{logged}"
+    );
+}
+
+#[tokio::test]
+async fn router_layer_and_route_layer_cache_with_the_check_given_the_router() {
+    for route_layer in [false, true] {
+        let (_dir, cache) = open();
+        let check = MetadataThrough::new(api(), InnerMetadata::new());
+        let layer = CacheLayer::new(cache.clone(), check);
+        let app = if route_layer {
+            api().route_layer(layer)
+        } else {
+            api().layer(layer)
+        };
+        let url = serve(app).await;
+        assert_eq!(
+            twice(&url, &cache).await,
+            ["MISS", "HIT"],
+            "route_layer: {route_layer}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_layer_around_the_whole_router_caches() {
+    let (_dir, cache) = open();
+    let app = Router::new()
+        .fallback_service(CacheLayer::new(cache.clone(), InnerMetadata::new()).layer(api()));
+    let url = serve(app).await;
+    assert_eq!(twice(&url, &cache).await, ["MISS", "HIT"]);
+
+    let (_dir, cache) = open();
+    let service = tower::ServiceBuilder::new()
+        .layer(CacheLayer::new(cache.clone(), InnerMetadata::new()))
+        .service(api());
+    let url = serve(Router::new().fallback_service(service)).await;
+    assert_eq!(twice(&url, &cache).await, ["MISS", "HIT"]);
+}
