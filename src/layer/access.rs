@@ -66,7 +66,10 @@ where
 /// - `200` with another status (deactivated, queued, ...), any other answer, or a document
 ///   that cannot be read: the request is passed through to the wrapped service.
 ///
-/// Building the metadata request needs an empty request body: `ReqBody: Default`.
+/// Building the metadata request needs an empty request body: `ReqBody: Default`. axum's `Body`
+/// has one; hyper's `Incoming` has not: box each request's body before the layers
+/// (`request.map(BodyExt::boxed)`, as `examples/hyper_server.rs` does), since
+/// `http_body_util::combinators::BoxBody` is `Default`.
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct InnerMetadata {

@@ -16,7 +16,13 @@ use crate::store::ImageCache;
 ///
 /// Put it outside [`CacheLayer`](crate::CacheLayer), around the whole image API: the
 /// prefetcher downloads queued images through the service it wraps, so they take the cache's
-/// normal fill path. See the [module docs](super).
+/// normal fill path. Not with axum's `Router::layer`, which wraps each route (and the fallback)
+/// alone: there the wrapped service cannot answer the image routes. See the
+/// [module docs](super).
+///
+/// The prefetcher and the existence check of `PUT /v2/cache/{id}` build requests of their own,
+/// so the request body type must have an empty value (`ReqBody: Default`): axum's `Body` has
+/// one; hyper's `Incoming` has not (box it first, as `examples/hyper_server.rs` does).
 #[derive(Clone)]
 #[must_use]
 pub struct CacheManageLayer {

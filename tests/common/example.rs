@@ -83,6 +83,13 @@ pub fn start_proxy(upstream: &str, cache_dir: &std::path::Path) -> Server {
     spawn(command)
 }
 
+/// The example `name` with `args`, once it prints `listening on http://ADDR`.
+pub fn start_example(name: &str, args: &[&std::ffi::OsStr]) -> Server {
+    let mut command = Command::new(example_binary(name));
+    command.args(args);
+    spawn(command)
+}
+
 /// Starts a server and waits for its `listening on http://ADDR` line.
 fn spawn(mut command: Command) -> Server {
     let mut child = command
