@@ -8,6 +8,7 @@ use axum::routing::get;
 use axum::Router;
 use tower::Layer;
 use tower_image_cache::layer::MetadataThrough;
+use tower_image_cache::manage::{CacheManageLayer, StaticToken};
 use tower_image_cache::{CacheConfig, CacheLayer, ImageCache, InnerMetadata};
 
 const IMAGE: &str = "the bytes of a small image";
@@ -67,17 +68,28 @@ impl Write for Captured {
     }
 }
 
+impl Captured {
+    /// Captures what is logged at `warn` and above on this thread until the guard is dropped
+    /// (a `#[tokio::test]` runtime has one thread: every task logs here).
+    fn start() -> (Self, tracing::subscriber::DefaultGuard) {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
 #[tokio::test]
 async fn router_layer_with_the_default_check_warns_once_naming_the_fix() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .finish();
-    // The test's runtime has one thread: every task logs to this subscriber.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Captured::start();
 
     let (_dir, cache) = open();
     let app = api().layer(CacheLayer::new(cache.clone(), InnerMetadata::new()));
@@ -85,7 +97,7 @@ async fn router_layer_with_the_default_check_warns_once_naming_the_fix() {
     assert_eq!(twice(&url, &cache).await, ["BYPASS", "BYPASS"]);
     assert_eq!(twice(&url, &cache).await, ["BYPASS", "BYPASS"]);
 
-    let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logged = logs.text();
     assert_eq!(logged.matches("WARN").count(), 1, "{logged}");
     assert!(logged.contains("Router::layer"), "{logged}");
     assert!(
@@ -128,4 +140,61 @@ async fn the_layer_around_the_whole_router_caches() {
         .service(api());
     let url = serve(Router::new().fallback_service(service)).await;
     assert_eq!(twice(&url, &cache).await, ["MISS", "HIT"]);
+}
+
+#[tokio::test]
+async fn management_on_single_routes_is_an_error_at_construction_and_in_its_answers() {
+    let (logs, _guard) = Captured::start();
+    let (_dir, cache) = open();
+    let manage =
+        CacheManageLayer::new(cache.clone(), StaticToken::new("admin")).service_token("admin");
+    let app = api().layer(manage);
+    let logged = logs.text();
+    assert_eq!(logged.matches("ERROR").count(), 1, "{logged}");
+    assert!(
+        logged.contains("wrap the\n") || logged.contains("Wrap the whole router"),
+        "{logged}"
+    );
+
+    let url = serve(app)
+        .await
+        .replace("/v2/images/img/file", "/v2/cache/img");
+    let queued = reqwest::Client::new()
+        .put(url)
+        .header("x-auth-token", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(queued.status(), 404);
+    let body = queued.text().await.unwrap();
+    assert!(body.contains("wrap the whole router"), "{body}");
+}
+
+#[tokio::test]
+async fn management_around_the_whole_router_queues_and_prefetches() {
+    let (logs, _guard) = Captured::start();
+    let (_dir, cache) = open();
+    let service = tower::ServiceBuilder::new()
+        .layer(
+            CacheManageLayer::new(cache.clone(), StaticToken::new("admin")).service_token("admin"),
+        )
+        .layer(CacheLayer::new(cache.clone(), InnerMetadata::new()))
+        .service(api());
+    let url = serve(Router::new().fallback_service(service))
+        .await
+        .replace("/v2/images/img/file", "/v2/cache/img");
+    let queued = reqwest::Client::new()
+        .put(url)
+        .header("x-auth-token", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(queued.status(), 202);
+    let id = tower_image_cache::ImageId::new("img").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cache.is_cached(&id) {
+        assert!(std::time::Instant::now() < deadline, "not prefetched");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(logs.text().is_empty(), "{}", logs.text());
 }

@@ -199,10 +199,14 @@ where
     let response = inner.oneshot(request).await?;
     let status = response.status();
     if status == StatusCode::NOT_FOUND {
-        return Ok(Err(Refusal::new(
-            StatusCode::NOT_FOUND,
-            format!("no image with id {id}"),
-        )));
+        let mut message = format!("no image with id {id}");
+        if shared.wraps_single_routes() {
+            message.push_str(
+                " (or the cache cannot see it: CacheManageLayer wraps single routes, as axum's \
+                 Router::layer makes it; wrap the whole router instead)",
+            );
+        }
+        return Ok(Err(Refusal::new(StatusCode::NOT_FOUND, message)));
     }
     if status != StatusCode::OK {
         let reason = format!("the image API answered {status} to the cache's service identity");

@@ -1,3 +1,4 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +32,9 @@ pub struct CacheManageLayer {
     metadata: RouteTemplate,
     worker: WorkerSettings,
     handle: PrefetchHandle,
+    /// How many services this layer (and its clones) wrapped: more than one is axum's
+    /// `Router::layer` wrapping each route alone, where management cannot reach the image API.
+    wrapped: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for CacheManageLayer {
@@ -60,6 +64,7 @@ impl CacheManageLayer {
                 clean_every: None,
             },
             handle: PrefetchHandle::default(),
+            wrapped: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -127,11 +132,22 @@ impl<S> Layer<S> for CacheManageLayer {
     type Service = CacheManageService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        let wrapped = self.wrapped.fetch_add(1, Ordering::Relaxed) + 1;
+        if wrapped == 2 {
+            tracing::error!(
+                "CacheManageLayer wraps more than one service. With axum's Router::layer or \
+                 route_layer it wraps each route alone, and then PUT /v2/cache/{{id}} and the \
+                 prefetcher cannot reach the image API (every image reads as unknown). Wrap the \
+                 whole router once instead: \
+                 Router::new().fallback_service(ServiceBuilder::new().layer(manage).layer(cache).service(router))."
+            );
+        }
         let shared = Shared {
             cache: self.cache.clone(),
             access: Arc::clone(&self.access),
             metadata: self.metadata.clone(),
             identity: self.worker.identity.clone(),
+            wrapped: Arc::clone(&self.wrapped),
         };
         CacheManageService::new(
             inner,

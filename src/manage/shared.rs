@@ -1,5 +1,6 @@
 //! What every clone of a [`CacheManageService`](super::CacheManageService) shares.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use http::HeaderMap;
@@ -14,4 +15,13 @@ pub(crate) struct Shared {
     pub(crate) access: Arc<dyn ManageAccess>,
     pub(crate) metadata: RouteTemplate,
     pub(crate) identity: HeaderMap,
+    /// How many services the layer wrapped (see `CacheManageLayer`).
+    pub(crate) wrapped: Arc<AtomicUsize>,
+}
+
+impl Shared {
+    /// Whether the layer wraps several services, as axum's `Router::layer` makes it do.
+    pub(crate) fn wraps_single_routes(&self) -> bool {
+        self.wrapped.load(Ordering::Relaxed) > 1
+    }
 }
