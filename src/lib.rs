@@ -48,6 +48,9 @@ mod image_meta;
 pub mod layer;
 pub mod manage;
 mod route;
+#[cfg(feature = "server")]
+#[doc(hidden)]
+pub mod server;
 pub mod store;
 mod sync;
 

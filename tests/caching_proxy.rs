@@ -1,4 +1,5 @@
-//! The caching proxy example in front of the example image server, both spawned.
+//! The cache server (`image-cache-server`) in front of the example image server, both spawned.
+#![cfg(feature = "server")]
 
 mod common;
 

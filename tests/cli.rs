@@ -603,3 +603,53 @@ async fn the_offline_prefetcher_verifies_both_md5_header_forms() {
         "a failed prefetch stays queued"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_tools_find_the_server_at_bind_port() {
+    let dir = tempfile::tempdir().unwrap();
+    prepare(&dir.path().join("cache"));
+    let conf = write_config(dir.path());
+    let server = start(dir.path(), &["--config-file", &conf]);
+    let port = server.url.rsplit(':').next().unwrap().to_owned();
+    // glance-api.conf names the port the server listens on; no -p is given.
+    let api_conf = dir.path().join("glance-api.conf");
+    std::fs::write(&api_conf, format!("[DEFAULT]\nbind_port = {port}\n")).unwrap();
+    let api_conf = api_conf.display().to_string();
+
+    let pruner = env!("CARGO_BIN_EXE_image-cache-pruner");
+    let pruned = run(
+        pruner,
+        &[
+            "--config-file",
+            &api_conf,
+            "--config-file",
+            &conf,
+            "--os-auth-token",
+            ADMIN,
+        ],
+        "",
+    );
+    assert!(
+        ok(&pruned).contains("through the server at 127.0.0.1"),
+        "{}",
+        text(&pruned)
+    );
+    let listed = run(
+        env!("CARGO_BIN_EXE_image-cache-manage"),
+        &[
+            "--config-file",
+            &api_conf,
+            "-H",
+            "127.0.0.1",
+            "--os-auth-token",
+            ADMIN,
+            "list-cached",
+        ],
+        "",
+    );
+    assert!(
+        ok(&listed).contains("Found 1 cached images"),
+        "{}",
+        text(&listed)
+    );
+}

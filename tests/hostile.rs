@@ -13,7 +13,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::example::{start, start_proxy, upload, Server};
+#[cfg(feature = "server")]
+use common::example::start_proxy;
+use common::example::{start, upload, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -396,6 +398,7 @@ async fn the_example_server_refuses_hostile_input() {
     drop(target.server);
 }
 
+#[cfg(feature = "server")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_caching_proxy_refuses_hostile_input() {
     let (upstream_dir, proxy_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

@@ -8,6 +8,7 @@ use clap::Parser;
 use tower_image_cache::cli::commands::{help, image_id, Command, COMMANDS};
 use tower_image_cache::cli::report::{report, Outcome, Style};
 use tower_image_cache::cli::{ClientError, ManageClient};
+use tower_image_cache::config::{with_glance_files, ServerOptions};
 
 #[derive(Parser, Debug)]
 #[command(name = "image-cache-manage", version, about = "Manage the image cache of one or more API nodes", after_help = COMMANDS)]
@@ -23,9 +24,15 @@ struct Args {
         default_value = "localhost"
     )]
     hosts: Vec<String>,
-    /// Port the API host listens on.
-    #[arg(short, long, default_value_t = 9292)]
-    port: u16,
+    /// Port the API host listens on (default: bind_port from the configuration files, else
+    /// 9292).
+    #[arg(short, long)]
+    port: Option<u16>,
+    /// A Glance configuration file whose bind_port is the default port; repeatable, later
+    /// files win. /etc/glance/glance-api.conf and /etc/glance/glance-cache.conf are read first
+    /// when present.
+    #[arg(long = "config-file", value_name = "FILE")]
+    config_files: Vec<std::path::PathBuf>,
     /// Do not ask for confirmation.
     #[arg(short, long)]
     force: bool,
@@ -71,10 +78,14 @@ async fn run(args: &Args) -> Result<(), String> {
             return Ok(());
         }
     }
+    let port = match args.port {
+        Some(port) => port,
+        None => bind_port(&args.config_files)?,
+    };
     let clients: Vec<ManageClient> = args
         .hosts
         .iter()
-        .map(|host| ManageClient::new(host, args.port, args.os_auth_token.clone()))
+        .map(|host| ManageClient::new(host, port, args.os_auth_token.clone()))
         .collect();
     let outcomes = futures_join(clients.iter().map(|client| act(client, command.name, id))).await;
 
@@ -99,6 +110,14 @@ async fn run(args: &Args) -> Result<(), String> {
     } else {
         Err(failures.join("\n"))
     }
+}
+
+/// `bind_port` from Glance's files (the defaults in /etc/glance when present, then `files`), or
+/// Glance's 9292.
+fn bind_port(files: &[std::path::PathBuf]) -> Result<u16, String> {
+    let options =
+        ServerOptions::from_files(with_glance_files(files)).map_err(|err| err.to_string())?;
+    Ok(options.bind_port.unwrap_or(9292))
 }
 
 /// Runs the futures concurrently (one per node) and returns their outputs in order.

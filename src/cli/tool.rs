@@ -4,17 +4,15 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::config::{with_glance_files, ServerOptions};
 use crate::image_meta::expected_download;
 use crate::store::{ImageCache, StoreError};
 use crate::{CacheConfig, ImageId};
 
 use super::client::ManageClient;
 
-/// Glance's default configuration files, read when present.
-const DEFAULT_FILES: [&str; 2] = [
-    "/etc/glance/glance-api.conf",
-    "/etc/glance/glance-cache.conf",
-];
+/// Glance's API port, where no `--port` or `bind_port` says otherwise.
+const DEFAULT_PORT: u16 = 9292;
 
 /// The options every cron tool takes.
 #[derive(Debug, Clone, clap::Args)]
@@ -27,9 +25,10 @@ pub struct ToolArgs {
     /// The local API server, used when it holds the cache.
     #[arg(short = 'H', long, default_value = "127.0.0.1")]
     pub host: String,
-    /// The local API server's port.
-    #[arg(short, long, default_value_t = 9292)]
-    pub port: u16,
+    /// The local API server's port (default: bind_port from the configuration files, else
+    /// 9292).
+    #[arg(short, long)]
+    pub port: Option<u16>,
     /// The admin token for the API server.
     #[arg(long, env = "OS_AUTH_TOKEN", hide_env_values = true)]
     pub os_auth_token: Option<String>,
@@ -47,21 +46,33 @@ pub enum Chore {
 }
 
 impl ToolArgs {
+    fn files(&self) -> Vec<PathBuf> {
+        with_glance_files(&self.config_files)
+    }
+
     fn config(&self) -> Result<CacheConfig, String> {
-        let mut files: Vec<PathBuf> = DEFAULT_FILES
-            .iter()
-            .map(PathBuf::from)
-            .filter(|p| p.exists())
-            .collect();
-        files.extend(self.config_files.iter().cloned());
+        let files = self.files();
         if files.is_empty() {
             return Err("no configuration: pass --config-file FILE (a glance-cache.conf with image_cache_dir)".into());
         }
         CacheConfig::from_files(&files).map_err(|err| err.to_string())
     }
 
-    fn client(&self) -> ManageClient {
-        ManageClient::new(&self.host, self.port, self.os_auth_token.clone())
+    /// The server's port: `--port`, else `bind_port` from the configuration files, else 9292.
+    fn port(&self) -> Result<u16, String> {
+        if let Some(port) = self.port {
+            return Ok(port);
+        }
+        let options = ServerOptions::from_files(self.files()).map_err(|err| err.to_string())?;
+        Ok(options.bind_port.unwrap_or(DEFAULT_PORT))
+    }
+
+    fn client(&self) -> Result<ManageClient, String> {
+        Ok(ManageClient::new(
+            &self.host,
+            self.port()?,
+            self.os_auth_token.clone(),
+        ))
     }
 }
 
@@ -80,7 +91,7 @@ pub async fn run_maintenance(chore: Chore, args: &ToolArgs) -> Result<String, St
 }
 
 async fn online(chore: Chore, args: &ToolArgs) -> Result<String, String> {
-    let client = args.client();
+    let client = args.client()?;
     let through = format!("through the server at {}", client.node());
     match chore {
         Chore::Prune => {
@@ -155,7 +166,7 @@ async fn prefetch_offline(
 ) -> Result<String, String> {
     let queued = store(&cache, ImageCache::queued_images).await?;
     let http = reqwest::Client::new();
-    let base = ManageClient::new(&args.host, args.port, None)
+    let base = ManageClient::new(&args.host, args.port()?, None)
         .base_url()
         .to_owned();
     let mut failures = Vec::new();

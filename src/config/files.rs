@@ -1,106 +1,13 @@
 //! Loading [`CacheConfig`] from Glance's own files: `glance-api.conf`, then `glance-cache.conf`.
 
-use std::collections::HashMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
+use super::error::ConfigError;
+use super::ini::{read_files, read_section, Setting};
 use super::options::{db_name_problem, CacheConfig, IndexDriverKind};
 
 /// The drivers Glance has that this cache does not: their names get a pointed message.
 const GLANCE_ONLY_DRIVERS: [&str; 3] = ["sqlite", "centralized_db", "xattr"];
-
-/// A configuration file that could not be used: names the file, and the key and value when
-/// one of them is at fault.
-#[derive(Debug)]
-pub struct ConfigError {
-    file: Option<PathBuf>,
-    key: Option<String>,
-    value: Option<String>,
-    reason: String,
-}
-
-impl ConfigError {
-    fn in_file(file: &Path, reason: impl Into<String>) -> Self {
-        ConfigError {
-            file: Some(file.to_path_buf()),
-            key: None,
-            value: None,
-            reason: reason.into(),
-        }
-    }
-
-    fn bad_value(setting: &Setting, reason: impl Into<String>) -> Self {
-        ConfigError {
-            file: Some(setting.file.clone()),
-            key: Some(setting.key.clone()),
-            value: Some(setting.value.clone()),
-            reason: reason.into(),
-        }
-    }
-
-    /// The file at fault, if one is.
-    pub fn file(&self) -> Option<&Path> {
-        self.file.as_deref()
-    }
-
-    /// The option at fault, if one is.
-    pub fn key(&self) -> Option<&str> {
-        self.key.as_deref()
-    }
-
-    /// The value at fault, if one is.
-    pub fn value(&self) -> Option<&str> {
-        self.value.as_deref()
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(file) = &self.file {
-            write!(f, "{}: ", file.display())?;
-        }
-        match (&self.key, &self.value) {
-            (Some(key), Some(value)) => write!(f, "[DEFAULT] {key} = {value:?}: {}", self.reason),
-            (Some(key), None) => write!(f, "{key}: {}", self.reason),
-            _ => f.write_str(&self.reason),
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-/// One `[DEFAULT]` option and the file it came from.
-#[derive(Debug, Clone)]
-struct Setting {
-    file: PathBuf,
-    key: String,
-    value: String,
-}
-
-impl Setting {
-    fn integer(&self) -> Result<u64, ConfigError> {
-        let value = self.value.trim();
-        if value.starts_with('-') {
-            return Err(ConfigError::bad_value(self, "must not be negative"));
-        }
-        value
-            .parse()
-            .map_err(|_| ConfigError::bad_value(self, "must be a whole number"))
-    }
-
-    fn seconds(&self) -> Result<Duration, ConfigError> {
-        self.integer().map(Duration::from_secs)
-    }
-
-    fn text(&self) -> Result<String, ConfigError> {
-        let value = self.value.trim();
-        if value.is_empty() {
-            return Err(ConfigError::bad_value(self, "must not be empty"));
-        }
-        Ok(value.to_owned())
-    }
-}
 
 impl CacheConfig {
     /// Reads the cache options from the `[DEFAULT]` section of each file in turn, a later
@@ -121,22 +28,16 @@ impl CacheConfig {
     pub fn from_files<P: AsRef<Path>>(
         files: impl IntoIterator<Item = P>,
     ) -> Result<Self, ConfigError> {
-        let mut texts = Vec::new();
-        for file in files {
-            let file = file.as_ref();
-            let text = std::fs::read_to_string(file)
-                .map_err(|err| ConfigError::in_file(file, format!("cannot be read: {err}")))?;
-            texts.push((file.to_path_buf(), text));
-        }
-        Self::from_texts(&texts)
+        Self::from_texts(&read_files(files)?)
     }
 
     /// [`CacheConfig::from_files`] on texts already read, each with the file it came from.
     pub(crate) fn from_texts(texts: &[(PathBuf, String)]) -> Result<Self, ConfigError> {
-        let settings = read_defaults(texts)?;
+        let settings = read_section(texts, "DEFAULT")?;
         let Some(dir) = settings.get("image_cache_dir") else {
             return Err(ConfigError {
                 file: None,
+                section: "DEFAULT",
                 key: Some("image_cache_dir".into()),
                 value: None,
                 reason: "is required: set it in the [DEFAULT] section".into(),
@@ -149,7 +50,7 @@ impl CacheConfig {
         if let Some(db) = settings.get("image_cache_sqlite_db") {
             let name = db.text()?;
             if let Some(problem) = db_name_problem(&name) {
-                return Err(ConfigError::bad_value(db, problem));
+                return Err(db.bad(problem));
             }
             config.image_cache_sqlite_db = name;
         }
@@ -180,34 +81,13 @@ fn driver_kind(driver: &Setting) -> Result<IndexDriverKind, ConfigError> {
     } else {
         "is not a cache driver: the only driver here is 'sled'"
     };
-    Err(ConfigError::bad_value(driver, reason))
-}
-
-/// The `[DEFAULT]` options of every file, later files overriding earlier ones.
-fn read_defaults(texts: &[(PathBuf, String)]) -> Result<HashMap<String, Setting>, ConfigError> {
-    let mut settings = HashMap::new();
-    for (file, text) in texts {
-        let ini = ini::Ini::load_from_str(text).map_err(|err| {
-            ConfigError::in_file(file, format!("is not a valid configuration file: {err}"))
-        })?;
-        let Some(defaults) = ini.section(Some("DEFAULT")) else {
-            continue;
-        };
-        for (key, value) in defaults.iter() {
-            let setting = Setting {
-                file: file.to_path_buf(),
-                key: key.to_owned(),
-                value: value.to_owned(),
-            };
-            settings.insert(key.to_owned(), setting);
-        }
-    }
-    Ok(settings)
+    Err(driver.bad(reason))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let path = dir.join(name);

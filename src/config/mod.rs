@@ -1,12 +1,17 @@
 //! [`CacheConfig`]: the cache's options, with Glance's names and defaults, built in code or read
 //! from Glance's own configuration files.
 
+mod error;
 mod files;
+mod ini;
 mod options;
+mod server;
 
-pub use files::ConfigError;
+pub use error::ConfigError;
+pub use ini::{with_glance_files, GLANCE_FILES};
 pub(crate) use options::{db_name_problem, INCOMPLETE_DIR, INVALID_DIR};
 pub use options::{
     CacheConfig, IndexDriverKind, DEFAULT_DB_CACHE_CAPACITY, DEFAULT_DB_NAME, DEFAULT_MAX_SIZE,
     DEFAULT_PREFETCHER_INTERVAL, DEFAULT_STALL_TIME,
 };
+pub use server::ServerOptions;

@@ -251,6 +251,15 @@ impl ImageCache {
         self.inner.fills.settled(id).await;
     }
 
+    /// Whether the cache can do its work: a file can be written in `image_cache_dir` (a probe in
+    /// `incomplete/`, removed at once) and the index takes writes. The error says which failed.
+    /// For health checks (`GET /healthz`); it touches the disk, so call it off the runtime.
+    pub fn check_health(&self) -> Result<(), StoreError> {
+        self.inner.layout.probe_writable()?;
+        self.inner.catalog.flush_hits()?;
+        Ok(self.inner.catalog.flush()?)
+    }
+
     /// Writes what the hit path gathered in memory (hit counters, copies found damaged) to the
     /// index now (it is otherwise written about once a second).
     pub fn flush_hits(&self) -> Result<(), StoreError> {

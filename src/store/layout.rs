@@ -55,6 +55,23 @@ impl Layout {
         Ok((count, bytes))
     }
 
+    /// Writes, syncs and removes a probe file in `incomplete/` (whose entries are never ids).
+    pub(crate) fn probe_writable(&self) -> io::Result<()> {
+        // A name no image id can take (`+` is not an id character), so no fill collides with it.
+        let probe = self
+            .incomplete
+            .join(format!("health+{}", std::process::id()));
+        let written =
+            std::fs::write(&probe, b"ok").and_then(|()| std::fs::File::open(&probe)?.sync_all());
+        let removed = remove_if_present(&probe).map(drop);
+        written.and(removed).map_err(|err| {
+            io::Error::new(
+                err.kind(),
+                format!("cannot write in {}: {err}", self.incomplete.display()),
+            )
+        })
+    }
+
     pub(crate) fn committed(&self, id: &ImageId) -> PathBuf {
         self.base.join(id.as_str())
     }

@@ -66,10 +66,30 @@ pub fn start(data_dir: &std::path::Path, extra: &[&str]) -> Server {
     spawn(command)
 }
 
-/// The caching proxy in front of `upstream`, its cache in `cache_dir`, managed and prefetching
+/// The crate's `image-cache-server` binary (feature `server`), built by `cargo test` next to the
+/// test binaries.
+pub fn server_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let binary = profile_dir.join("image-cache-server");
+    assert!(
+        binary.exists(),
+        "{} is missing: run the tests with `cargo test --all-features` (the server is behind the \
+         `server` feature)",
+        binary.display()
+    );
+    binary
+}
+
+/// The cache server in front of `upstream`, its cache in `cache_dir`, managed and prefetching
 /// with the example server's admin token.
 pub fn start_proxy(upstream: &str, cache_dir: &std::path::Path) -> Server {
-    let mut command = Command::new(example_binary("caching_proxy"));
+    start_server(upstream, cache_dir, &[])
+}
+
+/// [`start_proxy`] with more arguments.
+pub fn start_server(upstream: &str, cache_dir: &std::path::Path, extra: &[&str]) -> Server {
+    let mut command = Command::new(server_binary());
     command
         .args(["--bind", "127.0.0.1:0", "--upstream", upstream])
         .args([
@@ -79,7 +99,8 @@ pub fn start_proxy(upstream: &str, cache_dir: &std::path::Path) -> Server {
             "admin-secret",
         ])
         .arg("--cache-dir")
-        .arg(cache_dir);
+        .arg(cache_dir)
+        .args(extra);
     spawn(command)
 }
 

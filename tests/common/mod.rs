@@ -470,3 +470,64 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
 pub async fn json(response: reqwest::Response) -> serde_json::Value {
     serde_json::from_slice(&response.bytes().await.unwrap()).unwrap()
 }
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+pub struct SmallFs {
+    /// The mount point, when it is a directory of its own.
+    _dir: Option<tempfile::TempDir>,
+    path: PathBuf,
+}
+
+impl SmallFs {
+    /// Mounts a tmpfs of `size` (mount(8) syntax) on a new directory, or says why it cannot.
+    pub fn mount(size: &str) -> Result<SmallFs, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let mut fs = Self::mount_on(dir.path(), size)?;
+        fs._dir = Some(dir);
+        Ok(fs)
+    }
+
+    /// Mounts a tmpfs of `size` on the existing directory `path`, or says why it cannot.
+    pub fn mount_on(path: &Path, size: &str) -> Result<SmallFs, String> {
+        let output = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !output.status.success() {
+            return Err(String::from_utf8_lossy(&output.stderr).trim().to_owned());
+        }
+        Ok(SmallFs {
+            _dir: None,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Remounts it read-only (`true`) or read-write.
+    pub fn set_read_only(&self, read_only: bool) {
+        let mode = if read_only {
+            "remount,ro"
+        } else {
+            "remount,rw"
+        };
+        let status = std::process::Command::new("mount")
+            .args(["-o", mode])
+            .arg(&self.path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount -o {mode} failed");
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}

@@ -1,0 +1,109 @@
+//! Reading Glance's INI files: which files, and each option with the file and section it came
+//! from, so an error can name them.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::error::ConfigError;
+
+/// One option, with the file and section it came from.
+#[derive(Debug, Clone)]
+pub(crate) struct Setting {
+    pub(crate) file: PathBuf,
+    pub(crate) section: &'static str,
+    pub(crate) key: String,
+    pub(crate) value: String,
+}
+
+impl Setting {
+    /// An error naming this option's file, section, key and value.
+    pub(crate) fn bad(&self, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: Some(self.file.clone()),
+            section: self.section,
+            key: Some(self.key.clone()),
+            value: Some(self.value.clone()),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn integer(&self) -> Result<u64, ConfigError> {
+        let value = self.value.trim();
+        if value.starts_with('-') {
+            return Err(self.bad("must not be negative"));
+        }
+        value
+            .parse()
+            .map_err(|_| self.bad("must be a whole number"))
+    }
+
+    pub(crate) fn seconds(&self) -> Result<Duration, ConfigError> {
+        self.integer().map(Duration::from_secs)
+    }
+
+    pub(crate) fn text(&self) -> Result<String, ConfigError> {
+        let value = self.value.trim();
+        if value.is_empty() {
+            return Err(self.bad("must not be empty"));
+        }
+        Ok(value.to_owned())
+    }
+}
+
+/// Glance's own configuration files, which every tool and the server read first when present.
+pub const GLANCE_FILES: [&str; 2] = [
+    "/etc/glance/glance-api.conf",
+    "/etc/glance/glance-cache.conf",
+];
+
+/// The files to read: Glance's own ([`GLANCE_FILES`]) that exist, then `given`, in order (later
+/// files win).
+pub fn with_glance_files(given: &[PathBuf]) -> Vec<PathBuf> {
+    GLANCE_FILES
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+        .chain(given.iter().cloned())
+        .collect()
+}
+
+/// Each file's text, with its path.
+pub(crate) fn read_files<P: AsRef<Path>>(
+    files: impl IntoIterator<Item = P>,
+) -> Result<Vec<(PathBuf, String)>, ConfigError> {
+    let mut texts = Vec::new();
+    for file in files {
+        let file = file.as_ref();
+        let text = std::fs::read_to_string(file)
+            .map_err(|err| ConfigError::in_file(file, format!("cannot be read: {err}")))?;
+        texts.push((file.to_path_buf(), text));
+    }
+    Ok(texts)
+}
+
+/// The options of `section` in every file, later files overriding earlier ones.
+pub(crate) fn read_section(
+    texts: &[(PathBuf, String)],
+    section: &'static str,
+) -> Result<HashMap<String, Setting>, ConfigError> {
+    let mut settings = HashMap::new();
+    for (file, text) in texts {
+        let ini = ini::Ini::load_from_str(text).map_err(|err| {
+            ConfigError::in_file(file, format!("is not a valid configuration file: {err}"))
+        })?;
+        let Some(options) = ini.section(Some(section)) else {
+            continue;
+        };
+        for (key, value) in options.iter() {
+            let setting = Setting {
+                file: file.to_path_buf(),
+                section,
+                key: key.to_owned(),
+                value: value.to_owned(),
+            };
+            settings.insert(key.to_owned(), setting);
+        }
+    }
+    Ok(settings)
+}

@@ -1,0 +1,66 @@
+//! [`ServerOptions`]: what the cache server and the tools read beyond the cache's own options.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::error::ConfigError;
+use super::ini::{read_files, read_section, Setting};
+
+/// The options of the cache server and the tools beyond the cache's own: where the server
+/// listens (Glance's `bind_host` and `bind_port` in `[DEFAULT]`) and, in `[cache_server]`, the
+/// image API it caches and its tokens.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let api = dir.path().join("glance-api.conf");
+/// std::fs::write(&api, "[DEFAULT]\nbind_host = 0.0.0.0\nbind_port = 9393\n\n[cache_server]\nupstream = http://glance:9292\n")?;
+/// let options = tower_image_cache::config::ServerOptions::from_files([&api])?;
+/// assert_eq!(options.bind_port, Some(9393));
+/// assert_eq!(options.upstream.as_deref(), Some("http://glance:9292"));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerOptions {
+    /// `[DEFAULT] bind_host`: the address the server listens on.
+    pub bind_host: Option<String>,
+    /// `[DEFAULT] bind_port`: the port the server listens on (and the tools call).
+    pub bind_port: Option<u16>,
+    /// `[cache_server] upstream`: the image API the server caches, e.g. `http://glance:9292`.
+    pub upstream: Option<String>,
+    /// `[cache_server] service_token`: the identity the prefetcher uses upstream.
+    pub service_token: Option<String>,
+    /// `[cache_server] manage_token`: who may call the management routes.
+    pub manage_token: Option<String>,
+    /// `[cache_server] shutdown_grace`: seconds a stopping server gives requests in flight.
+    pub shutdown_grace: Option<Duration>,
+}
+
+impl ServerOptions {
+    /// Reads the files in turn, a later file's value winning; unknown options are ignored.
+    pub fn from_files<P: AsRef<Path>>(
+        files: impl IntoIterator<Item = P>,
+    ) -> Result<Self, ConfigError> {
+        let texts = read_files(files)?;
+        let defaults = read_section(&texts, "DEFAULT")?;
+        let server = read_section(&texts, "cache_server")?;
+        let port = |setting: &Setting| {
+            let port = setting.integer()?;
+            u16::try_from(port)
+                .map_err(|_| setting.bad("must be a port, 0 to 65535 (0 picks a free one)"))
+        };
+        let text = |key: &str| server.get(key).map(Setting::text).transpose();
+        Ok(ServerOptions {
+            bind_host: defaults.get("bind_host").map(Setting::text).transpose()?,
+            bind_port: defaults.get("bind_port").map(port).transpose()?,
+            upstream: text("upstream")?,
+            service_token: text("service_token")?,
+            manage_token: text("manage_token")?,
+            shutdown_grace: server
+                .get("shutdown_grace")
+                .map(Setting::seconds)
+                .transpose()?,
+        })
+    }
+}

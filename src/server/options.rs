@@ -1,0 +1,131 @@
+//! What the cache server is told: its command line, over Glance's configuration files.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::Uri;
+
+use crate::config::{with_glance_files, ServerOptions};
+use crate::CacheConfig;
+
+/// Requests in flight get this long to finish after SIGTERM or SIGINT, by default.
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The command line of `image-cache-server`.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "image-cache-server",
+    version,
+    about = "A caching node in front of an image API (Glance): downloads are served from the \
+             local image cache, and the cache is managed with Glance's /v2/cache API"
+)]
+pub struct ServerArgs {
+    /// A Glance configuration file (glance-api.conf, glance-cache.conf); repeatable, later
+    /// files win. /etc/glance/glance-api.conf and /etc/glance/glance-cache.conf are read first
+    /// when present. The cache's options ([DEFAULT] image_cache_dir, image_cache_max_size, ...),
+    /// bind_host and bind_port, and [cache_server] upstream, service_token, manage_token and
+    /// shutdown_grace come from them.
+    #[arg(long = "config-file", value_name = "FILE")]
+    pub config_files: Vec<PathBuf>,
+    /// The address to listen on, over bind_host and bind_port (port 0 picks one; the address
+    /// is printed as `listening on http://ADDR`).
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<SocketAddr>,
+    /// The image API to cache, over [cache_server] upstream, e.g. http://glance:9292.
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<Uri>,
+    /// The cache's directory, when no configuration file names image_cache_dir.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// The identity (X-Auth-Token) the prefetcher and the queue's existence check use upstream.
+    #[arg(long, env = "IMAGE_CACHE_SERVICE_TOKEN", hide_env_values = true)]
+    pub service_token: Option<String>,
+    /// Who may call the management routes (X-Auth-Token); without it they answer 403 to all.
+    #[arg(long, env = "IMAGE_CACHE_MANAGE_TOKEN", hide_env_values = true)]
+    pub manage_token: Option<String>,
+    /// Seconds requests in flight get to finish after SIGTERM or SIGINT (default 10).
+    #[arg(long, value_name = "SECONDS")]
+    pub shutdown_grace: Option<u64>,
+}
+
+/// Everything the server needs, resolved.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// The cache's configuration.
+    pub cache: CacheConfig,
+    /// Where to listen.
+    pub bind: SocketAddr,
+    /// The image API cached.
+    pub upstream: Uri,
+    /// The prefetcher's identity upstream.
+    pub service_token: Option<String>,
+    /// The management token.
+    pub manage_token: Option<String>,
+    /// What requests in flight get at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl ServerArgs {
+    /// The settings: the command line over the configuration files over Glance's defaults.
+    /// An error is a sentence naming the option at fault and what to do.
+    pub fn resolve(&self) -> Result<ServerSettings, String> {
+        let files = with_glance_files(&self.config_files);
+        let options = ServerOptions::from_files(&files).map_err(|err| err.to_string())?;
+        let cache = if files.is_empty() {
+            let dir = self.cache_dir.clone().ok_or(
+                "no cache directory: pass --cache-dir DIR, or --config-file FILE with \
+                 image_cache_dir in [DEFAULT]",
+            )?;
+            CacheConfig::new(dir)
+        } else {
+            let mut config = CacheConfig::from_files(&files).map_err(|err| err.to_string())?;
+            if let Some(dir) = &self.cache_dir {
+                config.image_cache_dir = dir.clone();
+            }
+            config
+        };
+        let bind = match self.bind {
+            Some(bind) => bind,
+            None => {
+                let host = options.bind_host.as_deref().unwrap_or("0.0.0.0");
+                let port = options.bind_port.unwrap_or(9292);
+                (host, port)
+                    .to_socket_addrs()
+                    .ok()
+                    .and_then(|mut addrs| addrs.next())
+                    .ok_or_else(|| {
+                        format!("bind_host {host:?} is not an address this machine can listen on")
+                    })?
+            }
+        };
+        let upstream = match (&self.upstream, &options.upstream) {
+            (Some(upstream), _) => upstream.clone(),
+            (None, Some(text)) => text.parse().map_err(|err| {
+                format!("[cache_server] upstream = {text:?} is not a URL ({err}): write it as http://glance:9292")
+            })?,
+            (None, None) => {
+                return Err("no image API to cache: pass --upstream URL, or set upstream in the \
+                            [cache_server] section of a --config-file"
+                    .into())
+            }
+        };
+        if upstream.authority().is_none() || upstream.scheme_str() != Some("http") {
+            return Err(format!(
+                "the upstream {upstream} must be an http:// URL with a host, e.g. http://glance:9292"
+            ));
+        }
+        Ok(ServerSettings {
+            cache,
+            bind,
+            upstream,
+            service_token: self.service_token.clone().or(options.service_token),
+            manage_token: self.manage_token.clone().or(options.manage_token),
+            shutdown_grace: self
+                .shutdown_grace
+                .map(Duration::from_secs)
+                .or(options.shutdown_grace)
+                .unwrap_or(DEFAULT_SHUTDOWN_GRACE),
+        })
+    }
+}

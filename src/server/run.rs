@@ -1,0 +1,158 @@
+//! Running the cache server: the caching proxy and the management routes around the upstream,
+//! `/healthz`, and a graceful stop on SIGTERM or SIGINT.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{Request, StatusCode};
+use axum::routing::get;
+use axum::Router;
+use clap::Parser;
+
+use super::options::{ServerArgs, ServerSettings};
+use super::upstream::Upstream;
+use crate::manage::{CacheManageLayer, StaticToken};
+use crate::{CacheLayer, ImageCache, InnerMetadata};
+
+/// How long the fills cut short at shutdown get to roll back.
+const ROLLBACK_WAIT: Duration = Duration::from_secs(30);
+
+/// The whole of `image-cache-server`'s `main`.
+pub fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = ServerArgs::parse();
+    let settings = match args.resolve() {
+        Ok(settings) => settings,
+        Err(reason) => {
+            eprintln!("image-cache-server: {reason}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("image-cache-server: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let served = runtime.block_on(serve(settings));
+    // Whatever still runs (downloads past the grace period, their fills) stops here: the fills
+    // roll back on the blocking threads this waits for.
+    runtime.shutdown_timeout(ROLLBACK_WAIT);
+    match served {
+        Ok(cache) => {
+            if let Err(err) = cache.flush_hits() {
+                eprintln!("image-cache-server: could not write the last hit counters: {err}");
+            }
+            drop(cache);
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(reason) => {
+            eprintln!("image-cache-server: {reason}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Serves until SIGTERM or SIGINT, then stops accepting and gives requests in flight the grace
+/// period; returns the cache, for the caller to close once the runtime has stopped.
+async fn serve(settings: ServerSettings) -> Result<ImageCache, String> {
+    let dir = settings.cache.image_cache_dir.clone();
+    let config = settings.cache.clone();
+    let cache = tokio::task::spawn_blocking(move || ImageCache::open(config))
+        .await
+        .map_err(|err| format!("opening the cache did not finish: {err}"))?
+        .map_err(|err| format!("cannot open the cache at {}: {err}", dir.display()))?;
+
+    let upstream = Upstream::new(settings.upstream.clone());
+    let proxy = tower::service_fn(move |request: Request<Body>| upstream.clone().forward(request));
+    // Without a manage token nobody may manage this node's cache.
+    let manage_token = settings.manage_token.clone().unwrap_or_default();
+    let mut manage = CacheManageLayer::new(cache.clone(), StaticToken::new(manage_token));
+    if let Some(token) = &settings.service_token {
+        manage = manage.service_token(token);
+    }
+    let service = tower::ServiceBuilder::new()
+        .layer(manage)
+        .layer(CacheLayer::new(cache.clone(), InnerMetadata::new()))
+        .service(proxy);
+    // What the previous run left queued is fetched now, not with the first request.
+    service.start_prefetcher::<Body, _>();
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .with_state(cache.clone())
+        .fallback_service(service);
+
+    let listener = tokio::net::TcpListener::bind(settings.bind)
+        .await
+        .map_err(|err| format!("cannot listen on {}: {err}", settings.bind))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|err| format!("cannot read the listening address: {err}"))?;
+    println!("listening on http://{addr}");
+    tracing::info!(%addr, upstream = %settings.upstream, cache = %settings.cache.image_cache_dir.display(), "serving");
+
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let signal = stop_signal().await;
+        tracing::info!(
+            signal,
+            "stopping: no new connections; requests in flight may finish"
+        );
+        let _ = stopping.send(());
+    });
+    let grace = settings.shutdown_grace;
+    tokio::select! {
+        served = server => served.map_err(|err| format!("the server failed: {err}"))?,
+        () = async move {
+            if stopped.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => tracing::warn!(
+            grace_seconds = grace.as_secs(),
+            "requests still in flight after the grace period are stopped; their fills roll back"
+        ),
+    }
+    Ok(cache)
+}
+
+/// Resolves with the signal's name on SIGTERM (systemd's stop) or SIGINT (Ctrl-C).
+async fn stop_signal() -> &'static str {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot watch for SIGTERM; stop the server with SIGINT");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = terminate => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
+}
+
+/// `GET /healthz`: 200 when the cache can write its files and its index, 503 with the reason
+/// otherwise (for load balancers).
+async fn healthz(State(cache): State<ImageCache>) -> (StatusCode, String) {
+    match cache.blocking(|c| c.check_health()).await {
+        Ok(()) => (StatusCode::OK, "ok\n".into()),
+        Err(err) => (StatusCode::SERVICE_UNAVAILABLE, format!("{err}\n")),
+    }
+}

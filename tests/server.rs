@@ -1,0 +1,244 @@
+//! `image-cache-server` as an operator runs it: configured by Glance-style files, stopped with
+//! SIGTERM in the middle of a fill, restarted, and asked `/healthz`.
+#![cfg(feature = "server")]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::example::{server_binary, start, upload};
+use common::SmallFs;
+use tower_image_cache::{CacheConfig, ImageCache, ImageId};
+
+const ADMIN: &str = "admin-secret";
+
+/// A glance-cache.conf for a cache server on an ephemeral port in front of `upstream`.
+fn write_config(dir: &Path, cache_dir: &Path, upstream: &str) -> std::path::PathBuf {
+    let path = dir.join("glance-cache.conf");
+    let text = format!(
+        "[DEFAULT]\nimage_cache_dir = {}\nbind_host = 127.0.0.1\nbind_port = 0\n\n\
+         [cache_server]\nupstream = {upstream}\nservice_token = {ADMIN}\nmanage_token = {ADMIN}\n\
+         shutdown_grace = 1\n",
+        cache_dir.display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The server, from its configuration file alone.
+fn start_configured(config: &Path) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = Command::new(server_binary())
+        .arg("--config-file")
+        .arg(config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("the server printed nothing").unwrap();
+    let url = first
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_owned();
+    std::thread::spawn(move || for _ in lines {});
+    (child, url)
+}
+
+fn listing(dir: &Path) -> Vec<String> {
+    common::listing(dir)
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_fill_rolls_back_and_the_restart_serves() {
+    let upstream_dir = tempfile::tempdir().unwrap();
+    // A slow image store, so the fill is still running when the signal comes.
+    let upstream = start(
+        upstream_dir.path(),
+        &["--no-cache", "--backend-rate", "4MiB"],
+    );
+    let client = reqwest::Client::new();
+    let data: Vec<u8> = (0..16u32 << 20).map(|i| (i % 253) as u8).collect();
+    let id = upload(&client, &upstream.url, ADMIN, "private", &data).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cache_dir = dir.path().join("cache");
+    let config = write_config(dir.path(), &cache_dir, &upstream.url);
+    let (mut server, url) = start_configured(&config);
+    let file_url = format!("{url}/v2/images/{id}/file");
+    let download = {
+        let (client, file_url) = (client.clone(), file_url.clone());
+        tokio::spawn(async move {
+            let response = client
+                .get(file_url)
+                .header("x-auth-token", ADMIN)
+                .send()
+                .await?;
+            response.bytes().await
+        })
+    };
+    wait_for("the fill to start", || {
+        !listing(&cache_dir.join("incomplete")).is_empty()
+    })
+    .await;
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = server.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the server did not stop"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "a graceful stop exits 0: {status}");
+    // The download was cut short: the client sees an error, never a short image that looks whole.
+    let cut = download.await.unwrap();
+    assert!(cut.is_err() || cut.unwrap().len() != data.len());
+    assert!(
+        listing(&cache_dir.join("incomplete")).is_empty(),
+        "the fill was rolled back"
+    );
+    {
+        let cache = ImageCache::open(CacheConfig::new(&cache_dir)).unwrap();
+        assert!(!cache.is_cached(&ImageId::new(&id).unwrap()));
+        for image in cache.cached_images() {
+            assert!(cache_dir.join(&image.image_id).is_file());
+        }
+    }
+
+    // The restarted server fills and serves.
+    let (mut server, url) = start_configured(&config);
+    let file_url = format!("{url}/v2/images/{id}/file");
+    for expected in ["MISS", "HIT"] {
+        let response = client
+            .get(&file_url)
+            .header("x-auth-token", ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["x-cache-status"], expected);
+        assert!(response.bytes().await.unwrap() == data);
+        wait_for("the commit", || cache_dir.join(&id).exists()).await;
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[tokio::test]
+async fn healthz_says_when_the_cache_directory_turns_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache_dir = dir.path().join("cache");
+    // The fills' directory on a file system of its own, to turn read-only under the server.
+    std::fs::create_dir_all(cache_dir.join("incomplete")).unwrap();
+    let fs = match SmallFs::mount_on(&cache_dir.join("incomplete"), "1m") {
+        Ok(fs) => fs,
+        Err(why) => {
+            eprintln!("SKIPPED healthz_says_when_...: cannot mount a small tmpfs here ({why})");
+            return;
+        }
+    };
+    let config = write_config(dir.path(), &cache_dir, "http://127.0.0.1:9");
+    let (mut server, url) = start_configured(&config);
+    let health = || async {
+        let response = reqwest::get(format!("{url}/healthz")).await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    };
+    assert_eq!(health().await, (200, "ok\n".to_owned()));
+
+    fs.set_read_only(true);
+    let (status, reason) = health().await;
+    assert_eq!(status, 503, "{reason}");
+    assert!(reason.contains("cannot write in"), "{reason}");
+    assert!(reason.contains("Read-only file system"), "{reason}");
+
+    fs.set_read_only(false);
+    assert_eq!(health().await.0, 200);
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[test]
+fn a_configuration_without_an_upstream_is_refused_in_a_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("glance-api.conf");
+    std::fs::write(&config, "[DEFAULT]\nimage_cache_dir = /tmp/nowhere\n").unwrap();
+    let output = Command::new(server_binary())
+        .arg("--config-file")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.starts_with("image-cache-server: no image API to cache: pass --upstream URL"),
+        "{said}"
+    );
+
+    std::fs::write(
+        &config,
+        "[DEFAULT]\nimage_cache_dir = /tmp/nowhere\nbind_port = 99999\n",
+    )
+    .unwrap();
+    let output = Command::new(server_binary())
+        .arg("--config-file")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.contains("[DEFAULT] bind_port = \"99999\": must be a port, 0 to 65535"),
+        "{said}"
+    );
+}
+
+#[test]
+fn the_systemd_unit_verifies() {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/image-cache-server.service"),
+    )
+    .unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/image-cache-server\n"));
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED the_systemd_unit_verifies: systemd-analyze is not installed");
+        return;
+    }
+    // Verified against the binary just built (verify checks that ExecStart can run).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("image-cache-server.service");
+    let here = format!("ExecStart={}\n", server_binary().display());
+    std::fs::write(
+        &path,
+        unit.replace("ExecStart=/usr/local/bin/image-cache-server\n", &here),
+    )
+    .unwrap();
+    let output = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{said}");
+    assert!(!said.contains("image-cache-server.service:"), "{said}");
+}
