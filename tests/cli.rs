@@ -653,3 +653,67 @@ async fn the_tools_find_the_server_at_bind_port() {
         text(&listed)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_read_as_sentences_without_a_token_or_from_a_server_that_is_not_a_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let port = server.url.rsplit(':').next().unwrap().to_owned();
+    let manage_bin = env!("CARGO_BIN_EXE_image-cache-manage");
+    let no_token = tokio::task::spawn_blocking(move || {
+        Command::new(manage_bin)
+            .args(["-H", "127.0.0.1", "-p", &port, "list-cached"])
+            .env_remove("OS_AUTH_TOKEN")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!no_token.status.success());
+    assert!(
+        text(&no_token).contains(
+            "Not authorized to make this request: no token was given (pass --os-auth-token or \
+             set OS_AUTH_TOKEN)."
+        ),
+        "{}",
+        text(&no_token)
+    );
+
+    // Something else answers on the port: an HTML error page, summarised, not pasted.
+    let app = axum::Router::new().fallback(|| async {
+        (
+            axum::http::StatusCode::BAD_GATEWAY,
+            axum::response::Html(
+                "<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad \
+                 Gateway</h1></center><hr><center>nginx</center></body></html>",
+            ),
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let output = tokio::task::spawn_blocking(move || {
+        run(
+            manage_bin,
+            &[
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "--os-auth-token",
+                ADMIN,
+                "list-cached",
+            ],
+            "",
+        )
+    })
+    .await
+    .unwrap();
+    let said = text(&output);
+    assert!(!output.status.success());
+    assert!(
+        said.contains("an HTML page titled \"502 Bad Gateway\""),
+        "{said}"
+    );
+    assert!(!said.contains("<center>"), "{said}");
+}

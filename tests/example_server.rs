@@ -256,3 +256,46 @@ async fn a_restart_reclaims_dead_fills_and_resumes_the_queue_at_once() {
         "the dead process's fill was reclaimed"
     );
 }
+
+#[test]
+fn start_up_errors_are_one_sentence_naming_what_failed() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let binary = common::example::example_binary("image_server");
+    let output = std::process::Command::new(&binary)
+        .args(["--bind", &addr, "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let said = String::from_utf8_lossy(&output.stderr);
+    let line = said.lines().last().unwrap_or_default();
+    assert!(
+        line.starts_with(&format!("image_server: cannot listen on {addr}: ")),
+        "{said}"
+    );
+    assert!(!said.contains("Os {"), "{said}");
+
+    let config = dir.path().join("glance-cache.conf");
+    std::fs::write(
+        &config,
+        "[DEFAULT]\nimage_cache_dir = /tmp/x\nimage_cache_max_size = -1\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(&binary)
+        .args(["--bind", "127.0.0.1:0", "--config-file"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.trim_end().ends_with(&format!(
+            "image_server: {}: [DEFAULT] image_cache_max_size = \"-1\": must not be negative",
+            config.display()
+        )),
+        "{said}"
+    );
+}

@@ -14,6 +14,7 @@ mod store;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -138,17 +139,28 @@ where
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(reason) => {
+            eprintln!("image_server: {reason}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Serves until Ctrl-C or SIGTERM; an error is a sentence naming what failed.
+async fn run(args: Args) -> Result<(), String> {
     let images_dir = args.data_dir.join("images");
     let cache_dir = args.data_dir.join("cache");
-    std::fs::create_dir_all(&images_dir)?;
+    std::fs::create_dir_all(&images_dir)
+        .map_err(|err| format!("cannot create {}: {err}", images_dir.display()))?;
 
     let admin_token = args
         .admin_token
@@ -162,7 +174,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             roles: vec!["admin".into()],
         },
     );
-    let state = Arc::new(AppState::open(images_dir, callers, args.backend_rate)?);
+    let state = AppState::open(images_dir.clone(), callers, args.backend_rate)
+        .map_err(|err| format!("cannot read the images in {}: {err}", images_dir.display()))?;
+    let state = Arc::new(state);
 
     let mut cache_dir_used = None;
     let app = if args.no_cache {
@@ -171,10 +185,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let config = if args.config_files.is_empty() {
             CacheConfig::new(&cache_dir)
         } else {
-            CacheConfig::from_files(&args.config_files)?
+            CacheConfig::from_files(&args.config_files).map_err(|err| err.to_string())?
         };
-        cache_dir_used = Some(config.image_cache_dir.clone());
-        let cache = ImageCache::open(config)?;
+        let dir = config.image_cache_dir.clone();
+        let cache = ImageCache::open(config)
+            .map_err(|err| format!("cannot open the cache at {}: {err}", dir.display()))?;
+        cache_dir_used = Some(dir);
         match args.access_check {
             AccessChoice::Metadata => with_cache(
                 api::router(state),
@@ -186,8 +202,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
 
-    let listener = tokio::net::TcpListener::bind(args.bind).await?;
-    let addr = listener.local_addr()?;
+    let listener = tokio::net::TcpListener::bind(args.bind)
+        .await
+        .map_err(|err| format!("cannot listen on {}: {err}", args.bind))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|err| format!("cannot read the listening address: {err}"))?;
     println!("listening on http://{addr}");
     println!("admin token: {admin_token}");
     let cache_note =
@@ -201,9 +221,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
-    Ok(())
+        .with_graceful_shutdown(stop_signal())
+        .await
+        .map_err(|err| format!("the server failed: {err}"))
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+async fn stop_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = terminate => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }

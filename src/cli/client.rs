@@ -23,6 +23,10 @@ pub struct ManageClient {
 pub enum ClientError {
     /// 403: the token may not manage the cache.
     Forbidden,
+    /// 401 or 403, and no token was sent at all.
+    NoToken,
+    /// 401: the token was not accepted (unknown or expired).
+    Unauthorized,
     /// 404 without a management answer: the node has no management layer.
     NotEnabled {
         /// The node.
@@ -48,6 +52,13 @@ impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ClientError::Forbidden => f.write_str("Not authorized to make this request."),
+            ClientError::NoToken => f.write_str(
+                "Not authorized to make this request: no token was given (pass --os-auth-token \
+                 or set OS_AUTH_TOKEN).",
+            ),
+            ClientError::Unauthorized => f.write_str(
+                "The token was not accepted (401): it is unknown or has expired; get a new one.",
+            ),
             ClientError::NotEnabled { node } => {
                 write!(f, "Cache management middleware not enabled on host {node}")
             }
@@ -152,14 +163,17 @@ impl ManageClient {
             .ok()
             .and_then(|v| v.get("error")?.get("message")?.as_str().map(str::to_owned));
         Err(match (status, message) {
+            (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _) if self.token.is_none() => {
+                ClientError::NoToken
+            }
             (StatusCode::FORBIDDEN, _) => ClientError::Forbidden,
+            (StatusCode::UNAUTHORIZED, _) => ClientError::Unauthorized,
             (StatusCode::NOT_FOUND, None) => ClientError::NotEnabled {
                 node: self.node.clone(),
             },
             (status, message) => ClientError::Refused {
                 status,
-                message: message
-                    .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_owned()),
+                message: message.unwrap_or_else(|| summarize(&body)),
             },
         })
     }
@@ -218,6 +232,36 @@ impl ManageClient {
     }
 }
 
+/// A body that is not the management API's JSON, in a few words: an HTML page's title, or the
+/// first line of text, never the whole page.
+fn summarize(body: &[u8]) -> String {
+    const MAX: usize = 120;
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        return "the answer had no body".into();
+    }
+    let lower = text.to_ascii_lowercase();
+    if lower.starts_with('<') {
+        let title = lower
+            .find("<title>")
+            .map(|at| at + "<title>".len())
+            .and_then(|at| Some((at, at + lower[at..].find("</title>")?)))
+            .map(|(from, to)| text[from..to].trim().to_owned());
+        return match title.filter(|t| !t.is_empty()) {
+            Some(title) => format!("an HTML page titled {title:?} (not a cache management answer)"),
+            None => "an HTML page (not a cache management answer)".into(),
+        };
+    }
+    let line = text.lines().next().unwrap_or_default();
+    if line.chars().count() > MAX {
+        let cut: String = line.chars().take(MAX).collect();
+        format!("{cut}...")
+    } else {
+        line.to_owned()
+    }
+}
+
 /// An error and its causes on one line ("error sending request: connection refused").
 fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
@@ -228,4 +272,26 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_that_are_not_json_are_summarized() {
+        let page = b"<html><head><title>502 Bad Gateway</title></head><body><h1>502</h1>\n<p>nginx</p></body></html>";
+        assert_eq!(
+            summarize(page),
+            "an HTML page titled \"502 Bad Gateway\" (not a cache management answer)"
+        );
+        assert_eq!(
+            summarize(b"<!DOCTYPE html><p>x</p>"),
+            "an HTML page (not a cache management answer)"
+        );
+        assert_eq!(summarize(b"upstream timed out\nmore"), "upstream timed out");
+        assert_eq!(summarize(b"  "), "the answer had no body");
+        let long = "x".repeat(500);
+        assert_eq!(summarize(long.as_bytes()).len(), 123);
+    }
 }
