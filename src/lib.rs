@@ -47,6 +47,7 @@ mod image_id;
 mod image_meta;
 pub mod layer;
 pub mod manage;
+mod metrics;
 mod route;
 #[cfg(feature = "server")]
 #[doc(hidden)]

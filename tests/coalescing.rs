@@ -70,6 +70,23 @@ async fn thirty_two_concurrent_misses_read_the_source_once() {
     );
     server.cache.idle().await;
     assert_eq!(std::fs::read(server.cache_dir().join("img")).unwrap(), data);
+
+    // The metrics tell the same story: one miss that filled, 31 served from the cache.
+    let metrics = server.cache.render_metrics().unwrap();
+    let value = |line: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {line} in {metrics}"))
+    };
+    assert_eq!(value(r#"image_cache_responses_total{status="miss"}"#), 1);
+    assert_eq!(value(r#"image_cache_responses_total{status="hit"}"#), 31);
+    assert_eq!(value("image_cache_fills_started_total"), 1);
+    assert!(value("image_cache_followers_total") >= 1, "{metrics}");
+    assert_eq!(
+        value(r#"image_cache_bytes_total{source="upstream"}"#),
+        data.len() as u64
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

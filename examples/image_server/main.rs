@@ -18,6 +18,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::http::StatusCode;
 use axum::Router;
 use clap::Parser;
 use tower_image_cache::layer::AccessCheck;
@@ -131,11 +132,23 @@ where
             CacheManageLayer::new(cache.clone(), StaticToken::new(admin_token))
                 .service_token(admin_token),
         )
-        .layer(CacheLayer::new(cache, access))
+        .layer(CacheLayer::new(cache.clone(), access))
         .service(api);
     // What the previous run left queued is fetched now, not with the first request.
     service.start_prefetcher::<Body, _>();
-    Router::new().fallback_service(service)
+    // The cache's Prometheus metrics, for a scraper (no token: keep the port private).
+    let metrics = move || {
+        let cache = cache.clone();
+        async move {
+            match cache.blocking(|c| c.render_metrics()).await {
+                Ok(text) => (StatusCode::OK, text),
+                Err(err) => (StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
+            }
+        }
+    };
+    Router::new()
+        .route("/metrics", axum::routing::get(metrics))
+        .fallback_service(service)
 }
 
 #[tokio::main]

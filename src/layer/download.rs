@@ -32,7 +32,13 @@ where
     ResBody: ResponseBody,
 {
     if !hit::can_answer(request.headers()) {
-        return pass(&settings, inner, request, CacheStatus::Bypass).await;
+        return pass(
+            &settings,
+            inner,
+            request,
+            CacheStatus::Bypass("unevaluated_condition"),
+        )
+        .await;
     }
     let cache = &settings.cache;
     let cached = cache.is_cached(&id);
@@ -55,7 +61,7 @@ where
                 &settings,
                 inner,
                 Request::from_parts(parts, body),
-                CacheStatus::Bypass,
+                CacheStatus::Bypass("access_undecided"),
             )
             .await
         }
@@ -107,7 +113,7 @@ where
         let status = match reason {
             NotFillable::Encoded(_) => {
                 tracing::warn!(image = %id, %reason, "not caching this download");
-                CacheStatus::Bypass
+                CacheStatus::Bypass("encoded")
             }
             _ => {
                 tracing::debug!(image = %id, %reason, "not caching this download");
@@ -158,6 +164,7 @@ async fn follow<A, B>(settings: &Settings<A>, id: &ImageId) -> Option<Response<C
             return None;
         }
     };
+    settings.cache.metrics().followed();
     let size = reader.size();
     let mut response = Response::new(CacheBody::follow(reader));
     let headers = response.headers_mut();

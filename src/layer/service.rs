@@ -97,8 +97,17 @@ where
                     download(settings, ready, id, request).await
                 }
                 Action::Evict(id) => evict(&settings, ready, id, request).await,
-                Action::Download(_) | Action::UnsafeDownload | Action::PassThrough => {
-                    pass(&settings, ready, request, CacheStatus::Bypass).await
+                Action::Download(_) => {
+                    pass(
+                        &settings,
+                        ready,
+                        request,
+                        CacheStatus::Bypass("reserved_id"),
+                    )
+                    .await
+                }
+                Action::UnsafeDownload | Action::PassThrough => {
+                    pass(&settings, ready, request, CacheStatus::Bypass("unsafe_id")).await
                 }
             }
         }))

@@ -6,17 +6,19 @@ use http::Response;
 use super::routes::Routes;
 use super::single_flight::Leaders;
 use super::tee::WithoutClient;
+use crate::metrics::Served;
 use crate::store::ImageCache;
 
 /// `X-Cache-Status`: `HIT`, `MISS` or `BYPASS`.
 pub const X_CACHE_STATUS: HeaderName = HeaderName::from_static("x-cache-status");
 
-/// How a response came to be, for `X-Cache-Status`.
+/// How a response came to be, for `X-Cache-Status` (and the metrics).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum CacheStatus {
     Hit,
     Miss,
-    Bypass,
+    /// Past the cache, for this reason (a metrics label).
+    Bypass(&'static str),
 }
 
 impl CacheStatus {
@@ -24,7 +26,7 @@ impl CacheStatus {
         HeaderValue::from_static(match self {
             CacheStatus::Hit => "HIT",
             CacheStatus::Miss => "MISS",
-            CacheStatus::Bypass => "BYPASS",
+            CacheStatus::Bypass(_) => "BYPASS",
         })
     }
 }
@@ -53,6 +55,11 @@ impl<A> Drop for Settings<A> {
 impl<A> Settings<A> {
     /// Adds `X-Cache-Status` (when enabled).
     pub(crate) fn mark<B>(&self, mut response: Response<B>, status: CacheStatus) -> Response<B> {
+        self.cache.metrics().served(match status {
+            CacheStatus::Hit => Served::Hit,
+            CacheStatus::Miss => Served::Miss,
+            CacheStatus::Bypass(reason) => Served::Bypass(reason),
+        });
         if self.cache_status_header {
             response
                 .headers_mut()

@@ -189,6 +189,7 @@ async fn run<B>(
         };
         let chunk = data.copy_to_bytes(data.remaining());
         received += chunk.len() as u64;
+        cache.metrics().bytes_from_upstream(chunk.len() as u64);
         if let Some(expected) = expected_len.filter(|n| received > *n) {
             break Some(LengthMismatch { expected, received }.into());
         }

@@ -91,6 +91,7 @@ async fn serve(settings: ServerSettings) -> Result<ImageCache, String> {
     service.start_prefetcher::<Body, _>();
     let app = Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .with_state(cache.clone())
         .fallback_service(service);
 
@@ -145,6 +146,22 @@ async fn stop_signal() -> &'static str {
     tokio::select! {
         () = terminate => "SIGTERM",
         _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
+}
+
+/// `GET /metrics`: the cache's counters and gauges in the Prometheus text format.
+async fn metrics(State(cache): State<ImageCache>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match cache.blocking(|c| c.render_metrics()).await {
+        Ok(text) => (
+            [(
+                http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(err) => (StatusCode::SERVICE_UNAVAILABLE, format!("{err}\n")).into_response(),
     }
 }
 

@@ -14,6 +14,7 @@ use super::reconcile::reconcile;
 use super::record::{CachedImage, FillProgress};
 use super::sled_driver::SledIndex;
 use crate::config::{db_name_problem, IndexDriverKind};
+use crate::metrics::CacheMetrics;
 use crate::{CacheConfig, ImageId};
 
 /// A handle on the cache. Cheap to clone; all clones share one cache. When the last clone is
@@ -50,6 +51,7 @@ pub(crate) struct Inner {
     pub(crate) fills: Fills,
     /// Woken when an image is queued, so a prefetcher fetches it at once.
     pub(crate) queued: tokio::sync::Notify,
+    pub(crate) metrics: CacheMetrics,
     pub(crate) housekeeper: Housekeeper,
 }
 
@@ -133,6 +135,7 @@ impl ImageCache {
             catalog: Catalog::new(driver, records),
             fills: Fills::default(),
             queued: tokio::sync::Notify::new(),
+            metrics: CacheMetrics::default(),
             housekeeper: Housekeeper::start(weak.clone()),
         });
         let last_handle = Arc::new(LastHandle {
@@ -251,6 +254,25 @@ impl ImageCache {
         self.inner.fills.settled(id).await;
     }
 
+    /// What the cache has done and holds, in the Prometheus text format (counters of responses,
+    /// bytes, fills by outcome, followers, prunes and cleans; gauges of size, limit, images and
+    /// queue), for a `/metrics` route. Reads the queue from the index: call it off the runtime.
+    pub fn render_metrics(&self) -> Result<String, StoreError> {
+        let queued = self.queued_images()?.len();
+        let catalog = &self.inner.catalog;
+        Ok(self.inner.metrics.render(
+            catalog.total_size(),
+            self.inner.config.image_cache_max_size,
+            catalog.ids().len(),
+            queued,
+        ))
+    }
+
+    /// The cache's counters, for the layers to count into.
+    pub(crate) fn metrics(&self) -> &CacheMetrics {
+        &self.inner.metrics
+    }
+
     /// Whether the cache can do its work: a file can be written in `image_cache_dir` (a probe in
     /// `incomplete/`, removed at once) and the index takes writes. The error says which failed.
     /// For health checks (`GET /healthz`); it touches the disk, so call it off the runtime.
@@ -306,7 +328,9 @@ impl Inner {
         }
         // Only the copies chosen above go: an image deleted and committed again meanwhile stays.
         let removed = self.remove_committed(victims)?;
-        Ok((removed.len(), removed.iter().map(|r| r.size).sum()))
+        let (images, bytes) = (removed.len(), removed.iter().map(|r| r.size).sum());
+        self.metrics.pruned(images, bytes);
+        Ok((images, bytes))
     }
 
     /// Counts a complete delivery of the commit `generation` of `id`.

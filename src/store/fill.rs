@@ -39,6 +39,8 @@ pub struct FillWriter {
     /// `None` once the fill was verified.
     digests: Option<Digests>,
     written: u64,
+    /// Whether the fill's end was counted in the metrics.
+    counted: bool,
 }
 
 impl fmt::Debug for FillWriter {
@@ -82,6 +84,7 @@ impl ImageCache {
         };
         let file = inner.io.create(&path).map_err(undo)?;
         let digests = Digests::start(&expected).map_err(undo)?;
+        inner.metrics.fill_started();
         Ok(FillWriter {
             cache: Arc::clone(inner),
             id: id.clone(),
@@ -90,6 +93,7 @@ impl ImageCache {
             expected,
             digests: Some(digests),
             written: 0,
+            counted: false,
         })
     }
 }
@@ -119,6 +123,7 @@ impl FillWriter {
         let max_size = self.cache.config.image_cache_max_size;
         let size = self.written + chunk.len() as u64;
         if size > max_size && self.file.is_some() {
+            self.count_end(Some("too_large"));
             self.discard(
                 Discard::Remove,
                 "the image is larger than image_cache_max_size",
@@ -132,6 +137,7 @@ impl FillWriter {
             ));
         };
         if let Err(source) = self.cache.io.write(file, chunk) {
+            self.count_end(Some("write"));
             self.discard(Discard::Remove, &format!("write failed: {source}"));
             return Err(io_error(FillStep::Write, source));
         }
@@ -143,6 +149,7 @@ impl FillWriter {
 
     /// Gives the fill up because its source failed: the partial file goes to `invalid/`.
     pub fn abort(mut self, reason: &str) {
+        self.count_end(Some("upstream"));
         self.state.end(FillEnd::Failed(reason.to_owned()));
         self.discard(Discard::Invalid, reason);
     }
@@ -151,6 +158,7 @@ impl FillWriter {
     /// directory, record it in the index and flush. On any failure nothing is committed.
     pub fn finish(mut self) -> Result<CachedImage, FillError> {
         let result = self.verify_and_commit();
+        self.count_end(result.as_ref().err().map(failure_label));
         self.state.end(match &result {
             Ok(_) => FillEnd::Committed,
             Err(err @ FillError::Verification(_)) => FillEnd::Failed(err.to_string()),
@@ -257,6 +265,14 @@ impl FillWriter {
         Ok(CachedImage::new(&self.id, &record))
     }
 
+    /// Counts how the fill ended, once (the first word stands, as for its readers).
+    fn count_end(&mut self, failure: Option<&'static str>) {
+        if !self.counted {
+            self.counted = true;
+            self.cache.metrics.fill_ended(failure);
+        }
+    }
+
     fn discard(&mut self, discard: Discard, reason: &str) {
         self.state.end(match discard {
             Discard::Remove => FillEnd::Abandoned(reason.to_owned()),
@@ -275,6 +291,18 @@ impl FillWriter {
     }
 }
 
+/// The metrics label of a fill that did not commit.
+fn failure_label(err: &FillError) -> &'static str {
+    match err {
+        FillError::Verification(_) => "verification",
+        FillError::Cancelled => "cancelled",
+        FillError::Index(_) => "index",
+        FillError::TooLarge { .. } => "too_large",
+        FillError::Io { .. } => "write",
+        _ => "other",
+    }
+}
+
 fn discard_path(incomplete: &Path, invalid: &Path, discard: Discard, id: &ImageId, reason: &str) {
     tracing::warn!(image = %id, reason, "rolling back a cache fill");
     let result = match discard {
@@ -289,6 +317,7 @@ fn discard_path(incomplete: &Path, invalid: &Path, discard: Discard, id: &ImageI
 
 impl Drop for FillWriter {
     fn drop(&mut self) {
+        self.count_end(Some("abandoned"));
         self.discard(
             Discard::Invalid,
             "the fill was abandoned before it finished",

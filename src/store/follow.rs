@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::cache::ImageCache;
+use super::cache::{ImageCache, Inner};
 use super::progress::{FillEnd, Progress};
 use super::read::{read_exact_at, CHUNK_SIZE};
 use crate::ImageId;
@@ -25,6 +25,7 @@ type Changed = Pin<Box<dyn Future<Output = Result<(), watch::error::RecvError>> 
 /// fill is verified, so a reader never sees a complete image whose checksum turned out wrong —
 /// it gets an error instead.
 pub struct FillFollower {
+    cache: Arc<Inner>,
     id: ImageId,
     file: Arc<File>,
     progress: watch::Receiver<Progress>,
@@ -65,6 +66,7 @@ impl ImageCache {
         };
         state.joined();
         Ok(Some(FillFollower {
+            cache: Arc::clone(&self.inner),
             id: id.clone(),
             file: Arc::new(file),
             progress,
@@ -104,6 +106,7 @@ impl FillFollower {
                 return Poll::Ready(Some(match read {
                     Ok(Ok(chunk)) => {
                         self.pos += chunk.len() as u64;
+                        self.cache.metrics.bytes_from_cache(chunk.len() as u64);
                         Ok(chunk)
                     }
                     Ok(Err(err)) => Err(err),

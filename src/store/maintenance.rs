@@ -83,6 +83,9 @@ impl ImageCache {
                 cleaned.stalled_removed += 1;
             }
         }
+        inner
+            .metrics
+            .cleaned(cleaned.invalid_removed, cleaned.stalled_removed);
         Ok(cleaned)
     }
 }

@@ -140,6 +140,7 @@ impl ImageReader {
             }
             if let Some(whole) = self.whole.take() {
                 let chunk = whole.slice(self.pos as usize..self.end as usize);
+                self.cache.metrics.bytes_from_cache(chunk.len() as u64);
                 self.pos = self.end;
                 self.cache.record_hit(&self.id, self.generation);
                 return Poll::Ready(Some(Ok(chunk)));
@@ -158,6 +159,7 @@ impl ImageReader {
             Err(join) => return Poll::Ready(Some(Err(io::Error::other(join)))),
         };
         self.pos += chunk.len() as u64;
+        self.cache.metrics.bytes_from_cache(chunk.len() as u64);
         if self.pos == self.end {
             self.cache.record_hit(&self.id, self.generation);
         }
