@@ -6,6 +6,7 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use http_body::Body;
 use tower_service::Service;
+use tracing::Instrument;
 
 use super::access::AccessCheck;
 use super::download::download;
@@ -91,7 +92,14 @@ where
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);
         let settings = Arc::clone(&self.settings);
-        ResponseFuture::cache(Box::pin(async move {
+        // Every log line of this request, and of the fill it may start, carries this span.
+        let span = match &action {
+            Action::Download(id) | Action::Evict(id) => {
+                tracing::info_span!("image_request", image = %id, method = %request.method())
+            }
+            _ => tracing::info_span!("image_request", method = %request.method()),
+        };
+        let answer = async move {
             match action {
                 Action::Download(id) if !settings.cache.is_reserved(&id) => {
                     download(settings, ready, id, request).await
@@ -110,6 +118,7 @@ where
                     pass(&settings, ready, request, CacheStatus::Bypass("unsafe_id")).await
                 }
             }
-        }))
+        };
+        ResponseFuture::cache(Box::pin(answer.instrument(span)))
     }
 }

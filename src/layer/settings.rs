@@ -55,6 +55,15 @@ impl<A> Drop for Settings<A> {
 impl<A> Settings<A> {
     /// Adds `X-Cache-Status` (when enabled).
     pub(crate) fn mark<B>(&self, mut response: Response<B>, status: CacheStatus) -> Response<B> {
+        tracing::debug!(
+            cache_status = status.value().to_str().unwrap_or_default(),
+            reason = match status {
+                CacheStatus::Bypass(reason) => reason,
+                _ => "",
+            },
+            http_status = response.status().as_u16(),
+            "answered"
+        );
         self.cache.metrics().served(match status {
             CacheStatus::Hit => Served::Hit,
             CacheStatus::Miss => Served::Miss,

@@ -17,6 +17,7 @@ use bytes::{Buf, Bytes};
 use http_body_util::BodyExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::body::{BoxError, RelayBody, ResponseBody};
 use crate::store::{FillEnd, FillFollower, FillOutcome, FillWriter};
@@ -94,14 +95,16 @@ where
         handoff,
         sent: 0,
     };
-    tokio::spawn(async move {
+    // The fill logs inside the span of the request that started it.
+    let fill = async move {
         tokio::select! {
             () = run(cache, body, writer, expected_len, without_client, client) => {}
             // The service is gone: the fill stops here. Dropping `run` drops the writer's
             // channel before the body ended, so the writer rolls the fill back.
             () = shutdown.cancelled() => {}
         }
-    });
+    };
+    tokio::spawn(fill.instrument(tracing::Span::current()));
     RelayBody::new(from_fill, handed_off, expected_len)
 }
 
@@ -125,7 +128,8 @@ impl CacheSink {
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
         let outcome = Arc::new(Mutex::new(Outcome::Unfinished));
         let ended = Arc::clone(&outcome);
-        tokio::task::spawn_blocking(move || write_fill(writer, rx, ended));
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || span.in_scope(|| write_fill(writer, rx, ended)));
         CacheSink {
             chunks: tx,
             outcome,
