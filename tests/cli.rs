@@ -717,3 +717,93 @@ async fn refusals_read_as_sentences_without_a_token_or_from_a_server_that_is_not
     );
     assert!(!said.contains("<center>"), "{said}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_cached_shows_fills_and_queue_image_waits_for_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    // A slow image store: a fill of 6 MiB takes a few seconds.
+    let server = start(dir.path(), &["--backend-rate", "2MiB"]);
+    let client = reqwest::Client::new();
+    let slow = upload(&client, &server.url, ADMIN, "private", &[5u8; 6 << 20]).await;
+    let waited = upload(&client, &server.url, ADMIN, "private", &[6u8; 3 << 20]).await;
+    let port = server.url.rsplit(':').next().unwrap().to_owned();
+    let cache_dir = dir.path().join("cache");
+
+    // A download in progress is listed with how far it has got.
+    let downloading = {
+        let (client, url) = (
+            client.clone(),
+            format!("{}/v2/images/{slow}/file", server.url),
+        );
+        tokio::spawn(async move {
+            let response = client.get(url).header("x-auth-token", ADMIN).send().await;
+            response.unwrap().bytes().await.unwrap().len()
+        })
+    };
+    wait_for("the fill to start", || {
+        std::fs::read_dir(cache_dir.join("incomplete"))
+            .map(|d| d.count() > 0)
+            .unwrap_or(false)
+    })
+    .await;
+    let (manage_bin, listing_port) = (env!("CARGO_BIN_EXE_image-cache-manage"), port.clone());
+    let listed = tokio::task::spawn_blocking(move || {
+        run(
+            manage_bin,
+            &[
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &listing_port,
+                "--os-auth-token",
+                ADMIN,
+                "list-cached",
+            ],
+            "",
+        )
+    })
+    .await
+    .unwrap();
+    let said = ok(&listed);
+    assert!(said.contains("Being cached now:"), "{said}");
+    let line = said.lines().find(|l| l.contains(&slow)).unwrap_or_default();
+    assert!(line.contains(&format!("of {} bytes (", 6 << 20)), "{said}");
+    assert_eq!(downloading.await.unwrap(), 6 << 20);
+
+    // --wait returns once the image is cached.
+    let started = Instant::now();
+    let id = waited.clone();
+    let queued = tokio::task::spawn_blocking(move || {
+        run(
+            manage_bin,
+            &[
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "--os-auth-token",
+                ADMIN,
+                "-f",
+                "--wait",
+                "queue-image",
+                &id,
+            ],
+            "",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        ok(&queued).contains(&format!("Image {waited} is cached")),
+        "{}",
+        text(&queued)
+    );
+    assert!(
+        cache_dir.join(&waited).exists(),
+        "cached when --wait returns"
+    );
+    assert!(
+        started.elapsed() > Duration::from_millis(500),
+        "it did wait"
+    );
+}

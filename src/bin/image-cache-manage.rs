@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tower_image_cache::cli::commands::{help, image_id, Command, COMMANDS};
+use tower_image_cache::cli::progress::wait_until_cached;
 use tower_image_cache::cli::report::{report, Outcome, Style};
 use tower_image_cache::cli::{ClientError, ManageClient};
 use tower_image_cache::config::{with_glance_files, ServerOptions};
@@ -45,6 +46,12 @@ struct Args {
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
+    /// With queue-image: wait until the image is cached on every node, showing its progress.
+    #[arg(long)]
+    wait: bool,
+    /// How long --wait waits, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    wait_timeout: u64,
 }
 
 fn main() -> ExitCode {
@@ -99,12 +106,29 @@ async fn run(args: &Args) -> Result<(), String> {
             Err(err) => failures.push(format!("host {}: {err}", client.node())),
         }
     }
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let style = Style {
         json: args.json,
         verbose: args.verbose,
         several: args.hosts.len() > 1,
+        terminal,
     };
     report(style, command.name, id, &done)?;
+    if let (true, "queue-image", Some(id)) = (args.wait, command.name, id) {
+        let timeout = std::time::Duration::from_secs(args.wait_timeout);
+        for client in clients
+            .iter()
+            .filter(|c| done.iter().any(|(n, _)| *n == c.node()))
+        {
+            match wait_until_cached(client, id, timeout, terminal && !args.json).await {
+                Ok(()) if args.hosts.len() > 1 => {
+                    println!("{}: image {id} is cached", client.node())
+                }
+                Ok(()) => println!("Image {id} is cached"),
+                Err(reason) => failures.push(reason),
+            }
+        }
+    }
     if failures.is_empty() {
         Ok(())
     } else {
@@ -153,7 +177,10 @@ fn act(
     async move {
         let id = id.as_deref().unwrap_or_default();
         Ok(match command {
-            "list-cached" => Outcome::Cached(client.list().await?.cached_images),
+            "list-cached" => {
+                let listing = client.list().await?;
+                Outcome::Cached(listing.cached_images, listing.in_progress)
+            }
             "list-queued" => Outcome::Queued(client.list().await?.queued_images),
             "queue-image" => client.queue(id).await.map(|()| Outcome::Done)?,
             "delete-cached-image" | "delete-queued-image" => {

@@ -79,6 +79,20 @@ pub struct Listing {
     pub cached_images: Vec<Record>,
     /// The queue, in fetch order.
     pub queued_images: Vec<String>,
+    /// The fills running now (this cache's addition to Glance's answer; empty from Glance).
+    #[serde(default)]
+    pub in_progress: Vec<InProgress>,
+}
+
+/// A fill running on the node.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct InProgress {
+    /// The image being filled.
+    pub image_id: String,
+    /// Bytes written so far.
+    pub bytes_written: u64,
+    /// The image's size, when known.
+    pub expected_size: Option<u64>,
 }
 
 /// A cached image's record.

@@ -7,7 +7,7 @@ Commands:
   help <command>             Output help for one of the commands below
   list-cached                List all images currently cached
   list-queued                List all images currently queued for caching
-  queue-image <ID>           Queue an image for caching
+  queue-image <ID>           Queue an image for caching (--wait: until it is cached)
   delete-cached-image <ID>   Remove an image from the cache
   delete-all-cached-images   Remove all images from the cache
   delete-queued-image <ID>   Remove an image from the cache queue

@@ -5,10 +5,11 @@
 
 mod client;
 pub mod commands;
+pub mod progress;
 pub mod report;
 mod table;
 mod tool;
 
-pub use client::{ClientError, Listing, ManageClient, Record};
+pub use client::{ClientError, InProgress, Listing, ManageClient, Record};
 pub use table::{utc_time, Table};
 pub use tool::{run_maintenance, tool_main, Chore, ToolArgs};

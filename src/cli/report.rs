@@ -1,6 +1,7 @@
 //! What `image-cache-manage` prints: each node's [`Outcome`], as Glance's tables or as JSON.
 
-use super::client::Record;
+use super::client::{InProgress, Record};
+use super::progress::describe;
 use super::table::{utc_time, Table};
 
 /// How the answers are printed.
@@ -12,13 +13,15 @@ pub struct Style {
     pub verbose: bool,
     /// Several nodes were asked: tables get a Node column, lines a node prefix.
     pub several: bool,
+    /// Standard output is a terminal: progress is drawn as bars.
+    pub terminal: bool,
 }
 
 /// What one node answered.
 #[derive(Debug)]
 pub enum Outcome {
-    /// `list-cached`.
-    Cached(Vec<Record>),
+    /// `list-cached`: the cached images, and the fills running.
+    Cached(Vec<Record>, Vec<InProgress>),
     /// `list-queued`.
     Queued(Vec<String>),
     /// A delete-all: how many went.
@@ -56,7 +59,10 @@ pub fn report(
         return Ok(());
     }
     match command {
-        "list-cached" => print_cached(done, several),
+        "list-cached" => {
+            print_cached(done, several);
+            print_in_progress(done, several, style.terminal);
+        }
         "list-queued" => print_queued(done, several),
         _ => {
             for (node, outcome) in done {
@@ -92,7 +98,9 @@ fn summary(command: &str, id: &str, outcome: &Outcome) -> String {
 
 fn outcome_json(node: &str, outcome: &Outcome) -> serde_json::Value {
     match outcome {
-        Outcome::Cached(records) => serde_json::json!({ "node": node, "cached_images": records }),
+        Outcome::Cached(records, in_progress) => serde_json::json!({
+            "node": node, "cached_images": records, "in_progress": in_progress,
+        }),
         Outcome::Queued(ids) => serde_json::json!({ "node": node, "queued_images": ids }),
         Outcome::Deleted(n) => serde_json::json!({ "node": node, "num_deleted": n }),
         Outcome::Pruned(files, bytes) => {
@@ -109,7 +117,7 @@ fn print_cached(done: &[(&str, Outcome)], several: bool) {
     let records: Vec<(&str, &Record)> = done
         .iter()
         .flat_map(|(node, outcome)| match outcome {
-            Outcome::Cached(records) => records.iter().map(|r| (*node, r)).collect(),
+            Outcome::Cached(records, _) => records.iter().map(|r| (*node, r)).collect(),
             _ => Vec::new(),
         })
         .collect();
@@ -149,6 +157,29 @@ fn print_cached(done: &[(&str, Outcome)], several: bool) {
         table.row(row);
     }
     println!("{}", table.render());
+}
+
+/// The fills running, one line each, after the table of cached images.
+fn print_in_progress(done: &[(&str, Outcome)], several: bool, terminal: bool) {
+    let fills: Vec<(&str, &InProgress)> = done
+        .iter()
+        .flat_map(|(node, outcome)| match outcome {
+            Outcome::Cached(_, fills) => fills.iter().map(|f| (*node, f)).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    if fills.is_empty() {
+        return;
+    }
+    println!("Being cached now:");
+    for (node, fill) in fills {
+        let prefix = if several {
+            format!("{node}  ")
+        } else {
+            String::new()
+        };
+        println!("  {prefix}{}  {}", fill.image_id, describe(fill, terminal));
+    }
 }
 
 fn print_queued(done: &[(&str, Outcome)], several: bool) {
