@@ -199,13 +199,7 @@ where
     let response = inner.oneshot(request).await?;
     let status = response.status();
     if status == StatusCode::NOT_FOUND {
-        let mut message = format!("no image with id {id}");
-        if shared.wraps_single_routes() {
-            message.push_str(
-                " (or the cache cannot see it: CacheManageLayer wraps single routes, as axum's \
-                 Router::layer makes it; wrap the whole router instead)",
-            );
-        }
+        let message = format!("no image with id {id}");
         return Ok(Err(Refusal::new(StatusCode::NOT_FOUND, message)));
     }
     if status != StatusCode::OK {

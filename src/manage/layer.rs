@@ -18,8 +18,9 @@ use crate::store::ImageCache;
 /// Put it outside [`CacheLayer`](crate::CacheLayer), around the whole image API: the
 /// prefetcher downloads queued images through the service it wraps, so they take the cache's
 /// normal fill path. Not with axum's `Router::layer`, which wraps each route (and the fallback)
-/// alone: there the wrapped service cannot answer the image routes. See the
-/// [module docs](super).
+/// alone, where the wrapped service cannot answer the image routes: a layer whose services are
+/// alive several at once logs an error when they are built, its management routes answer `500`
+/// naming the fix, and its prefetcher does not run. See the [module docs](super).
 ///
 /// The prefetcher and the existence check of `PUT /v2/cache/{id}` build requests of their own,
 /// so the request body type must have an empty value (`ReqBody: Default`): axum's `Body` has
@@ -32,8 +33,9 @@ pub struct CacheManageLayer {
     metadata: RouteTemplate,
     worker: WorkerSettings,
     handle: PrefetchHandle,
-    /// How many services this layer (and its clones) wrapped: more than one is axum's
-    /// `Router::layer` wrapping each route alone, where management cannot reach the image API.
+    /// How many services of this layer (and its clones) are alive: more than one at once is
+    /// axum's `Router::layer` wrapping each route alone, where management cannot reach the image
+    /// API.
     wrapped: Arc<AtomicUsize>,
 }
 
@@ -136,9 +138,9 @@ impl<S> Layer<S> for CacheManageLayer {
         if wrapped == 2 {
             tracing::error!(
                 "CacheManageLayer wraps more than one service. With axum's Router::layer or \
-                 route_layer it wraps each route alone, and then PUT /v2/cache/{{id}} and the \
-                 prefetcher cannot reach the image API (every image reads as unknown). Wrap the \
-                 whole router once instead: \
+                 route_layer it wraps each route alone, where PUT /v2/cache/{{id}} and the \
+                 prefetcher cannot reach the image API: the management routes answer 500 and \
+                 the prefetcher does not run. Wrap the whole router once instead: \
                  Router::new().fallback_service(ServiceBuilder::new().layer(manage).layer(cache).service(router))."
             );
         }

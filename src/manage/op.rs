@@ -64,6 +64,14 @@ pub(crate) fn admit(
             "cache management requires an admin",
         ));
     }
+    if shared.wraps_single_routes() {
+        return Err(Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cache management is not wired to work here: CacheManageLayer wraps single routes \
+             (axum's Router::layer or route_layer), so it cannot reach the image API; wrap the \
+             whole router once instead",
+        ));
+    }
     if !endpoint.allowed().contains(&parts.method) {
         return Err(Refusal::method_not_allowed(
             &parts.method,

@@ -166,7 +166,11 @@ impl<S> CacheManageService<S> {
         ReqBody: Default + Send + 'static,
         ResBody: ResponseBody,
     {
-        if self.worker.started.load(Ordering::Relaxed) || self.worker.handle.is_shut_down() {
+        if self.worker.started.load(Ordering::Relaxed)
+            || self.worker.handle.is_shut_down()
+            || self.shared.wraps_single_routes()
+        {
+            // On single routes the prefetcher could not reach the image API (see the layer).
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {

@@ -15,12 +15,19 @@ pub(crate) struct Shared {
     pub(crate) access: Arc<dyn ManageAccess>,
     pub(crate) metadata: RouteTemplate,
     pub(crate) identity: HeaderMap,
-    /// How many services the layer wrapped (see `CacheManageLayer`).
+    /// How many services of the layer are alive (see `CacheManageLayer`); this one counts
+    /// itself until it is dropped.
     pub(crate) wrapped: Arc<AtomicUsize>,
 }
 
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.wrapped.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Shared {
-    /// Whether the layer wraps several services, as axum's `Router::layer` makes it do.
+    /// Whether the layer wraps several services at once, as axum's `Router::layer` makes it do.
     pub(crate) fn wraps_single_routes(&self) -> bool {
         self.wrapped.load(Ordering::Relaxed) > 1
     }
