@@ -29,6 +29,12 @@ fn write_config(dir: &Path, cache_dir: &Path, upstream: &str) -> std::path::Path
 
 /// The server, from its configuration file alone.
 fn start_configured(config: &Path) -> (std::process::Child, String) {
+    let (child, url, _) = start_with_lines(config, false);
+    (child, url)
+}
+
+/// The server; with `metrics`, also the address of its metrics listener.
+fn start_with_lines(config: &Path, metrics: bool) -> (std::process::Child, String, Option<String>) {
     use std::io::BufRead;
     let mut child = Command::new(server_binary())
         .arg("--config-file")
@@ -43,8 +49,15 @@ fn start_configured(config: &Path) -> (std::process::Child, String) {
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
         .to_owned();
+    let metrics_url = metrics.then(|| {
+        let second = lines.next().expect("no metrics line").unwrap();
+        second
+            .strip_prefix("metrics on ")
+            .unwrap_or_else(|| panic!("unexpected second line {second:?}"))
+            .to_owned()
+    });
     std::thread::spawn(move || for _ in lines {});
-    (child, url)
+    (child, url, metrics_url)
 }
 
 fn listing(dir: &Path) -> Vec<String> {
@@ -241,4 +254,40 @@ fn the_systemd_unit_verifies() {
     let said = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{said}");
     assert!(!said.contains("image-cache-server.service:"), "{said}");
+}
+
+#[tokio::test]
+async fn metrics_and_health_on_a_listener_of_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &dir.path().join("cache"), "http://127.0.0.1:9");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}metrics_bind = 127.0.0.1:0\n")).unwrap();
+    let (mut server, url, metrics) = start_with_lines(&config, true);
+    let metrics = metrics.unwrap();
+    assert_ne!(url, metrics);
+    let scraped = reqwest::get(format!("{metrics}/metrics")).await.unwrap();
+    assert_eq!(scraped.status(), 200);
+    assert!(scraped.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let text = scraped.text().await.unwrap();
+    assert!(text.contains("image_cache_images 0"), "{text}");
+    assert_eq!(
+        reqwest::get(format!("{metrics}/healthz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Only those two: the image API is not reachable there.
+    assert_eq!(
+        reqwest::get(format!("{metrics}/v2/images"))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let _ = server.kill();
+    let _ = server.wait();
 }

@@ -35,6 +35,8 @@ pub struct ServerOptions {
     pub manage_token: Option<String>,
     /// `[cache_server] shutdown_grace`: seconds a stopping server gives requests in flight.
     pub shutdown_grace: Option<Duration>,
+    /// `[cache_server] metrics_bind`: a second address serving only `/metrics` and `/healthz`.
+    pub metrics_bind: Option<String>,
 }
 
 impl ServerOptions {
@@ -61,6 +63,7 @@ impl ServerOptions {
                 .get("shutdown_grace")
                 .map(Setting::seconds)
                 .transpose()?,
+            metrics_bind: text("metrics_bind")?,
         })
     }
 }

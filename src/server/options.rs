@@ -47,6 +47,10 @@ pub struct ServerArgs {
     /// Seconds requests in flight get to finish after SIGTERM or SIGINT (default 10).
     #[arg(long, value_name = "SECONDS")]
     pub shutdown_grace: Option<u64>,
+    /// A second address serving only /metrics and /healthz (over [cache_server] metrics_bind),
+    /// for a scraper and a load balancer on a private network. Both are on the main address too.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 /// Everything the server needs, resolved.
@@ -64,6 +68,8 @@ pub struct ServerSettings {
     pub manage_token: Option<String>,
     /// What requests in flight get at shutdown.
     pub shutdown_grace: Duration,
+    /// The second listener for `/metrics` and `/healthz`, if any.
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 impl ServerArgs {
@@ -115,7 +121,18 @@ impl ServerArgs {
                 "the upstream {upstream} must be an http:// URL with a host, e.g. http://glance:9292"
             ));
         }
+        let metrics_bind = match (self.metrics_bind, &options.metrics_bind) {
+            (Some(addr), _) => Some(addr),
+            (None, Some(text)) => Some(text.parse().map_err(|err| {
+                format!(
+                    "[cache_server] metrics_bind = {text:?} is not an address ({err}): write it \
+                     as 127.0.0.1:9394"
+                )
+            })?),
+            (None, None) => None,
+        };
         Ok(ServerSettings {
+            metrics_bind,
             cache,
             bind,
             upstream,

@@ -90,11 +90,7 @@ async fn serve(settings: ServerSettings) -> Result<ImageCache, String> {
         .service(proxy);
     // What the previous run left queued is fetched now, not with the first request.
     service.start_prefetcher::<Body, _>();
-    let app = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .with_state(cache.clone())
-        .fallback_service(service);
+    let app = observability(&cache).fallback_service(service);
 
     let listener = tokio::net::TcpListener::bind(settings.bind)
         .await
@@ -103,6 +99,22 @@ async fn serve(settings: ServerSettings) -> Result<ImageCache, String> {
         .local_addr()
         .map_err(|err| format!("cannot read the listening address: {err}"))?;
     println!("listening on http://{addr}");
+    if let Some(bind) = settings.metrics_bind {
+        let listener = tokio::net::TcpListener::bind(bind)
+            .await
+            .map_err(|err| format!("cannot listen on {bind} for metrics: {err}"))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|err| format!("cannot read the metrics address: {err}"))?;
+        println!("metrics on http://{addr}");
+        let routes = observability(&cache);
+        // Ends with the runtime, after the main listener has stopped.
+        tokio::spawn(async move {
+            if let Err(err) = axum::serve(listener, routes).await {
+                tracing::error!(%err, "the metrics listener failed");
+            }
+        });
+    }
     tracing::info!(%addr, upstream = %settings.upstream, cache = %settings.cache.image_cache_dir.display(), "serving");
 
     let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -129,6 +141,14 @@ async fn serve(settings: ServerSettings) -> Result<ImageCache, String> {
         ),
     }
     Ok(cache)
+}
+
+/// `/healthz` and `/metrics`, for the main listener and the metrics one.
+fn observability(cache: &ImageCache) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(cache.clone())
 }
 
 /// Resolves with the signal's name on SIGTERM (systemd's stop) or SIGINT (Ctrl-C).
