@@ -93,6 +93,16 @@ async fn router_layer_with_the_default_check_warns_once_naming_the_fix() {
 
     let (_dir, cache) = open();
     let app = api().layer(CacheLayer::new(cache.clone(), InnerMetadata::new()));
+    let built = logs.text();
+    assert_eq!(
+        built.matches("ERROR").count(),
+        1,
+        "said when built: {built}"
+    );
+    assert!(
+        built.contains("MetadataThrough::new(router.clone()"),
+        "{built}"
+    );
     let url = serve(app).await;
     assert_eq!(twice(&url, &cache).await, ["BYPASS", "BYPASS"]);
     assert_eq!(twice(&url, &cache).await, ["BYPASS", "BYPASS"]);

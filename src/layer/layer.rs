@@ -1,7 +1,10 @@
+use std::any::Any;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tower_layer::Layer;
 
+use super::access::InnerMetadata;
 use super::routes::Routes;
 use super::service::CacheService;
 use super::settings::Settings;
@@ -21,6 +24,9 @@ pub struct CacheLayer<A> {
     cache_status_header: bool,
     prefetch_range_misses: bool,
     without_client: WithoutClient,
+    /// How many services of this layer (and its clones) are alive: more than one at once is
+    /// axum's `Router::layer` wrapping each route alone.
+    live: Arc<AtomicUsize>,
 }
 
 impl<A> CacheLayer<A> {
@@ -33,6 +39,7 @@ impl<A> CacheLayer<A> {
             cache_status_header: true,
             prefetch_range_misses: true,
             without_client: WithoutClient::Continue,
+            live: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -70,10 +77,21 @@ impl<A> CacheLayer<A> {
     }
 }
 
-impl<S, A: Clone> Layer<S> for CacheLayer<A> {
+impl<S, A: Clone + 'static> Layer<S> for CacheLayer<A> {
     type Service = CacheService<S, A>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        let live = self.live.fetch_add(1, Ordering::Relaxed) + 1;
+        let asks_wrapped_service = (&self.access as &dyn Any).is::<InnerMetadata>();
+        if live == 2 && asks_wrapped_service {
+            tracing::error!(
+                "CacheLayer with InnerMetadata wraps more than one service at once. With axum's \
+                 Router::layer or route_layer it wraps each route alone, where the image's \
+                 metadata route cannot be asked, and every download passes through uncached. \
+                 Give the check the router (MetadataThrough::new(router.clone(), \
+                 InnerMetadata::new())), or wrap the whole router once."
+            );
+        }
         CacheService::from_settings(
             inner,
             Arc::new(Settings {
@@ -85,6 +103,7 @@ impl<S, A: Clone> Layer<S> for CacheLayer<A> {
                 without_client: self.without_client,
                 leaders: Default::default(),
                 shutdown: Default::default(),
+                live: Arc::clone(&self.live),
             }),
         )
     }

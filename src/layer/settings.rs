@@ -1,5 +1,8 @@
 //! What every clone of a [`CacheService`](super::CacheService) shares, and `X-Cache-Status`.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use http::header::{HeaderName, HeaderValue};
 use http::Response;
 
@@ -44,11 +47,14 @@ pub(crate) struct Settings<A> {
     /// Cancelled when the last clone of the service is dropped: fills in flight stop and roll
     /// back rather than outlive the service.
     pub(crate) shutdown: tokio_util::sync::CancellationToken,
+    /// The layer's count of live services, which this one leaves when dropped.
+    pub(crate) live: Arc<AtomicUsize>,
 }
 
 impl<A> Drop for Settings<A> {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        self.live.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
