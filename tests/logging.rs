@@ -4,34 +4,11 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
-use common::{image_data, FakeImage, TestServer, OWNER};
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use common::{image_data, Captured, FakeImage, TestServer, OWNER};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn downloads_and_fills_log_inside_the_request_span() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    // Global: the fill writes from a blocking thread, which a thread-local subscriber misses.
-    tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_env_filter("tower_image_cache=debug")
-        .with_ansi(false)
-        .init();
+    let logs = Captured::install_global("tower_image_cache=debug");
 
     let server = TestServer::start().await;
     server
@@ -43,7 +20,7 @@ async fn downloads_and_fills_log_inside_the_request_span() {
         server.cache.idle().await;
     }
 
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     let lines: Vec<&str> = text.lines().collect();
     let answered: Vec<&&str> = lines.iter().filter(|l| l.contains(" answered")).collect();
     assert_eq!(answered.len(), 2, "{text}");

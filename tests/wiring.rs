@@ -1,11 +1,11 @@
 //! The ways an axum user wires `CacheLayer`: each one caches, or says at `warn` (once) why it
 //! cannot and what to write instead.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+mod common;
 
 use axum::routing::get;
 use axum::Router;
+use common::Captured;
 use tower::Layer;
 use tower_image_cache::layer::MetadataThrough;
 use tower_image_cache::manage::{CacheManageLayer, StaticToken};
@@ -52,39 +52,6 @@ fn open() -> (tempfile::TempDir, ImageCache) {
     let dir = tempfile::tempdir().unwrap();
     let cache = ImageCache::open(CacheConfig::new(dir.path())).unwrap();
     (dir, cache)
-}
-
-/// What the test's tracing subscriber wrote.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    /// Captures what is logged at `warn` and above on this thread until the guard is dropped
-    /// (a `#[tokio::test]` runtime has one thread: every task logs here).
-    fn start() -> (Self, tracing::subscriber::DefaultGuard) {
-        let logs = Captured::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_max_level(tracing::Level::WARN)
-            .with_ansi(false)
-            .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
 }
 
 #[tokio::test]

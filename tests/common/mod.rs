@@ -4,6 +4,7 @@
 pub mod example;
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -529,5 +530,52 @@ impl Drop for SmallFs {
             .arg("-l")
             .arg(&self.path)
             .status();
+    }
+}
+
+/// What the test's tracing subscriber wrote.
+#[derive(Clone, Default)]
+pub struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// Captures what every thread logs at `level` and above for `target`, for the rest of the
+    /// test binary (the fill writes from blocking threads, which a thread-local subscriber
+    /// misses). Once per test binary.
+    pub fn install_global(filter: &str) -> Self {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .init();
+        logs
+    }
+
+    /// Captures what is logged at `warn` and above on this thread until the guard is dropped
+    /// (a `#[tokio::test]` runtime has one thread: every task logs here).
+    pub fn start() -> (Self, tracing::subscriber::DefaultGuard) {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
     }
 }
