@@ -13,6 +13,8 @@ use crate::CacheConfig;
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// The command line of `image-cache-server`.
+// The field docs are its --help text: `[DEFAULT]` there names an INI section, not a doc link.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "image-cache-server",
