@@ -168,7 +168,60 @@ async fn management_around_the_whole_router_queues_and_prefetches() {
     let id = tower_image_cache::ImageId::new("img").unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !cache.is_cached(&id) {
-        assert!(std::time::Instant::now() < deadline, "not prefetched");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not prefetched: {}",
+            logs.text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(logs.text().is_empty(), "{}", logs.text());
+}
+
+#[tokio::test]
+async fn management_on_single_routes_works_given_the_router() {
+    let (logs, _guard) = Captured::start();
+    let (_dir, cache) = open();
+    // axum's idiom, both layers with Router::layer; each check is given the router it needs.
+    let cached = api().layer(CacheLayer::new(
+        cache.clone(),
+        MetadataThrough::new(api(), InnerMetadata::new()),
+    ));
+    // `with_state(())` builds each route's layers once, as serving does; a Router called as it
+    // is builds them anew for every request, and a fill would end with its request.
+    let app = cached.clone().layer(
+        CacheManageLayer::new(cache.clone(), StaticToken::new("admin"))
+            .service_token("admin")
+            .api_through(cached.with_state(())),
+    );
+    let url = serve(app).await;
+    assert_eq!(twice(&url, &cache).await, ["MISS", "HIT"]);
+
+    let client = reqwest::Client::new();
+    let manage = url.replace("/v2/images/img/file", "/v2/cache/img");
+    let deleted = client
+        .delete(&manage)
+        .header("x-auth-token", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let id = tower_image_cache::ImageId::new("img").unwrap();
+    assert!(!cache.is_cached(&id));
+    let queued = client
+        .put(&manage)
+        .header("x-auth-token", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(queued.status(), 202);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cache.is_cached(&id) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not prefetched: {}",
+            logs.text()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     assert!(logs.text().is_empty(), "{}", logs.text());

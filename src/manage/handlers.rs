@@ -28,12 +28,14 @@ where
         .map_err(|err| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))
 }
 
-pub(crate) async fn answer<S, ReqBody, ResBody>(
+/// Answers `op`; `api` is the service the layer's own requests go to. The answer is in `B`, the
+/// body type of the service the layer wraps.
+pub(crate) async fn answer<S, ReqBody, ResBody, B>(
     op: Op,
     shared: &Shared,
     inner: S,
     prefetcher: &PrefetchHandle,
-) -> Result<Answer<ResBody>, S::Error>
+) -> Result<Answer<B>, S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     ReqBody: Default,
@@ -47,12 +49,12 @@ where
     Ok(answered.unwrap_or_else(Refusal::into_response))
 }
 
-async fn queue<S, ReqBody, ResBody>(
+async fn queue<S, ReqBody, ResBody, B>(
     shared: &Shared,
     inner: S,
     id: ImageId,
     prefetcher: &PrefetchHandle,
-) -> Result<Result<Answer<ResBody>, Refusal>, S::Error>
+) -> Result<Result<Answer<B>, Refusal>, S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     ReqBody: Default,

@@ -1,4 +1,4 @@
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,17 +17,20 @@ use crate::store::ImageCache;
 ///
 /// Put it outside [`CacheLayer`](crate::CacheLayer), around the whole image API: the
 /// prefetcher downloads queued images through the service it wraps, so they take the cache's
-/// normal fill path. Not with axum's `Router::layer`, which wraps each route (and the fallback)
-/// alone, where the wrapped service cannot answer the image routes: a layer whose services are
-/// alive several at once logs an error when they are built, its management routes answer `500`
-/// naming the fix, and its prefetcher does not run. See the [module docs](super).
+/// normal fill path. With axum's `Router::layer` (or `route_layer`), which wraps each route
+/// alone, the wrapped service cannot answer the image routes: give the layer the router with
+/// [`api_through`](Self::api_through). Without it, a layer whose services are alive several at
+/// once logs an error when they are built, its management routes answer `500` naming the fix,
+/// and its prefetcher does not run. See the [module docs](super).
 ///
 /// The prefetcher and the existence check of `PUT /v2/cache/{id}` build requests of their own,
 /// so the request body type must have an empty value (`ReqBody: Default`): axum's `Body` has
 /// one; hyper's `Incoming` has not (box it first, as `examples/hyper_server.rs` does).
 #[derive(Clone)]
 #[must_use]
-pub struct CacheManageLayer {
+pub struct CacheManageLayer<Api = WrappedService> {
+    /// Where the layer's own requests go.
+    api: Api,
     cache: ImageCache,
     access: Arc<dyn ManageAccess>,
     metadata: RouteTemplate,
@@ -37,9 +40,20 @@ pub struct CacheManageLayer {
     /// axum's `Router::layer` wrapping each route alone, where management cannot reach the image
     /// API.
     wrapped: Arc<AtomicUsize>,
+    /// Set while one service of this layer runs the prefetcher: one per layer.
+    prefetching: Arc<AtomicBool>,
 }
 
-impl std::fmt::Debug for CacheManageLayer {
+/// The layer's own requests (the existence check of `PUT /v2/cache/{id}`, the prefetcher's
+/// downloads) go to the service it wraps: the default.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WrappedService;
+
+/// The layer's own requests go to this service (see [`CacheManageLayer::api_through`]).
+#[derive(Debug, Clone)]
+pub struct ApiThrough<T>(T);
+
+impl<Api> std::fmt::Debug for CacheManageLayer<Api> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CacheManageLayer")
             .field("cache", &self.cache)
@@ -48,12 +62,13 @@ impl std::fmt::Debug for CacheManageLayer {
     }
 }
 
-impl CacheManageLayer {
+impl CacheManageLayer<WrappedService> {
     /// Management of `cache`, for callers `access` allows. The prefetcher fetches with no
     /// identity until [`service_identity`](Self::service_identity) gives it one.
     pub fn new(cache: ImageCache, access: impl ManageAccess) -> Self {
         let interval = cache.config().cache_prefetcher_interval;
         CacheManageLayer {
+            api: WrappedService,
             cache,
             access: Arc::new(access),
             metadata: RouteTemplate::new("/v2/images/{id}").expect("a valid template"),
@@ -67,9 +82,58 @@ impl CacheManageLayer {
             },
             handle: PrefetchHandle::default(),
             wrapped: Arc::new(AtomicUsize::new(0)),
+            prefetching: Arc::new(AtomicBool::new(false)),
         }
     }
 
+    /// Sends the layer's own requests (the existence check of `PUT /v2/cache/{id}`, the
+    /// prefetcher's downloads) to `api` instead of the service it wraps: for axum's
+    /// `Router::layer`, which wraps each route alone, give it the router with the cache layer
+    /// (a clone), as [`MetadataThrough`](crate::layer::MetadataThrough) does for the access
+    /// check. The prefetcher then runs once for the layer, however many routes it wraps.
+    ///
+    /// Give axum's router as it is served: `.with_state(())` builds each route's layers once. A
+    /// `Router` called as it is builds them anew for each request, and a prefetch's fill would
+    /// stop with the request that started it.
+    ///
+    /// ```
+    /// use axum::{routing::get, Router};
+    /// use tower_image_cache::layer::{InnerMetadata, MetadataThrough};
+    /// use tower_image_cache::manage::{CacheManageLayer, StaticToken};
+    /// use tower_image_cache::{CacheConfig, CacheLayer, ImageCache};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let cache = ImageCache::open(CacheConfig::new(dir.path()))?;
+    /// let api: Router = Router::new()
+    ///     .route("/v2/images/{id}", get(|| async { r#"{"status": "active"}"# }))
+    ///     .route("/v2/images/{id}/file", get(|| async { "image bytes" }));
+    /// let cached = api
+    ///     .clone()
+    ///     .layer(CacheLayer::new(cache.clone(), MetadataThrough::new(api.clone(), InnerMetadata::new())));
+    /// let app: Router = cached.clone().layer(
+    ///     CacheManageLayer::new(cache, StaticToken::new("admin"))
+    ///         .service_token("admin")
+    ///         .api_through(cached.with_state(())),
+    /// );
+    /// # let _ = app;
+    /// # Ok(()) }
+    /// ```
+    pub fn api_through<T>(self, api: T) -> CacheManageLayer<ApiThrough<T>> {
+        CacheManageLayer {
+            api: ApiThrough(api),
+            cache: self.cache,
+            access: self.access,
+            metadata: self.metadata,
+            worker: self.worker,
+            handle: self.handle,
+            wrapped: self.wrapped,
+            prefetching: self.prefetching,
+        }
+    }
+}
+
+impl<Api> CacheManageLayer<Api> {
     /// The headers the cache sends as itself: the prefetcher's downloads and the existence
     /// check of `PUT /v2/cache/{id}` (e.g. an admin `X-Auth-Token`).
     pub fn service_identity(mut self, headers: HeaderMap) -> Self {
@@ -130,7 +194,7 @@ impl CacheManageLayer {
     }
 }
 
-impl<S> Layer<S> for CacheManageLayer {
+impl<S: Clone> Layer<S> for CacheManageLayer<WrappedService> {
     type Service = CacheManageService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
@@ -144,15 +208,34 @@ impl<S> Layer<S> for CacheManageLayer {
                  Router::new().fallback_service(ServiceBuilder::new().layer(manage).layer(cache).service(router))."
             );
         }
+        let api = inner.clone();
+        self.build(inner, api, false)
+    }
+}
+
+impl<S, T: Clone> Layer<S> for CacheManageLayer<ApiThrough<T>> {
+    type Service = CacheManageService<S, T>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        self.wrapped.fetch_add(1, Ordering::Relaxed);
+        self.build(inner, self.api.0.clone(), true)
+    }
+}
+
+impl<Api> CacheManageLayer<Api> {
+    fn build<S, T>(&self, inner: S, api: T, api_given: bool) -> CacheManageService<S, T> {
         let shared = Shared {
             cache: self.cache.clone(),
             access: Arc::clone(&self.access),
             metadata: self.metadata.clone(),
             identity: self.worker.identity.clone(),
             wrapped: Arc::clone(&self.wrapped),
+            api_given,
+            prefetching: Arc::clone(&self.prefetching),
         };
         CacheManageService::new(
             inner,
+            api,
             Arc::new(shared),
             self.worker.clone(),
             self.handle.child(),

@@ -59,7 +59,7 @@ pub use prefetch::PrefetchHandle;
 
 // The fuzz targets drive the route matcher directly.
 pub use access::{ManageAccess, RoleHeader, StaticToken};
-pub use layer::CacheManageLayer;
+pub use layer::{ApiThrough, CacheManageLayer, WrappedService};
 #[cfg(feature = "fuzzing")]
 pub(crate) use routes::Endpoint;
 pub use service::CacheManageService;

@@ -22,33 +22,42 @@ struct Worker {
     settings: WorkerSettings,
     handle: PrefetchHandle,
     started: AtomicBool,
+    /// The layer's "a prefetcher runs" flag, set by this worker while it runs.
+    prefetching: Arc<AtomicBool>,
 }
 
 impl Drop for Worker {
     fn drop(&mut self) {
         self.handle.shutdown();
+        if self.started.load(Ordering::Acquire) {
+            self.prefetching.store(false, Ordering::Release);
+        }
     }
 }
 
 /// The service [`CacheManageLayer`](super::CacheManageLayer) builds: answers the management
-/// routes and passes everything else to `S`.
-pub struct CacheManageService<S> {
+/// routes and passes everything else to `S`. Its own requests (the existence check, the
+/// prefetcher's downloads) go to `A`: the wrapped service itself by default, or the one given
+/// to [`api_through`](super::CacheManageLayer::api_through).
+pub struct CacheManageService<S, A = S> {
     inner: S,
+    api: A,
     shared: Arc<Shared>,
     worker: Arc<Worker>,
 }
 
-impl<S: Clone> Clone for CacheManageService<S> {
+impl<S: Clone, A: Clone> Clone for CacheManageService<S, A> {
     fn clone(&self) -> Self {
         CacheManageService {
             inner: self.inner.clone(),
+            api: self.api.clone(),
             shared: Arc::clone(&self.shared),
             worker: Arc::clone(&self.worker),
         }
     }
 }
 
-impl<S: std::fmt::Debug> std::fmt::Debug for CacheManageService<S> {
+impl<S: std::fmt::Debug, A> std::fmt::Debug for CacheManageService<S, A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CacheManageService")
             .field("inner", &self.inner)
@@ -56,9 +65,10 @@ impl<S: std::fmt::Debug> std::fmt::Debug for CacheManageService<S> {
     }
 }
 
-impl<S> CacheManageService<S> {
+impl<S, A> CacheManageService<S, A> {
     pub(crate) fn new(
         inner: S,
+        api: A,
         shared: Arc<Shared>,
         settings: WorkerSettings,
         handle: PrefetchHandle,
@@ -67,9 +77,11 @@ impl<S> CacheManageService<S> {
             settings,
             handle,
             started: AtomicBool::new(false),
+            prefetching: Arc::clone(&shared.prefetching),
         });
         CacheManageService {
             inner,
+            api,
             shared,
             worker,
         }
@@ -96,16 +108,24 @@ impl<S> CacheManageService<S> {
     }
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for CacheManageService<S>
+impl<S, A, ReqBody, ResBody, ApiBody> Service<Request<ReqBody>> for CacheManageService<S, A>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError> + Send + 'static,
+    A: Service<Request<ReqBody>, Response = Response<ApiBody>, Error = S::Error>
+        + Clone
+        + Send
+        + 'static,
+    A::Future: Send + 'static,
     ReqBody: Default + Send + 'static,
     // Stated in full (not as the crate's private `ResponseBody`) so the docs show the contract.
     ResBody: Body + Send + 'static,
     ResBody::Data: Send,
     ResBody::Error: Into<BoxError>,
+    ApiBody: Body + Send + 'static,
+    ApiBody::Data: Send,
+    ApiBody::Error: Into<BoxError>,
 {
     type Response = Response<CacheBody<ResBody>>;
     type Error = S::Error;
@@ -116,7 +136,7 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        self.start_worker();
+        self.start_worker::<ReqBody, ApiBody>();
         if Endpoint::parse(request.uri().path()).is_none() {
             return ResponseFuture::pass_through(self.inner.call(request));
         }
@@ -130,26 +150,26 @@ where
                 ))))
             }
         };
-        // Management answers use a fresh clone for their own requests (the existence check);
-        // the service polled ready stays for the next pass-through call.
-        let inner = self.inner.clone();
+        // Management answers use a clone of the API service for their own requests (the
+        // existence check); the service polled ready stays for the next pass-through call.
+        let api = self.api.clone();
         let (shared, wake) = (Arc::clone(&self.shared), self.worker.handle.clone());
         ResponseFuture::cache(Box::pin(async move {
-            handlers::answer(op, &shared, inner, &wake).await
+            handlers::answer(op, &shared, api, &wake).await
         }))
     }
 }
 
-impl<S> CacheManageService<S> {
+impl<S, A> CacheManageService<S, A> {
     /// Starts the prefetcher now, rather than with the first request, so a queue left by the
     /// previous process is fetched at start. Call it inside a tokio runtime, naming the request
     /// body type the service takes (for axum, `axum::body::Body`):
     /// `service.start_prefetcher::<axum::body::Body, _>()`. Starting twice is harmless.
     pub fn start_prefetcher<ReqBody, ResBody>(&self)
     where
-        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
+        A: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+        A::Future: Send + 'static,
+        A::Error: Into<BoxError>,
         ReqBody: Default + Send + 'static,
         ResBody: Body + Send + 'static,
         ResBody::Data: Send,
@@ -160,9 +180,9 @@ impl<S> CacheManageService<S> {
 
     fn start_worker<ReqBody, ResBody>(&self)
     where
-        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
+        A: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+        A::Future: Send + 'static,
+        A::Error: Into<BoxError>,
         ReqBody: Default + Send + 'static,
         ResBody: ResponseBody,
     {
@@ -176,12 +196,16 @@ impl<S> CacheManageService<S> {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        // One prefetcher per layer, however many services it wraps.
+        if self.shared.prefetching.swap(true, Ordering::AcqRel) {
+            return;
+        }
         if self.worker.started.swap(true, Ordering::AcqRel) {
             return;
         }
         let run = prefetch::run(
             self.shared.cache.clone(),
-            self.inner.clone(),
+            self.api.clone(),
             self.worker.settings.clone(),
             self.worker.handle.clone(),
         );

@@ -1,6 +1,6 @@
 //! What every clone of a [`CacheManageService`](super::CacheManageService) shares.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use http::HeaderMap;
@@ -18,6 +18,10 @@ pub(crate) struct Shared {
     /// How many services of the layer are alive (see `CacheManageLayer`); this one counts
     /// itself until it is dropped.
     pub(crate) wrapped: Arc<AtomicUsize>,
+    /// The layer was given the service its own requests go to (`api_through`).
+    pub(crate) api_given: bool,
+    /// Set while one service of the layer runs the prefetcher.
+    pub(crate) prefetching: Arc<AtomicBool>,
 }
 
 impl Drop for Shared {
@@ -29,6 +33,6 @@ impl Drop for Shared {
 impl Shared {
     /// Whether the layer wraps several services at once, as axum's `Router::layer` makes it do.
     pub(crate) fn wraps_single_routes(&self) -> bool {
-        self.wrapped.load(Ordering::Relaxed) > 1
+        !self.api_given && self.wrapped.load(Ordering::Relaxed) > 1
     }
 }
