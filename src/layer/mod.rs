@@ -37,7 +37,8 @@
 //! ```
 //!
 //! axum's `Router::layer` wraps each route on its own; there, give the check the whole router
-//! with [`MetadataThrough`].
+//! with [`MetadataThrough`] (and the management layer the cached router with
+//! [`CacheManageLayer::api_through`](crate::CacheManageLayer::api_through)).
 //!
 //! # Compression
 //!
