@@ -263,7 +263,7 @@ impl ImageCache {
         Ok(self.inner.metrics.render(
             catalog.total_size(),
             self.inner.config.image_cache_max_size,
-            catalog.ids().len(),
+            catalog.len(),
             queued,
         ))
     }

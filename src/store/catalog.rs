@@ -76,6 +76,10 @@ impl Catalog {
         self.read().keys().cloned().collect()
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.read().len()
+    }
+
     pub(crate) fn total_size(&self) -> u64 {
         self.read().values().map(|r| r.size).sum()
     }
