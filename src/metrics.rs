@@ -29,7 +29,11 @@ pub(crate) enum Served {
 pub(crate) struct CacheMetrics {
     registry: Registry,
     responses: Family<Labels, Counter>,
-    bytes: Family<Labels, Counter>,
+    // The counters the hit path moves, looked up once: a hit, a chunk never builds a label set.
+    hits: Counter,
+    misses: Counter,
+    bytes_from_cache: Counter,
+    bytes_from_upstream: Counter,
     fills_started: Counter,
     fills: Family<Labels, Counter>,
     followers: Counter,
@@ -114,8 +118,11 @@ impl Default for CacheMetrics {
         );
         CacheMetrics {
             registry,
+            hits: responses.get_or_create_owned(&vec![("status", "hit")]),
+            misses: responses.get_or_create_owned(&vec![("status", "miss")]),
+            bytes_from_cache: bytes.get_or_create_owned(&vec![("source", "cache")]),
+            bytes_from_upstream: bytes.get_or_create_owned(&vec![("source", "upstream")]),
             responses,
-            bytes,
             fills_started,
             fills,
             followers,
@@ -131,24 +138,22 @@ impl Default for CacheMetrics {
 
 impl CacheMetrics {
     pub(crate) fn served(&self, served: Served) {
-        let labels = match served {
-            Served::Hit => vec![("status", "hit")],
-            Served::Miss => vec![("status", "miss")],
-            Served::Bypass(reason) => vec![("status", "bypass"), ("reason", reason)],
+        match served {
+            Served::Hit => self.hits.inc(),
+            Served::Miss => self.misses.inc(),
+            Served::Bypass(reason) => self
+                .responses
+                .get_or_create(&vec![("status", "bypass"), ("reason", reason)])
+                .inc(),
         };
-        self.responses.get_or_create(&labels).inc();
     }
 
     pub(crate) fn bytes_from_cache(&self, bytes: u64) {
-        self.bytes
-            .get_or_create(&vec![("source", "cache")])
-            .inc_by(bytes);
+        self.bytes_from_cache.inc_by(bytes);
     }
 
     pub(crate) fn bytes_from_upstream(&self, bytes: u64) {
-        self.bytes
-            .get_or_create(&vec![("source", "upstream")])
-            .inc_by(bytes);
+        self.bytes_from_upstream.inc_by(bytes);
     }
 
     pub(crate) fn fill_started(&self) {
