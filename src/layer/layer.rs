@@ -1,5 +1,4 @@
 use std::any::Any;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tower_layer::Layer;
@@ -10,6 +9,7 @@ use super::service::CacheService;
 use super::settings::Settings;
 use super::tee::WithoutClient;
 use crate::store::ImageCache;
+use crate::sync::Census;
 
 /// Adds a local image cache in front of an image API. See the [module docs](super).
 ///
@@ -24,9 +24,8 @@ pub struct CacheLayer<A> {
     cache_status_header: bool,
     prefetch_range_misses: bool,
     without_client: WithoutClient,
-    /// How many services of this layer (and its clones) are alive: more than one at once is
-    /// axum's `Router::layer` wrapping each route alone.
-    live: Arc<AtomicUsize>,
+    /// The services of this layer (and its clones) alive now.
+    live: Census,
 }
 
 impl<A> CacheLayer<A> {
@@ -39,7 +38,7 @@ impl<A> CacheLayer<A> {
             cache_status_header: true,
             prefetch_range_misses: true,
             without_client: WithoutClient::Continue,
-            live: Arc::new(AtomicUsize::new(0)),
+            live: Census::default(),
         }
     }
 
@@ -81,7 +80,7 @@ impl<S, A: Clone + 'static> Layer<S> for CacheLayer<A> {
     type Service = CacheService<S, A>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let live = self.live.fetch_add(1, Ordering::Relaxed) + 1;
+        let (member, live) = self.live.enlist();
         let asks_wrapped_service = (&self.access as &dyn Any).is::<InnerMetadata>();
         if live == 2 && asks_wrapped_service {
             tracing::error!(
@@ -103,7 +102,7 @@ impl<S, A: Clone + 'static> Layer<S> for CacheLayer<A> {
                 without_client: self.without_client,
                 leaders: Default::default(),
                 shutdown: Default::default(),
-                live: Arc::clone(&self.live),
+                _member: member,
             }),
         )
     }

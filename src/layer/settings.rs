@@ -1,8 +1,5 @@
 //! What every clone of a [`CacheService`](super::CacheService) shares, and `X-Cache-Status`.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-
 use http::header::{HeaderName, HeaderValue};
 use http::Response;
 
@@ -11,6 +8,7 @@ use super::single_flight::Leaders;
 use super::tee::WithoutClient;
 use crate::metrics::Served;
 use crate::store::ImageCache;
+use crate::sync::Member;
 
 /// `X-Cache-Status`: `HIT`, `MISS` or `BYPASS`.
 pub const X_CACHE_STATUS: HeaderName = HeaderName::from_static("x-cache-status");
@@ -47,14 +45,13 @@ pub(crate) struct Settings<A> {
     /// Cancelled when the last clone of the service is dropped: fills in flight stop and roll
     /// back rather than outlive the service.
     pub(crate) shutdown: tokio_util::sync::CancellationToken,
-    /// The layer's count of live services, which this one leaves when dropped.
-    pub(crate) live: Arc<AtomicUsize>,
+    /// Counts this service among the layer's live ones until it is dropped.
+    pub(crate) _member: Member,
 }
 
 impl<A> Drop for Settings<A> {
     fn drop(&mut self) {
         self.shutdown.cancel();
-        self.live.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

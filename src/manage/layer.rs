@@ -1,4 +1,4 @@
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use super::service::CacheManageService;
 use super::shared::Shared;
 use crate::route::RouteTemplate;
 use crate::store::ImageCache;
+use crate::sync::Census;
 
 /// Adds the cache-management routes (`/v2/cache...`, the legacy `/v2/cached_images` and
 /// `/v2/queued_images`, and the operator-doc aliases) and runs the prefetcher.
@@ -39,7 +40,7 @@ pub struct CacheManageLayer<Api = WrappedService> {
     /// How many services of this layer (and its clones) are alive: more than one at once is
     /// axum's `Router::layer` wrapping each route alone, where management cannot reach the image
     /// API.
-    wrapped: Arc<AtomicUsize>,
+    wrapped: Census,
     /// Set while one service of this layer runs the prefetcher: one per layer.
     prefetching: Arc<AtomicBool>,
 }
@@ -81,7 +82,7 @@ impl CacheManageLayer<WrappedService> {
                 clean_every: None,
             },
             handle: PrefetchHandle::default(),
-            wrapped: Arc::new(AtomicUsize::new(0)),
+            wrapped: Census::default(),
             prefetching: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -198,16 +199,6 @@ impl<S: Clone> Layer<S> for CacheManageLayer<WrappedService> {
     type Service = CacheManageService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let wrapped = self.wrapped.fetch_add(1, Ordering::Relaxed) + 1;
-        if wrapped == 2 {
-            tracing::error!(
-                "CacheManageLayer wraps more than one service. With axum's Router::layer or \
-                 route_layer it wraps each route alone, where PUT /v2/cache/{{id}} and the \
-                 prefetcher cannot reach the image API: the management routes answer 500 and \
-                 the prefetcher does not run. Wrap the whole router once instead: \
-                 Router::new().fallback_service(ServiceBuilder::new().layer(manage).layer(cache).service(router))."
-            );
-        }
         let api = inner.clone();
         self.build(inner, api, false)
     }
@@ -217,19 +208,29 @@ impl<S, T: Clone> Layer<S> for CacheManageLayer<ApiThrough<T>> {
     type Service = CacheManageService<S, T>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        self.wrapped.fetch_add(1, Ordering::Relaxed);
         self.build(inner, self.api.0.clone(), true)
     }
 }
 
 impl<Api> CacheManageLayer<Api> {
     fn build<S, T>(&self, inner: S, api: T, api_given: bool) -> CacheManageService<S, T> {
+        let (member, alive) = self.wrapped.enlist();
+        if alive == 2 && !api_given {
+            tracing::error!(
+                "CacheManageLayer wraps more than one service. With axum's Router::layer or \
+                 route_layer it wraps each route alone, where PUT /v2/cache/{{id}} and the \
+                 prefetcher cannot reach the image API: the management routes answer 500 and \
+                 the prefetcher does not run. Wrap the whole router once instead: \
+                 Router::new().fallback_service(ServiceBuilder::new().layer(manage).layer(cache).service(router)), \
+                 or give the layer the router with api_through."
+            );
+        }
         let shared = Shared {
             cache: self.cache.clone(),
             access: Arc::clone(&self.access),
             metadata: self.metadata.clone(),
             identity: self.worker.identity.clone(),
-            wrapped: Arc::clone(&self.wrapped),
+            wrapped: member,
             api_given,
             prefetching: Arc::clone(&self.prefetching),
         };
