@@ -8,8 +8,7 @@ use clap::Parser;
 use tower_image_cache::cli::commands::{help, image_id, Command, COMMANDS};
 use tower_image_cache::cli::progress::wait_until_cached;
 use tower_image_cache::cli::report::{report, Outcome, Style};
-use tower_image_cache::cli::{ClientError, ManageClient};
-use tower_image_cache::config::{with_glance_files, ServerOptions};
+use tower_image_cache::cli::{bind_port, ClientError, ManageClient};
 
 #[derive(Parser, Debug)]
 #[command(name = "image-cache-manage", version, about = "Manage the image cache of one or more API nodes", after_help = COMMANDS)]
@@ -134,14 +133,6 @@ async fn run(args: &Args) -> Result<(), String> {
     } else {
         Err(failures.join("\n"))
     }
-}
-
-/// `bind_port` from Glance's files (the defaults in /etc/glance when present, then `files`), or
-/// Glance's 9292.
-fn bind_port(files: &[std::path::PathBuf]) -> Result<u16, String> {
-    let options =
-        ServerOptions::from_files(with_glance_files(files)).map_err(|err| err.to_string())?;
-    Ok(options.bind_port.unwrap_or(9292))
 }
 
 /// Runs the futures concurrently (one per node) and returns their outputs in order.

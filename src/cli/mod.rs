@@ -12,4 +12,4 @@ mod tool;
 
 pub use client::{ClientError, InProgress, Listing, ManageClient, Record};
 pub use table::{utc_time, Table};
-pub use tool::{run_maintenance, tool_main, Chore, ToolArgs};
+pub use tool::{bind_port, run_maintenance, tool_main, Chore, ToolArgs};

@@ -11,9 +11,6 @@ use crate::{CacheConfig, ImageId};
 
 use super::client::ManageClient;
 
-/// Glance's API port, where no `--port` or `bind_port` says otherwise.
-const DEFAULT_PORT: u16 = 9292;
-
 /// The options every cron tool takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ToolArgs {
@@ -60,11 +57,10 @@ impl ToolArgs {
 
     /// The server's port: `--port`, else `bind_port` from the configuration files, else 9292.
     fn port(&self) -> Result<u16, String> {
-        if let Some(port) = self.port {
-            return Ok(port);
+        match self.port {
+            Some(port) => Ok(port),
+            None => bind_port(&self.config_files),
         }
-        let options = ServerOptions::from_files(self.files()).map_err(|err| err.to_string())?;
-        Ok(options.bind_port.unwrap_or(DEFAULT_PORT))
     }
 
     fn client(&self) -> Result<ManageClient, String> {
@@ -74,6 +70,14 @@ impl ToolArgs {
             self.os_auth_token.clone(),
         ))
     }
+}
+
+/// `bind_port` from Glance's files (its own in `/etc/glance` when present, then `files`), else
+/// Glance's default: the port the tools call when no `--port` is given.
+pub fn bind_port(files: &[PathBuf]) -> Result<u16, String> {
+    let options =
+        ServerOptions::from_files(with_glance_files(files)).map_err(|err| err.to_string())?;
+    Ok(options.port())
 }
 
 /// Runs `chore`; returns the one-line summary, or the reason it failed.

@@ -14,4 +14,4 @@ pub use options::{
     CacheConfig, IndexDriverKind, DEFAULT_DB_CACHE_CAPACITY, DEFAULT_DB_NAME, DEFAULT_MAX_SIZE,
     DEFAULT_PREFETCHER_INTERVAL, DEFAULT_STALL_TIME,
 };
-pub use server::ServerOptions;
+pub use server::{ServerOptions, DEFAULT_BIND_PORT};

@@ -39,7 +39,15 @@ pub struct ServerOptions {
     pub metrics_bind: Option<String>,
 }
 
+/// Glance's `bind_port` when none is set.
+pub const DEFAULT_BIND_PORT: u16 = 9292;
+
 impl ServerOptions {
+    /// `bind_port`, or Glance's default ([`DEFAULT_BIND_PORT`]).
+    pub fn port(&self) -> u16 {
+        self.bind_port.unwrap_or(DEFAULT_BIND_PORT)
+    }
+
     /// Reads the files in turn, a later file's value winning; unknown options are ignored.
     pub fn from_files<P: AsRef<Path>>(
         files: impl IntoIterator<Item = P>,

@@ -97,7 +97,7 @@ impl ServerArgs {
             Some(bind) => bind,
             None => {
                 let host = options.bind_host.as_deref().unwrap_or("0.0.0.0");
-                let port = options.bind_port.unwrap_or(9292);
+                let port = options.port();
                 (host, port)
                     .to_socket_addrs()
                     .ok()
