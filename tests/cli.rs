@@ -33,6 +33,17 @@ fn run(binary: &str, args: &[&str], stdin: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// [`run`] off the test's runtime, which keeps serving the in-process servers meanwhile.
+async fn run_aside(binary: &'static str, args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(binary, &args, "")
+    })
+    .await
+    .unwrap()
+}
+
 fn text(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
 }
@@ -568,16 +579,7 @@ async fn the_offline_prefetcher_verifies_both_md5_header_forms() {
     }
     let (port, server) = md5_forms_api().await;
     let prefetcher = env!("CARGO_BIN_EXE_image-cache-prefetcher");
-    let args: Vec<String> = through_server(&conf, &port)
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let output = tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run(prefetcher, &args, "")
-    })
-    .await
-    .unwrap();
+    let output = run_aside(prefetcher, &through_server(&conf, &port)).await;
     server.abort();
 
     // The wrong checksum fails the run, naming the image; the two right ones are cached.
@@ -692,23 +694,19 @@ async fn refusals_read_as_sentences_without_a_token_or_from_a_server_that_is_not
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let output = tokio::task::spawn_blocking(move || {
-        run(
-            manage_bin,
-            &[
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "--os-auth-token",
-                ADMIN,
-                "list-cached",
-            ],
-            "",
-        )
-    })
-    .await
-    .unwrap();
+    let output = run_aside(
+        manage_bin,
+        &[
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "--os-auth-token",
+            ADMIN,
+            "list-cached",
+        ],
+    )
+    .await;
     let said = text(&output);
     assert!(!output.status.success());
     assert!(
@@ -746,24 +744,20 @@ async fn list_cached_shows_fills_and_queue_image_waits_for_the_cache() {
             .unwrap_or(false)
     })
     .await;
-    let (manage_bin, listing_port) = (env!("CARGO_BIN_EXE_image-cache-manage"), port.clone());
-    let listed = tokio::task::spawn_blocking(move || {
-        run(
-            manage_bin,
-            &[
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &listing_port,
-                "--os-auth-token",
-                ADMIN,
-                "list-cached",
-            ],
-            "",
-        )
-    })
-    .await
-    .unwrap();
+    let manage_bin = env!("CARGO_BIN_EXE_image-cache-manage");
+    let listed = run_aside(
+        manage_bin,
+        &[
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "--os-auth-token",
+            ADMIN,
+            "list-cached",
+        ],
+    )
+    .await;
     let said = ok(&listed);
     assert!(said.contains("Being cached now:"), "{said}");
     let line = said.lines().find(|l| l.contains(&slow)).unwrap_or_default();
@@ -772,27 +766,22 @@ async fn list_cached_shows_fills_and_queue_image_waits_for_the_cache() {
 
     // --wait returns once the image is cached.
     let started = Instant::now();
-    let id = waited.clone();
-    let queued = tokio::task::spawn_blocking(move || {
-        run(
-            manage_bin,
-            &[
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "--os-auth-token",
-                ADMIN,
-                "-f",
-                "--wait",
-                "queue-image",
-                &id,
-            ],
-            "",
-        )
-    })
-    .await
-    .unwrap();
+    let queued = run_aside(
+        manage_bin,
+        &[
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "--os-auth-token",
+            ADMIN,
+            "-f",
+            "--wait",
+            "queue-image",
+            &waited,
+        ],
+    )
+    .await;
     assert!(
         ok(&queued).contains(&format!("Image {waited} is cached")),
         "{}",

@@ -158,23 +158,7 @@ async fn management_around_the_whole_router_queues_and_prefetches() {
     let url = serve(Router::new().fallback_service(service))
         .await
         .replace("/v2/images/img/file", "/v2/cache/img");
-    let queued = reqwest::Client::new()
-        .put(url)
-        .header("x-auth-token", "admin")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(queued.status(), 202);
-    let id = tower_image_cache::ImageId::new("img").unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !cache.is_cached(&id) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not prefetched: {}",
-            logs.text()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    queue_and_wait_for_prefetch(&url, &cache, &logs).await;
     assert!(logs.text().is_empty(), "{}", logs.text());
 }
 
@@ -208,13 +192,21 @@ async fn management_on_single_routes_works_given_the_router() {
     assert_eq!(deleted.status(), 204);
     let id = tower_image_cache::ImageId::new("img").unwrap();
     assert!(!cache.is_cached(&id));
-    let queued = client
-        .put(&manage)
+    queue_and_wait_for_prefetch(&manage, &cache, &logs).await;
+    assert!(logs.text().is_empty(), "{}", logs.text());
+}
+
+/// `PUT` of the management route `url` (`/v2/cache/img`) as the admin: 202, then the image is
+/// prefetched (the logs are shown if it is not).
+async fn queue_and_wait_for_prefetch(url: &str, cache: &ImageCache, logs: &Captured) {
+    let queued = reqwest::Client::new()
+        .put(url)
         .header("x-auth-token", "admin")
         .send()
         .await
         .unwrap();
     assert_eq!(queued.status(), 202);
+    let id = tower_image_cache::ImageId::new("img").unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !cache.is_cached(&id) {
         assert!(
@@ -224,5 +216,4 @@ async fn management_on_single_routes_works_given_the_router() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    assert!(logs.text().is_empty(), "{}", logs.text());
 }

@@ -12,19 +12,6 @@ fn open_over(dir: &Path, driver: &MemoryDriver) -> ImageCache {
     .unwrap()
 }
 
-fn begin(cache: &ImageCache, image: &str, data: &[u8]) -> FillWriter {
-    let mut writer = cache
-        .begin_fill(
-            &id(image),
-            Expected::default()
-                .size(data.len() as u64)
-                .md5_hex(md5_hex(data)),
-        )
-        .unwrap();
-    writer.write(data).unwrap();
-    writer
-}
-
 #[test]
 fn a_failing_put_commits_nothing_and_a_retry_works() {
     let dir = tempfile::tempdir().unwrap();

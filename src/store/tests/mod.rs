@@ -22,7 +22,9 @@ fn open(dir: &Path) -> ImageCache {
     ImageCache::open(CacheConfig::new(dir)).unwrap()
 }
 
-fn fill(cache: &ImageCache, image: &str, data: &[u8]) -> CachedImage {
+/// A fill of `image` with all of `data` written (in small chunks), expecting its size and MD5,
+/// not yet finished.
+fn begin(cache: &ImageCache, image: &str, data: &[u8]) -> FillWriter {
     let mut writer = cache
         .begin_fill(
             &id(image),
@@ -34,7 +36,11 @@ fn fill(cache: &ImageCache, image: &str, data: &[u8]) -> CachedImage {
     for chunk in data.chunks(7) {
         writer.write(chunk).unwrap();
     }
-    writer.finish().unwrap()
+    writer
+}
+
+fn fill(cache: &ImageCache, image: &str, data: &[u8]) -> CachedImage {
+    begin(cache, image, data).finish().unwrap()
 }
 
 fn names(dir: &Path) -> Vec<String> {
