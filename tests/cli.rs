@@ -682,7 +682,7 @@ async fn refusals_read_as_sentences_without_a_token_or_from_a_server_that_is_not
     );
 
     // Something else answers on the port: an HTML error page, summarised, not pasted.
-    let app = axum::Router::new().fallback(|| async {
+    let page = axum::Router::new().fallback(|| async {
         (
             axum::http::StatusCode::BAD_GATEWAY,
             axum::response::Html(
@@ -691,29 +691,48 @@ async fn refusals_read_as_sentences_without_a_token_or_from_a_server_that_is_not
             ),
         )
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port().to_string();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let output = run_aside(
-        manage_bin,
-        &[
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "--os-auth-token",
-            ADMIN,
-            "list-cached",
-        ],
-    )
-    .await;
-    let said = text(&output);
-    assert!(!output.status.success());
+    let said = list_cached_at(page).await;
     assert!(
         said.contains("an HTML page titled \"502 Bad Gateway\""),
         "{said}"
     );
     assert!(!said.contains("<center>"), "{said}");
+
+    // A token the node does not accept (expired, unknown) reads differently from a missing one.
+    let expired = axum::Router::new().fallback(|| async {
+        (
+            axum::http::StatusCode::UNAUTHORIZED,
+            axum::Json(serde_json::json!({"error": {"code": 401, "message": "expired"}})),
+        )
+    });
+    let said = list_cached_at(expired).await;
+    assert!(
+        said.contains(
+            "The token was not accepted (401): it is unknown or has expired; get a new one."
+        ),
+        "{said}"
+    );
+}
+
+/// `image-cache-manage list-cached` with the admin token against `app` on an ephemeral port;
+/// it must fail, and what it printed is returned.
+async fn list_cached_at(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let manage_bin = env!("CARGO_BIN_EXE_image-cache-manage");
+    let args = [
+        "-H",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "--os-auth-token",
+        ADMIN,
+        "list-cached",
+    ];
+    let output = run_aside(manage_bin, &args).await;
+    assert!(!output.status.success());
+    text(&output)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -794,5 +813,34 @@ async fn list_cached_shows_fills_and_queue_image_waits_for_the_cache() {
     assert!(
         started.elapsed() > Duration::from_millis(500),
         "it did wait"
+    );
+
+    // An image that takes longer than --wait-timeout: a non-zero exit saying so, still queued.
+    let big = upload(&client, &server.url, ADMIN, "private", &[7u8; 8 << 20]).await;
+    let late = run_aside(
+        manage_bin,
+        &[
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "--os-auth-token",
+            ADMIN,
+            "-f",
+            "--wait",
+            "--wait-timeout",
+            "1",
+            "queue-image",
+            &big,
+        ],
+    )
+    .await;
+    assert!(!late.status.success());
+    assert!(
+        text(&late).contains(&format!(
+            "image {big} was not cached on host 127.0.0.1 within 1 s; it stays queued"
+        )),
+        "{}",
+        text(&late)
     );
 }

@@ -189,37 +189,43 @@ async fn healthz_says_when_the_cache_directory_turns_read_only() {
 }
 
 #[test]
-fn a_configuration_without_an_upstream_is_refused_in_a_sentence() {
+fn bad_configurations_are_refused_in_a_sentence_naming_the_option() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("glance-api.conf");
-    std::fs::write(&config, "[DEFAULT]\nimage_cache_dir = /tmp/nowhere\n").unwrap();
-    let output = Command::new(server_binary())
-        .arg("--config-file")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let said = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        said.starts_with("image-cache-server: no image API to cache: pass --upstream URL"),
-        "{said}"
-    );
-
-    std::fs::write(
-        &config,
-        "[DEFAULT]\nimage_cache_dir = /tmp/nowhere\nbind_port = 99999\n",
-    )
-    .unwrap();
-    let output = Command::new(server_binary())
-        .arg("--config-file")
-        .arg(&config)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        said.contains("[DEFAULT] bind_port = \"99999\": must be a port, 0 to 65535"),
-        "{said}"
-    );
+    for (text, says) in [
+        (
+            "[DEFAULT]\nimage_cache_dir = /tmp/nowhere\n",
+            "no image API to cache: pass --upstream URL",
+        ),
+        (
+            "[DEFAULT]\nimage_cache_dir = /tmp/nowhere\nbind_port = 99999\n",
+            "[DEFAULT] bind_port = \"99999\": must be a port, 0 to 65535",
+        ),
+        (
+            "[DEFAULT]\nimage_cache_dir = /tmp/nowhere\n[cache_server]\nupstream = glance\n",
+            "must be an http:// URL with a host, e.g. http://glance:9292",
+        ),
+        (
+            "[DEFAULT]\nimage_cache_dir = /tmp/nowhere\n[cache_server]\nupstream = http://glance:9292\nmetrics_bind = anywhere\n",
+            "[cache_server] metrics_bind = \"anywhere\" is not an address",
+        ),
+        (
+            "[DEFAULT]\nimage_cache_dir = /tmp/nowhere\n[cache_server]\nupstream = http://glance:9292\nshutdown_grace = soon\n",
+            "[cache_server] shutdown_grace = \"soon\": must be a whole number",
+        ),
+    ] {
+        std::fs::write(&config, text).unwrap();
+        let output = Command::new(server_binary())
+            .arg("--config-file")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{text}");
+        let said = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(said.lines().count(), 1, "one line: {said}");
+        assert!(said.starts_with("image-cache-server: "), "{said}");
+        assert!(said.contains(says), "{text}: {said}");
+    }
 }
 
 #[test]
