@@ -274,12 +274,11 @@ impl ImageCache {
     }
 
     /// Whether the cache can do its work: a file can be written in `image_cache_dir` (a probe in
-    /// `incomplete/`, removed at once) and the index takes writes. The error says which failed.
+    /// `incomplete/`, removed at once) and the index takes a write. The error says which failed.
     /// For health checks (`GET /healthz`); it touches the disk, so call it off the runtime.
     pub fn check_health(&self) -> Result<(), StoreError> {
         self.inner.layout.probe_writable()?;
-        self.inner.catalog.flush_hits()?;
-        Ok(self.inner.catalog.flush()?)
+        Ok(self.inner.catalog.driver().probe()?)
     }
 
     /// Writes what the hit path gathered in memory (hit counters, copies found damaged) to the

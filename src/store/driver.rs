@@ -45,6 +45,10 @@ pub(crate) trait IndexDriver: Send + Sync + fmt::Debug + 'static {
     /// Makes every write so far durable.
     fn flush(&self) -> Result<(), IndexError>;
 
+    /// Writes something durable that no record depends on, to tell whether the index takes
+    /// writes now (a health check).
+    fn probe(&self) -> Result<(), IndexError>;
+
     /// A number this driver never handed out before.
     fn next_generation(&self) -> Result<u64, IndexError>;
 

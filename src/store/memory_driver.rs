@@ -15,6 +15,7 @@ pub(crate) enum Call {
     Put,
     PutAll,
     Flush,
+    Probe,
 }
 
 /// Cheap to clone: the clones share one index, so a test keeps one to look inside.
@@ -123,6 +124,10 @@ impl IndexDriver for MemoryDriver {
 
     fn flush(&self) -> Result<(), IndexError> {
         self.check(Call::Flush)
+    }
+
+    fn probe(&self) -> Result<(), IndexError> {
+        self.check(Call::Probe)
     }
 
     fn next_generation(&self) -> Result<u64, IndexError> {

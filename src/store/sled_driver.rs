@@ -8,6 +8,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use super::clock::now;
 use super::driver::{IndexDriver, IndexError, IndexRecord};
 use crate::sync::lock;
 use crate::ImageId;
@@ -16,6 +17,8 @@ const RECORD_VERSION: u8 = 1;
 const RECORD_LEN: usize = 1 + 8 * 5 + 1 + 16;
 const IMAGES_TREE: &str = "images";
 const QUEUE_TREE: &str = "queue";
+/// Written by a health check, in the default tree (not a record, not the queue).
+const HEALTH_KEY: &str = "health-probe";
 
 /// The stored form of a record.
 struct Encoded;
@@ -229,6 +232,15 @@ impl IndexDriver for SledIndex {
 
     fn flush(&self) -> Result<(), IndexError> {
         self.db.flush().map(drop).map_err(IndexError::failed)
+    }
+
+    fn probe(&self) -> Result<(), IndexError> {
+        let stamp = now().to_be_bytes();
+        self.db
+            .insert(HEALTH_KEY, &stamp[..])
+            .and_then(|_| self.db.flush())
+            .map(drop)
+            .map_err(IndexError::failed)
     }
 
     fn next_generation(&self) -> Result<u64, IndexError> {

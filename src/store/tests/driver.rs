@@ -140,3 +140,17 @@ async fn a_damaged_copy_found_on_the_hit_path_reaches_the_driver_behind() {
     assert_eq!(driver.record(&id("img")).map(|r| r.size), Some(5));
     assert!(cache.is_cached(&id("img")));
 }
+
+#[test]
+fn the_health_check_asks_the_index_for_a_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = MemoryDriver::default();
+    let cache = open_over(dir.path(), &driver);
+    cache.check_health().unwrap();
+    driver.fail_once(Call::Probe);
+    let err = cache.check_health().unwrap_err();
+    assert!(err.to_string().contains("the cache index failed"), "{err}");
+    cache.check_health().unwrap();
+    // The probe leaves nothing in the cache directory.
+    assert!(names(&dir.path().join("incomplete")).is_empty());
+}

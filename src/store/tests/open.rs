@@ -143,3 +143,16 @@ fn fills_left_by_a_stopped_process_are_reclaimed_at_open() {
     fill(&cache, "half", b"whole");
     assert!(cache.is_cached(&id("half")));
 }
+
+#[test]
+fn the_health_check_writes_the_sled_index_and_leaves_no_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path());
+    cache.check_health().unwrap();
+    cache.check_health().unwrap();
+    assert!(cache.cached_images().is_empty());
+    assert!(cache.queued_images().unwrap().is_empty());
+    drop(cache);
+    // Nothing for reconcile to adopt or drop.
+    assert!(open(dir.path()).cached_images().is_empty());
+}
