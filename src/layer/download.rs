@@ -49,7 +49,7 @@ where
     if !cached && !is_get {
         return pass(&settings, inner, request, CacheStatus::Miss).await;
     }
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
 
     let meta = match settings.access.check(inner.clone(), &parts, &id).await? {
         Access::Serve(meta) => meta,
@@ -101,7 +101,6 @@ where
         }
     }
 
-    let mut parts = parts;
     if is_get {
         ask_for_identity(&mut parts.headers);
     }
