@@ -45,6 +45,8 @@ mod future;
 pub mod fuzzing;
 mod image_id;
 mod image_meta;
+#[cfg(feature = "keystone")]
+pub mod keystone;
 pub mod layer;
 pub mod manage;
 mod metrics;

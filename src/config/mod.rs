@@ -8,6 +8,8 @@ mod options;
 mod server;
 
 pub use error::ConfigError;
+#[cfg(feature = "keystone")]
+pub(crate) use ini::{read_files, read_section, Setting};
 pub use ini::{with_glance_files, GLANCE_FILES};
 pub(crate) use options::{db_name_problem, INCOMPLETE_DIR, INVALID_DIR};
 pub use options::{

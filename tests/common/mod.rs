@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod example;
+pub mod openstack;
 
 use std::collections::HashMap;
 use std::io::Write;

@@ -1,0 +1,439 @@
+//! [`Keystone`]: a logged-in identity that keeps its token fresh, and checks other tokens.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::StatusCode;
+use serde_json::{json, Value};
+
+use super::error::KeystoneError;
+use super::options::{AuthOptions, Credential, Domain, Interface, Named};
+use super::secret::Secret;
+use super::token::Token;
+
+/// A Keystone v3 identity. Cheap to clone; clones share one token.
+///
+/// The first call that needs a token logs in; the token is kept and replaced when less than a
+/// quarter of its life (at most five minutes) is left, by logging in again with the password or
+/// application credential (re-authenticating with a token would keep the old expiry). A
+/// [`Credential::Token`] is used as given and cannot be renewed.
+#[derive(Clone)]
+pub struct Keystone {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    options: AuthOptions,
+    /// `auth_url`, ending in `/v3`.
+    base: String,
+    http: reqwest::Client,
+    current: tokio::sync::Mutex<Option<Arc<Token>>>,
+}
+
+/// What Keystone said of a caller's token ([`Keystone::validate`]).
+#[derive(Debug, Clone)]
+pub enum Validation {
+    /// The token is valid; what Keystone knows of it.
+    Valid(Box<Token>),
+    /// Keystone does not accept the token: unknown, expired or revoked (its 404).
+    Invalid,
+}
+
+impl std::fmt::Debug for Keystone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keystone")
+            .field("auth_url", &self.shared.base)
+            .field("who", &self.shared.options.who())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Keystone {
+    /// An identity; nothing is sent until a token is needed.
+    pub fn new(options: AuthOptions) -> Result<Self, KeystoneError> {
+        let http = options
+            .tls
+            .client_builder()?
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|err| KeystoneError::Tls {
+                reason: format!("the HTTPS client cannot be set up: {err}"),
+            })?;
+        Ok(Keystone {
+            shared: Arc::new(Shared {
+                base: v3_url(&options.auth_url),
+                options,
+                http,
+                current: tokio::sync::Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The options this identity was made from.
+    pub fn options(&self) -> &AuthOptions {
+        &self.shared.options
+    }
+
+    /// The HTTP client Keystone is called with (its TLS settings apply): for the requests made
+    /// with [`Keystone::send`].
+    pub fn http(&self) -> &reqwest::Client {
+        &self.shared.http
+    }
+
+    /// Whether a refused token can be replaced by logging in again.
+    pub fn renewable(&self) -> bool {
+        !matches!(self.shared.options.credential, Credential::Token(_))
+    }
+
+    /// A token good for a while yet: the kept one, or a new one after logging in.
+    pub async fn token(&self) -> Result<Arc<Token>, KeystoneError> {
+        let mut current = self.shared.current.lock().await;
+        if let Some(token) = current.as_ref() {
+            if !self.renewable() || !token.needs_renewal(SystemTime::now()) {
+                return Ok(token.clone());
+            }
+            tracing::info!(
+                who = %self.shared.options.who(),
+                "the Keystone token is close to expiry; logging in again"
+            );
+        }
+        let token = Arc::new(self.log_in().await?);
+        *current = Some(token.clone());
+        Ok(token)
+    }
+
+    /// Drops `stale` (a token a service refused) so the next [`Keystone::token`] logs in again;
+    /// a newer token already in place stays.
+    pub async fn forget(&self, stale: &Token) {
+        let mut current = self.shared.current.lock().await;
+        if current.as_ref().is_some_and(|token| token.id == stale.id) {
+            *current = None;
+        }
+    }
+
+    /// Sends the request `build` makes with a token; on a 401, logs in again and sends it once
+    /// more (when the credential is renewable).
+    pub async fn send(
+        &self,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, KeystoneError> {
+        let token = self.token().await?;
+        let response = send(build(token.id.expose())).await?;
+        if response.status() != StatusCode::UNAUTHORIZED || !self.renewable() {
+            return Ok(response);
+        }
+        tracing::info!(
+            url = %response.url(),
+            "a service refused the Keystone token (401); logging in again and retrying once"
+        );
+        self.forget(&token).await;
+        let token = self.token().await?;
+        send(build(token.id.expose())).await
+    }
+
+    /// The URL of the catalog's `service_type` endpoint for `interface` (and `region`, when
+    /// given), from this identity's token.
+    pub async fn endpoint(
+        &self,
+        service_type: &str,
+        interface: Interface,
+        region: Option<&str>,
+    ) -> Result<String, KeystoneError> {
+        let token = self.token().await?;
+        let of_type: Vec<_> = token
+            .catalog
+            .iter()
+            .filter(|e| e.service_type == service_type)
+            .collect();
+        of_type
+            .iter()
+            .find(|e| {
+                e.interface == interface.as_str()
+                    && region.is_none_or(|r| e.region.as_deref() == Some(r))
+            })
+            .map(|e| e.url.trim_end_matches('/').to_owned())
+            .ok_or_else(|| KeystoneError::NoEndpoint {
+                service_type: service_type.to_owned(),
+                interface: interface.as_str(),
+                region: region.map(str::to_owned),
+                offered: of_type
+                    .iter()
+                    .map(|e| match &e.region {
+                        Some(region) => format!("{} {} in {region}", e.interface, e.url),
+                        None => format!("{} {}", e.interface, e.url),
+                    })
+                    .collect(),
+            })
+    }
+
+    /// Asks Keystone about a caller's token (`GET /v3/auth/tokens` with `X-Subject-Token`),
+    /// authenticated as this identity.
+    pub async fn validate(&self, subject: &str) -> Result<Validation, KeystoneError> {
+        let url = format!("{}/auth/tokens?nocatalog", self.shared.base);
+        let response = self
+            .send(|token| {
+                self.shared
+                    .http
+                    .get(&url)
+                    .header("x-auth-token", token)
+                    .header("x-subject-token", subject)
+            })
+            .await?;
+        let status = response.status();
+        let body = body(response, &url).await?;
+        match status {
+            StatusCode::OK => Token::parse(subject.into(), &body)
+                .map(|token| Validation::Valid(Box::new(token)))
+                .map_err(|reason| unexpected(&url, status, reason)),
+            StatusCode::NOT_FOUND => Ok(Validation::Invalid),
+            StatusCode::UNAUTHORIZED => Err(KeystoneError::LoginRefused {
+                who: self.shared.options.who(),
+                auth_url: self.shared.base.clone(),
+                message: "its own token was refused when checking a caller's.".into(),
+            }),
+            status => Err(KeystoneError::Answer {
+                url,
+                status,
+                message: message(&body),
+            }),
+        }
+    }
+
+    async fn log_in(&self) -> Result<Token, KeystoneError> {
+        let options = &self.shared.options;
+        if let Credential::Token(given) = &options.credential {
+            return match self.describe_given(given).await? {
+                Validation::Valid(token) => Ok(*token),
+                Validation::Invalid => Err(KeystoneError::LoginRefused {
+                    who: options.who(),
+                    auth_url: self.shared.base.clone(),
+                    message: "the token is unknown, expired or revoked.".into(),
+                }),
+            };
+        }
+        let url = format!("{}/auth/tokens", self.shared.base);
+        let response = send(self.shared.http.post(&url).json(&login_body(options))).await?;
+        let status = response.status();
+        let subject = response
+            .headers()
+            .get("x-subject-token")
+            .and_then(|v| v.to_str().ok())
+            .map(Secret::new);
+        let body = body(response, &url).await?;
+        match (status, subject) {
+            (StatusCode::CREATED, Some(subject)) => {
+                let token = Token::parse(subject, &body)
+                    .map_err(|reason| unexpected(&url, status, reason))?;
+                tracing::debug!(
+                    who = %options.who(),
+                    project = token.project_name.as_deref().unwrap_or("-"),
+                    expires_in_s = token
+                        .expires_at
+                        .duration_since(SystemTime::now())
+                        .unwrap_or_default()
+                        .as_secs(),
+                    "logged in to Keystone"
+                );
+                Ok(token)
+            }
+            (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND, _) => {
+                Err(KeystoneError::LoginRefused {
+                    who: options.who(),
+                    auth_url: self.shared.base.clone(),
+                    message: format!("{} ({status}).", message(&body).trim_end_matches('.')),
+                })
+            }
+            (status, _) => Err(KeystoneError::Answer {
+                url,
+                status,
+                message: message(&body),
+            }),
+        }
+    }
+
+    /// A given token describes itself (`X-Auth-Token` and `X-Subject-Token` the same).
+    async fn describe_given(&self, given: &Secret) -> Result<Validation, KeystoneError> {
+        let url = format!("{}/auth/tokens", self.shared.base);
+        let response = send(
+            self.shared
+                .http
+                .get(&url)
+                .header("x-auth-token", given.expose())
+                .header("x-subject-token", given.expose()),
+        )
+        .await?;
+        let status = response.status();
+        let body = body(response, &url).await?;
+        match status {
+            StatusCode::OK => Token::parse(given.clone(), &body)
+                .map(|t| Validation::Valid(Box::new(t)))
+                .map_err(|reason| unexpected(&url, status, reason)),
+            StatusCode::NOT_FOUND | StatusCode::UNAUTHORIZED => Ok(Validation::Invalid),
+            status => Err(KeystoneError::Answer {
+                url,
+                status,
+                message: message(&body),
+            }),
+        }
+    }
+}
+
+/// Keystone's v3 root for an `auth_url` as operators write it (`http://k:5000`,
+/// `http://k:5000/v3/`, `http://k/identity/v2.0`).
+fn v3_url(auth_url: &str) -> String {
+    let url = auth_url.trim().trim_end_matches('/');
+    if url.ends_with("/v3") {
+        url.to_owned()
+    } else if let Some(root) = url.strip_suffix("/v2.0") {
+        format!("{root}/v3")
+    } else {
+        format!("{url}/v3")
+    }
+}
+
+fn login_body(options: &AuthOptions) -> Value {
+    let identity = match &options.credential {
+        Credential::Password { user, password } => json!({
+            "methods": ["password"],
+            "password": {"user": with_secret(named(user), "password", password)},
+        }),
+        Credential::ApplicationCredential {
+            id,
+            name,
+            user,
+            secret,
+        } => {
+            let mut credential = json!({"secret": secret.expose()});
+            if let Some(id) = id {
+                credential["id"] = json!(id);
+            } else {
+                credential["name"] = json!(name);
+                credential["user"] = user.as_ref().map(named).unwrap_or(Value::Null);
+            }
+            json!({"methods": ["application_credential"], "application_credential": credential})
+        }
+        Credential::Token(token) => json!({"methods": ["token"], "token": {"id": token.expose()}}),
+    };
+    let mut auth = json!({"identity": identity});
+    let scoped = !matches!(options.credential, Credential::ApplicationCredential { .. });
+    if let (true, Some(project)) = (scoped, &options.project) {
+        auth["scope"] = json!({"project": named(project)});
+    }
+    json!({"auth": auth})
+}
+
+fn with_secret(mut object: Value, key: &str, secret: &Secret) -> Value {
+    object[key] = json!(secret.expose());
+    object
+}
+
+fn named(named: &Named) -> Value {
+    match named {
+        Named::Id(id) => json!({"id": id}),
+        Named::Name { name, domain } => json!({"name": name, "domain": match domain {
+            Domain::Id(id) => json!({"id": id}),
+            Domain::Name(name) => json!({"name": name}),
+        }}),
+    }
+}
+
+async fn send(request: reqwest::RequestBuilder) -> Result<reqwest::Response, KeystoneError> {
+    request
+        .send()
+        .await
+        .map_err(|err| KeystoneError::Unreachable {
+            url: err.url().map(|u| u.to_string()).unwrap_or_default(),
+            reason: error_chain(&err),
+        })
+}
+
+async fn body(response: reqwest::Response, url: &str) -> Result<Vec<u8>, KeystoneError> {
+    response
+        .bytes()
+        .await
+        .map(|b| b.to_vec())
+        .map_err(|err| KeystoneError::Unreachable {
+            url: url.to_owned(),
+            reason: error_chain(&err),
+        })
+}
+
+fn unexpected(url: &str, status: StatusCode, reason: String) -> KeystoneError {
+    KeystoneError::Answer {
+        url: url.to_owned(),
+        status,
+        message: format!("the answer could not be read: {reason}"),
+    }
+}
+
+/// Keystone's `{"error": {"message": ...}}`, or the start of the body.
+fn message(body: &[u8]) -> String {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("error")?.get("message")?.as_str().map(str::to_owned))
+        .unwrap_or_else(|| {
+            let text = String::from_utf8_lossy(body);
+            let line = text
+                .trim()
+                .lines()
+                .next()
+                .unwrap_or("no message")
+                .to_owned();
+            line.chars().take(120).collect()
+        })
+}
+
+/// An error and its causes on one line.
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_urls_are_made_v3() {
+        for (given, v3) in [
+            ("http://k:5000", "http://k:5000/v3"),
+            ("http://k:5000/v3/", "http://k:5000/v3"),
+            ("http://k/identity/v2.0", "http://k/identity/v3"),
+        ] {
+            assert_eq!(v3_url(given), v3);
+        }
+    }
+
+    #[test]
+    fn a_password_login_is_scoped_and_an_application_credential_is_not() {
+        let options = AuthOptions::password(
+            "http://k",
+            Named::Name {
+                name: "admin".into(),
+                domain: Domain::Name("Default".into()),
+            },
+            "pw",
+            Named::Id("p1".into()),
+        );
+        let body = login_body(&options);
+        assert_eq!(
+            body["auth"]["identity"]["password"]["user"],
+            json!({"name": "admin", "domain": {"name": "Default"}, "password": "pw"})
+        );
+        assert_eq!(body["auth"]["scope"], json!({"project": {"id": "p1"}}));
+        let mut options = AuthOptions::application_credential("http://k", "ac", "s");
+        options.project = Some(Named::Id("p1".into()));
+        let body = login_body(&options);
+        assert_eq!(
+            body["auth"]["identity"]["application_credential"],
+            json!({"id": "ac", "secret": "s"})
+        );
+        assert!(body["auth"].get("scope").is_none());
+    }
+}

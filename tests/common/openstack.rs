@@ -1,0 +1,266 @@
+//! Real OpenStack services for the tests: Keystone (and Glance) from PyPI, installed by
+//! `tests/openstack/install.sh` into a cached venv and run under uWSGI on 127.0.0.1.
+//!
+//! Where Python 3.11 is missing the tests print `SKIPPED: <why>` and pass, unless `CI` is set.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+pub const ADMIN_PASSWORD: &str = "admin-secret";
+pub const DEMO_PASSWORD: &str = "demo-secret";
+
+fn scripts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openstack")
+}
+
+/// The venv with Keystone and Glance, installed on first use; `None` (after printing why) where
+/// Python 3.11 is missing and `CI` is not set.
+pub fn venv(test: &str) -> Option<PathBuf> {
+    static VENV: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let venv = VENV.get_or_init(|| {
+        let started = Instant::now();
+        let output = Command::new(scripts().join("install.sh"))
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|err| format!("cannot run tests/openstack/install.sh: {err}"))?;
+        match output.status.code() {
+            Some(0) => {
+                let path = String::from_utf8_lossy(&output.stdout)
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+                    .to_owned();
+                eprintln!(
+                    "OpenStack venv ready in {:.1} s: {path}",
+                    started.elapsed().as_secs_f64()
+                );
+                Ok(PathBuf::from(path))
+            }
+            Some(3) => {
+                Err("Python 3.11 is not installed (Keystone 30 and Glance 33 need it)".into())
+            }
+            _ => panic!("tests/openstack/install.sh failed: {}", output.status),
+        }
+    });
+    match venv {
+        Ok(path) => Some(path.clone()),
+        Err(why) if std::env::var_os("CI").is_some() => panic!("{test}: {why}, and CI is set"),
+        Err(why) => {
+            eprintln!("SKIPPED: {test}: {why}");
+            None
+        }
+    }
+}
+
+/// A free port on 127.0.0.1 (free when asked; Keystone's catalog needs it before it starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running Keystone with its users: `admin` (role admin in project admin), `demo` (role
+/// member in project demo), `glance` (roles admin and service in project service).
+pub struct Keystone {
+    pub url: String,
+    pub admin_app_cred: (String, String),
+    _child: Child,
+}
+
+impl Keystone {
+    /// The test binary's Keystone, started once, with tokens that live 60 s (so a test can run
+    /// past an expiry); `None` where the tests are skipped.
+    pub fn shared(test: &str) -> Option<&'static Keystone> {
+        static KEYSTONE: OnceLock<Option<Keystone>> = OnceLock::new();
+        KEYSTONE
+            .get_or_init(|| venv(test).map(|venv| Keystone::start(&venv, 60)))
+            .as_ref()
+    }
+
+    fn start(venv: &Path, expiration: u64) -> Keystone {
+        let started = Instant::now();
+        let dir = tempfile::Builder::new()
+            .prefix("keystone-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        let port = free_port();
+        let mut child = Command::new(scripts().join("keystone.sh"))
+            .arg(venv)
+            .arg(&dir)
+            .arg(port.to_string())
+            .arg(expiration.to_string())
+            .env("REMOVE_DIR_AT_EXIT", "1")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(
+            line.trim(),
+            "ready",
+            "Keystone did not start; see {}",
+            dir.display()
+        );
+        let url = format!("http://127.0.0.1:{port}/v3");
+        // On a thread of its own: the caller may be inside a runtime already.
+        let admin_app_cred = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap()
+                        .block_on(populate(&url))
+                })
+                .join()
+                .unwrap()
+        });
+        eprintln!(
+            "Keystone ready at {url} in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        Keystone {
+            url,
+            admin_app_cred,
+            _child: child,
+        }
+    }
+}
+
+/// Logs `user` in to `project` (both in the default domain); the token.
+pub async fn log_in(url: &str, user: &str, password: &str, project: &str) -> String {
+    let body = json!({"auth": {
+        "identity": {"methods": ["password"], "password": {"user": {
+            "name": user, "domain": {"id": "default"}, "password": password}}},
+        "scope": {"project": {"name": project, "domain": {"id": "default"}}}}});
+    let response = reqwest::Client::new()
+        .post(format!("{url}/auth/tokens"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{user} could not log in");
+    response.headers()["x-subject-token"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Creates the demo and glance users and their projects, and an application credential of the
+/// admin's; returns that credential's id and secret.
+async fn populate(url: &str) -> (String, String) {
+    let token = log_in(url, "admin", ADMIN_PASSWORD, "admin").await;
+    let http = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: String, body: Option<Value>| {
+        let mut request = http
+            .request(method, format!("{url}{path}"))
+            .header("x-auth-token", &token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            assert!(
+                response.status().is_success(),
+                "{path}: {}",
+                response.status()
+            );
+            response.json::<Value>().await.unwrap_or(Value::Null)
+        }
+    };
+    use reqwest::Method;
+    let id_of = |v: &Value, kind: &str| v[kind]["id"].as_str().unwrap().to_owned();
+    let role = |name: &'static str| {
+        let call = &call;
+        async move {
+            let found = call(Method::GET, format!("/roles?name={name}"), None).await;
+            match found["roles"].as_array().and_then(|r| r.first()) {
+                Some(role) => role["id"].as_str().unwrap().to_owned(),
+                None => id_of(
+                    &call(
+                        Method::POST,
+                        "/roles".into(),
+                        Some(json!({"role": {"name": name}})),
+                    )
+                    .await,
+                    "role",
+                ),
+            }
+        }
+    };
+    let (member, admin, service) = (
+        role("member").await,
+        role("admin").await,
+        role("service").await,
+    );
+    for (user, password, project, roles) in [
+        ("demo", DEMO_PASSWORD, "demo", vec![member.clone()]),
+        (
+            "glance",
+            "glance-secret",
+            "service",
+            vec![admin.clone(), service.clone()],
+        ),
+    ] {
+        let project = id_of(
+            &call(
+                Method::POST,
+                "/projects".into(),
+                Some(json!({"project": {"name": project, "domain_id": "default"}})),
+            )
+            .await,
+            "project",
+        );
+        let user = id_of(
+            &call(Method::POST, "/users".into(), Some(json!({"user": {"name": user, "password": password, "domain_id": "default", "default_project_id": project}}))).await,
+            "user",
+        );
+        for role in roles {
+            call(
+                Method::PUT,
+                format!("/projects/{project}/users/{user}/roles/{role}"),
+                None,
+            )
+            .await;
+        }
+    }
+    let admin_id = {
+        let response = http
+            .get(format!("{url}/auth/tokens"))
+            .header("x-auth-token", &token)
+            .header("x-subject-token", &token)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap();
+        response["token"]["user"]["id"].as_str().unwrap().to_owned()
+    };
+    let credential = call(
+        Method::POST,
+        format!("/users/{admin_id}/application_credentials"),
+        Some(json!({"application_credential": {"name": "cache-tests"}})),
+    )
+    .await;
+    (
+        credential["application_credential"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+        credential["application_credential"]["secret"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    )
+}
