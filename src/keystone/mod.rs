@@ -28,8 +28,10 @@ mod clouds;
 mod error;
 mod options;
 mod secret;
+mod sources;
 mod tls;
 mod token;
+mod wire;
 
 pub use client::{Keystone, Validation};
 pub use error::KeystoneError;
