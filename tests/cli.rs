@@ -674,8 +674,8 @@ async fn refusals_read_as_sentences_without_a_token_or_from_a_server_that_is_not
     assert!(!no_token.status.success());
     assert!(
         text(&no_token).contains(
-            "Not authorized to make this request: no token was given (pass --os-auth-token or \
-             set OS_AUTH_TOKEN)."
+            "Not authorized to make this request: no token was given (source an openrc, pass \
+             --os-cloud, or pass --os-auth-token)."
         ),
         "{}",
         text(&no_token)

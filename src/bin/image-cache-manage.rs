@@ -8,7 +8,7 @@ use clap::Parser;
 use tower_image_cache::cli::commands::{help, image_id, Command, COMMANDS};
 use tower_image_cache::cli::progress::wait_until_cached;
 use tower_image_cache::cli::report::{report, Outcome, Style};
-use tower_image_cache::cli::{bind_port, ClientError, ManageClient};
+use tower_image_cache::cli::{bind_port, ClientError, ManageClient, OsArgs};
 
 #[derive(Parser, Debug)]
 #[command(name = "image-cache-manage", version, about = "Manage the image cache of one or more API nodes", after_help = COMMANDS)]
@@ -16,13 +16,10 @@ struct Args {
     /// The command to execute, and its image id where it takes one.
     #[arg(value_name = "COMMAND", default_value = "help")]
     command: Vec<String>,
-    /// Address of the API host; give it several times to act on every node.
-    #[arg(
-        short = 'H',
-        long = "host",
-        value_name = "ADDRESS",
-        default_value = "localhost"
-    )]
+    /// Address of the API host; give it several times to act on every node. Default: the
+    /// image endpoint of the Keystone catalog when logging in with Keystone (--os-auth-url,
+    /// --os-cloud), else localhost.
+    #[arg(short = 'H', long = "host", value_name = "ADDRESS")]
     hosts: Vec<String>,
     /// Port the API host listens on (default: bind_port from the configuration files, else
     /// 9292).
@@ -39,9 +36,8 @@ struct Args {
     /// Print more verbose output.
     #[arg(short, long)]
     verbose: bool,
-    /// The token to authenticate with.
-    #[arg(long, env = "OS_AUTH_TOKEN", hide_env_values = true)]
-    os_auth_token: Option<String>,
+    #[command(flatten)]
+    os: OsArgs,
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
@@ -88,11 +84,17 @@ async fn run(args: &Args) -> Result<(), String> {
         Some(port) => port,
         None => bind_port(&args.config_files)?,
     };
-    let clients: Vec<ManageClient> = args
-        .hosts
+    let auth = args.os.auth()?;
+    let tls = auth.tls(args.os.tls());
+    let hosts = match (&args.hosts[..], auth.image_endpoint().await?) {
+        ([], Some(endpoint)) => vec![endpoint],
+        ([], None) => vec!["localhost".to_owned()],
+        (given, _) => given.to_vec(),
+    };
+    let clients = hosts
         .iter()
-        .map(|host| ManageClient::new(host, port, args.os_auth_token.clone()))
-        .collect();
+        .map(|host| ManageClient::with_auth(host, port, auth.clone(), &tls))
+        .collect::<Result<Vec<_>, _>>()?;
     let outcomes = futures_join(clients.iter().map(|client| act(client, command.name, id))).await;
 
     let mut failures = Vec::new();
@@ -109,7 +111,7 @@ async fn run(args: &Args) -> Result<(), String> {
     let style = Style {
         json: args.json,
         verbose: args.verbose,
-        several: args.hosts.len() > 1,
+        several: hosts.len() > 1,
         terminal,
     };
     report(style, command.name, id, &done)?;
@@ -120,7 +122,7 @@ async fn run(args: &Args) -> Result<(), String> {
             .filter(|c| done.iter().any(|(n, _)| *n == c.node()))
         {
             match wait_until_cached(client, id, timeout, terminal && !args.json).await {
-                Ok(()) if args.hosts.len() > 1 => {
+                Ok(()) if hosts.len() > 1 => {
                     println!("{}: image {id} is cached", client.node())
                 }
                 Ok(()) => println!("Image {id} is cached"),

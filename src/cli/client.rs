@@ -6,14 +6,17 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 
+use crate::keystone::{SendError, TlsOptions};
 use crate::store::{Cleaned, Pruned};
 
-/// One node's `/v2/cache` API, as a token holder.
+use super::identity::Auth;
+
+/// One node's `/v2/cache` API, as a token holder or a Keystone identity.
 #[derive(Debug, Clone)]
 pub struct ManageClient {
     node: String,
     base: String,
-    token: Option<String>,
+    auth: Auth,
     http: reqwest::Client,
 }
 
@@ -39,6 +42,8 @@ pub enum ClientError {
         /// The node's reason.
         message: String,
     },
+    /// No token could be had from Keystone.
+    Identity(String),
     /// The node could not be reached or answered nonsense.
     Unreachable {
         /// The node.
@@ -53,8 +58,8 @@ impl fmt::Display for ClientError {
         match self {
             ClientError::Forbidden => f.write_str("Not authorized to make this request."),
             ClientError::NoToken => f.write_str(
-                "Not authorized to make this request: no token was given (pass --os-auth-token \
-                 or set OS_AUTH_TOKEN).",
+                "Not authorized to make this request: no token was given (source an openrc, \
+                 pass --os-cloud, or pass --os-auth-token).",
             ),
             ClientError::Unauthorized => f.write_str(
                 "The token was not accepted (401): it is unknown or has expired; get a new one.",
@@ -63,6 +68,7 @@ impl fmt::Display for ClientError {
                 write!(f, "Cache management middleware not enabled on host {node}")
             }
             ClientError::Refused { status, message } => write!(f, "{message} ({status})"),
+            ClientError::Identity(reason) => f.write_str(reason),
             ClientError::Unreachable { node, reason } => {
                 write!(f, "host {node} is unreachable: {reason}")
             }
@@ -113,6 +119,13 @@ pub struct Record {
 impl ManageClient {
     /// A client of `node`: `host`, `host:port` or a URL; `port` applies when none is given.
     pub fn new(node: &str, port: u16, token: Option<String>) -> Self {
+        let auth = token.map_or(Auth::Anonymous, Auth::Token);
+        Self::with_auth(node, port, auth, &TlsOptions::default())
+            .expect("an HTTP client with the system's roots builds")
+    }
+
+    /// A client of `node` calling as `auth`, checking HTTPS certificates as `tls` says.
+    pub fn with_auth(node: &str, port: u16, auth: Auth, tls: &TlsOptions) -> Result<Self, String> {
         let base = if node.contains("://") {
             node.trim_end_matches('/').to_owned()
         } else if node.contains(':') && !node.contains('[') && node.matches(':').count() == 1 {
@@ -120,17 +133,18 @@ impl ManageClient {
         } else {
             format!("http://{node}:{port}")
         };
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
+        let http = tls
+            .client_builder()
+            .map_err(|err| err.to_string())?
             .timeout(Duration::from_secs(300))
             .build()
-            .expect("a plain HTTP client builds");
-        ManageClient {
+            .map_err(|err| format!("the HTTP client cannot be set up: {err}"))?;
+        Ok(ManageClient {
             node: node.to_owned(),
             base,
-            token,
+            auth,
             http,
-        }
+        })
     }
 
     /// The node's base URL.
@@ -143,27 +157,60 @@ impl ManageClient {
         &self.node
     }
 
+    /// `GET /v2/images/{id}/file` from the node's image API, as this client's identity; the
+    /// response whatever its status.
+    pub async fn download(&self, id: &str) -> Result<reqwest::Response, ClientError> {
+        self.send(Method::GET, &format!("/v2/images/{id}/file"), None)
+            .await
+    }
+
+    /// Sends a request with this client's identity (one re-login on a 401 for a Keystone one).
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        target: Option<&str>,
+    ) -> Result<reqwest::Response, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let build = |token: Option<&str>| {
+            let mut request = self.http.request(method.clone(), &url);
+            if let Some(token) = token {
+                request = request.header("x-auth-token", token);
+            }
+            if let Some(target) = target {
+                request = request.header("x-image-cache-clear-target", target);
+            }
+            request
+        };
+        let unreachable = |reason: String| ClientError::Unreachable {
+            node: self.node.clone(),
+            reason,
+        };
+        match &self.auth {
+            Auth::Anonymous => build(None).send().await,
+            Auth::Token(token) => build(Some(token)).send().await,
+            Auth::Keystone(keystone) => match keystone.send(|token| build(Some(token))).await {
+                Ok(response) => Ok(response),
+                Err(SendError::Request(err)) => Err(err),
+                Err(SendError::Identity(err)) => {
+                    return Err(ClientError::Identity(err.to_string()))
+                }
+            },
+        }
+        .map_err(|err| unreachable(error_chain(&err)))
+    }
+
     async fn call(
         &self,
         method: Method,
         path: &str,
         target: Option<&str>,
     ) -> Result<Vec<u8>, ClientError> {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(token) = &self.token {
-            request = request.header("x-auth-token", token);
-        }
-        if let Some(target) = target {
-            request = request.header("x-image-cache-clear-target", target);
-        }
         let unreachable = |reason: String| ClientError::Unreachable {
             node: self.node.clone(),
             reason,
         };
-        let response = request
-            .send()
-            .await
-            .map_err(|err| unreachable(error_chain(&err)))?;
+        let response = self.send(method, path, target).await?;
         let status = response.status();
         let body = response
             .bytes()
@@ -177,7 +224,9 @@ impl ManageClient {
             .ok()
             .and_then(|v| v.get("error")?.get("message")?.as_str().map(str::to_owned));
         Err(match (status, message) {
-            (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _) if self.token.is_none() => {
+            (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _)
+                if matches!(self.auth, Auth::Anonymous) =>
+            {
                 ClientError::NoToken
             }
             (StatusCode::FORBIDDEN, _) => ClientError::Forbidden,

@@ -5,11 +5,13 @@
 
 mod client;
 pub mod commands;
+pub mod identity;
 pub mod progress;
 pub mod report;
 mod table;
 mod tool;
 
 pub use client::{ClientError, InProgress, Listing, ManageClient, Record};
+pub use identity::{Auth, OsArgs};
 pub use table::{utc_time, Table};
 pub use tool::{bind_port, run_maintenance, tool_main, Chore, ToolArgs};

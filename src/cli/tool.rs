@@ -10,6 +10,8 @@ use crate::store::{ImageCache, StoreError};
 use crate::{CacheConfig, ImageId};
 
 use super::client::ManageClient;
+use super::identity::Auth;
+use crate::keystone::{AuthOptions, Keystone, TlsOptions};
 
 /// The options every cron tool takes.
 #[derive(Debug, Clone, clap::Args)]
@@ -26,7 +28,9 @@ pub struct ToolArgs {
     /// 9292).
     #[arg(short, long)]
     pub port: Option<u16>,
-    /// The admin token for the API server.
+    /// The admin token for the API server. Without it, the identity in the configuration files
+    /// logs in to Keystone: admin_user, admin_password, admin_tenant_name and auth_url in
+    /// [DEFAULT], else keystoneauth's options in [keystone_authtoken].
     #[arg(long, env = "OS_AUTH_TOKEN", hide_env_values = true)]
     pub os_auth_token: Option<String>,
 }
@@ -63,12 +67,23 @@ impl ToolArgs {
         }
     }
 
+    /// The token given, else the Keystone identity of the configuration files, else nobody.
+    fn auth(&self) -> Result<Auth, String> {
+        if let Some(token) = &self.os_auth_token {
+            return Ok(Auth::Token(token.clone()));
+        }
+        match AuthOptions::from_files(self.files()).map_err(|err| err.to_string())? {
+            Some(options) => Keystone::new(options)
+                .map(Auth::Keystone)
+                .map_err(|err| err.to_string()),
+            None => Ok(Auth::Anonymous),
+        }
+    }
+
     fn client(&self) -> Result<ManageClient, String> {
-        Ok(ManageClient::new(
-            &self.host,
-            self.port()?,
-            self.os_auth_token.clone(),
-        ))
+        let auth = self.auth()?;
+        let tls = auth.tls(TlsOptions::default());
+        ManageClient::with_auth(&self.host, self.port()?, auth, &tls)
     }
 }
 
@@ -169,13 +184,10 @@ async fn prefetch_offline(
     directly: &str,
 ) -> Result<String, String> {
     let queued = store(&cache, ImageCache::queued_images).await?;
-    let http = reqwest::Client::new();
-    let base = ManageClient::new(&args.host, args.port()?, None)
-        .base_url()
-        .to_owned();
+    let client = args.client()?;
     let mut failures = Vec::new();
     for id in &queued {
-        match fetch_into(&cache, &http, &base, args.os_auth_token.as_deref(), id).await {
+        match fetch_into(&cache, &client, id).await {
             Ok(()) => {
                 let id = id.clone();
                 store(&cache, move |c| c.delete_queued_image(&id)).await?;
@@ -195,21 +207,14 @@ async fn prefetch_offline(
     }
 }
 
-async fn fetch_into(
-    cache: &ImageCache,
-    http: &reqwest::Client,
-    base: &str,
-    token: Option<&str>,
-    id: &ImageId,
-) -> Result<(), String> {
+async fn fetch_into(cache: &ImageCache, client: &ManageClient, id: &ImageId) -> Result<(), String> {
     if cache.is_cached(id) {
         return Ok(());
     }
-    let mut request = http.get(format!("{base}/v2/images/{id}/file"));
-    if let Some(token) = token {
-        request = request.header("x-auth-token", token);
-    }
-    let mut response = request.send().await.map_err(|err| err.to_string())?;
+    let mut response = client
+        .download(id.as_str())
+        .await
+        .map_err(|err| err.to_string())?;
     if response.status() != reqwest::StatusCode::OK {
         return Err(format!("the image API answered {}", response.status()));
     }

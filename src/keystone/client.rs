@@ -9,7 +9,7 @@ use super::error::KeystoneError;
 use super::options::{AuthOptions, Credential, Interface};
 use super::secret::Secret;
 use super::token::Token;
-use super::wire::{body, login_body, message, send, unexpected, v3_url};
+use super::wire::{body, error_chain, login_body, message, send, unexpected, unreachable, v3_url};
 
 /// A Keystone v3 identity. Cheap to clone; clones share one token.
 ///
@@ -29,6 +29,29 @@ struct Shared {
     http: reqwest::Client,
     current: tokio::sync::Mutex<Option<Arc<Token>>>,
 }
+
+/// Why [`Keystone::send`] failed.
+#[derive(Debug)]
+pub enum SendError {
+    /// No token could be had.
+    Identity(KeystoneError),
+    /// The request itself failed (the service could not be reached).
+    Request(reqwest::Error),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Identity(err) => err.fmt(f),
+            SendError::Request(err) => {
+                let url = err.url().map(|u| u.as_str()).unwrap_or("the service");
+                write!(f, "{url} cannot be reached: {}", error_chain(err))
+            }
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
 
 /// What Keystone said of a caller's token ([`Keystone::validate`]).
 #[derive(Debug, Clone)]
@@ -116,9 +139,12 @@ impl Keystone {
     pub async fn send(
         &self,
         build: impl Fn(&str) -> reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, KeystoneError> {
-        let token = self.token().await?;
-        let response = send(build(token.id.expose())).await?;
+    ) -> Result<reqwest::Response, SendError> {
+        let token = self.token().await.map_err(SendError::Identity)?;
+        let response = build(token.id.expose())
+            .send()
+            .await
+            .map_err(SendError::Request)?;
         if response.status() != StatusCode::UNAUTHORIZED || !self.renewable() {
             return Ok(response);
         }
@@ -127,8 +153,11 @@ impl Keystone {
             "a service refused the Keystone token (401); logging in again and retrying once"
         );
         self.forget(&token).await;
-        let token = self.token().await?;
-        send(build(token.id.expose())).await
+        let token = self.token().await.map_err(SendError::Identity)?;
+        build(token.id.expose())
+            .send()
+            .await
+            .map_err(SendError::Request)
     }
 
     /// The URL of the catalog's `service_type` endpoint for `interface` (and `region`, when
@@ -178,7 +207,11 @@ impl Keystone {
                     .header("x-auth-token", token)
                     .header("x-subject-token", subject)
             })
-            .await?;
+            .await
+            .map_err(|err| match err {
+                SendError::Identity(err) => err,
+                SendError::Request(err) => unreachable(&err),
+            })?;
         let status = response.status();
         let body = body(response, &url).await?;
         match status {

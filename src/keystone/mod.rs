@@ -33,7 +33,7 @@ mod tls;
 mod token;
 mod wire;
 
-pub use client::{Keystone, Validation};
+pub use client::{Keystone, SendError, Validation};
 pub use error::KeystoneError;
 pub use options::{AuthOptions, Credential, Domain, Interface, Named};
 pub use secret::Secret;

@@ -69,13 +69,15 @@ fn named(named: &Named) -> Value {
 pub(super) async fn send(
     request: reqwest::RequestBuilder,
 ) -> Result<reqwest::Response, KeystoneError> {
-    request
-        .send()
-        .await
-        .map_err(|err| KeystoneError::Unreachable {
-            url: err.url().map(|u| u.to_string()).unwrap_or_default(),
-            reason: error_chain(&err),
-        })
+    request.send().await.map_err(|err| unreachable(&err))
+}
+
+/// A request to Keystone that got no answer.
+pub(super) fn unreachable(err: &reqwest::Error) -> KeystoneError {
+    KeystoneError::Unreachable {
+        url: err.url().map(|u| u.to_string()).unwrap_or_default(),
+        reason: error_chain(err),
+    }
 }
 
 pub(super) async fn body(response: reqwest::Response, url: &str) -> Result<Vec<u8>, KeystoneError> {

@@ -1,6 +1,8 @@
 //! Who may call the management routes.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 
 use http::header::{HeaderName, AUTHORIZATION};
 use http::request;
@@ -8,11 +10,47 @@ use http::request;
 /// Decides whether a request may use the management routes. Checked before anything else on
 /// every management route: a denied caller learns nothing, not even that an id is malformed.
 ///
+/// Implement [`ManageAccess::allows`] for a check that needs nothing but the request, or
+/// [`ManageAccess::decide`] for one that asks another service (as the Keystone check does).
 /// There is no allow-all implementation; a closure `Fn(&request::Parts) -> bool` can be one
 /// if a deployment authorizes in front.
 pub trait ManageAccess: Send + Sync + 'static {
-    /// Whether this request may manage the cache.
-    fn allows(&self, request: &request::Parts) -> bool;
+    /// Whether this request may manage the cache. Unless [`ManageAccess::decide`] is
+    /// implemented instead, this is the check; by default it allows nobody.
+    fn allows(&self, request: &request::Parts) -> bool {
+        let _ = request;
+        false
+    }
+
+    /// The decision on this request; by default [`ManageAccess::allows`]'s answer (allowed or
+    /// forbidden).
+    fn decide(&self, request: &request::Parts) -> Decide {
+        let decision = if self.allows(request) {
+            Decision::Allow
+        } else {
+            Decision::Forbidden
+        };
+        Box::pin(std::future::ready(decision))
+    }
+}
+
+/// What [`ManageAccess::decide`] returns: the decision, perhaps after asking another service.
+pub type Decide = Pin<Box<dyn Future<Output = Decision> + Send>>;
+
+/// Whether a management request may go on, and if not, what the caller is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Decision {
+    /// The caller may manage the cache.
+    Allow,
+    /// 403: the caller is known but may not manage the cache.
+    Forbidden,
+    /// 403 with a reason (for example which roles the caller has and which are needed).
+    ForbiddenBecause(String),
+    /// 401: the caller's credential is missing, unknown or expired; the reason says which.
+    Unauthenticated(String),
+    /// 503: the check could not be made (the identity service is unreachable). Never an admit.
+    Unavailable(String),
 }
 
 impl<F> ManageAccess for F

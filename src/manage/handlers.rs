@@ -1,8 +1,7 @@
 //! What each management route does.
 
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use tower::ServiceExt;
 use tower_service::Service;
 
 use super::op::{ClearTarget, Op};
@@ -37,7 +36,7 @@ pub(crate) async fn answer<S, ReqBody, ResBody, B>(
     prefetcher: &PrefetchHandle,
 ) -> Result<Answer<B>, S::Error>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     ReqBody: Default,
     ResBody: ResponseBody,
 {
@@ -56,7 +55,7 @@ async fn queue<S, ReqBody, ResBody, B>(
     prefetcher: &PrefetchHandle,
 ) -> Result<Result<Answer<B>, Refusal>, S::Error>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     ReqBody: Default,
     ResBody: ResponseBody,
 {
@@ -186,19 +185,24 @@ async fn check_image<S, ReqBody, ResBody>(
     id: &ImageId,
 ) -> Result<Result<(), Refusal>, S::Error>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     ReqBody: Default,
     ResBody: ResponseBody,
 {
-    let mut request = Request::new(ReqBody::default());
-    *request.method_mut() = Method::GET;
-    *request.uri_mut() = shared
+    let uri: http::Uri = shared
         .metadata
         .render(id)
         .parse()
         .expect("a rendered route is a valid URI");
-    *request.headers_mut() = shared.identity.clone();
-    let response = inner.oneshot(request).await?;
+    let build = || {
+        let mut request = Request::new(ReqBody::default());
+        *request.uri_mut() = uri.clone();
+        request
+    };
+    let response = match shared.identity.send(inner, build).await? {
+        Ok(response) => response,
+        Err(reason) => return Ok(Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, reason))),
+    };
     let status = response.status();
     if status == StatusCode::NOT_FOUND {
         let message = format!("no image with id {id}");

@@ -6,6 +6,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use tower_layer::Layer;
 
 use super::access::ManageAccess;
+use super::identity::Identity;
 use super::prefetch::{PrefetchHandle, WorkerSettings};
 use super::service::CacheManageService;
 use super::shared::Shared;
@@ -74,7 +75,7 @@ impl CacheManageLayer<WrappedService> {
             access: Arc::new(access),
             metadata: RouteTemplate::new("/v2/images/{id}").expect("a valid template"),
             worker: WorkerSettings {
-                identity: HeaderMap::new(),
+                identity: Identity::Headers(HeaderMap::new()),
                 download: RouteTemplate::new("/v2/images/{id}/file").expect("a valid template"),
                 concurrency: 2,
                 interval,
@@ -138,7 +139,16 @@ impl<Api> CacheManageLayer<Api> {
     /// The headers the cache sends as itself: the prefetcher's downloads and the existence
     /// check of `PUT /v2/cache/{id}` (e.g. an admin `X-Auth-Token`).
     pub fn service_identity(mut self, headers: HeaderMap) -> Self {
-        self.worker.identity = headers;
+        self.worker.identity = Identity::Headers(headers);
+        self
+    }
+
+    /// The cache asks the image API as this Keystone identity (the prefetcher's downloads, the
+    /// existence check of `PUT /v2/cache/{id}`): its token is renewed before it expires, and
+    /// replaced once when the image API answers 401.
+    #[cfg(feature = "keystone")]
+    pub fn service_keystone(mut self, keystone: crate::keystone::Keystone) -> Self {
+        self.worker.identity = Identity::Keystone(keystone);
         self
     }
 
@@ -147,9 +157,9 @@ impl<Api> CacheManageLayer<Api> {
         match HeaderValue::from_str(token) {
             Ok(mut value) => {
                 value.set_sensitive(true);
-                self.worker
-                    .identity
-                    .insert(HeaderName::from_static("x-auth-token"), value);
+                let headers =
+                    HeaderMap::from_iter([(HeaderName::from_static("x-auth-token"), value)]);
+                self.worker.identity = Identity::Headers(headers);
             }
             Err(_) => {
                 tracing::error!("the service token is not a valid header value; not using it")

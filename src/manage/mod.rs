@@ -46,6 +46,9 @@
 
 mod access;
 mod handlers;
+mod identity;
+#[cfg(feature = "keystone")]
+mod keystone_access;
 #[allow(clippy::module_inception)]
 mod layer;
 mod op;
@@ -58,7 +61,9 @@ mod shared;
 pub use prefetch::PrefetchHandle;
 
 // The fuzz targets drive the route matcher directly.
-pub use access::{ManageAccess, RoleHeader, StaticToken};
+pub use access::{Decide, Decision, ManageAccess, RoleHeader, StaticToken};
+#[cfg(feature = "keystone")]
+pub use keystone_access::KeystoneAccess;
 pub use layer::{ApiThrough, CacheManageLayer, WrappedService};
 #[cfg(feature = "fuzzing")]
 pub(crate) use routes::Endpoint;

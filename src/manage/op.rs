@@ -3,6 +3,7 @@
 
 use http::{header, request, HeaderMap, Method, StatusCode};
 
+use super::access::Decision;
 use super::response::Refusal;
 use super::routes::Endpoint;
 use super::shared::Shared;
@@ -51,19 +52,29 @@ fn clear_target(headers: &HeaderMap) -> Result<ClearTarget, Refusal> {
     }
 }
 
-/// Policy first (as Glance does): a caller who may not manage the cache learns nothing more,
-/// not even that the method or the id is wrong. Then the method, the body, and the id.
+/// The access check's refusal, if it refused: the policy comes first (as in Glance), so a
+/// caller who may not manage the cache learns nothing more, not even that the method or the id
+/// is wrong.
+pub(crate) fn refusal(decision: Decision) -> Option<Refusal> {
+    let (status, message) = match decision {
+        Decision::Allow => return None,
+        Decision::Forbidden => (
+            StatusCode::FORBIDDEN,
+            "cache management requires an admin".into(),
+        ),
+        Decision::ForbiddenBecause(reason) => (StatusCode::FORBIDDEN, reason),
+        Decision::Unauthenticated(reason) => (StatusCode::UNAUTHORIZED, reason),
+        Decision::Unavailable(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason),
+    };
+    Some(Refusal::new(status, message))
+}
+
+/// After the policy ([`refusal`]): the method, the body, and the id.
 pub(crate) fn admit(
     shared: &Shared,
     endpoint: &Endpoint<'_>,
     parts: &request::Parts,
 ) -> Result<Op, Refusal> {
-    if !shared.access.allows(parts) {
-        return Err(Refusal::new(
-            StatusCode::FORBIDDEN,
-            "cache management requires an admin",
-        ));
-    }
     if shared.wraps_single_routes() {
         return Err(Refusal::new(
             StatusCode::INTERNAL_SERVER_ERROR,

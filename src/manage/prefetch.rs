@@ -12,15 +12,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 use tower_service::Service;
 
+use super::identity::Identity;
 use crate::body::{BoxError, ResponseBody};
 use crate::route::RouteTemplate;
 use crate::store::ImageCache;
@@ -61,7 +61,7 @@ impl PrefetchHandle {
 /// How the prefetcher and the optional maintenance timers run.
 #[derive(Debug, Clone)]
 pub(crate) struct WorkerSettings {
-    pub(crate) identity: HeaderMap,
+    pub(crate) identity: Identity,
     pub(crate) download: RouteTemplate,
     pub(crate) concurrency: usize,
     pub(crate) interval: Duration,
@@ -154,8 +154,7 @@ async fn run_queue<S, ReqBody, ResBody>(
         if handle.is_shut_down() {
             return;
         }
-        let request = download_request::<ReqBody>(settings, &id);
-        let fetch = fetch_one(cache.clone(), service.clone(), request, id);
+        let fetch = fetch_one(cache.clone(), service.clone(), settings.clone(), id);
         running.spawn(fetch);
     }
     while let Some(done) = running.join_next().await {
@@ -177,23 +176,22 @@ fn download_request<B: Default>(settings: &WorkerSettings, id: &ImageId) -> Requ
         .render(id)
         .parse()
         .expect("a rendered route is a valid URI");
-    *request.headers_mut() = settings.identity.clone();
     request
 }
 
 async fn fetch_one<S, ReqBody, ResBody>(
     cache: ImageCache,
     service: S,
-    request: Request<ReqBody>,
+    settings: WorkerSettings,
     id: ImageId,
 ) where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    ReqBody: Send + 'static,
+    ReqBody: Default + Send + 'static,
     ResBody: ResponseBody,
 {
-    match fetch(&cache, service, request, &id).await {
+    match fetch(&cache, service, &settings, &id).await {
         Ok(()) => {
             tracing::info!(image = %id, "prefetched into the cache");
             let dequeueing = id.clone();
@@ -213,21 +211,23 @@ async fn fetch_one<S, ReqBody, ResBody>(
 async fn fetch<S, ReqBody, ResBody>(
     cache: &ImageCache,
     service: S,
-    request: Request<ReqBody>,
+    settings: &WorkerSettings,
     id: &ImageId,
 ) -> Result<(), String>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
+    ReqBody: Default,
     ResBody: ResponseBody,
 {
     if cache.is_cached(id) {
         return Ok(());
     }
-    let response = service
-        .oneshot(request)
+    let response = settings
+        .identity
+        .send(service, || download_request(settings, id))
         .await
-        .map_err(|err| format!("the image API failed: {}", err.into()))?;
+        .map_err(|err| format!("the image API failed: {}", err.into()))??;
     if response.status() != StatusCode::OK {
         return Err(format!("the image API answered {}", response.status()));
     }

@@ -9,7 +9,7 @@ use http_body::Body;
 use tower_service::Service;
 
 use super::handlers;
-use super::op::admit;
+use super::op::{admit, refusal};
 use super::prefetch::{self, PrefetchHandle, WorkerSettings};
 use super::routes::Endpoint;
 use super::shared::Shared;
@@ -141,21 +141,20 @@ where
             return ResponseFuture::pass_through(self.inner.call(request));
         }
         let (parts, _body) = request.into_parts();
-        let endpoint = Endpoint::parse(parts.uri.path()).expect("parsed above");
-        let op = match admit(&self.shared, &endpoint, &parts) {
-            Ok(op) => op,
-            Err(refusal) => {
-                return ResponseFuture::cache(Box::pin(std::future::ready(Ok(
-                    refusal.into_response()
-                ))))
-            }
-        };
+        let decision = self.shared.access.decide(&parts);
         // Management answers use a clone of the API service for their own requests (the
         // existence check); the service polled ready stays for the next pass-through call.
         let api = self.api.clone();
         let (shared, wake) = (Arc::clone(&self.shared), self.worker.handle.clone());
         ResponseFuture::cache(Box::pin(async move {
-            handlers::answer(op, &shared, api, &wake).await
+            if let Some(refusal) = refusal(decision.await) {
+                return Ok(refusal.into_response());
+            }
+            let endpoint = Endpoint::parse(parts.uri.path()).expect("parsed above");
+            match admit(&shared, &endpoint, &parts) {
+                Ok(op) => handlers::answer(op, &shared, api, &wake).await,
+                Err(refusal) => Ok(refusal.into_response()),
+            }
         }))
     }
 }

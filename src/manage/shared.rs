@@ -3,9 +3,8 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use http::HeaderMap;
-
 use super::access::ManageAccess;
+use super::identity::Identity;
 use crate::route::RouteTemplate;
 use crate::store::ImageCache;
 use crate::sync::Member;
@@ -15,7 +14,7 @@ pub(crate) struct Shared {
     pub(crate) cache: ImageCache,
     pub(crate) access: Arc<dyn ManageAccess>,
     pub(crate) metadata: RouteTemplate,
-    pub(crate) identity: HeaderMap,
+    pub(crate) identity: Identity,
     /// Counts this service among the layer's live ones (see `CacheManageLayer`).
     pub(crate) wrapped: Member,
     /// The layer was given the service its own requests go to (`api_through`).
