@@ -37,6 +37,9 @@ pub struct ServerOptions {
     pub shutdown_grace: Option<Duration>,
     /// `[cache_server] metrics_bind`: a second address serving only `/metrics` and `/healthz`.
     pub metrics_bind: Option<String>,
+    /// `[cache_server] manage_roles`: the Keystone roles that may manage the cache
+    /// (comma-separated; `admin` when unset).
+    pub manage_roles: Option<Vec<String>>,
 }
 
 /// Glance's `bind_port` when none is set.
@@ -72,6 +75,13 @@ impl ServerOptions {
                 .map(Setting::seconds)
                 .transpose()?,
             metrics_bind: text("metrics_bind")?,
+            manage_roles: text("manage_roles")?.map(|roles| {
+                roles
+                    .split(',')
+                    .map(|role| role.trim().to_owned())
+                    .filter(|role| !role.is_empty())
+                    .collect()
+            }),
         })
     }
 }

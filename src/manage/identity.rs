@@ -1,9 +1,9 @@
 //! The cache's own identity towards the image API: the headers its prefetcher and existence
 //! checks send, fixed or from Keystone (renewed, and replaced once after a 401).
 
+use http::{HeaderMap, Request, Response, StatusCode};
 #[cfg(feature = "keystone")]
 use http::{HeaderName, HeaderValue};
-use http::{HeaderMap, Request, Response, StatusCode};
 use tower::{Service, ServiceExt};
 
 #[cfg(feature = "keystone")]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use http::Uri;
 
 use crate::config::{with_glance_files, ServerOptions};
+use crate::keystone::AuthOptions;
 use crate::CacheConfig;
 
 /// Requests in flight get this long to finish after SIGTERM or SIGINT, by default.
@@ -40,10 +41,13 @@ pub struct ServerArgs {
     /// The cache's directory, when no configuration file names image_cache_dir.
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// The identity (X-Auth-Token) the prefetcher and the queue's existence check use upstream.
+    /// A fixed identity (X-Auth-Token) for the prefetcher and the queue's existence check
+    /// upstream, instead of the Keystone identity of the configuration files (for tests).
     #[arg(long, env = "IMAGE_CACHE_SERVICE_TOKEN", hide_env_values = true)]
     pub service_token: Option<String>,
-    /// Who may call the management routes (X-Auth-Token); without it they answer 403 to all.
+    /// A fixed token that may call the management routes, instead of Keystone-checked tokens
+    /// with a role of [cache_server] manage_roles (for tests). With neither, management answers
+    /// 403 to all.
     #[arg(long, env = "IMAGE_CACHE_MANAGE_TOKEN", hide_env_values = true)]
     pub manage_token: Option<String>,
     /// Seconds requests in flight get to finish after SIGTERM or SIGINT (default 10).
@@ -72,6 +76,11 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// The second listener for `/metrics` and `/healthz`, if any.
     pub metrics_bind: Option<SocketAddr>,
+    /// The node's Keystone identity ([DEFAULT] admin_* or [keystone_authtoken]), if any: the
+    /// prefetcher's identity upstream, and the one that checks management callers' tokens.
+    pub keystone: Option<AuthOptions>,
+    /// The Keystone roles that may manage the cache.
+    pub manage_roles: Vec<String>,
 }
 
 impl ServerArgs {
@@ -133,7 +142,13 @@ impl ServerArgs {
             })?),
             (None, None) => None,
         };
+        let keystone = AuthOptions::from_files(&files).map_err(|err| err.to_string())?;
         Ok(ServerSettings {
+            keystone,
+            manage_roles: options
+                .manage_roles
+                .clone()
+                .unwrap_or_else(|| vec!["admin".to_owned()]),
             metrics_bind,
             cache,
             bind,

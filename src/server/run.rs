@@ -13,7 +13,8 @@ use clap::Parser;
 
 use super::options::{ServerArgs, ServerSettings};
 use super::upstream::Upstream;
-use crate::manage::{CacheManageLayer, StaticToken};
+use crate::keystone::Keystone;
+use crate::manage::{CacheManageLayer, KeystoneAccess, StaticToken};
 use crate::{CacheLayer, ImageCache, InnerMetadata};
 
 /// How long the fills cut short at shutdown get to roll back.
@@ -78,12 +79,27 @@ async fn serve(settings: ServerSettings) -> Result<ImageCache, String> {
 
     let upstream = Upstream::new(settings.upstream.clone());
     let proxy = tower::service_fn(move |request: Request<Body>| upstream.clone().forward(request));
-    // Without a manage token nobody may manage this node's cache.
-    let manage_token = settings.manage_token.clone().unwrap_or_default();
-    let mut manage = CacheManageLayer::new(cache.clone(), StaticToken::new(manage_token));
-    if let Some(token) = &settings.service_token {
-        manage = manage.service_token(token);
-    }
+    let keystone = settings
+        .keystone
+        .clone()
+        .map(Keystone::new)
+        .transpose()
+        .map_err(|err| err.to_string())?;
+    let manage = match (&settings.manage_token, &keystone) {
+        (Some(token), _) => CacheManageLayer::new(cache.clone(), StaticToken::new(token)),
+        (None, Some(keystone)) => {
+            tracing::info!(roles = ?settings.manage_roles, "management callers' tokens are checked with Keystone");
+            let access = KeystoneAccess::new(keystone.clone()).roles(settings.manage_roles.clone());
+            CacheManageLayer::new(cache.clone(), access)
+        }
+        // Without a manage token or Keystone, nobody may manage this node's cache.
+        (None, None) => CacheManageLayer::new(cache.clone(), StaticToken::new("")),
+    };
+    let manage = match (&settings.service_token, keystone) {
+        (Some(token), _) => manage.service_token(token),
+        (None, Some(keystone)) => manage.service_keystone(keystone),
+        (None, None) => manage,
+    };
     let service = tower::ServiceBuilder::new()
         .layer(manage)
         .layer(CacheLayer::new(cache.clone(), InnerMetadata::new()))

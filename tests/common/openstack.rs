@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 pub const ADMIN_PASSWORD: &str = "admin-secret";
 pub const DEMO_PASSWORD: &str = "demo-secret";
+pub const OTHER_PASSWORD: &str = "other-secret";
 
 fn scripts() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openstack")
@@ -67,7 +68,8 @@ pub fn free_port() -> u16 {
 }
 
 /// A running Keystone with its users: `admin` (role admin in project admin), `demo` (role
-/// member in project demo), `glance` (roles admin and service in project service).
+/// member in project demo), `other` (role member in project other), `glance` (roles admin and
+/// service in project service).
 pub struct Keystone {
     pub url: String,
     pub admin_app_cred: (String, String),
@@ -205,6 +207,7 @@ async fn populate(url: &str) -> (String, String) {
     );
     for (user, password, project, roles) in [
         ("demo", DEMO_PASSWORD, "demo", vec![member.clone()]),
+        ("other", OTHER_PASSWORD, "other", vec![member.clone()]),
         (
             "glance",
             "glance-secret",
@@ -263,4 +266,123 @@ async fn populate(url: &str) -> (String, String) {
             .unwrap()
             .to_owned(),
     )
+}
+
+/// A running Glance behind the shared Keystone (flavor keystone+cachemanagement).
+pub struct Glance {
+    pub url: String,
+    pub keystone: &'static Keystone,
+    _child: Child,
+}
+
+impl Glance {
+    /// The test binary's Glance, with `Connection: close` added to its answers (as Python
+    /// clients talking to it directly need); `None` where the tests are skipped.
+    pub fn shared(test: &str) -> Option<&'static Glance> {
+        static GLANCE: OnceLock<Option<Glance>> = OnceLock::new();
+        GLANCE
+            .get_or_init(|| {
+                let keystone = Keystone::shared(test)?;
+                Some(Glance::start(&venv(test)?, keystone, "close"))
+            })
+            .as_ref()
+    }
+
+    /// A Glance of its own, under its stock uWSGI configuration (`mode` "stock") or with
+    /// `Connection: close` ("close").
+    pub fn start(venv: &Path, keystone: &'static Keystone, mode: &str) -> Glance {
+        let started = Instant::now();
+        let dir = tempfile::Builder::new()
+            .prefix("glance-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        let port = free_port();
+        let mut child = Command::new(scripts().join("glance.sh"))
+            .arg(venv)
+            .arg(&dir)
+            .arg(port.to_string())
+            .arg(&keystone.url)
+            .arg(mode)
+            .env("REMOVE_DIR_AT_EXIT", "1")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(
+            line.trim(),
+            "ready",
+            "Glance did not start; see {}",
+            dir.display()
+        );
+        let url = format!("http://127.0.0.1:{port}");
+        eprintln!(
+            "Glance ({mode}) ready at {url} in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        Glance {
+            url,
+            keystone,
+            _child: child,
+        }
+    }
+}
+
+/// Creates an image as `token`'s project (private) through `api` and uploads `data`; its id.
+pub async fn create_image(api: &str, token: &str, data: &[u8]) -> String {
+    let http = reqwest::Client::new();
+    let created: Value = http
+        .post(format!("{api}/v2/images"))
+        .header("x-auth-token", token)
+        .json(&json!({"name": "test", "disk_format": "raw", "container_format": "bare", "visibility": "private"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no image created: {created}"))
+        .to_owned();
+    let uploaded = http
+        .put(format!("{api}/v2/images/{id}/file"))
+        .header("x-auth-token", token)
+        .header("content-type", "application/octet-stream")
+        .body(data.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploaded.status(), 204, "upload of {id}");
+    id
+}
+
+/// Registers `url` as the catalog's public and internal image endpoint in RegionOne.
+pub async fn register_image_endpoint(keystone: &str, url: &str) {
+    let token = log_in(keystone, "admin", ADMIN_PASSWORD, "admin").await;
+    let http = reqwest::Client::new();
+    let service: Value = http
+        .post(format!("{keystone}/services"))
+        .header("x-auth-token", &token)
+        .json(&json!({"service": {"type": "image", "name": "glance"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let service = service["service"]["id"].as_str().unwrap();
+    for interface in ["public", "internal"] {
+        let response = http
+            .post(format!("{keystone}/endpoints"))
+            .header("x-auth-token", &token)
+            .json(&json!({"endpoint": {"service_id": service, "interface": interface, "region_id": "RegionOne", "url": url}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
 }

@@ -1,0 +1,328 @@
+//! The cache server in a real cloud: in front of a real Glance 33 behind a real Keystone 30
+//! (from PyPI, under uWSGI), with its own Keystone identity and Keystone-checked management;
+//! `image-cache-manage` with an openrc's variables and with clouds.yaml.
+#![cfg(all(feature = "server", feature = "cli"))]
+
+mod common;
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::example::server_binary;
+use common::openstack::{
+    self, create_image, log_in, Glance, ADMIN_PASSWORD, DEMO_PASSWORD, OTHER_PASSWORD,
+};
+
+/// `image-cache-server` in front of `glance`, with the `glance` user as its Keystone identity
+/// (from `[keystone_authtoken]`, as glance-api.conf has it).
+struct CacheNode {
+    url: String,
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Drop for CacheNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_node(glance: &Glance, port: u16) -> CacheNode {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("glance-api.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "[DEFAULT]\nimage_cache_dir = {cache}\nbind_host = 127.0.0.1\nbind_port = {port}\n\n\
+             [cache_server]\nupstream = {upstream}\nshutdown_grace = 1\n\n\
+             [keystone_authtoken]\nauth_url = {keystone}\nauth_type = password\n\
+             username = glance\npassword = glance-secret\nproject_name = service\n\
+             user_domain_name = Default\nproject_domain_name = Default\n",
+            cache = dir.path().join("cache").display(),
+            upstream = glance.url,
+            keystone = glance.keystone.url,
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(server_binary())
+        .arg("--config-file")
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("the server printed nothing").unwrap();
+    let url = first.strip_prefix("listening on ").unwrap().to_owned();
+    std::thread::spawn(move || for _ in lines {});
+    CacheNode { url, dir, child }
+}
+
+async fn get(url: &str, token: Option<&str>) -> reqwest::Response {
+    let mut request = reqwest::Client::new().get(url);
+    if let Some(token) = token {
+        request = request.header("x-auth-token", token);
+    }
+    request.send().await.unwrap()
+}
+
+fn cache_status(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("x-cache-status")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+async fn wait_cached(node: &CacheNode, token: &str, id: &str, within: Duration) {
+    let start = Instant::now();
+    loop {
+        let listing: serde_json::Value = get(&format!("{}/v2/cache", node.url), Some(token))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if listing["cached_images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["image_id"] == id)
+        {
+            return;
+        }
+        assert!(
+            start.elapsed() < within,
+            "{id} was not prefetched within {within:?}: {listing}; see {}",
+            node.dir.path().join("server.log").display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_keystone_downloads_are_cached_per_glances_answer_and_management_needs_admin() {
+    let test = "behind_keystone_downloads_are_cached_per_glances_answer_and_management_needs_admin";
+    let Some(glance) = Glance::shared(test) else {
+        return;
+    };
+    let keystone = &glance.keystone.url;
+    let node = start_node(glance, 0);
+    let demo = log_in(keystone, "demo", DEMO_PASSWORD, "demo").await;
+    let other = log_in(keystone, "other", OTHER_PASSWORD, "other").await;
+    let admin = log_in(keystone, "admin", ADMIN_PASSWORD, "admin").await;
+
+    // A member's image, uploaded through the node (passed through to Glance).
+    let data: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let id = create_image(&node.url, &demo, &data).await;
+    let file = format!("{}/v2/images/{id}/file", node.url);
+    let first = get(&file, Some(&demo)).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(cache_status(&first), "MISS");
+    assert_eq!(first.bytes().await.unwrap(), data);
+    let mut second = get(&file, Some(&demo)).await;
+    for _ in 0..50 {
+        if cache_status(&second) == "HIT" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        second = get(&file, Some(&demo)).await;
+    }
+    assert_eq!(cache_status(&second), "HIT");
+    assert_eq!(second.bytes().await.unwrap(), data);
+
+    // Another project's member gets Glance's answer, though the image is cached.
+    let refused = get(&file, Some(&other)).await;
+    assert_eq!(
+        refused.status(),
+        404,
+        "Glance hides another project's private image"
+    );
+    let body = refused.bytes().await.unwrap();
+    assert!(
+        body.len() < 4096 && !body.windows(64).any(|w| w == &data[..64]),
+        "no image bytes"
+    );
+    assert_eq!(get(&file, None).await.status(), 401);
+
+    // Management: the admin role, checked with Keystone.
+    let listing = format!("{}/v2/cache", node.url);
+    assert_eq!(get(&listing, Some(&admin)).await.status(), 200);
+    let member = get(&listing, Some(&demo)).await;
+    assert_eq!(member.status(), 403);
+    let reason = member.text().await.unwrap();
+    assert!(
+        reason.contains("requires the role admin") && reason.contains("user demo has member"),
+        "{reason}"
+    );
+    let anonymous = get(&listing, None).await;
+    assert_eq!(anonymous.status(), 401);
+    assert!(anonymous
+        .text()
+        .await
+        .unwrap()
+        .contains("no token was given"));
+    assert_eq!(
+        get(&listing, Some("gAAAAABnot-a-token")).await.status(),
+        401
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prefetcher_fetches_as_its_own_keystone_identity_also_after_its_token_expired() {
+    let test = "the_prefetcher_fetches_as_its_own_keystone_identity_also_after_its_token_expired";
+    let Some(glance) = Glance::shared(test) else {
+        return;
+    };
+    let keystone = &glance.keystone.url;
+    let node = start_node(glance, 0);
+    let admin = log_in(keystone, "admin", ADMIN_PASSWORD, "admin").await;
+    let demo = log_in(keystone, "demo", DEMO_PASSWORD, "demo").await;
+    let data = vec![7u8; 512 * 1024];
+    let first = create_image(&glance.url, &demo, &data).await;
+    let queue = |id: String| {
+        let (url, admin) = (node.url.clone(), admin.clone());
+        async move {
+            reqwest::Client::new()
+                .put(format!("{url}/v2/cache/{id}"))
+                .header("x-auth-token", &admin)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let started = Instant::now();
+    assert_eq!(queue(first.clone()).await, 202);
+    wait_cached(&node, &admin, &first, Duration::from_secs(30)).await;
+
+    // The test Keystone's tokens live 60 s: past that, the node's first token is gone, and it
+    // must have logged in again to check and fetch the next image.
+    tokio::time::sleep(Duration::from_secs(62).saturating_sub(started.elapsed())).await;
+    let admin = log_in(keystone, "admin", ADMIN_PASSWORD, "admin").await;
+    let demo = log_in(keystone, "demo", DEMO_PASSWORD, "demo").await;
+    let second = create_image(&glance.url, &demo, &data).await;
+    let status = reqwest::Client::new()
+        .put(format!("{}/v2/cache/{second}", node.url))
+        .header("x-auth-token", &admin)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 202);
+    wait_cached(&node, &admin, &second, Duration::from_secs(30)).await;
+}
+
+fn manage(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> (bool, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_image-cache-manage"));
+    command
+        .args(args)
+        .current_dir(cwd)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_cache_manage_with_an_openrc_or_clouds_yaml_finds_the_node_in_the_catalog() {
+    let test = "image_cache_manage_with_an_openrc_or_clouds_yaml_finds_the_node_in_the_catalog";
+    let Some(glance) = Glance::shared(test) else {
+        return;
+    };
+    let keystone = &glance.keystone.url;
+    // The node is registered as the cloud's image endpoint, as the operator guide says.
+    let port = openstack::free_port();
+    let node = start_node(glance, port);
+    openstack::register_image_endpoint(keystone, &node.url).await;
+    let demo = log_in(keystone, "demo", DEMO_PASSWORD, "demo").await;
+    let id = create_image(&node.url, &demo, b"cached through the catalog").await;
+    assert_eq!(
+        get(&format!("{}/v2/images/{id}/file", node.url), Some(&demo))
+            .await
+            .status(),
+        200
+    );
+
+    let openrc = [
+        ("OS_AUTH_URL", keystone.as_str()),
+        ("OS_USERNAME", "admin"),
+        ("OS_PASSWORD", ADMIN_PASSWORD),
+        ("OS_PROJECT_NAME", "admin"),
+        ("OS_USER_DOMAIN_NAME", "Default"),
+        ("OS_PROJECT_DOMAIN_NAME", "Default"),
+        ("OS_REGION_NAME", "RegionOne"),
+        ("OS_INTERFACE", "public"),
+    ];
+    let cwd = tempfile::tempdir().unwrap();
+    let mut listed = false;
+    for _ in 0..50 {
+        let (ok, text) = manage(&["list-cached"], &openrc, cwd.path());
+        assert!(ok, "{text}");
+        if text.contains(&id) {
+            listed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(listed, "the openrc user lists the node's cache");
+
+    // A member's openrc: refused with the reason.
+    let member = [
+        ("OS_AUTH_URL", keystone.as_str()),
+        ("OS_USERNAME", "demo"),
+        ("OS_PASSWORD", DEMO_PASSWORD),
+        ("OS_PROJECT_NAME", "demo"),
+    ];
+    let (ok, text) = manage(&["list-cached"], &member, cwd.path());
+    assert!(!ok);
+    assert!(
+        text.contains("Not authorized to make this request."),
+        "{text}"
+    );
+
+    // A wrong password: a sentence naming the user and Keystone.
+    let mut wrong = openrc;
+    wrong[2] = ("OS_PASSWORD", "not-it");
+    let (ok, text) = manage(&["list-cached"], &wrong, cwd.path());
+    assert!(!ok);
+    assert!(
+        text.contains(&format!(
+            "Keystone at {keystone} refused the login of user admin in domain Default"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("not-it"), "{text}");
+
+    // clouds.yaml in the current directory, --os-cloud.
+    std::fs::write(
+        cwd.path().join("clouds.yaml"),
+        format!(
+            "clouds:\n  lab:\n    auth:\n      auth_url: {keystone}\n      username: admin\n\
+             \x20     password: {ADMIN_PASSWORD}\n      project_name: admin\n\
+             \x20     user_domain_name: Default\n      project_domain_name: Default\n\
+             \x20   region_name: RegionOne\n"
+        ),
+    )
+    .unwrap();
+    let (ok, text) = manage(&["--os-cloud", "lab", "list-cached"], &[], cwd.path());
+    assert!(ok, "{text}");
+    assert!(text.contains(&id), "{text}");
+    let (ok, text) = manage(&["--os-cloud", "prod", "list-cached"], &[], cwd.path());
+    assert!(!ok);
+    assert!(
+        text.contains("has no cloud named \"prod\" (it has: lab)"),
+        "{text}"
+    );
+}
