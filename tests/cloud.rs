@@ -155,7 +155,9 @@ async fn behind_keystone_downloads_are_cached_per_glances_answer_and_management_
     assert_eq!(member.status(), 403);
     let reason = member.text().await.unwrap();
     assert!(
-        reason.contains("requires the role admin") && reason.contains("user demo has member"),
+        reason.contains("requires the role admin")
+            && reason.contains("user demo has ")
+            && reason.contains("member"),
         "{reason}"
     );
     let anonymous = get(&listing, None).await;
@@ -325,4 +327,74 @@ async fn image_cache_manage_with_an_openrc_or_clouds_yaml_finds_the_node_in_the_
         text.contains("has no cloud named \"prod\" (it has: lab)"),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_front_of_a_stock_uwsgi_glance_200_mixed_requests_all_succeed() {
+    let test = "in_front_of_a_stock_uwsgi_glance_200_mixed_requests_all_succeed";
+    let Some(shared) = Glance::shared(test) else {
+        return;
+    };
+    let venv = openstack::venv(test).unwrap();
+    // Glance's own uWSGI configuration: it closes each connection without saying so.
+    let glance = Glance::start(&venv, shared.keystone, "stock");
+    let node = start_node(&glance, 0);
+    let keystone = &glance.keystone.url;
+    let admin = log_in(keystone, "admin", ADMIN_PASSWORD, "admin").await;
+    let demo = log_in(keystone, "demo", DEMO_PASSWORD, "demo").await;
+    let http = reqwest::Client::new();
+    let data: Vec<u8> = (0..256 * 1024u32).map(|i| (i % 241) as u8).collect();
+    let mut images = vec![create_image(&node.url, &demo, &data).await];
+    let mut failures = Vec::new();
+    for i in 0..200 {
+        let id = images[i % images.len()].clone();
+        let (what, url, token) = match i % 5 {
+            0 => ("metadata", format!("{}/v2/images/{id}", node.url), &demo),
+            1 | 2 => (
+                "download",
+                format!("{}/v2/images/{id}/file", node.url),
+                &demo,
+            ),
+            3 => ("listing", format!("{}/v2/images", node.url), &demo),
+            _ => ("cache listing", format!("{}/v2/cache", node.url), &admin),
+        };
+        if i % 40 == 39 {
+            images.push(create_image(&node.url, &demo, &data).await);
+        }
+        match http.get(&url).header("x-auth-token", token).send().await {
+            Ok(response) if response.status() == 200 => {
+                let body = response.bytes().await.unwrap();
+                if what == "download" && body != data {
+                    failures.push(format!("{i} {what}: {} bytes, not the image", body.len()));
+                }
+            }
+            Ok(response) => failures.push(format!(
+                "{i} {what}: {} {}",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            )),
+            Err(err) => failures.push(format!("{i} {what}: {err}")),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 200 failed: {failures:#?}",
+        failures.len()
+    );
+
+    // The versions document and Location name the node, not Glance, and the node's own answers
+    // carry a request id.
+    let versions = http.get(format!("{}/", node.url)).send().await.unwrap();
+    assert!(versions.headers().contains_key("x-openstack-request-id"));
+    let text = versions.text().await.unwrap();
+    assert!(text.contains(&format!("{}/v2/", node.url)), "{text}");
+    assert!(!text.contains(&glance.url), "{text}");
+    let own = http
+        .get(format!("{}/v2/cache", node.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 401);
+    let id = own.headers()["x-openstack-request-id"].to_str().unwrap();
+    assert!(id.starts_with("req-") && id.len() == 40, "{id}");
 }

@@ -40,6 +40,9 @@ pub struct ServerOptions {
     /// `[cache_server] manage_roles`: the Keystone roles that may manage the cache
     /// (comma-separated; `admin` when unset).
     pub manage_roles: Option<Vec<String>>,
+    /// `[cache_server] upstream_keepalive`: whether connections to the upstream are reused
+    /// (default true; false for upstreams that close them without saying so).
+    pub upstream_keepalive: Option<bool>,
 }
 
 /// Glance's `bind_port` when none is set.
@@ -75,6 +78,16 @@ impl ServerOptions {
                 .map(Setting::seconds)
                 .transpose()?,
             metrics_bind: text("metrics_bind")?,
+            upstream_keepalive: server
+                .get("upstream_keepalive")
+                .map(
+                    |setting| match setting.value.trim().to_ascii_lowercase().as_str() {
+                        "true" | "yes" | "on" | "1" => Ok(true),
+                        "false" | "no" | "off" | "0" => Ok(false),
+                        _ => Err(setting.bad("must be true or false")),
+                    },
+                )
+                .transpose()?,
             manage_roles: text("manage_roles")?.map(|roles| {
                 roles
                     .split(',')

@@ -27,8 +27,10 @@ pub struct ServerArgs {
     /// A Glance configuration file (glance-api.conf, glance-cache.conf); repeatable, later
     /// files win. /etc/glance/glance-api.conf and /etc/glance/glance-cache.conf are read first
     /// when present. The cache's options ([DEFAULT] image_cache_dir, image_cache_max_size, ...),
-    /// bind_host and bind_port, and [cache_server] upstream, service_token, manage_token and
-    /// shutdown_grace come from them.
+    /// bind_host and bind_port, and [cache_server] upstream, upstream_keepalive, service_token, manage_token,
+    /// manage_roles, shutdown_grace and metrics_bind, and the node's Keystone identity
+    /// ([keystone_authtoken], or Glance's admin_user/admin_password/admin_tenant_name/auth_url)
+    /// come from them.
     #[arg(long = "config-file", value_name = "FILE")]
     pub config_files: Vec<PathBuf>,
     /// The address to listen on, over bind_host and bind_port (port 0 picks one; the address
@@ -81,6 +83,8 @@ pub struct ServerSettings {
     pub keystone: Option<AuthOptions>,
     /// The Keystone roles that may manage the cache.
     pub manage_roles: Vec<String>,
+    /// Whether connections to the upstream are reused.
+    pub upstream_keepalive: bool,
 }
 
 impl ServerArgs {
@@ -145,6 +149,7 @@ impl ServerArgs {
         let keystone = AuthOptions::from_files(&files).map_err(|err| err.to_string())?;
         Ok(ServerSettings {
             keystone,
+            upstream_keepalive: options.upstream_keepalive.unwrap_or(true),
             manage_roles: options
                 .manage_roles
                 .clone()

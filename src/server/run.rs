@@ -77,7 +77,7 @@ async fn serve(settings: ServerSettings) -> Result<ImageCache, String> {
         .map_err(|err| format!("opening the cache did not finish: {err}"))?
         .map_err(|err| format!("cannot open the cache at {}: {err}", dir.display()))?;
 
-    let upstream = Upstream::new(settings.upstream.clone());
+    let upstream = Upstream::new(settings.upstream.clone(), settings.upstream_keepalive);
     let proxy = tower::service_fn(move |request: Request<Body>| upstream.clone().forward(request));
     let keystone = settings
         .keystone
@@ -106,7 +106,9 @@ async fn serve(settings: ServerSettings) -> Result<ImageCache, String> {
         .service(proxy);
     // What the previous run left queued is fetched now, not with the first request.
     service.start_prefetcher::<Body, _>();
-    let app = observability(&cache).fallback_service(service);
+    let app = observability(&cache)
+        .fallback_service(service)
+        .layer(axum::middleware::map_response(request_id));
 
     let listener = tokio::net::TcpListener::bind(settings.bind)
         .await
@@ -157,6 +159,19 @@ async fn serve(settings: ServerSettings) -> Result<ImageCache, String> {
         ),
     }
     Ok(cache)
+}
+
+/// Gives each answer an `x-openstack-request-id`, as every OpenStack service's has: the
+/// upstream's when it answered, a new one when the node answered itself.
+async fn request_id(mut response: axum::response::Response) -> axum::response::Response {
+    let name = http::HeaderName::from_static("x-openstack-request-id");
+    if !response.headers().contains_key(&name) {
+        let id = format!("req-{}", uuid::Uuid::new_v4());
+        if let Ok(value) = http::HeaderValue::from_str(&id) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
 }
 
 /// `/healthz` and `/metrics`, for the main listener and the metrics one.

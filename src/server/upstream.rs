@@ -1,10 +1,13 @@
-//! The image API the server caches: requests forwarded over pooled connections.
+//! The image API the server caches: requests forwarded over pooled connections, as a
+//! well-behaved reverse proxy for OpenStack (forwarding headers, its own URLs in `Location` and
+//! the versions document, one retry of an idempotent request on a dead pooled connection).
 
 use std::convert::Infallible;
 
 use axum::body::Body;
-use http::header::{self, HeaderMap, HeaderValue};
-use http::{Request, Response, StatusCode, Uri};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{request, Method, Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 
@@ -18,48 +21,214 @@ const HOP_BY_HOP: [header::HeaderName; 6] = [
     header::UPGRADE,
 ];
 
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// The versions document is rewritten to name the proxy when it is at most this long.
+const MAX_VERSIONS_DOCUMENT: usize = 64 * 1024;
+
 /// Forwards requests to the upstream image API over a pooled connection.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     base: Uri,
     client: Client<HttpConnector, Body>,
+    /// For requests that cannot be sent again (with a body): a new connection each, so none is
+    /// lost to a pooled connection the upstream has closed.
+    fresh: Client<HttpConnector, Body>,
 }
 
 impl Upstream {
-    /// The image API at `base` (`http://glance:9292`).
-    pub fn new(base: Uri) -> Self {
-        let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-        Upstream { base, client }
+    /// The image API at `base` (`http://glance:9292`). Without `keepalive`, each request gets a
+    /// connection of its own (for upstreams that close connections without saying so).
+    pub fn new(base: Uri, keepalive: bool) -> Self {
+        let mut builder = Client::builder(TokioExecutor::new());
+        if !keepalive {
+            builder.pool_max_idle_per_host(0);
+        }
+        let fresh = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(HttpConnector::new());
+        Upstream {
+            base,
+            client: builder.build(HttpConnector::new()),
+            fresh,
+        }
     }
 
-    /// Sends `request` on to the upstream; a failure to reach it is a `502` saying so.
-    pub async fn forward(self, mut request: Request<Body>) -> Result<Response<Body>, Infallible> {
-        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-        let uri = format!("{}{}", self.base.to_string().trim_end_matches('/'), path);
-        *request.uri_mut() = match uri.parse() {
+    fn base_text(&self) -> String {
+        self.base.to_string().trim_end_matches('/').to_owned()
+    }
+
+    /// Sends `request` on to the upstream; a failure to reach it is a `502` saying why.
+    pub async fn forward(self, request: Request<Body>) -> Result<Response<Body>, Infallible> {
+        let (mut parts, body) = request.into_parts();
+        let front = front_base(&parts);
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let uri = format!("{}{path}", self.base_text());
+        parts.uri = match uri.parse() {
             Ok(uri) => uri,
             Err(err) => return Ok(bad_gateway(&format!("cannot forward to {uri}: {err}"))),
         };
-        strip_hop_by_hop(request.headers_mut());
-        if let Some(authority) = self
-            .base
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            request.headers_mut().insert(header::HOST, authority);
-        }
-        match self.client.request(request).await {
+        strip_hop_by_hop(&mut parts.headers);
+        forwarding_headers(&mut parts.headers, &self.base);
+        // A request without a body to send again may be sent again.
+        let replayable = idempotent(&parts.method) && http_body::Body::is_end_stream(&body);
+        let client = if replayable {
+            &self.client
+        } else {
+            &self.fresh
+        };
+        let first = client
+            .request(Request::from_parts(parts.clone(), body))
+            .await;
+        let answer = match first {
+            Err(err) if replayable && stale_connection(&err) => {
+                tracing::debug!(
+                    cause = %error_chain(&err),
+                    "the upstream closed a pooled connection; sending the request again"
+                );
+                self.client
+                    .request(Request::from_parts(parts.clone(), Body::empty()))
+                    .await
+            }
+            other => other,
+        };
+        match answer {
             Ok(response) => {
                 let mut response = response.map(Body::new);
                 strip_hop_by_hop(response.headers_mut());
-                Ok(response)
+                Ok(self.name_the_proxy(&parts, response, front).await)
             }
-            Err(err) => Ok(bad_gateway(&format!(
-                "the upstream image API at {} is unreachable: {err}",
-                self.base
-            ))),
+            Err(err) => {
+                let cause = error_chain(&err);
+                tracing::warn!(upstream = %self.base, %cause, "the upstream image API could not be reached");
+                Ok(bad_gateway(&format!(
+                    "the upstream image API at {} could not be reached: {cause}",
+                    self.base
+                )))
+            }
         }
     }
+
+    /// Where the upstream names itself (`Location`, the versions document's links), names the
+    /// proxy instead, so clients that follow those URLs stay with the cache.
+    async fn name_the_proxy(
+        &self,
+        request: &request::Parts,
+        mut response: Response<Body>,
+        front: Option<String>,
+    ) -> Response<Body> {
+        let Some(front) = front else {
+            return response;
+        };
+        let upstream = self.base_text();
+        if let Some(location) = response.headers().get(header::LOCATION) {
+            if let Some(rest) = location
+                .to_str()
+                .ok()
+                .and_then(|l| l.strip_prefix(&upstream))
+            {
+                if let Ok(value) = HeaderValue::from_str(&format!("{front}{rest}")) {
+                    response.headers_mut().insert(header::LOCATION, value);
+                }
+            }
+        }
+        let versions = matches!(request.uri.path(), "/" | "/versions");
+        let small = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+            .is_some_and(|len| len <= MAX_VERSIONS_DOCUMENT);
+        if !versions || !small || request.method != Method::GET {
+            return response;
+        }
+        let (mut parts, body) = response.into_parts();
+        let Ok(collected) = body.collect().await else {
+            return bad_gateway("the upstream's versions document could not be read");
+        };
+        let text = String::from_utf8_lossy(&collected.to_bytes()).replace(&upstream, &front);
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, text.len().into());
+        Response::from_parts(parts, Body::from(text))
+    }
+}
+
+/// The proxy's own base URL as the client called it (`http://` and its `Host`).
+fn front_base(request: &request::Parts) -> Option<String> {
+    let host = request.headers.get(header::HOST)?.to_str().ok()?;
+    Some(format!("http://{host}"))
+}
+
+/// Tells the upstream where the request came in (`X-Forwarded-Host`, `X-Forwarded-Proto`), which
+/// oslo.middleware's `http_proxy_to_wsgi` reads in Glance's pipeline, and addresses it by its
+/// own name. No `Forwarded` is sent, and a client's is dropped: oslo.middleware prefers it and
+/// keeps the quotes RFC 7239 requires around `host:port`, which breaks every URL it builds.
+fn forwarding_headers(headers: &mut HeaderMap, upstream: &Uri) {
+    headers.remove(FORWARDED);
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        headers.insert(X_FORWARDED_HOST, host);
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+    if let Some(authority) = upstream
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        headers.insert(header::HOST, authority);
+    }
+}
+
+fn idempotent(method: &Method) -> bool {
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::PUT,
+        Method::DELETE,
+    ]
+    .contains(method)
+}
+
+/// A pooled connection the upstream had closed: nothing of an answer came back, and sending
+/// again on a new connection is safe for an idempotent request.
+fn stale_connection(err: &hyper_util::client::legacy::Error) -> bool {
+    if err.is_connect() {
+        return false;
+    }
+    use std::io::ErrorKind;
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if let Some(hyper) = cause.downcast_ref::<hyper::Error>() {
+            if hyper.is_incomplete_message() || hyper.is_canceled() || hyper.is_closed() {
+                return true;
+            }
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::UnexpectedEof
+            );
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// An error and its causes on one line: `client error (Connect): tcp connect error: Connection
+/// refused (os error 111)`, not just `client error (Connect)`.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {

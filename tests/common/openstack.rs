@@ -331,6 +331,16 @@ impl Glance {
     }
 }
 
+impl Drop for Glance {
+    fn drop(&mut self) {
+        // The script stops its uWSGI on SIGTERM.
+        let _ = Command::new("kill")
+            .arg(self._child.id().to_string())
+            .status();
+        let _ = self._child.wait();
+    }
+}
+
 /// Creates an image as `token`'s project (private) through `api` and uploads `data`; its id.
 pub async fn create_image(api: &str, token: &str, data: &[u8]) -> String {
     let http = reqwest::Client::new();

@@ -7,9 +7,10 @@
 # http://127.0.0.1:PORT/v3, with the user "glance" (password "glance-secret", roles admin and
 # service in project "service") that keystone.sh's caller created. Glance listens on
 # 127.0.0.1:PORT under uWSGI with the flavor keystone+cachemanagement, SQLite, the filesystem
-# store and its own image cache. "stock" (the default) runs uWSGI as Glance's documentation
-# does; "close" adds "Connection: close" to each answer, which Python clients talking to it
-# directly need. Prints "ready" once Glance answers.
+# store and its own image cache. "stock" (the default) runs Glance and uWSGI as Glance's
+# documentation does; "close" adds "Connection: close" to each answer, which Python clients
+# talking to it directly need, and turns on [oslo_middleware] enable_proxy_headers_parsing.
+# Prints "ready" once Glance answers.
 set -euo pipefail
 
 venv=$1 dir=$2 port=$3 keystone=$4 mode=${5:-stock}
@@ -35,8 +36,6 @@ filesystem_store_datadir = $dir/tasks
 [paste_deploy]
 flavor = keystone+cachemanagement
 config_file = $dir/glance-api-paste.ini
-[oslo_middleware]
-enable_proxy_headers_parsing = true
 [keystone_authtoken]
 www_authenticate_uri = $keystone
 auth_url = $keystone
@@ -47,6 +46,11 @@ project_name = service
 user_domain_name = Default
 project_domain_name = Default
 CONF
+
+if [ "$mode" = close ]; then
+    # What the operator guide asks for: Glance builds its URLs from X-Forwarded-Host/-Proto.
+    printf '[oslo_middleware]\nenable_proxy_headers_parsing = true\n' >>"$dir/glance-api.conf"
+fi
 
 "$venv/bin/glance-manage" --config-file "$dir/glance-api.conf" db_sync >>"$dir/setup.log" 2>&1
 
@@ -60,6 +64,7 @@ fi
     --buffer-size 65535 "${extra[@]}" --logto "$dir/uwsgi.log" &
 uwsgi=$!
 trap 'kill -TERM $uwsgi 2>/dev/null; wait $uwsgi 2>/dev/null; [ -n "${REMOVE_DIR_AT_EXIT:-}" ] && rm -rf "$dir"' EXIT
+trap 'exit 0' TERM INT
 
 for _ in $(seq 1 900); do
     code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/" || true)

@@ -49,6 +49,7 @@ manage bootstrap --bootstrap-password admin-secret \
     --add-header 'Connection: close' --logto "$dir/uwsgi.log" &
 uwsgi=$!
 trap 'kill -TERM $uwsgi 2>/dev/null; wait $uwsgi 2>/dev/null; [ -n "${REMOVE_DIR_AT_EXIT:-}" ] && rm -rf "$dir"' EXIT
+trap 'exit 0' TERM INT
 
 for _ in $(seq 1 600); do
     if curl -fsS "http://127.0.0.1:$port/v3" >/dev/null 2>&1; then
