@@ -31,6 +31,10 @@ impl Drop for CacheNode {
 }
 
 fn start_node(glance: &Glance, port: u16) -> CacheNode {
+    start_node_with(glance, port, &[])
+}
+
+fn start_node_with(glance: &Glance, port: u16, extra: &[&std::ffi::OsStr]) -> CacheNode {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("glance-api.conf");
     std::fs::write(
@@ -50,6 +54,7 @@ fn start_node(glance: &Glance, port: u16) -> CacheNode {
     let mut child = Command::new(server_binary())
         .arg("--config-file")
         .arg(&config)
+        .args(extra)
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap())
@@ -397,4 +402,107 @@ async fn in_front_of_a_stock_uwsgi_glance_200_mixed_requests_all_succeed() {
     assert_eq!(own.status(), 401);
     let id = own.headers()["x-openstack-request-id"].to_str().unwrap();
     assert!(id.starts_with("req-") && id.len() == 40, "{id}");
+}
+
+/// A test CA and a certificate it signed for 127.0.0.1 and localhost, as PEM files in `dir`:
+/// (ca.pem, cert.pem, key.pem).
+fn test_ca(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "tower-image-cache test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap();
+    let cert = params.signed_by(&key, &ca).unwrap();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_https_with_a_private_ca_the_tools_verify_the_node() {
+    let test = "over_https_with_a_private_ca_the_tools_verify_the_node";
+    let Some(glance) = Glance::shared(test) else {
+        return;
+    };
+    let keystone = &glance.keystone.url;
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_ca(certs.path());
+    let node = start_node_with(
+        glance,
+        0,
+        &[
+            "--tls-cert".as_ref(),
+            cert.as_os_str(),
+            "--tls-key".as_ref(),
+            key.as_os_str(),
+        ],
+    );
+    assert!(node.url.starts_with("https://127.0.0.1:"), "{}", node.url);
+    let openrc = [
+        ("OS_AUTH_URL", keystone.as_str()),
+        ("OS_USERNAME", "admin"),
+        ("OS_PASSWORD", ADMIN_PASSWORD),
+        ("OS_PROJECT_NAME", "admin"),
+    ];
+    let cwd = tempfile::tempdir().unwrap();
+    let ca_text = ca.to_str().unwrap();
+    let (ok, text) = manage(
+        &["-H", &node.url, "--os-cacert", ca_text, "list-cached"],
+        &openrc,
+        cwd.path(),
+    );
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("Found 0 cached images") || text.contains("No cached images"),
+        "{text}"
+    );
+
+    // Without the CA, the node's certificate is refused; --insecure is the explicit way around.
+    let (ok, text) = manage(&["-H", &node.url, "list-cached"], &openrc, cwd.path());
+    assert!(!ok);
+    assert!(
+        text.contains(&format!("host {} is unreachable", node.url)),
+        "{text}"
+    );
+    assert!(text.to_lowercase().contains("certificate"), "{text}");
+    let (ok, text) = manage(
+        &["-H", &node.url, "--insecure", "list-cached"],
+        &openrc,
+        cwd.path(),
+    );
+    assert!(ok, "{text}");
+
+    // OS_CACERT works as the flag does; a missing CA file is named.
+    let mut with_ca = openrc.to_vec();
+    with_ca.push(("OS_CACERT", ca_text));
+    let (ok, text) = manage(&["-H", &node.url, "list-cached"], &with_ca, cwd.path());
+    assert!(ok, "{text}");
+    let (ok, text) = manage(
+        &[
+            "-H",
+            &node.url,
+            "--os-cacert",
+            "/nonexistent/ca.pem",
+            "list-cached",
+        ],
+        &openrc,
+        cwd.path(),
+    );
+    assert!(!ok);
+    assert!(
+        text.contains("the CA file /nonexistent/ca.pem cannot be read"),
+        "{text}"
+    );
 }

@@ -86,10 +86,12 @@ async fn run(args: &Args) -> Result<(), String> {
     };
     let auth = args.os.auth()?;
     let tls = auth.tls(args.os.tls());
-    let hosts = match (&args.hosts[..], auth.image_endpoint().await?) {
-        ([], Some(endpoint)) => vec![endpoint],
-        ([], None) => vec!["localhost".to_owned()],
-        (given, _) => given.to_vec(),
+    let hosts = match &args.hosts[..] {
+        [] => vec![auth
+            .image_endpoint()
+            .await?
+            .unwrap_or_else(|| "localhost".to_owned())],
+        given => given.to_vec(),
     };
     let clients = hosts
         .iter()

@@ -4,6 +4,7 @@
 
 mod options;
 mod run;
+mod tls;
 mod upstream;
 
 pub use options::{ServerArgs, ServerSettings};

@@ -59,6 +59,12 @@ pub struct ServerArgs {
     /// for a scraper and a load balancer on a private network. Both are on the main address too.
     #[arg(long, value_name = "ADDR")]
     pub metrics_bind: Option<SocketAddr>,
+    /// Serve HTTPS with this certificate chain (PEM), with --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Everything the server needs, resolved.
@@ -85,6 +91,8 @@ pub struct ServerSettings {
     pub manage_roles: Vec<String>,
     /// Whether connections to the upstream are reused.
     pub upstream_keepalive: bool,
+    /// Serve HTTPS with this certificate chain and key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl ServerArgs {
@@ -148,6 +156,7 @@ impl ServerArgs {
         };
         let keystone = AuthOptions::from_files(&files).map_err(|err| err.to_string())?;
         Ok(ServerSettings {
+            tls: self.tls_cert.clone().zip(self.tls_key.clone()),
             keystone,
             upstream_keepalive: options.upstream_keepalive.unwrap_or(true),
             manage_roles: options

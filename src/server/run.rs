@@ -116,7 +116,12 @@ async fn serve(settings: ServerSettings) -> Result<ImageCache, String> {
     let addr = listener
         .local_addr()
         .map_err(|err| format!("cannot read the listening address: {err}"))?;
-    println!("listening on http://{addr}");
+    let acceptor = match &settings.tls {
+        Some((cert, key)) => Some(super::tls::acceptor(cert, key)?),
+        None => None,
+    };
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
+    println!("listening on {scheme}://{addr}");
     if let Some(bind) = settings.metrics_bind {
         let listener = tokio::net::TcpListener::bind(bind)
             .await
@@ -136,14 +141,27 @@ async fn serve(settings: ServerSettings) -> Result<ImageCache, String> {
     tracing::info!(%addr, upstream = %settings.upstream, cache = %settings.cache.image_cache_dir.display(), "serving");
 
     let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let stop = async move {
         let signal = stop_signal().await;
         tracing::info!(
             signal,
             "stopping: no new connections; requests in flight may finish"
         );
         let _ = stopping.send(());
-    });
+    };
+    let server = async move {
+        match acceptor {
+            Some(acceptor) => {
+                super::tls::serve(listener, acceptor, app, stop).await;
+                Ok(())
+            }
+            None => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
+        }
+    };
     let grace = settings.shutdown_grace;
     tokio::select! {
         served = server => served.map_err(|err| format!("the server failed: {err}"))?,
