@@ -506,3 +506,91 @@ async fn over_https_with_a_private_ca_the_tools_verify_the_node() {
         "{text}"
     );
 }
+
+/// `glance ARGS` (python-glanceclient from the test venv) as `user`, with the image API at
+/// `image_url`.
+fn glance_cli(
+    venv: &Path,
+    keystone: &str,
+    user: (&str, &str, &str),
+    image_url: &str,
+    args: &[&str],
+    cwd: &Path,
+) -> (bool, String) {
+    let output = Command::new(venv.join("bin/glance"))
+        .args(["--os-image-url", image_url])
+        .args(args)
+        .current_dir(cwd)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap())
+        .env("OS_AUTH_URL", keystone)
+        .env("OS_USERNAME", user.0)
+        .env("OS_PASSWORD", user.1)
+        .env("OS_PROJECT_NAME", user.2)
+        .env("OS_USER_DOMAIN_NAME", "Default")
+        .env("OS_PROJECT_DOMAIN_NAME", "Default")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unchanged_glance_client_downloads_and_lists_the_cache_through_the_node() {
+    let test = "the_unchanged_glance_client_downloads_and_lists_the_cache_through_the_node";
+    let Some(glance) = Glance::shared(test) else {
+        return;
+    };
+    let venv = openstack::venv(test).unwrap();
+    let keystone = &glance.keystone.url;
+    let node = start_node(glance, 0);
+    let demo = log_in(keystone, "demo", DEMO_PASSWORD, "demo").await;
+    let data: Vec<u8> = (0..2 * 1024 * 1024u32).map(|i| (i % 239) as u8).collect();
+    let id = create_image(&node.url, &demo, &data).await;
+    let cwd = tempfile::tempdir().unwrap();
+    let demo_user = ("demo", DEMO_PASSWORD, "demo");
+    for round in ["miss", "hit"] {
+        let out = cwd.path().join(format!("{round}.img"));
+        let (ok, text) = tokio::task::block_in_place(|| {
+            glance_cli(
+                &venv,
+                keystone,
+                demo_user,
+                &node.url,
+                &["image-download", &id, "--file", out.to_str().unwrap()],
+                cwd.path(),
+            )
+        });
+        assert!(ok, "{round}: {text}");
+        assert_eq!(std::fs::read(&out).unwrap(), data, "{round}");
+    }
+    let admin_user = ("admin", ADMIN_PASSWORD, "admin");
+    let (ok, text) = tokio::task::block_in_place(|| {
+        glance_cli(
+            &venv,
+            keystone,
+            admin_user,
+            &node.url,
+            &["cache-list"],
+            cwd.path(),
+        )
+    });
+    assert!(ok, "{text}");
+    assert!(text.contains(&id), "{text}");
+    let (ok, text) = tokio::task::block_in_place(|| {
+        glance_cli(
+            &venv,
+            keystone,
+            demo_user,
+            &node.url,
+            &["cache-list"],
+            cwd.path(),
+        )
+    });
+    assert!(!ok, "a member may not list the cache: {text}");
+    assert!(text.contains("requires the role admin"), "{text}");
+}
