@@ -28,6 +28,10 @@ key_repository = $dir/fernet-keys
 key_repository = $dir/credential-keys
 [identity]
 password_hash_rounds = 4
+# Each uWSGI worker would keep its own in-memory cache of validated tokens, so a revocation made
+# through one worker would not be seen by the other at once.
+[cache]
+enabled = false
 CONF
 
 export OS_KEYSTONE_CONFIG_DIR=$dir
