@@ -173,7 +173,10 @@ impl ManageClient {
     ) -> Result<reqwest::Response, ClientError> {
         let url = format!("{}{path}", self.base);
         let build = |token: Option<&str>| {
-            let mut request = self.http.request(method.clone(), &url);
+            let mut request = self
+                .http
+                .request(method.clone(), &url)
+                .header("accept", "application/json");
             if let Some(token) = token {
                 request = request.header("x-auth-token", token);
             }
@@ -220,9 +223,22 @@ impl ManageClient {
         if status.is_success() {
             return Ok(body);
         }
+        // Glance's (webob's) `{"message": ...}`, or OpenStack's `{"error": {"message": ...}}`.
         let message = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
-            .and_then(|v| v.get("error")?.get("message")?.as_str().map(str::to_owned));
+            .and_then(|v| {
+                let message = v
+                    .get("message")
+                    .or_else(|| v.get("error")?.get("message"))?;
+                let text = message.as_str()?;
+                Some(
+                    text.split("<br />")
+                        .next()
+                        .unwrap_or(text)
+                        .trim()
+                        .to_owned(),
+                )
+            });
         Err(match (status, message) {
             (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _)
                 if matches!(self.auth, Auth::Anonymous) =>

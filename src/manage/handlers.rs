@@ -6,7 +6,7 @@ use tower_service::Service;
 
 use super::op::{ClearTarget, Op};
 use super::prefetch::PrefetchHandle;
-use super::response::{empty, json, Answer, Refusal};
+use super::response::{empty, json, Answer, ErrorFormat, Refusal};
 use super::shared::Shared;
 use crate::body::ResponseBody;
 use crate::image_meta::ImageState;
@@ -34,6 +34,7 @@ pub(crate) async fn answer<S, ReqBody, ResBody, B>(
     shared: &Shared,
     inner: S,
     prefetcher: &PrefetchHandle,
+    format: ErrorFormat,
 ) -> Result<Answer<B>, S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
@@ -43,9 +44,10 @@ where
     let answered = match op {
         // The one route that asks the wrapped service, and so the one that can fail with its error.
         Op::Queue(id) => queue(shared, inner, id, prefetcher).await?,
+        Op::Delete(id) => delete(shared, inner, id).await?,
         op => manage(op, shared, prefetcher).await,
     };
-    Ok(answered.unwrap_or_else(Refusal::into_response))
+    Ok(answered.unwrap_or_else(|refusal| refusal.into_response(format)))
 }
 
 async fn queue<S, ReqBody, ResBody, B>(
@@ -73,6 +75,41 @@ where
     Ok(Ok(empty(StatusCode::ACCEPTED)))
 }
 
+/// `DELETE /v2/cache/{id}`: from the cache and the queue; as Glance, 204 also for an image that
+/// exists but is in neither, and 404 for one the image API does not know.
+async fn delete<S, ReqBody, ResBody, B>(
+    shared: &Shared,
+    inner: S,
+    id: ImageId,
+) -> Result<Result<Answer<B>, Refusal>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    ReqBody: Default,
+    ResBody: ResponseBody,
+{
+    let cache = &shared.cache;
+    let filling = cache.is_filling(&id);
+    let removing = id.clone();
+    let removed = store(cache, move |c| {
+        Ok((
+            c.delete_cached_image(&removing)?,
+            c.delete_queued_image(&removing)?,
+        ))
+    })
+    .await;
+    let (cached, queued) = match removed {
+        Ok(removed) => removed,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    if cached || queued || filling {
+        return Ok(Ok(empty(StatusCode::NO_CONTENT)));
+    }
+    Ok(match ask_image(shared, inner, &id).await? {
+        Ok(_) => Ok(empty(StatusCode::NO_CONTENT)),
+        Err(refusal) => Err(refusal),
+    })
+}
+
 async fn manage<B>(
     op: Op,
     shared: &Shared,
@@ -90,22 +127,7 @@ async fn manage<B>(
                 &serde_json::json!({ "cached_images": cached, "queued_images": queued, "in_progress": in_progress }),
             )
         }
-        Op::Queue(_) => unreachable!("answered by queue()"),
-        Op::Delete(id) => {
-            let filling = cache.is_filling(&id);
-            let (cached, queued) = store(cache, move |c| {
-                Ok((c.delete_cached_image(&id)?, c.delete_queued_image(&id)?))
-            })
-            .await?;
-            if cached || queued || filling {
-                empty(StatusCode::NO_CONTENT)
-            } else {
-                return Err(Refusal::new(
-                    StatusCode::NOT_FOUND,
-                    "the image is neither cached nor queued",
-                ));
-            }
-        }
+        Op::Queue(_) | Op::Delete(_) => unreachable!("answered with the image API"),
         Op::Clear(target) => {
             store(cache, move |c| {
                 if target != ClearTarget::Queue {
@@ -177,13 +199,13 @@ async fn manage<B>(
     })
 }
 
-/// `PUT /v2/cache/{id}`: the image must exist (404) and be active (400), as the wrapped
-/// service tells the cache's service identity.
-async fn check_image<S, ReqBody, ResBody>(
+/// The image as the wrapped service tells the cache's service identity: its state, or 404 when
+/// it does not know it.
+async fn ask_image<S, ReqBody, ResBody>(
     shared: &Shared,
     inner: S,
     id: &ImageId,
-) -> Result<Result<(), Refusal>, S::Error>
+) -> Result<Result<ImageState, Refusal>, S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     ReqBody: Default,
@@ -205,7 +227,7 @@ where
     };
     let status = response.status();
     if status == StatusCode::NOT_FOUND {
-        let message = format!("no image with id {id}");
+        let message = format!("Image {id} not found.");
         return Ok(Err(Refusal::new(StatusCode::NOT_FOUND, message)));
     }
     if status != StatusCode::OK {
@@ -216,12 +238,32 @@ where
         .collect()
         .await
         .map(|c| c.to_bytes());
-    let state = document.map_or(ImageState::Unreadable, |d| ImageState::read(&d));
+    Ok(Ok(
+        document.map_or(ImageState::Unreadable, |d| ImageState::read(&d))
+    ))
+}
+
+/// `PUT /v2/cache/{id}`: the image must exist (404) and be active (400), as the wrapped
+/// service tells the cache's service identity.
+async fn check_image<S, ReqBody, ResBody>(
+    shared: &Shared,
+    inner: S,
+    id: &ImageId,
+) -> Result<Result<(), Refusal>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    ReqBody: Default,
+    ResBody: ResponseBody,
+{
+    let state = match ask_image(shared, inner, id).await? {
+        Ok(state) => state,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
     Ok(match state {
         ImageState::Active(_) => Ok(()),
-        ImageState::Inactive(other) => Err(Refusal::new(
+        ImageState::Inactive(_) => Err(Refusal::new(
             StatusCode::BAD_REQUEST,
-            format!("the image is {other}, not active: there is no data to cache"),
+            "Only images with status active can be targeted for queueing",
         )),
         ImageState::Unreadable => Err(Refusal::new(
             StatusCode::BAD_GATEWAY,

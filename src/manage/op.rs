@@ -47,7 +47,7 @@ fn clear_target(headers: &HeaderMap) -> Result<ClearTarget, Refusal> {
         Ok("queue") => Ok(ClearTarget::Queue),
         _ => Err(Refusal::new(
             StatusCode::BAD_REQUEST,
-            "x-image-cache-clear-target must be 'cache', 'queue', 'both' or empty",
+            "If provided 'x-image-cache-clear-target' must be 'cache', 'queue' or empty string.",
         )),
     }
 }
@@ -55,12 +55,19 @@ fn clear_target(headers: &HeaderMap) -> Result<ClearTarget, Refusal> {
 /// The access check's refusal, if it refused: the policy comes first (as in Glance), so a
 /// caller who may not manage the cache learns nothing more, not even that the method or the id
 /// is wrong.
-pub(crate) fn refusal(decision: Decision) -> Option<Refusal> {
+pub(crate) fn refusal(decision: Decision, method: &Method) -> Option<Refusal> {
+    // Glance's policy names for the cache routes, in its words.
+    let action = match *method {
+        Method::GET => "cache_list",
+        Method::PUT => "cache_image",
+        Method::DELETE => "cache_delete",
+        _ => "manage_image_cache",
+    };
     let (status, message) = match decision {
         Decision::Allow => return None,
         Decision::Forbidden => (
             StatusCode::FORBIDDEN,
-            "cache management requires an admin".into(),
+            format!("You are not authorized to complete {action} action."),
         ),
         Decision::ForbiddenBecause(reason) => (StatusCode::FORBIDDEN, reason),
         Decision::Unauthenticated(reason) => (StatusCode::UNAUTHORIZED, reason),

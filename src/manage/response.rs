@@ -9,8 +9,31 @@ use crate::body::CacheBody;
 /// A management answer, in the body type of the service it passes through.
 pub(crate) type Answer<B> = Response<CacheBody<B>>;
 
-/// A management request answered with an error: a short JSON body in OpenStack's shape,
-/// `{"error": {"code", "title", "message"}}`, which python-glanceclient reads.
+/// How a caller wants an error: Glance (webob) answers HTML unless `Accept` asks for JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorFormat {
+    Html,
+    Json,
+}
+
+impl ErrorFormat {
+    pub(crate) fn of(headers: &http::HeaderMap) -> Self {
+        let json = headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("application/json"));
+        if json {
+            ErrorFormat::Json
+        } else {
+            ErrorFormat::Html
+        }
+    }
+}
+
+/// A management request answered with an error, in the body Glance (webob) gives: an HTML page
+/// by default, `{"message", "code", "title"}` when the caller accepts JSON. python-glanceclient
+/// prints the page as `HTTP 404 Not Found: <message>`, as it does Glance's.
 #[derive(Debug)]
 pub(crate) struct Refusal {
     status: StatusCode,
@@ -29,7 +52,7 @@ impl Refusal {
 
     /// A 405 naming the methods the route does answer.
     pub(crate) fn method_not_allowed(method: &Method, allow: &'static [Method]) -> Self {
-        let message = format!("{method} is not allowed here");
+        let message = format!("The method {method} is not allowed for this resource. ");
         Refusal {
             status: StatusCode::METHOD_NOT_ALLOWED,
             message,
@@ -37,10 +60,32 @@ impl Refusal {
         }
     }
 
-    pub(crate) fn into_response<B>(self) -> Answer<B> {
+    pub(crate) fn into_response<B>(self, format: ErrorFormat) -> Answer<B> {
         let title = self.status.canonical_reason().unwrap_or("Error");
-        let body = serde_json::json!({ "error": { "code": self.status.as_u16(), "title": title, "message": self.message } });
-        let mut response = json(self.status, &body);
+        let code = format!("{} {title}", self.status.as_u16());
+        let mut response = match format {
+            ErrorFormat::Json => {
+                let message = format!("{}<br /><br />\n\n\n", self.message);
+                json(
+                    self.status,
+                    &serde_json::json!({ "message": message, "code": code, "title": title }),
+                )
+            }
+            ErrorFormat::Html => {
+                let page = format!(
+                    "<html>\n <head>\n  <title>{code}</title>\n </head>\n <body>\n  \
+                     <h1>{code}</h1>\n  {}<br /><br />\n\n\n\n </body>\n</html>",
+                    escape_html(&self.message)
+                );
+                let mut response = Response::new(CacheBody::full(Bytes::from(page)));
+                *response.status_mut() = self.status;
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/html; charset=UTF-8"),
+                );
+                response
+            }
+        };
         if let Some(allow) = self.allow {
             let allow = allow
                 .iter()
@@ -69,4 +114,20 @@ pub(crate) fn empty<B>(status: StatusCode) -> Answer<B> {
     let mut response = Response::new(CacheBody::empty());
     *response.status_mut() = status;
     response
+}
+
+/// Text for an HTML page, escaped as webob escapes it.
+fn escape_html(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&#x27;"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
 }

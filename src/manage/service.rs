@@ -11,6 +11,7 @@ use tower_service::Service;
 use super::handlers;
 use super::op::{admit, refusal};
 use super::prefetch::{self, PrefetchHandle, WorkerSettings};
+use super::response::ErrorFormat;
 use super::routes::Endpoint;
 use super::shared::Shared;
 use crate::body::{BoxError, CacheBody, ResponseBody};
@@ -142,18 +143,19 @@ where
         }
         let (parts, _body) = request.into_parts();
         let decision = self.shared.access.decide(&parts);
+        let format = ErrorFormat::of(&parts.headers);
         // Management answers use a clone of the API service for their own requests (the
         // existence check); the service polled ready stays for the next pass-through call.
         let api = self.api.clone();
         let (shared, wake) = (Arc::clone(&self.shared), self.worker.handle.clone());
         ResponseFuture::cache(Box::pin(async move {
-            if let Some(refusal) = refusal(decision.await) {
-                return Ok(refusal.into_response());
+            if let Some(refusal) = refusal(decision.await, &parts.method) {
+                return Ok(refusal.into_response(format));
             }
             let endpoint = Endpoint::parse(parts.uri.path()).expect("parsed above");
             match admit(&shared, &endpoint, &parts) {
-                Ok(op) => handlers::answer(op, &shared, api, &wake).await,
-                Err(refusal) => Ok(refusal.into_response()),
+                Ok(op) => handlers::answer(op, &shared, api, &wake, format).await,
+                Err(refusal) => Ok(refusal.into_response(format)),
             }
         }))
     }

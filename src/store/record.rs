@@ -19,8 +19,7 @@ pub struct CachedImage {
     pub last_modified: f64,
     /// Its size in bytes.
     pub size: u64,
-    /// The MD5 of its bytes as lowercase hex, when known.
-    #[serde(skip)]
+    /// The MD5 of its bytes as lowercase hex, when known (`null` otherwise, as Glance sends).
     pub checksum: Option<String>,
 }
 
