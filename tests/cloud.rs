@@ -160,9 +160,7 @@ async fn behind_keystone_downloads_are_cached_per_glances_answer_and_management_
     assert_eq!(member.status(), 403);
     let reason = member.text().await.unwrap();
     assert!(
-        reason.contains("requires the role admin")
-            && reason.contains("user demo has ")
-            && reason.contains("member"),
+        reason.contains("You are not authorized to complete cache_list action."),
         "{reason}"
     );
     let anonymous = get(&listing, None).await;
@@ -592,5 +590,151 @@ async fn the_unchanged_glance_client_downloads_and_lists_the_cache_through_the_n
         )
     });
     assert!(!ok, "a member may not list the cache: {text}");
-    assert!(text.contains("requires the role admin"), "{text}");
+    assert!(
+        text.contains("HTTP 403 Forbidden: You are not authorized to complete cache_list action."),
+        "{text}"
+    );
+}
+
+/// What python-glanceclient prints of an error page (its `exc.from_response` for HTML): the
+/// lines without tags, blanks and repeats, joined with ": ".
+fn glanceclient_details(page: &str) -> String {
+    let mut seen = Vec::new();
+    for line in page.lines() {
+        let mut text = String::new();
+        let mut in_tag = false;
+        for c in line.trim().chars() {
+            match c {
+                '<' => in_tag = true,
+                '>' => in_tag = false,
+                c if !in_tag => text.push(c),
+                _ => {}
+            }
+        }
+        if !text.is_empty() && !seen.contains(&text) {
+            seen.push(text);
+        }
+    }
+    seen.join(": ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn management_answers_are_glances_status_and_words() {
+    let test = "management_answers_are_glances_status_and_words";
+    let Some(glance) = Glance::shared(test) else {
+        return;
+    };
+    let keystone = &glance.keystone.url;
+    let node = start_node(glance, 0);
+    let admin = log_in(keystone, "admin", ADMIN_PASSWORD, "admin").await;
+    let demo = log_in(keystone, "demo", DEMO_PASSWORD, "demo").await;
+    let existing = create_image(&glance.url, &admin, b"not cached anywhere").await;
+    let http = reqwest::Client::new();
+    let inactive: serde_json::Value = http
+        .post(format!("{}/v2/images", glance.url))
+        .header("x-auth-token", &admin)
+        .json(&serde_json::json!({"name": "no data", "disk_format": "raw", "container_format": "bare"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let inactive = inactive["id"].as_str().unwrap().to_owned();
+    let unknown = "6f0e8d4c-3b2a-4c1d-9e8f-7a6b5c4d3e2f";
+    let cases: Vec<(&str, reqwest::Method, String, &str, Option<&str>)> = vec![
+        (
+            "a member lists",
+            reqwest::Method::GET,
+            "/v2/cache".into(),
+            &demo,
+            None,
+        ),
+        (
+            "a bad clear target",
+            reqwest::Method::DELETE,
+            "/v2/cache".into(),
+            &admin,
+            Some("bogus"),
+        ),
+        (
+            "a wrong method",
+            reqwest::Method::POST,
+            "/v2/cache".into(),
+            &admin,
+            None,
+        ),
+        (
+            "queue an unknown image",
+            reqwest::Method::PUT,
+            format!("/v2/cache/{unknown}"),
+            &admin,
+            None,
+        ),
+        (
+            "queue an image without data",
+            reqwest::Method::PUT,
+            format!("/v2/cache/{inactive}"),
+            &admin,
+            None,
+        ),
+        (
+            "delete an image cached nowhere",
+            reqwest::Method::DELETE,
+            format!("/v2/cache/{existing}"),
+            &admin,
+            None,
+        ),
+        (
+            "delete an unknown image",
+            reqwest::Method::DELETE,
+            format!("/v2/cache/{unknown}"),
+            &admin,
+            None,
+        ),
+        (
+            "list",
+            reqwest::Method::GET,
+            "/v2/cache".into(),
+            &admin,
+            None,
+        ),
+    ];
+    for (what, method, path, token, target) in cases {
+        let mut answers = Vec::new();
+        for base in [&glance.url, &node.url] {
+            let mut request = http
+                .request(method.clone(), format!("{base}{path}"))
+                .header("x-auth-token", token);
+            if let Some(target) = target {
+                request = request.header("x-image-cache-clear-target", target);
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            let allow = response
+                .headers()
+                .get("allow")
+                .map(|v| v.to_str().unwrap().to_owned());
+            // Glance also labels its empty 204s text/html (webob's default); nothing reads that.
+            let kind = response
+                .headers()
+                .get("content-type")
+                .filter(|_| status != 204)
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body = response.text().await.unwrap();
+            let shown = match serde_json::from_str::<serde_json::Value>(&body) {
+                // SPEC's deliberate addition: fills in progress.
+                Ok(mut value) if status.is_success() => {
+                    if let Some(object) = value.as_object_mut() {
+                        object.remove("in_progress");
+                    }
+                    value.to_string()
+                }
+                _ if status.is_success() => body,
+                _ => glanceclient_details(&body),
+            };
+            answers.push((status, allow, kind, shown));
+        }
+        assert_eq!(answers[0], answers[1], "{what}: Glance, then the node");
+    }
 }

@@ -20,7 +20,8 @@ const REMEMBERED: usize = 10_000;
 /// The token is checked with `GET /v3/auth/tokens` (`X-Subject-Token`), authenticated as the
 /// service identity given. A check is remembered for a short time (30 s by default), never
 /// past the token's expiry. An unknown, expired or revoked token is refused with 401; a token
-/// without a role with 403; when Keystone cannot be asked, 503 — never an admit.
+/// without a role with 403 in Glance's words (the roles it has and lacks are logged at `info`);
+/// when Keystone cannot be asked, 503 — never an admit.
 #[derive(Clone)]
 pub struct KeystoneAccess {
     keystone: Keystone,
@@ -107,16 +108,15 @@ impl KeystoneAccess {
         if self.roles.iter().any(|role| token.has_role(role)) {
             return Decision::Allow;
         }
-        Decision::ForbiddenBecause(format!(
-            "cache management requires the role {} in the token's project; user {} has {}",
-            self.roles.join(" or "),
-            token.user_name,
-            if token.roles.is_empty() {
-                "none".into()
-            } else {
-                token.roles.join(", ")
-            }
-        ))
+        // Glance's words for the caller ("You are not authorized to complete cache_list
+        // action."); the roles it lacked go to the log.
+        tracing::info!(
+            user = %token.user_name,
+            has = %token.roles.join(","),
+            needs = %self.roles.join(","),
+            "a management request was refused: the token has none of the roles needed"
+        );
+        Decision::Forbidden
     }
 }
 

@@ -58,9 +58,11 @@ extra=()
 if [ "$mode" = close ]; then
     extra=(--add-header 'Connection: close')
 fi
+# One worker: SQLite does not take concurrent writers from two processes (500 "database is
+# locked" on an upload while another request writes).
 "$venv/bin/uwsgi" --http-socket "127.0.0.1:$port" --home "$venv" \
     --module 'glance.wsgi.api:application' --env "OS_GLANCE_CONFIG_DIR=$dir" \
-    --processes 2 --threads 1 --master --die-on-term --need-app --lazy-apps \
+    --processes 1 --threads 1 --master --die-on-term --need-app --lazy-apps \
     --buffer-size 65535 "${extra[@]}" --logto "$dir/uwsgi.log" &
 uwsgi=$!
 trap 'kill -TERM $uwsgi 2>/dev/null; wait $uwsgi 2>/dev/null; [ -n "${REMOVE_DIR_AT_EXIT:-}" ] && rm -rf "$dir"' EXIT
