@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `GET /v2/cache` | 200 `{"cached_images": [...], "queued_images": [...], "in_progress": [...]}` |
 //! | `PUT /v2/cache/{id}` | 202, queued and the prefetcher woken; 404 unknown image, 400 not active |
-//! | `DELETE /v2/cache/{id}` | 204; 404 when neither cached nor queued |
+//! | `DELETE /v2/cache/{id}` | 204 (also for a known image in neither, as Glance); 404 unknown image |
 //! | `DELETE /v2/cache` | 204; `x-image-cache-clear-target`: `cache`, `queue`, `both`/empty/absent |
 //! | `POST /v2/cache/clean` | 200 `{"invalid_removed": n, "stalled_removed": n}` |
 //! | `POST /v2/cache/prune` | 200 `{"total_files_pruned": n, "total_bytes_pruned": b}` |
@@ -19,7 +19,9 @@
 //! | `DELETE /v2/queued_images` | 200 `{"num_deleted": n}` |
 //!
 //! Every route first asks the [`ManageAccess`] check (403 when denied), then checks the method
-//! (405 with `Allow`), the id (400) and that no request body was sent (400).
+//! (405 with `Allow`), the id (400) and that no request body was sent (400). Errors are the ones
+//! real Glance gives, in its words and body: webob's HTML page, or `{"message", "code",
+//! "title"}` when the caller's `Accept` asks for JSON, so python-glanceclient prints the same.
 //!
 //! # Example
 //!
