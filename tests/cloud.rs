@@ -692,13 +692,6 @@ async fn management_answers_are_glances_status_and_words() {
             &admin,
             None,
         ),
-        (
-            "list",
-            reqwest::Method::GET,
-            "/v2/cache".into(),
-            &admin,
-            None,
-        ),
     ];
     for (what, method, path, token, target) in cases {
         let mut answers = Vec::new();
@@ -722,16 +715,11 @@ async fn management_answers_are_glances_status_and_words() {
                 .filter(|_| status != 204)
                 .map(|v| v.to_str().unwrap().to_owned());
             let body = response.text().await.unwrap();
-            let shown = match serde_json::from_str::<serde_json::Value>(&body) {
-                // SPEC's deliberate addition: fills in progress.
-                Ok(mut value) if status.is_success() => {
-                    if let Some(object) = value.as_object_mut() {
-                        object.remove("in_progress");
-                    }
-                    value.to_string()
-                }
-                _ if status.is_success() => body,
-                _ => glanceclient_details(&body),
+            // (Listings are not compared: Glance's own cache fills too, with what passes through it.)
+            let shown = if status.is_success() {
+                body
+            } else {
+                glanceclient_details(&body)
             };
             answers.push((status, allow, kind, shown));
         }

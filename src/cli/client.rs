@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 
-use crate::keystone::{SendError, TlsOptions};
+use crate::keystone::{error_chain, SendError, TlsOptions};
 use crate::store::{Cleaned, Pruned};
 
 use super::identity::Auth;
@@ -339,18 +339,6 @@ fn summarize(body: &[u8]) -> String {
     } else {
         line.to_owned()
     }
-}
-
-/// An error and its causes on one line ("error sending request: connection refused").
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

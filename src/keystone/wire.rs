@@ -117,7 +117,7 @@ pub(super) fn message(body: &[u8]) -> String {
 }
 
 /// An error and its causes on one line.
-pub(super) fn error_chain(err: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

@@ -11,6 +11,8 @@ use http_body_util::BodyExt;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 
+use crate::keystone::error_chain;
+
 /// Headers that belong to one connection, not to the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [header::HeaderName; 6] = [
     header::CONNECTION,
@@ -216,19 +218,6 @@ fn stale_connection(err: &hyper_util::client::legacy::Error) -> bool {
         source = cause.source();
     }
     false
-}
-
-/// An error and its causes on one line: `client error (Connect): tcp connect error: Connection
-/// refused (os error 111)`, not just `client error (Connect)`.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {

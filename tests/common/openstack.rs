@@ -67,6 +67,36 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Runs `tests/openstack/<script> VENV DIR PORT ARGS...` in a directory of its own (removed
+/// when the script ends) on a free port, and waits for its "ready".
+fn run_script(script: &str, venv: &Path, args: impl FnOnce(u16) -> Vec<String>) -> (Child, u16) {
+    let dir = tempfile::Builder::new()
+        .prefix(script.trim_end_matches(".sh"))
+        .tempdir()
+        .unwrap()
+        .keep();
+    let port = free_port();
+    let mut child = Command::new(scripts().join(script))
+        .arg(venv)
+        .arg(&dir)
+        .args(args(port))
+        .env("REMOVE_DIR_AT_EXIT", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(
+        line.trim(),
+        "ready",
+        "{script} did not start; see {}",
+        dir.display()
+    );
+    (child, port)
+}
+
 /// A running Keystone with its users: `admin` (role admin in project admin), `demo` (role
 /// member in project demo), `other` (role member in project other), `glance` (roles admin and
 /// service in project service).
@@ -88,31 +118,9 @@ impl Keystone {
 
     fn start(venv: &Path, expiration: u64) -> Keystone {
         let started = Instant::now();
-        let dir = tempfile::Builder::new()
-            .prefix("keystone-")
-            .tempdir()
-            .unwrap()
-            .keep();
-        let port = free_port();
-        let mut child = Command::new(scripts().join("keystone.sh"))
-            .arg(venv)
-            .arg(&dir)
-            .arg(port.to_string())
-            .arg(expiration.to_string())
-            .env("REMOVE_DIR_AT_EXIT", "1")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(
-            line.trim(),
-            "ready",
-            "Keystone did not start; see {}",
-            dir.display()
-        );
+        let (child, port) = run_script("keystone.sh", venv, |port| {
+            vec![port.to_string(), expiration.to_string()]
+        });
         let url = format!("http://127.0.0.1:{port}/v3");
         // On a thread of its own: the caller may be inside a runtime already.
         let admin_app_cred = std::thread::scope(|scope| {
@@ -292,32 +300,9 @@ impl Glance {
     /// `Connection: close` ("close").
     pub fn start(venv: &Path, keystone: &'static Keystone, mode: &str) -> Glance {
         let started = Instant::now();
-        let dir = tempfile::Builder::new()
-            .prefix("glance-")
-            .tempdir()
-            .unwrap()
-            .keep();
-        let port = free_port();
-        let mut child = Command::new(scripts().join("glance.sh"))
-            .arg(venv)
-            .arg(&dir)
-            .arg(port.to_string())
-            .arg(&keystone.url)
-            .arg(mode)
-            .env("REMOVE_DIR_AT_EXIT", "1")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(
-            line.trim(),
-            "ready",
-            "Glance did not start; see {}",
-            dir.display()
-        );
+        let (child, port) = run_script("glance.sh", venv, |port| {
+            vec![port.to_string(), keystone.url.clone(), mode.to_owned()]
+        });
         let url = format!("http://127.0.0.1:{port}");
         eprintln!(
             "Glance ({mode}) ready at {url} in {:.1} s",
