@@ -231,13 +231,7 @@ fn manage(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> (bool, String) {
     for (key, value) in env {
         command.env(key, value);
     }
-    let output = command.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+    openstack::run_output(&mut command)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -515,7 +509,8 @@ fn glance_cli(
     args: &[&str],
     cwd: &Path,
 ) -> (bool, String) {
-    let output = Command::new(venv.join("bin/glance"))
+    let mut command = Command::new(venv.join("bin/glance"));
+    command
         .args(["--os-image-url", image_url])
         .args(args)
         .current_dir(cwd)
@@ -526,15 +521,8 @@ fn glance_cli(
         .env("OS_PASSWORD", user.1)
         .env("OS_PROJECT_NAME", user.2)
         .env("OS_USER_DOMAIN_NAME", "Default")
-        .env("OS_PROJECT_DOMAIN_NAME", "Default")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+        .env("OS_PROJECT_DOMAIN_NAME", "Default");
+    openstack::run_output(&mut command)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -630,17 +618,7 @@ async fn management_answers_are_glances_status_and_words() {
     let demo = log_in(keystone, "demo", DEMO_PASSWORD, "demo").await;
     let existing = create_image(&glance.url, &admin, b"not cached anywhere").await;
     let http = reqwest::Client::new();
-    let inactive: serde_json::Value = http
-        .post(format!("{}/v2/images", glance.url))
-        .header("x-auth-token", &admin)
-        .json(&serde_json::json!({"name": "no data", "disk_format": "raw", "container_format": "bare"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let inactive = inactive["id"].as_str().unwrap().to_owned();
+    let inactive = openstack::create_image_record(&glance.url, &admin).await;
     let unknown = "6f0e8d4c-3b2a-4c1d-9e8f-7a6b5c4d3e2f";
     let cases: Vec<(&str, reqwest::Method, String, &str, Option<&str>)> = vec![
         (

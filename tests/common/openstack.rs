@@ -328,22 +328,8 @@ impl Drop for Glance {
 
 /// Creates an image as `token`'s project (private) through `api` and uploads `data`; its id.
 pub async fn create_image(api: &str, token: &str, data: &[u8]) -> String {
-    let http = reqwest::Client::new();
-    let created: Value = http
-        .post(format!("{api}/v2/images"))
-        .header("x-auth-token", token)
-        .json(&json!({"name": "test", "disk_format": "raw", "container_format": "bare", "visibility": "private"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no image created: {created}"))
-        .to_owned();
-    let uploaded = http
+    let id = create_image_record(api, token).await;
+    let uploaded = reqwest::Client::new()
         .put(format!("{api}/v2/images/{id}/file"))
         .header("x-auth-token", token)
         .header("content-type", "application/octet-stream")
@@ -355,20 +341,55 @@ pub async fn create_image(api: &str, token: &str, data: &[u8]) -> String {
     id
 }
 
-/// Registers `url` as the catalog's public and internal image endpoint in RegionOne.
-pub async fn register_image_endpoint(keystone: &str, url: &str) {
-    let token = log_in(keystone, "admin", ADMIN_PASSWORD, "admin").await;
-    let http = reqwest::Client::new();
-    let service: Value = http
-        .post(format!("{keystone}/services"))
-        .header("x-auth-token", &token)
-        .json(&json!({"service": {"type": "image", "name": "glance"}}))
+/// Creates an image record (status `queued`, no data yet) as `token`'s project; its id.
+pub async fn create_image_record(api: &str, token: &str) -> String {
+    let created = post_json(
+        &format!("{api}/v2/images"),
+        token,
+        json!({"name": "test", "disk_format": "raw", "container_format": "bare", "visibility": "private"}),
+    )
+    .await;
+    created["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no image created: {created}"))
+        .to_owned()
+}
+
+/// POSTs `body` as `token`; the answer's JSON.
+async fn post_json(url: &str, token: &str, body: Value) -> Value {
+    reqwest::Client::new()
+        .post(url)
+        .header("x-auth-token", token)
+        .json(&body)
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs `command`; whether it succeeded, and its stdout and stderr together.
+pub fn run_output(command: &mut Command) -> (bool, String) {
+    let output = command.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+/// Registers `url` as the catalog's public and internal image endpoint in RegionOne.
+pub async fn register_image_endpoint(keystone: &str, url: &str) {
+    let token = log_in(keystone, "admin", ADMIN_PASSWORD, "admin").await;
+    let http = reqwest::Client::new();
+    let service = post_json(
+        &format!("{keystone}/services"),
+        &token,
+        json!({"service": {"type": "image", "name": "glance"}}),
+    )
+    .await;
     let service = service["service"]["id"].as_str().unwrap();
     for interface in ["public", "internal"] {
         let response = http
