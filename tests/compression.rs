@@ -1,7 +1,8 @@
 //! The cache and HTTP compression (python-glanceclient sends `Accept-Encoding: gzip, deflate`):
 //! a compressing service inside the cache is asked for the plain bytes, one that compresses
-//! anyway is passed through as `BYPASS`, and a `CompressionLayer` outside with the documented
-//! predicate leaves hits, their ranges and their headers alone.
+//! anyway is passed through as `BYPASS`, and a `CompressionLayer` outside whose predicate honours
+//! the `Cache-Control: no-transform` the cache puts on image data leaves hits, misses, their
+//! ranges and their headers alone.
 
 mod common;
 
@@ -9,9 +10,11 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use common::{cache_status, image_data, md5_hex, Behavior, FakeApi, FakeImage, OWNER};
+use http::{Extensions, HeaderMap, StatusCode, Version};
 use tower::Layer;
-use tower_http::compression::predicate::{NotForContentType, Predicate};
+use tower_http::compression::predicate::Predicate;
 use tower_http::compression::{CompressionLayer, DefaultPredicate};
+use tower_image_cache::layer::forbids_transform;
 use tower_image_cache::{CacheConfig, CacheLayer, ImageCache, ImageId, InnerMetadata};
 
 const CLIENT_ENCODINGS: &str = "gzip, deflate";
@@ -95,11 +98,21 @@ async fn an_image_sent_encoded_anyway_is_passed_through_uncached() {
     }
 }
 
-/// The predicate to give a `CompressionLayer` outside the cache: image data is binary (and
-/// mostly compressed already), and compressing it would drop `Content-Length` and
-/// `Accept-Ranges` while keeping the `ETag` and `Content-MD5` of the plain bytes.
+/// The predicate the layer docs give a `CompressionLayer` outside the cache: tower-http's
+/// default, and never a response that says `Cache-Control: no-transform`.
 fn outer_predicate() -> impl Predicate {
-    DefaultPredicate::new().and(NotForContentType::const_new("application/octet-stream"))
+    DefaultPredicate::new().and(
+        |_: StatusCode, _: Version, headers: &HeaderMap, _: &Extensions| {
+            !forbids_transform(headers)
+        },
+    )
+}
+
+fn is_plain_image_answer(response: &reqwest::Response, length: usize) {
+    let headers = response.headers();
+    assert!(headers.get("content-encoding").is_none());
+    assert_eq!(headers["content-length"], length.to_string());
+    assert_eq!(headers["cache-control"], "no-transform");
 }
 
 #[tokio::test]
@@ -118,13 +131,13 @@ async fn an_outer_compression_layer_with_the_documented_predicate_leaves_hits_al
 
     let miss = get(&url, &[]).await;
     assert_eq!(cache_status(&miss), "MISS");
+    is_plain_image_answer(&miss, data.len());
     assert_eq!(miss.bytes().await.unwrap(), data);
     cache.idle().await;
 
     let hit = get(&url, &[]).await;
     assert_eq!(cache_status(&hit), "HIT");
-    assert!(hit.headers().get("content-encoding").is_none());
-    assert_eq!(hit.headers()["content-length"], data.len().to_string());
+    is_plain_image_answer(&hit, data.len());
     assert_eq!(hit.headers()["accept-ranges"], "bytes");
     assert_eq!(hit.headers()["content-md5"], md5_hex(&data));
     assert_eq!(hit.headers()["etag"], format!("\"{}\"", md5_hex(&data)));
@@ -132,6 +145,7 @@ async fn an_outer_compression_layer_with_the_documented_predicate_leaves_hits_al
 
     let part = get(&url, &[("range", "bytes=10-19")]).await;
     assert_eq!(part.status(), 206);
+    is_plain_image_answer(&part, 10);
     assert_eq!(part.bytes().await.unwrap(), data.slice(10..20));
 
     // The API's own documents are still compressed for clients that ask.

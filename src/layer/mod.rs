@@ -49,15 +49,18 @@
 //!
 //! A compression layer *outside* the cache would compress every hit again, and drop its
 //! `Content-Length` and `Accept-Ranges` while the `ETag` and `Content-MD5` still name the plain
-//! bytes. Image data is binary and mostly compressed already: tell it to leave
-//! `application/octet-stream` alone (tower-http's `CompressionLayer` here):
+//! bytes. So every plain image answer (hit, miss, range) carries `Cache-Control: no-transform`,
+//! HTTP's way of saying "send these bytes as they are". tower-http's `CompressionLayer` does not
+//! read it by itself: give it a predicate that does ([`forbids_transform`]), and it leaves image
+//! data alone while still compressing the API's JSON documents:
 //!
 //! ```
 //! use axum::{routing::get, Router};
+//! use http::{Extensions, HeaderMap, StatusCode, Version};
 //! use tower::Layer;
-//! use tower_http::compression::predicate::{NotForContentType, Predicate};
+//! use tower_http::compression::predicate::Predicate;
 //! use tower_http::compression::{CompressionLayer, DefaultPredicate};
-//! use tower_image_cache::layer::{CacheLayer, InnerMetadata};
+//! use tower_image_cache::layer::{forbids_transform, CacheLayer, InnerMetadata};
 //! use tower_image_cache::{CacheConfig, ImageCache};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -66,11 +69,11 @@
 //! let api = Router::new()
 //!     .route("/v2/images/{id}", get(|| async { r#"{"status": "active"}"# }))
 //!     .route("/v2/images/{id}/file", get(|| async { "image bytes" }));
-//! let images_stay_plain =
-//!     DefaultPredicate::new().and(NotForContentType::const_new("application/octet-stream"));
+//! let honours_no_transform =
+//!     |_: StatusCode, _: Version, headers: &HeaderMap, _: &Extensions| !forbids_transform(headers);
 //! let app: Router = Router::new()
 //!     .fallback_service(CacheLayer::new(cache, InnerMetadata::new()).layer(api))
-//!     .layer(CompressionLayer::new().compress_when(images_stay_plain));
+//!     .layer(CompressionLayer::new().compress_when(DefaultPredicate::new().and(honours_no_transform)));
 //! # let _ = app;
 //! # Ok(()) }
 //! ```
@@ -89,6 +92,7 @@ mod single_flight;
 mod tee;
 #[cfg(test)]
 mod tests;
+mod transform;
 
 pub use crate::body::{BoxError, CacheBody};
 pub use crate::future::ResponseFuture;
@@ -99,6 +103,7 @@ pub use layer::CacheLayer;
 pub use routes::Routes;
 pub use service::CacheService;
 pub use settings::X_CACHE_STATUS;
+pub use transform::forbids_transform;
 
 // The fuzz targets drive the range decision and the route matcher directly.
 #[cfg(feature = "fuzzing")]

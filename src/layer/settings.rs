@@ -72,6 +72,7 @@ impl<A> Settings<A> {
             CacheStatus::Miss => Served::Miss,
             CacheStatus::Bypass(reason) => Served::Bypass(reason),
         });
+        super::transform::forbid_transform(&mut response);
         if self.cache_status_header {
             response
                 .headers_mut()
