@@ -77,6 +77,7 @@ pub fn range(range: &[u8], if_range: Option<&[u8]>, size: u64) {
         headers.insert(header::IF_RANGE, if_range);
     }
     let record = CachedImage {
+        id: 1,
         image_id: "fuzz".into(),
         hits: 0,
         last_accessed: 0.0,

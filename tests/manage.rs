@@ -38,15 +38,41 @@ async fn listing_shows_records_and_counts_hits() {
     server.api.add("img", FakeImage::private(image_data(4096)));
     download(&server, "img").await;
 
+    server.api.add("other", FakeImage::private(image_data(100)));
+    download(&server, "other").await;
+
     let listing = json(server.manage(Method::GET, "/v2/cache").await).await;
-    let record = &listing["cached_images"][0];
-    assert_eq!(record["image_id"], "img");
+    let records = listing["cached_images"].as_array().unwrap();
+    let record = records.iter().find(|r| r["image_id"] == "img").unwrap();
+    let mut keys: Vec<&str> = record
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "checksum",
+            "hits",
+            "id",
+            "image_id",
+            "last_accessed",
+            "last_modified",
+            "size"
+        ],
+        "the keys of Glance's default driver"
+    );
     assert_eq!(record["hits"], 0);
     assert_eq!(record["size"], 4096);
+    assert_eq!(record["checksum"], md5_hex(&image_data(4096)));
     assert!(
         record["last_accessed"].is_f64() && record["last_modified"].is_f64(),
         "{record}"
     );
+    let ids: Vec<u64> = records.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    assert!(ids[0] != ids[1] && !ids.contains(&0), "row ids {ids:?}");
     assert_eq!(listing["queued_images"], serde_json::json!([]));
     assert_eq!(listing["in_progress"], serde_json::json!([]));
 
@@ -55,9 +81,17 @@ async fn listing_shows_records_and_counts_hits() {
         4096
     );
     let listing = json(server.manage(Method::GET, "/v2/cache").await).await;
-    assert_eq!(listing["cached_images"][0]["hits"], 1);
+    let hits = |listing: &serde_json::Value| {
+        listing["cached_images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["image_id"] == "img")
+            .map(|r| r["hits"].clone())
+    };
+    assert_eq!(hits(&listing), Some(1.into()));
     let legacy = json(server.manage(Method::GET, "/v2/cached_images").await).await;
-    assert_eq!(legacy["cached_images"][0]["hits"], 1);
+    assert_eq!(hits(&legacy), Some(1.into()));
     let alias = json(server.manage(Method::GET, "/cached-images").await).await;
     assert_eq!(alias, legacy);
 }

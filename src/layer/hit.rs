@@ -201,6 +201,7 @@ mod tests {
 
     fn record() -> CachedImage {
         CachedImage {
+            id: 1,
             image_id: "img".into(),
             hits: 0,
             last_accessed: 0.0,

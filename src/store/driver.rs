@@ -23,7 +23,7 @@ pub(crate) struct IndexRecord {
     pub(crate) last_accessed: f64,
     /// Epoch seconds.
     pub(crate) last_modified: f64,
-    /// Tells two commits of the same id apart (0 for a file adopted by reconcile).
+    /// Tells two commits of the same id apart; also the record's `id` in listings (Glance's row id).
     pub(crate) generation: u64,
     pub(crate) md5: Option<[u8; 16]>,
 }

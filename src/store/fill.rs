@@ -242,7 +242,7 @@ impl FillWriter {
             hits: 0,
             last_accessed: at,
             last_modified: at,
-            // Adopted files have generation 0; commits count from 1.
+            // Generations count from 1; 0 is left for an index that cannot count.
             generation: cache
                 .catalog
                 .driver()

@@ -64,7 +64,8 @@ pub(crate) fn reconcile(
                     hits: 0,
                     last_accessed: modified,
                     last_modified: modified,
-                    generation: 0,
+                    // A row id of its own, as a commit gets (0 only if the index cannot count).
+                    generation: index.next_generation().map_or(0, |g| g + 1),
                     md5: None,
                 };
                 adopted.push((id.clone(), entry));

@@ -9,6 +9,9 @@ use crate::ImageId;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct CachedImage {
+    /// The record's own number, unique in this cache's index (Glance's row `id`): a new commit
+    /// of the same image gets a new one.
+    pub id: u64,
     /// The image id.
     pub image_id: String,
     /// Complete deliveries served from the cache.
@@ -26,6 +29,7 @@ pub struct CachedImage {
 impl CachedImage {
     pub(crate) fn new(id: &ImageId, record: &IndexRecord) -> Self {
         CachedImage {
+            id: record.generation,
             image_id: id.to_string(),
             hits: record.hits,
             last_accessed: record.last_accessed,

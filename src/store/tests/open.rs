@@ -36,6 +36,13 @@ async fn reopen_reconciles_index_and_files() {
     let adopted = cache.cached_image(&id("adopted")).unwrap();
     assert_eq!(adopted.size, 30);
     assert_eq!(adopted.hits, 0);
+    let kept = cache.cached_image(&id("kept")).unwrap();
+    assert!(
+        adopted.id != 0 && adopted.id != kept.id,
+        "an adopted file gets a row id of its own: {} beside {}",
+        adopted.id,
+        kept.id
+    );
     let mut reader = cache.open_for_read(&id("kept")).unwrap().unwrap();
     assert_eq!(read_all(&mut reader).await, b"kept bytes");
     assert!(
