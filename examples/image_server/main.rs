@@ -224,12 +224,18 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|err| format!("cannot read the listening address: {err}"))?;
     println!("listening on http://{addr}");
     println!("admin token: {admin_token}");
-    let cache_note =
-        cache_dir_used.map_or_else(|| "off".to_owned(), |dir| dir.display().to_string());
+    let cache_note = cache_dir_used
+        .as_ref()
+        .map_or_else(|| "off".to_owned(), |dir| dir.display().to_string());
     println!("data: {} (cache: {cache_note})", args.data_dir.display());
     println!("upload:   curl -s -X POST -H 'X-Auth-Token: {admin_token}' -d '{{\"name\": \"cirros\", \"disk_format\": \"qcow2\", \"container_format\": \"bare\"}}' http://{addr}/v2/images");
     println!("          curl -X PUT -H 'X-Auth-Token: {admin_token}' -H 'Content-Type: application/octet-stream' --data-binary @IMAGE_FILE http://{addr}/v2/images/ID/file");
-    println!("download: curl -sD - -o /dev/null -H 'X-Auth-Token: {admin_token}' http://{addr}/v2/images/ID/file   (X-Cache-Status: MISS, then HIT)");
+    let expect = if cache_dir_used.is_some() {
+        "   (X-Cache-Status: MISS, then HIT)"
+    } else {
+        ""
+    };
+    println!("download: curl -sD - -o /dev/null -H 'X-Auth-Token: {admin_token}' http://{addr}/v2/images/ID/file{expect}");
     if !args.no_cache {
         println!("cache:    curl -s -H 'X-Auth-Token: {admin_token}' http://{addr}/v2/cache   (and PUT/DELETE /v2/cache/ID, POST /v2/cache/prune)");
     }
