@@ -450,6 +450,8 @@ async fn the_size_limit_holds_without_a_prune_call() {
 #[tokio::test]
 async fn only_admins_manage_and_requests_are_checked_in_order() {
     let server = managed().await;
+    // An image the owner can see: their queue or delete is refused by the policy.
+    server.api.add("img", FakeImage::private(image_data(100)));
     let routes = [
         (Method::GET, "/v2/cache"),
         (Method::DELETE, "/v2/cache"),
@@ -488,6 +490,29 @@ async fn only_admins_manage_and_requests_are_checked_in_order() {
             );
         }
     }
+    // As Glance, an image is looked up as the caller before the policy: one the caller cannot
+    // see is "not found" to them, unless the cache holds it (a delete is then refused).
+    server
+        .api
+        .add("hidden", FakeImage::private(image_data(100)));
+    for method in [Method::PUT, Method::DELETE] {
+        let response = server
+            .manage_as(method.clone(), "/v2/cache/hidden", OTHER)
+            .await;
+        assert_eq!(response.status(), 404, "{method}");
+        assert!(response
+            .text()
+            .await
+            .unwrap()
+            .contains("Image hidden not found."));
+    }
+    download(&server, "hidden").await;
+    let response = server
+        .manage_as(Method::DELETE, "/v2/cache/hidden", OTHER)
+        .await;
+    assert_eq!(response.status(), 403);
+    assert!(server.cache.is_cached(&ImageId::new("hidden").unwrap()));
+
     let bad_header = server
         .client
         .delete(server.url("/v2/cache"))

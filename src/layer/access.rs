@@ -120,7 +120,7 @@ impl InnerMetadata {
 }
 
 /// The caller's headers minus those that describe the download rather than the caller.
-fn caller_headers(headers: &HeaderMap) -> HeaderMap {
+pub(crate) fn caller_headers(headers: &HeaderMap) -> HeaderMap {
     let mut copy = headers.clone();
     for name in [
         header::RANGE,

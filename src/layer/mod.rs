@@ -98,6 +98,7 @@ pub use crate::body::{BoxError, CacheBody};
 pub use crate::future::ResponseFuture;
 pub use crate::image_meta::ImageMeta;
 pub use crate::route::{InvalidTemplate, RouteTemplate};
+pub(crate) use access::caller_headers;
 pub use access::{Access, AccessCheck, CheckFuture, InnerMetadata, MetadataThrough, TrustAll};
 pub use layer::CacheLayer;
 pub use routes::Routes;

@@ -243,6 +243,43 @@ where
     ))
 }
 
+/// Before a policy refusal of `PUT` or `DELETE /v2/cache/{id}`: Glance first looks the image up
+/// as the caller, so a caller who may not see the image learns that it is not found (404), not
+/// that they may not manage the cache (403). A `DELETE` of an image the cache holds or queues
+/// goes on to the policy, as in Glance. `None` when the policy's refusal stands.
+pub(crate) async fn hidden_from_caller<S, ReqBody, ResBody>(
+    shared: &Shared,
+    inner: S,
+    parts: &http::request::Parts,
+    id: &ImageId,
+) -> Result<Option<Refusal>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ReqBody: Default,
+{
+    if parts.method == http::Method::DELETE {
+        let cache = &shared.cache;
+        let held = cache.is_cached(id) || cache.is_filling(id);
+        let checking = id.clone();
+        let queued = cache.blocking(move |c| c.is_queued(&checking)).await;
+        if held || queued.unwrap_or(true) {
+            return Ok(None);
+        }
+    }
+    let mut request = Request::new(ReqBody::default());
+    *request.uri_mut() = shared
+        .metadata
+        .render(id)
+        .parse()
+        .expect("a rendered route is a valid URI");
+    *request.headers_mut() = crate::layer::caller_headers(&parts.headers);
+    let mut inner = inner;
+    std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
+    let status = inner.call(request).await?.status();
+    Ok((status == StatusCode::NOT_FOUND)
+        .then(|| Refusal::new(StatusCode::NOT_FOUND, format!("Image {id} not found."))))
+}
+
 /// `PUT /v2/cache/{id}`: the image must exist (404) and be active (400), as the wrapped
 /// service tells the cache's service identity.
 async fn check_image<S, ReqBody, ResBody>(

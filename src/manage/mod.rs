@@ -19,7 +19,9 @@
 //! | `DELETE /v2/queued_images` | 200 `{"num_deleted": n}` |
 //!
 //! Every route first asks the [`ManageAccess`] check (403 when denied), then checks the method
-//! (405 with `Allow`), the id (400) and that no request body was sent (400). Errors are the ones
+//! (405 with `Allow`), the id (400) and that no request body was sent (400). As in Glance, a
+//! caller refused `PUT` or `DELETE /v2/cache/{id}` who cannot see the image (the API answers 404
+//! to their own token) is told it is not found instead, unless the cache holds it. Errors are the ones
 //! real Glance gives, in its words and body: webob's HTML page, or `{"message", "code",
 //! "title"}` when the caller's `Accept` asks for JSON, so python-glanceclient prints the same.
 //!

@@ -8,6 +8,7 @@ use http::{Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
+use super::access::Decision;
 use super::handlers;
 use super::op::{admit, refusal};
 use super::prefetch::{self, PrefetchHandle, WorkerSettings};
@@ -16,6 +17,7 @@ use super::routes::Endpoint;
 use super::shared::Shared;
 use crate::body::{BoxError, CacheBody, ResponseBody};
 use crate::future::ResponseFuture;
+use crate::ImageId;
 
 /// The prefetcher of one service: started with the first request (when the request types are
 /// known), stopped when the last clone of the service is dropped.
@@ -149,10 +151,21 @@ where
         let api = self.api.clone();
         let (shared, wake) = (Arc::clone(&self.shared), self.worker.handle.clone());
         ResponseFuture::cache(Box::pin(async move {
-            if let Some(refusal) = refusal(decision.await, &parts.method) {
-                return Ok(refusal.into_response(format));
-            }
+            let decision = decision.await;
             let endpoint = Endpoint::parse(parts.uri.path()).expect("parsed above");
+            if let Some(refusal) = refusal(decision.clone(), &parts.method) {
+                let hidden = match (&decision, &endpoint) {
+                    (
+                        Decision::Forbidden | Decision::ForbiddenBecause(_),
+                        Endpoint::CacheImage(raw),
+                    ) => match ImageId::new(raw) {
+                        Ok(id) => handlers::hidden_from_caller(&shared, api, &parts, &id).await?,
+                        Err(_) => None,
+                    },
+                    _ => None,
+                };
+                return Ok(hidden.unwrap_or(refusal).into_response(format));
+            }
             match admit(&shared, &endpoint, &parts) {
                 Ok(op) => handlers::answer(op, &shared, api, &wake, format).await,
                 Err(refusal) => Ok(refusal.into_response(format)),
