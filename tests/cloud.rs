@@ -35,6 +35,18 @@ fn start_node(glance: &Glance, port: u16) -> CacheNode {
 }
 
 fn start_node_with(glance: &Glance, port: u16, extra: &[&std::ffi::OsStr]) -> CacheNode {
+    start_node_configured(&glance.url, &glance.keystone.url, "", port, extra)
+}
+
+/// A node in front of `upstream`, logging in to `keystone`; `more` is appended to the
+/// configuration file (after `[keystone_authtoken]`, or in sections of its own).
+fn start_node_configured(
+    upstream: &str,
+    keystone: &str,
+    more: &str,
+    port: u16,
+    extra: &[&std::ffi::OsStr],
+) -> CacheNode {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("glance-api.conf");
     std::fs::write(
@@ -44,10 +56,8 @@ fn start_node_with(glance: &Glance, port: u16, extra: &[&std::ffi::OsStr]) -> Ca
              [cache_server]\nupstream = {upstream}\nshutdown_grace = 1\n\n\
              [keystone_authtoken]\nauth_url = {keystone}\nauth_type = password\n\
              username = glance\npassword = glance-secret\nproject_name = service\n\
-             user_domain_name = Default\nproject_domain_name = Default\n",
+             user_domain_name = Default\nproject_domain_name = Default\n{more}",
             cache = dir.path().join("cache").display(),
-            upstream = glance.url,
-            keystone = glance.keystone.url,
         ),
     )
     .unwrap();
@@ -420,6 +430,129 @@ fn test_ca(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::Pa
     std::fs::write(&paths.1, cert.pem()).unwrap();
     std::fs::write(&paths.2, key.serialize_pem()).unwrap();
     paths
+}
+
+/// HTTPS in front of `target` (`http://127.0.0.1:PORT`), as a TLS-terminating load balancer in
+/// front of Glance or Keystone would be: each connection decrypted and piped on. Its URL.
+async fn tls_front(target: &str, cert: &Path, key: &Path) -> String {
+    use rustls_pki_types::pem::PemObject;
+    let chain: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        tokio_rustls::rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let front = format!("https://{}", listener.local_addr().unwrap());
+    let target = target.trim_start_matches("http://").to_owned();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, target) = (acceptor.clone(), target.clone());
+            tokio::spawn(async move {
+                // A client that refuses the certificate ends the handshake: nothing to pipe.
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                if let Ok(mut backend) = tokio::net::TcpStream::connect(&target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut backend).await;
+                }
+            });
+        }
+    });
+    front
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn glance_and_keystone_over_https_with_a_private_ca() {
+    let test = "glance_and_keystone_over_https_with_a_private_ca";
+    let Some(glance) = Glance::shared(test) else {
+        return;
+    };
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_ca(certs.path());
+    let glance_https = tls_front(&glance.url, &cert, &key).await;
+    let keystone_http = glance.keystone.url.trim_end_matches("/v3");
+    let keystone_https = format!("{}/v3", tls_front(keystone_http, &cert, &key).await);
+    let trusted = format!(
+        "cafile = {ca}\n\n[cache_server]\nupstream_cafile = {ca}\n",
+        ca = ca.display()
+    );
+    let node = start_node_configured(&glance_https, &keystone_https, &trusted, 0, &[]);
+
+    // A member's download: the node asks Glance over HTTPS, with the member's token.
+    let demo = log_in(&glance.keystone.url, "demo", DEMO_PASSWORD, "demo").await;
+    let data = vec![7u8; 300_000];
+    let id = create_image(&glance.url, &demo, &data).await;
+    let url = format!("{}/v2/images/{id}/file", node.url);
+    let miss = get(&url, Some(&demo)).await;
+    let (status, cached) = (miss.status(), cache_status(&miss));
+    let body = miss.bytes().await.unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(cached, "MISS");
+    assert_eq!(body, data);
+    let admin = log_in(&glance.keystone.url, "admin", ADMIN_PASSWORD, "admin").await;
+    wait_cached(&node, &admin, &id, Duration::from_secs(30)).await;
+    let hit = get(&url, Some(&demo)).await;
+    assert_eq!(cache_status(&hit), "HIT");
+    assert_eq!(hit.bytes().await.unwrap(), data);
+
+    // The prefetcher logs in to Keystone over HTTPS and fetches from Glance over HTTPS.
+    let queued = create_image(&glance.url, &demo, b"prefetched over https").await;
+    let response = reqwest::Client::new()
+        .put(format!("{}/v2/cache/{queued}", node.url))
+        .header("x-auth-token", &admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    wait_cached(&node, &admin, &queued, Duration::from_secs(30)).await;
+
+    // The tools log in to Keystone over HTTPS with the CA, and refuse it without.
+    let openrc = [
+        ("OS_AUTH_URL", keystone_https.as_str()),
+        ("OS_USERNAME", "admin"),
+        ("OS_PASSWORD", ADMIN_PASSWORD),
+        ("OS_PROJECT_NAME", "admin"),
+    ];
+    let cwd = tempfile::tempdir().unwrap();
+    let ca_text = ca.to_str().unwrap();
+    let (ok, text) = manage(
+        &["-H", &node.url, "--os-cacert", ca_text, "list-cached"],
+        &openrc,
+        cwd.path(),
+    );
+    assert!(ok && text.contains(&queued), "{text}");
+    let (ok, text) = manage(&["-H", &node.url, "list-cached"], &openrc, cwd.path());
+    assert!(!ok, "{text}");
+    assert!(text.to_lowercase().contains("certificate"), "{text}");
+
+    // A node that does not trust the CA cannot reach Glance, and says why; with
+    // upstream_insecure it can.
+    let untrusting = start_node_configured(&glance_https, &glance.keystone.url, "", 0, &[]);
+    let refused = get(&format!("{}/v2/images/{id}", untrusting.url), Some(&demo)).await;
+    assert_eq!(refused.status(), 502);
+    let reason = refused.text().await.unwrap();
+    assert!(reason.to_lowercase().contains("certificate"), "{reason}");
+    let insecure = start_node_configured(
+        &glance_https,
+        &glance.keystone.url,
+        "\n[cache_server]\nupstream_insecure = true\n",
+        0,
+        &[],
+    );
+    let answered = get(&format!("{}/v2/images/{id}", insecure.url), Some(&demo)).await;
+    assert_eq!(answered.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -121,6 +121,19 @@ mod tests {
     }
 
     #[test]
+    fn a_section_given_twice_in_a_file_is_one_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            dir.path(),
+            "glance-api.conf",
+            "[DEFAULT]\nimage_cache_dir = /c\n[glance_store]\nx = 1\n[DEFAULT]\nimage_cache_max_size = 9\n",
+        );
+        let config = CacheConfig::from_files([file]).unwrap();
+        assert_eq!(config.image_cache_dir, Path::new("/c"));
+        assert_eq!(config.image_cache_max_size, 9);
+    }
+
+    #[test]
     fn every_option_is_read() {
         let dir = tempfile::tempdir().unwrap();
         let file = write(

@@ -92,10 +92,11 @@ pub(crate) fn read_section(
         let ini = ini::Ini::load_from_str(text).map_err(|err| {
             ConfigError::in_file(file, format!("is not a valid configuration file: {err}"))
         })?;
-        let Some(options) = ini.section(Some(section)) else {
-            continue;
-        };
-        for (key, value) in options.iter() {
+        // A section given twice in one file is one section, as oslo.config reads it.
+        for (key, value) in ini
+            .section_all(Some(section))
+            .flat_map(|options| options.iter())
+        {
             let setting = Setting {
                 file: file.to_path_buf(),
                 section,

@@ -43,6 +43,12 @@ pub struct ServerOptions {
     /// `[cache_server] upstream_keepalive`: whether connections to the upstream are reused
     /// (default true; false for upstreams that close them without saying so).
     pub upstream_keepalive: Option<bool>,
+    /// `[cache_server] upstream_cafile`: a PEM file of CA certificates trusted, besides the
+    /// system's, for an `https://` upstream (a private CA).
+    pub upstream_cafile: Option<std::path::PathBuf>,
+    /// `[cache_server] upstream_insecure`: do not verify the `https://` upstream's certificate
+    /// (default false; only for tests).
+    pub upstream_insecure: Option<bool>,
 }
 
 /// Glance's `bind_port` when none is set.
@@ -67,6 +73,18 @@ impl ServerOptions {
                 .map_err(|_| setting.bad("must be a port, 0 to 65535 (0 picks a free one)"))
         };
         let text = |key: &str| server.get(key).map(Setting::text).transpose();
+        let boolean = |key: &str| {
+            server
+                .get(key)
+                .map(
+                    |setting| match setting.value.trim().to_ascii_lowercase().as_str() {
+                        "true" | "yes" | "on" | "1" => Ok(true),
+                        "false" | "no" | "off" | "0" => Ok(false),
+                        _ => Err(setting.bad("must be true or false")),
+                    },
+                )
+                .transpose()
+        };
         Ok(ServerOptions {
             bind_host: defaults.get("bind_host").map(Setting::text).transpose()?,
             bind_port: defaults.get("bind_port").map(port).transpose()?,
@@ -78,16 +96,9 @@ impl ServerOptions {
                 .map(Setting::seconds)
                 .transpose()?,
             metrics_bind: text("metrics_bind")?,
-            upstream_keepalive: server
-                .get("upstream_keepalive")
-                .map(
-                    |setting| match setting.value.trim().to_ascii_lowercase().as_str() {
-                        "true" | "yes" | "on" | "1" => Ok(true),
-                        "false" | "no" | "off" | "0" => Ok(false),
-                        _ => Err(setting.bad("must be true or false")),
-                    },
-                )
-                .transpose()?,
+            upstream_keepalive: boolean("upstream_keepalive")?,
+            upstream_cafile: text("upstream_cafile")?.map(Into::into),
+            upstream_insecure: boolean("upstream_insecure")?,
             manage_roles: text("manage_roles")?.map(|roles| {
                 roles
                     .split(',')

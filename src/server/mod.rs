@@ -6,6 +6,7 @@ mod options;
 mod run;
 mod tls;
 mod upstream;
+mod upstream_tls;
 
 pub use options::{ServerArgs, ServerSettings};
 pub use run::main;

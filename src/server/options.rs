@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::Uri;
 
 use crate::config::{with_glance_files, ServerOptions};
-use crate::keystone::AuthOptions;
+use crate::keystone::{AuthOptions, TlsOptions};
 use crate::CacheConfig;
 
 /// Requests in flight get this long to finish after SIGTERM or SIGINT, by default.
@@ -27,7 +27,8 @@ pub struct ServerArgs {
     /// A Glance configuration file (glance-api.conf, glance-cache.conf); repeatable, later
     /// files win. /etc/glance/glance-api.conf and /etc/glance/glance-cache.conf are read first
     /// when present. The cache's options ([DEFAULT] image_cache_dir, image_cache_max_size, ...),
-    /// bind_host and bind_port, and [cache_server] upstream, upstream_keepalive, service_token, manage_token,
+    /// bind_host and bind_port, and [cache_server] upstream, upstream_keepalive,
+    /// upstream_cafile, upstream_insecure, service_token, manage_token,
     /// manage_roles, shutdown_grace and metrics_bind, and the node's Keystone identity
     /// ([keystone_authtoken], or Glance's admin_user/admin_password/admin_tenant_name/auth_url)
     /// come from them.
@@ -37,9 +38,18 @@ pub struct ServerArgs {
     /// is printed as `listening on http://ADDR`).
     #[arg(long, value_name = "ADDR")]
     pub bind: Option<SocketAddr>,
-    /// The image API to cache, over [cache_server] upstream, e.g. http://glance:9292.
+    /// The image API to cache, over [cache_server] upstream, e.g. http://glance:9292 or
+    /// https://glance.example.com:9292.
     #[arg(long, value_name = "URL")]
     pub upstream: Option<Uri>,
+    /// CA certificates (PEM) trusted besides the system's for an https:// upstream, over
+    /// [cache_server] upstream_cafile (a private CA).
+    #[arg(long, value_name = "FILE")]
+    pub upstream_cafile: Option<PathBuf>,
+    /// Do not verify the https:// upstream's certificate (over [cache_server]
+    /// upstream_insecure): only for tests, since anyone on the path can then read the tokens.
+    #[arg(long)]
+    pub upstream_insecure: bool,
     /// The cache's directory, when no configuration file names image_cache_dir.
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -91,6 +101,8 @@ pub struct ServerSettings {
     pub manage_roles: Vec<String>,
     /// Whether connections to the upstream are reused.
     pub upstream_keepalive: bool,
+    /// How an `https://` upstream's certificate is checked.
+    pub upstream_tls: TlsOptions,
     /// Serve HTTPS with this certificate chain and key (PEM files).
     pub tls: Option<(PathBuf, PathBuf)>,
 }
@@ -139,11 +151,21 @@ impl ServerArgs {
                     .into())
             }
         };
-        if upstream.authority().is_none() || upstream.scheme_str() != Some("http") {
+        if upstream.authority().is_none()
+            || !matches!(upstream.scheme_str(), Some("http" | "https"))
+        {
             return Err(format!(
-                "the upstream {upstream} must be an http:// URL with a host, e.g. http://glance:9292"
+                "the upstream {upstream} must be an http:// or https:// URL with a host, e.g. \
+                 http://glance:9292"
             ));
         }
+        let upstream_tls = TlsOptions {
+            cafile: self
+                .upstream_cafile
+                .clone()
+                .or(options.upstream_cafile.clone()),
+            insecure: self.upstream_insecure || options.upstream_insecure.unwrap_or(false),
+        };
         let metrics_bind = match (self.metrics_bind, &options.metrics_bind) {
             (Some(addr), _) => Some(addr),
             (None, Some(text)) => Some(text.parse().map_err(|err| {
@@ -159,6 +181,7 @@ impl ServerArgs {
             tls: self.tls_cert.clone().zip(self.tls_key.clone()),
             keystone,
             upstream_keepalive: options.upstream_keepalive.unwrap_or(true),
+            upstream_tls,
             manage_roles: options
                 .manage_roles
                 .clone()

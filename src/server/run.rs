@@ -77,7 +77,11 @@ async fn serve(settings: ServerSettings) -> Result<ImageCache, String> {
         .map_err(|err| format!("opening the cache did not finish: {err}"))?
         .map_err(|err| format!("cannot open the cache at {}: {err}", dir.display()))?;
 
-    let upstream = Upstream::new(settings.upstream.clone(), settings.upstream_keepalive);
+    let upstream = Upstream::new(
+        settings.upstream.clone(),
+        settings.upstream_keepalive,
+        &settings.upstream_tls,
+    )?;
     let proxy = tower::service_fn(move |request: Request<Body>| upstream.clone().forward(request));
     let keystone = settings
         .keystone

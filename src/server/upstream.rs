@@ -8,10 +8,11 @@ use axum::body::Body;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{request, Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 
-use crate::keystone::error_chain;
+use crate::keystone::{error_chain, TlsOptions};
 
 /// Headers that belong to one connection, not to the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [header::HeaderName; 6] = [
@@ -34,28 +35,30 @@ const MAX_VERSIONS_DOCUMENT: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct Upstream {
     base: Uri,
-    client: Client<HttpConnector, Body>,
+    client: Client<HttpsConnector<HttpConnector>, Body>,
     /// For requests that cannot be sent again (with a body): a new connection each, so none is
     /// lost to a pooled connection the upstream has closed.
-    fresh: Client<HttpConnector, Body>,
+    fresh: Client<HttpsConnector<HttpConnector>, Body>,
 }
 
 impl Upstream {
-    /// The image API at `base` (`http://glance:9292`). Without `keepalive`, each request gets a
-    /// connection of its own (for upstreams that close connections without saying so).
-    pub fn new(base: Uri, keepalive: bool) -> Self {
+    /// The image API at `base` (`http://glance:9292`, or `https://` with certificates checked as
+    /// `tls` says). Without `keepalive`, each request gets a connection of its own (for
+    /// upstreams that close connections without saying so). An error names the CA file at fault.
+    pub fn new(base: Uri, keepalive: bool, tls: &TlsOptions) -> Result<Self, String> {
+        let connector = super::upstream_tls::connector(tls)?;
         let mut builder = Client::builder(TokioExecutor::new());
         if !keepalive {
             builder.pool_max_idle_per_host(0);
         }
         let fresh = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(0)
-            .build(HttpConnector::new());
-        Upstream {
+            .build(connector.clone());
+        Ok(Upstream {
             base,
-            client: builder.build(HttpConnector::new()),
+            client: builder.build(connector),
             fresh,
-        }
+        })
     }
 
     fn base_text(&self) -> String {
