@@ -173,13 +173,20 @@ async fn behind_keystone_downloads_are_cached_per_glances_answer_and_management_
         reason.contains("You are not authorized to complete cache_list action."),
         "{reason}"
     );
+    // A 401 as Glance's: keystonemiddleware's challenge and words; the node's log says why.
     let anonymous = get(&listing, None).await;
     assert_eq!(anonymous.status(), 401);
+    assert_eq!(
+        anonymous.headers()["www-authenticate"],
+        format!("Keystone uri=\"{}\"", glance.keystone.url).as_str()
+    );
     assert!(anonymous
         .text()
         .await
         .unwrap()
-        .contains("no token was given"));
+        .contains("This server could not verify that you are authorized"));
+    let log = std::fs::read_to_string(node.dir.path().join("server.log")).unwrap();
+    assert!(log.contains("no token was given"), "{log}");
     assert_eq!(
         get(&listing, Some("gAAAAABnot-a-token")).await.status(),
         401
@@ -755,6 +762,20 @@ async fn management_answers_are_glances_status_and_words() {
     let unknown = "6f0e8d4c-3b2a-4c1d-9e8f-7a6b5c4d3e2f";
     let cases: Vec<(&str, reqwest::Method, String, &str, Option<&str>)> = vec![
         (
+            "no token",
+            reqwest::Method::GET,
+            "/v2/cache".into(),
+            "",
+            None,
+        ),
+        (
+            "a token Keystone never issued",
+            reqwest::Method::GET,
+            "/v2/cache".into(),
+            "gAAAAABnot-a-real-token",
+            None,
+        ),
+        (
             "a member lists",
             reqwest::Method::GET,
             "/v2/cache".into(),
@@ -807,18 +828,22 @@ async fn management_answers_are_glances_status_and_words() {
     for (what, method, path, token, target) in cases {
         let mut answers = Vec::new();
         for base in [&glance.url, &node.url] {
-            let mut request = http
-                .request(method.clone(), format!("{base}{path}"))
-                .header("x-auth-token", token);
+            let mut request = http.request(method.clone(), format!("{base}{path}"));
+            if !token.is_empty() {
+                request = request.header("x-auth-token", token);
+            }
             if let Some(target) = target {
                 request = request.header("x-image-cache-clear-target", target);
             }
             let response = request.send().await.unwrap();
             let status = response.status();
-            let allow = response
-                .headers()
-                .get("allow")
-                .map(|v| v.to_str().unwrap().to_owned());
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .map(|v| v.to_str().unwrap().to_owned())
+            };
+            let allow = (header("allow"), header("www-authenticate"));
             // Glance also labels its empty 204s text/html (webob's default); nothing reads that.
             let kind = response
                 .headers()

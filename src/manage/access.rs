@@ -32,6 +32,12 @@ pub trait ManageAccess: Send + Sync + 'static {
         };
         Box::pin(std::future::ready(decision))
     }
+
+    /// The `WWW-Authenticate` challenge sent with a 401 ([`Decision::Unauthenticated`]): where
+    /// a caller gets a credential. None by default.
+    fn challenge(&self) -> Option<String> {
+        None
+    }
 }
 
 /// What [`ManageAccess::decide`] returns: the decision, perhaps after asking another service.
@@ -47,7 +53,9 @@ pub enum Decision {
     Forbidden,
     /// 403 with a reason (for example which roles the caller has and which are needed).
     ForbiddenBecause(String),
-    /// 401: the caller's credential is missing, unknown or expired; the reason says which.
+    /// 401: the caller's credential is missing, unknown or expired; the reason says which. The
+    /// reason is logged; the caller gets Glance's words (keystonemiddleware's 401 page) and the
+    /// access check's [`ManageAccess::challenge`].
     Unauthenticated(String),
     /// 503: the check could not be made (the identity service is unreachable). Never an admit.
     Unavailable(String),

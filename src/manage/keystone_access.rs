@@ -121,6 +121,14 @@ impl KeystoneAccess {
 }
 
 impl ManageAccess for KeystoneAccess {
+    /// keystonemiddleware's challenge, as Glance sends it: `Keystone uri="<auth_url>"`.
+    fn challenge(&self) -> Option<String> {
+        Some(format!(
+            "Keystone uri=\"{}\"",
+            self.keystone.options().auth_url
+        ))
+    }
+
     fn decide(&self, request: &request::Parts) -> Decide {
         let mut given = request.headers.get_all("x-auth-token").iter();
         let subject = match (given.next(), given.next()) {

@@ -52,6 +52,12 @@ fn clear_target(headers: &HeaderMap) -> Result<ClearTarget, Refusal> {
     }
 }
 
+/// webob's 401 text, which Glance (keystonemiddleware) sends for a missing, unknown or expired
+/// token.
+const UNAUTHORIZED: &str = "This server could not verify that you are authorized to access the \
+     document you requested. Either you supplied the wrong credentials (e.g., bad password), or \
+     your browser does not understand how to supply the credentials required.";
+
 /// The access check's refusal, if it refused: the policy comes first (as in Glance), so a
 /// caller who may not manage the cache learns nothing more, not even that the method or the id
 /// is wrong.
@@ -70,7 +76,11 @@ pub(crate) fn refusal(decision: Decision, method: &Method) -> Option<Refusal> {
             format!("You are not authorized to complete {action} action."),
         ),
         Decision::ForbiddenBecause(reason) => (StatusCode::FORBIDDEN, reason),
-        Decision::Unauthenticated(reason) => (StatusCode::UNAUTHORIZED, reason),
+        Decision::Unauthenticated(reason) => {
+            // The caller gets keystonemiddleware's page, as from Glance; the log says why.
+            tracing::info!(%reason, "a management request was refused as unauthenticated");
+            (StatusCode::UNAUTHORIZED, UNAUTHORIZED.to_owned())
+        }
         Decision::Unavailable(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason),
     };
     Some(Refusal::new(status, message))

@@ -39,6 +39,8 @@ pub(crate) struct Refusal {
     status: StatusCode,
     message: String,
     allow: Option<&'static [Method]>,
+    /// `WWW-Authenticate`, sent with a 401.
+    challenge: Option<String>,
 }
 
 impl Refusal {
@@ -47,7 +49,16 @@ impl Refusal {
             status,
             message: message.into(),
             allow: None,
+            challenge: None,
         }
+    }
+
+    /// Sends `challenge` as `WWW-Authenticate` if this is a 401.
+    pub(crate) fn challenge(mut self, challenge: Option<String>) -> Self {
+        if self.status == StatusCode::UNAUTHORIZED {
+            self.challenge = challenge;
+        }
+        self
     }
 
     /// A 405 naming the methods the route does answer.
@@ -57,6 +68,7 @@ impl Refusal {
             status: StatusCode::METHOD_NOT_ALLOWED,
             message,
             allow: Some(allow),
+            challenge: None,
         }
     }
 
@@ -86,6 +98,11 @@ impl Refusal {
                 response
             }
         };
+        if let Some(challenge) = self.challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
+        }
         if let Some(allow) = self.allow {
             let allow = allow
                 .iter()

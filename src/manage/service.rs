@@ -164,7 +164,10 @@ where
                     },
                     _ => None,
                 };
-                return Ok(hidden.unwrap_or(refusal).into_response(format));
+                let refusal = hidden
+                    .unwrap_or(refusal)
+                    .challenge(shared.access.challenge());
+                return Ok(refusal.into_response(format));
             }
             match admit(&shared, &endpoint, &parts) {
                 Ok(op) => handlers::answer(op, &shared, api, &wake, format).await,
