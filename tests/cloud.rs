@@ -224,6 +224,11 @@ async fn the_prefetcher_fetches_as_its_own_keystone_identity_also_after_its_toke
     // The test Keystone's tokens live 60 s: past that, the node's first token is gone, and it
     // must have logged in again to check and fetch the next image.
     tokio::time::sleep(Duration::from_secs(62).saturating_sub(started.elapsed())).await;
+    // The caller's first token has expired too: the node (which checked it within the last
+    // minute) no longer takes it.
+    let expired = get(&format!("{}/v2/cache", node.url), Some(&admin)).await;
+    assert_eq!(expired.status(), 401);
+    assert!(expired.headers().contains_key("www-authenticate"));
     let admin = log_in(keystone, "admin", ADMIN_PASSWORD, "admin").await;
     let demo = log_in(keystone, "demo", DEMO_PASSWORD, "demo").await;
     let second = create_image(&glance.url, &demo, &data).await;
@@ -236,6 +241,60 @@ async fn the_prefetcher_fetches_as_its_own_keystone_identity_also_after_its_toke
         .status();
     assert_eq!(status, 202);
     wait_cached(&node, &admin, &second, Duration::from_secs(30)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cron_tools_log_in_as_the_nodes_identity_and_an_unreachable_keystone_is_a_503() {
+    let test = "the_cron_tools_log_in_as_the_nodes_identity_and_an_unreachable_keystone_is_a_503";
+    let Some(glance) = Glance::shared(test) else {
+        return;
+    };
+    let node = start_node(glance, 0);
+    let port = node.url.rsplit(':').next().unwrap().to_owned();
+    let config = node.dir.path().join("glance-api.conf");
+    // No OS_AUTH_TOKEN: the [keystone_authtoken] identity (the glance user, role admin) logs in.
+    for (tool, said) in [
+        (
+            env!("CARGO_BIN_EXE_image-cache-prefetcher"),
+            "asked the server to fetch its 0 queued images",
+        ),
+        (
+            env!("CARGO_BIN_EXE_image-cache-pruner"),
+            "pruned 0 images, 0 bytes",
+        ),
+        (
+            env!("CARGO_BIN_EXE_image-cache-cleaner"),
+            "cleaned 0 invalid and 0 stalled files",
+        ),
+    ] {
+        let mut command = Command::new(tool);
+        command
+            .arg("--config-file")
+            .arg(&config)
+            .args(["-p", &port])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap());
+        let (ok, text) = tokio::task::block_in_place(|| openstack::run_output(&mut command));
+        assert!(ok && text.contains(said), "{tool}: {text}");
+        assert!(text.contains("through the server"), "{tool}: {text}");
+    }
+
+    // A node whose Keystone cannot be reached refuses management with a 503 saying so, and
+    // lets nothing through unchecked; downloads still go to Glance, which checks them itself.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = format!("http://{}/v3", closed.local_addr().unwrap());
+    drop(closed);
+    let cut_off = start_node_configured(&glance.url, &nowhere, "", 0, &[]);
+    let admin = log_in(&glance.keystone.url, "admin", ADMIN_PASSWORD, "admin").await;
+    let refused = get(&format!("{}/v2/cache", cut_off.url), Some(&admin)).await;
+    assert_eq!(refused.status(), 503);
+    let reason = refused.text().await.unwrap();
+    assert!(reason.contains("cannot be checked now"), "{reason}");
+    let demo = log_in(&glance.keystone.url, "demo", DEMO_PASSWORD, "demo").await;
+    let id = create_image(&glance.url, &demo, b"still served").await;
+    let download = get(&format!("{}/v2/images/{id}/file", cut_off.url), Some(&demo)).await;
+    assert_eq!(download.status(), 200);
+    assert_eq!(download.bytes().await.unwrap(), &b"still served"[..]);
 }
 
 fn manage(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> (bool, String) {
