@@ -96,7 +96,8 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
 /// - its size: `length` (the message's own), else the metadata's `size`;
 /// - its MD5: `Content-MD5` (hex as Glance sends it, or RFC 1864's base64), else
 ///   `x-image-meta-checksum` (Glance v1), else the metadata's `checksum`;
-/// - its SHA-512: the metadata's `os_hash_value` when `os_hash_algo` is `sha512`.
+/// - its multihash: the metadata's `os_hash_algo` and `os_hash_value`, which alone then
+///   verifies the bytes (the MD5 stays the record's checksum).
 pub(crate) fn expected_download(
     length: Option<u64>,
     headers: &HeaderMap,
@@ -118,13 +119,9 @@ pub(crate) fn expected_download(
     if let Some(md5) = md5 {
         expected = expected.md5_hex(md5);
     }
-    let sha512 = meta.filter(|m| {
-        m.os_hash_algo
-            .as_deref()
-            .is_some_and(|a| a.eq_ignore_ascii_case("sha512"))
-    });
-    if let Some(value) = sha512.and_then(|m| m.os_hash_value.as_deref()) {
-        expected = expected.sha512_hex(value);
+    let os_hash = meta.and_then(|m| m.os_hash_algo.as_deref().zip(m.os_hash_value.as_deref()));
+    if let Some((algorithm, value)) = os_hash.filter(|(a, v)| !a.is_empty() && !v.is_empty()) {
+        expected = expected.os_hash(algorithm, value);
     }
     expected
 }

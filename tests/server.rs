@@ -203,7 +203,15 @@ fn bad_configurations_are_refused_in_a_sentence_naming_the_option() {
         ),
         (
             "[DEFAULT]\nimage_cache_dir = /tmp/nowhere\n[cache_server]\nupstream = glance\n",
-            "must be an http:// URL with a host, e.g. http://glance:9292",
+            "must be an http:// or https:// URL with a host, e.g. http://glance:9292",
+        ),
+        (
+            "[DEFAULT]\nimage_cache_dir = /tmp/nowhere\n[cache_server]\nupstream = https://glance:9292\nupstream_cafile = /nonexistent/ca.pem\n",
+            "the upstream's CA file /nonexistent/ca.pem cannot be read",
+        ),
+        (
+            "[DEFAULT]\nimage_cache_dir = /tmp/nowhere\n[cache_server]\nupstream = https://glance:9292\nupstream_insecure = maybe\n",
+            "[cache_server] upstream_insecure = \"maybe\": must be true or false",
         ),
         (
             "[DEFAULT]\nimage_cache_dir = /tmp/nowhere\n[cache_server]\nupstream = http://glance:9292\nmetrics_bind = anywhere\n",

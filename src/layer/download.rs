@@ -16,6 +16,7 @@ use super::settings::{CacheStatus, Settings};
 use super::tee;
 use crate::body::{CacheBody, ResponseBody};
 use crate::image_meta::expected_download;
+use crate::store::{BlockingError, FillError};
 use crate::ImageId;
 
 /// A `GET` or `HEAD` of an image's data.
@@ -142,6 +143,10 @@ where
                     settings.shutdown.clone(),
                 ))
             })
+        }
+        Err(reason @ BlockingError::Failed(FillError::UnknownHashAlgorithm(_))) => {
+            tracing::warn!(image = %id, %reason, "not caching this download");
+            response.map(CacheBody::inner)
         }
         Err(reason) => {
             tracing::debug!(image = %id, %reason, "not caching this download");

@@ -83,6 +83,13 @@ pub enum FillError {
         /// The configured `image_cache_max_size`.
         max_size: u64,
     },
+    /// The image's multihash (`os_hash_algo`) uses an algorithm the cache cannot verify, so its
+    /// bytes are served but not cached.
+    #[error(
+        "the image's os_hash_algo {0:?} is not one the cache can verify (sha512, sha384, sha256, \
+         sha1, md5), so it is not cached"
+    )]
+    UnknownHashAlgorithm(String),
     /// The bytes were not the expected ones; the file was moved to `invalid/`.
     #[error("verification failed: {0}")]
     Verification(Verification),

@@ -68,6 +68,9 @@ impl ImageCache {
         if let Some(size) = expected.size.filter(|size| *size > max_size) {
             return Err(FillError::TooLarge { size, max_size });
         }
+        if let Some(algorithm) = expected.unknown_algorithm() {
+            return Err(FillError::UnknownHashAlgorithm(algorithm.to_owned()));
+        }
         if self.is_cached(id) {
             return Err(FillError::AlreadyCached);
         }
@@ -202,7 +205,7 @@ impl FillWriter {
         self.commit(md5)
     }
 
-    fn commit(&mut self, md5: [u8; 16]) -> Result<CachedImage, FillError> {
+    fn commit(&mut self, md5: Option<[u8; 16]>) -> Result<CachedImage, FillError> {
         let cache = Arc::clone(&self.cache);
         let layout = &cache.layout;
         let (incomplete, committed) = (layout.incomplete(&self.id), layout.committed(&self.id));
@@ -248,7 +251,7 @@ impl FillWriter {
                 .driver()
                 .next_generation()
                 .map_or(0, |g| g + 1),
-            md5: Some(md5),
+            md5,
         };
         let inserted = cache
             .catalog

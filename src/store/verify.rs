@@ -5,7 +5,84 @@ use std::io;
 
 use bytes::Bytes;
 use md5::{Digest, Md5};
-use sha2::Sha512;
+use sha1::Sha1;
+use sha2::{Sha256, Sha384, Sha512};
+
+/// The hash algorithms a fill can be verified with: those of Glance's `hashing_algorithm`
+/// (`os_hash_algo`) the cache knows, and MD5 (Glance's `checksum`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HashAlgorithm {
+    Md5,
+    Sha1,
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+impl HashAlgorithm {
+    /// The algorithm `os_hash_algo` names (in any case), if the cache knows it.
+    pub(crate) fn named(name: &str) -> Option<Self> {
+        Some(match name.trim().to_ascii_lowercase().as_str() {
+            "md5" => HashAlgorithm::Md5,
+            "sha1" => HashAlgorithm::Sha1,
+            "sha256" => HashAlgorithm::Sha256,
+            "sha384" => HashAlgorithm::Sha384,
+            "sha512" => HashAlgorithm::Sha512,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            HashAlgorithm::Md5 => "md5",
+            HashAlgorithm::Sha1 => "sha1",
+            HashAlgorithm::Sha256 => "sha256",
+            HashAlgorithm::Sha384 => "sha384",
+            HashAlgorithm::Sha512 => "sha512",
+        }
+    }
+
+    fn hasher(self) -> Hasher {
+        match self {
+            HashAlgorithm::Md5 => Hasher::Md5(Md5::new()),
+            HashAlgorithm::Sha1 => Hasher::Sha1(Sha1::new()),
+            HashAlgorithm::Sha256 => Hasher::Sha256(Sha256::new()),
+            HashAlgorithm::Sha384 => Hasher::Sha384(Sha384::new()),
+            HashAlgorithm::Sha512 => Hasher::Sha512(Box::new(Sha512::new())),
+        }
+    }
+}
+
+/// One running digest.
+enum Hasher {
+    Md5(Md5),
+    Sha1(Sha1),
+    Sha256(Sha256),
+    Sha384(Sha384),
+    Sha512(Box<Sha512>),
+}
+
+impl Hasher {
+    fn update(&mut self, chunk: &[u8]) {
+        match self {
+            Hasher::Md5(h) => h.update(chunk),
+            Hasher::Sha1(h) => h.update(chunk),
+            Hasher::Sha256(h) => h.update(chunk),
+            Hasher::Sha384(h) => h.update(chunk),
+            Hasher::Sha512(h) => h.update(chunk),
+        }
+    }
+
+    fn finalize(self) -> Vec<u8> {
+        match self {
+            Hasher::Md5(h) => h.finalize().to_vec(),
+            Hasher::Sha1(h) => h.finalize().to_vec(),
+            Hasher::Sha256(h) => h.finalize().to_vec(),
+            Hasher::Sha384(h) => h.finalize().to_vec(),
+            Hasher::Sha512(h) => h.finalize().to_vec(),
+        }
+    }
+}
 
 /// What a fill must turn out to be. Anything left unset is not checked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -13,7 +90,8 @@ use sha2::Sha512;
 pub struct Expected {
     pub(crate) size: Option<u64>,
     md5_hex: Option<String>,
-    sha512_hex: Option<String>,
+    /// Glance's multihash: `os_hash_algo` (lowercase) and `os_hash_value` (lowercase hex).
+    os_hash: Option<(String, String)>,
 }
 
 impl Expected {
@@ -23,16 +101,46 @@ impl Expected {
         self
     }
 
-    /// The MD5 of the bytes, as hex (Glance's `checksum`).
+    /// The MD5 of the bytes, as hex (Glance's `checksum`). It is what hits send as
+    /// `Content-MD5` and `ETag`; the bytes are verified with it only when no multihash
+    /// ([`Expected::os_hash`]) is given.
     pub fn md5_hex(mut self, md5: impl Into<String>) -> Self {
         self.md5_hex = Some(md5.into().to_ascii_lowercase());
         self
     }
 
-    /// The SHA-512 of the bytes, as hex (Glance's `os_hash_value` with `os_hash_algo: sha512`).
-    pub fn sha512_hex(mut self, sha512: impl Into<String>) -> Self {
-        self.sha512_hex = Some(sha512.into().to_ascii_lowercase());
+    /// Glance's multihash: the bytes' hash with `algorithm` (`os_hash_algo`: `sha512`,
+    /// `sha384`, `sha256`, `sha1` or `md5`) as hex (`os_hash_value`). The fill is verified with
+    /// it alone, as python-glanceclient verifies a download; an algorithm the cache does not
+    /// know makes [`ImageCache::begin_fill`](super::ImageCache::begin_fill) refuse the fill.
+    pub fn os_hash(mut self, algorithm: impl Into<String>, hex: impl Into<String>) -> Self {
+        let algorithm = algorithm.into().trim().to_ascii_lowercase();
+        self.os_hash = Some((algorithm, hex.into().trim().to_ascii_lowercase()));
         self
+    }
+
+    /// The SHA-512 of the bytes, as hex: [`Expected::os_hash`] with `sha512`.
+    pub fn sha512_hex(self, sha512: impl Into<String>) -> Self {
+        self.os_hash("sha512", sha512)
+    }
+
+    /// The multihash algorithm named but not known to the cache, if any.
+    pub(crate) fn unknown_algorithm(&self) -> Option<&str> {
+        let (algorithm, _) = self.os_hash.as_ref()?;
+        HashAlgorithm::named(algorithm)
+            .is_none()
+            .then_some(algorithm.as_str())
+    }
+
+    /// The digest that verifies the bytes, and the hex it must give: the multihash when there is
+    /// one, else the MD5 (computed even when none is expected, for the record's checksum).
+    fn verifier(&self) -> (HashAlgorithm, Option<&str>) {
+        if let Some((name, hex)) = &self.os_hash {
+            if let Some(algorithm) = HashAlgorithm::named(name) {
+                return (algorithm, Some(hex));
+            }
+        }
+        (HashAlgorithm::Md5, self.md5_hex.as_deref())
     }
 }
 
@@ -40,7 +148,7 @@ impl Expected {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Verification {
-    /// What was checked: `size`, `md5` or `sha512`.
+    /// What was checked: `size`, or the algorithm (`md5`, `sha512`, ...).
     pub what: &'static str,
     /// What was expected.
     pub expected: String,
@@ -58,46 +166,39 @@ impl fmt::Display for Verification {
     }
 }
 
-/// The digests of a fill's bytes as they are written: always the MD5 (the record's checksum),
-/// and the SHA-512 when one is expected.
+/// The one digest that verifies a fill's bytes as they are written, computed on a thread of its
+/// own so the writer and the relay to the client do not wait for it.
 pub(crate) struct Digests {
-    md5: Md5,
-    /// SHA-512 runs beside the MD5, on a thread of its own: each hash takes a core, and a fill
-    /// goes at the pace of the slower one instead of both in turn.
-    sha512: Option<ParallelSha512>,
+    algorithm: HashAlgorithm,
+    digest: ParallelDigest,
 }
 
 impl Digests {
     pub(crate) fn start(expected: &Expected) -> io::Result<Self> {
-        let sha512 = match expected.sha512_hex {
-            Some(_) => Some(ParallelSha512::start()?),
-            None => None,
-        };
+        let (algorithm, _) = expected.verifier();
         Ok(Digests {
-            md5: Md5::new(),
-            sha512,
+            algorithm,
+            digest: ParallelDigest::start(algorithm)?,
         })
     }
 
     /// Adds `chunk`; `shared` is the same bytes when the caller holds them in a `Bytes`, so the
-    /// SHA-512 thread (when there is one) gets them without a copy.
+    /// hashing thread gets them without a copy.
     pub(crate) fn update(&mut self, chunk: &[u8], shared: Option<&Bytes>) {
-        self.md5.update(chunk);
-        if let Some(sha512) = self.sha512.as_mut() {
-            sha512.update(
-                shared
-                    .cloned()
-                    .unwrap_or_else(|| Bytes::copy_from_slice(chunk)),
-            );
-        }
+        self.digest.update(
+            shared
+                .cloned()
+                .unwrap_or_else(|| Bytes::copy_from_slice(chunk)),
+        );
     }
 
-    /// Checks `written` bytes with these digests against `expected`; returns the MD5.
+    /// Checks `written` bytes against `expected`; returns the MD5 the record keeps (the image's
+    /// checksum): the one computed, or the one expected when a multihash verified the bytes.
     pub(crate) fn verify(
         self,
         expected: &Expected,
         written: u64,
-    ) -> Result<[u8; 16], Verification> {
+    ) -> Result<Option<[u8; 16]>, Verification> {
         if let Some(size) = expected.size.filter(|size| *size != written) {
             return Err(Verification {
                 what: "size",
@@ -105,53 +206,52 @@ impl Digests {
                 actual: written.to_string(),
             });
         }
-        let md5: [u8; 16] = self.md5.finalize().into();
-        let md5_hex = hex::encode(md5);
-        if let Some(wanted) = expected.md5_hex.as_ref().filter(|e| **e != md5_hex) {
+        let (algorithm, wanted) = expected.verifier();
+        debug_assert_eq!(algorithm, self.algorithm);
+        let digest = self.digest.finalize();
+        let actual = digest
+            .as_deref()
+            .map_or_else(|| "(the hashing thread failed)".to_owned(), hex::encode);
+        if digest.is_none() || wanted.is_some_and(|wanted| wanted != actual) {
             return Err(Verification {
-                what: "md5",
-                expected: wanted.clone(),
-                actual: md5_hex,
+                what: self.algorithm.name(),
+                expected: wanted.unwrap_or("a digest").to_owned(),
+                actual,
             });
         }
-        if let (Some(wanted), Some(sha512)) = (&expected.sha512_hex, self.sha512) {
-            let actual = sha512
-                .finalize()
-                .map_or_else(|| "(the hashing thread failed)".to_owned(), hex::encode);
-            if *wanted != actual {
-                return Err(Verification {
-                    what: "sha512",
-                    expected: wanted.clone(),
-                    actual,
-                });
-            }
-        }
-        Ok(md5)
+        let md5 = match self.algorithm {
+            HashAlgorithm::Md5 => digest,
+            _ => expected
+                .md5_hex
+                .as_deref()
+                .and_then(|hex| hex::decode(hex).ok()),
+        };
+        Ok(md5.and_then(|md5| <[u8; 16]>::try_from(md5).ok()))
     }
 }
 
-/// A SHA-512 computed on its own thread from the chunks sent to it.
-struct ParallelSha512 {
+/// A digest computed on its own thread from the chunks sent to it.
+struct ParallelDigest {
     chunks: Option<std::sync::mpsc::SyncSender<Bytes>>,
     digest: Option<std::thread::JoinHandle<Vec<u8>>>,
 }
 
-impl ParallelSha512 {
+impl ParallelDigest {
     /// Chunks waiting for the hashing thread: it may lag the writer by this much.
     const QUEUE: usize = 8;
 
-    fn start() -> io::Result<Self> {
+    fn start(algorithm: HashAlgorithm) -> io::Result<Self> {
         let (chunks, received) = std::sync::mpsc::sync_channel::<Bytes>(Self::QUEUE);
         let digest = std::thread::Builder::new()
-            .name("image-cache-sha512".into())
+            .name(format!("image-cache-{}", algorithm.name()))
             .spawn(move || {
-                let mut sha512 = Sha512::new();
+                let mut hasher = algorithm.hasher();
                 for chunk in received {
-                    sha512.update(&chunk);
+                    hasher.update(&chunk);
                 }
-                sha512.finalize().to_vec()
+                hasher.finalize()
             })?;
-        Ok(ParallelSha512 {
+        Ok(ParallelDigest {
             chunks: Some(chunks),
             digest: Some(digest),
         })
@@ -172,7 +272,7 @@ impl ParallelSha512 {
     }
 }
 
-impl Drop for ParallelSha512 {
+impl Drop for ParallelDigest {
     fn drop(&mut self) {
         // Closing the channel ends the thread; it is not waited for.
         self.chunks = None;

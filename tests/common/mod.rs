@@ -38,7 +38,7 @@ const CHUNK: usize = 64 * 1024;
 #[derive(Clone)]
 pub enum Behavior {
     Normal,
-    /// `Content-MD5` names other bytes.
+    /// The bytes are not the image's: `Content-MD5` and the metadata's hashes name other bytes.
     WrongChecksum,
     /// `Content-Length` promises twice what is sent.
     ShortBody,
@@ -165,10 +165,18 @@ async fn metadata(
                 "id": id,
                 "status": image.status,
                 "size": image.data.len(),
-                "checksum": md5_hex(&image.data),
+                "checksum": match image.behavior {
+                    Behavior::WrongChecksum | Behavior::GatedWrongChecksum(_) => {
+                        md5_hex(b"something else")
+                    }
+                    _ => md5_hex(&image.data),
+                },
                 "os_hash_algo": "sha512",
+                // Bytes that are not the image's disagree with both of its hashes.
                 "os_hash_value": match image.behavior {
-                    Behavior::WrongOsHash => sha512_hex(b"other bytes"),
+                    Behavior::WrongOsHash
+                    | Behavior::WrongChecksum
+                    | Behavior::GatedWrongChecksum(_) => sha512_hex(b"other bytes"),
                     _ => sha512_hex(&image.data),
                 },
             });

@@ -111,6 +111,126 @@ fn sha512_is_verified_when_given() {
     assert!(!cache.is_cached(&id("bad")));
 }
 
+/// Fills `bytes` as `name` expecting `expected`; whether it was committed, or the verification
+/// that failed.
+fn fill_expecting(
+    cache: &ImageCache,
+    name: &str,
+    expected: Expected,
+    bytes: &[u8],
+) -> Result<CachedImage, FillError> {
+    let mut writer = cache.begin_fill(&id(name), expected)?;
+    writer.write(bytes).unwrap();
+    writer.finish()
+}
+
+#[test]
+fn each_multihash_algorithm_verifies_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path());
+    let digests: [(&str, Vec<u8>, Vec<u8>); 5] = [
+        (
+            "sha512",
+            sha2::Sha512::digest(b"data").to_vec(),
+            sha2::Sha512::digest(b"atad").to_vec(),
+        ),
+        (
+            "SHA384",
+            sha2::Sha384::digest(b"data").to_vec(),
+            sha2::Sha384::digest(b"atad").to_vec(),
+        ),
+        (
+            "sha256",
+            sha2::Sha256::digest(b"data").to_vec(),
+            sha2::Sha256::digest(b"atad").to_vec(),
+        ),
+        (
+            "sha1",
+            sha1::Sha1::digest(b"data").to_vec(),
+            sha1::Sha1::digest(b"atad").to_vec(),
+        ),
+        (
+            "md5",
+            md5::Md5::digest(b"data").to_vec(),
+            md5::Md5::digest(b"atad").to_vec(),
+        ),
+    ];
+    let md5 = md5_hex(b"data");
+    for (algorithm, good, bad) in digests {
+        let good_name = format!("good-{}", algorithm.to_lowercase());
+        let expected = Expected::default().os_hash(algorithm, hex::encode(good));
+        let record = fill_expecting(&cache, &good_name, expected.md5_hex(&md5), b"data").unwrap();
+        assert_eq!(
+            record.checksum.as_deref(),
+            Some(md5.as_str()),
+            "{algorithm}"
+        );
+
+        let bad_name = format!("bad-{}", algorithm.to_lowercase());
+        let expected = Expected::default().os_hash(algorithm, hex::encode(bad));
+        let err = fill_expecting(&cache, &bad_name, expected, b"data").unwrap_err();
+        let FillError::Verification(mismatch) = err else {
+            panic!("{algorithm}: {err}");
+        };
+        assert_eq!(mismatch.what, algorithm.to_lowercase());
+        assert!(!cache.is_cached(&id(&bad_name)));
+        assert!(dir.path().join("invalid").join(&bad_name).exists());
+    }
+}
+
+#[test]
+fn with_a_multihash_and_an_md5_the_multihash_decides() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path());
+    let sha512 = hex::encode(sha2::Sha512::digest(b"data"));
+    let wrong_sha512 = hex::encode(sha2::Sha512::digest(b"atad"));
+    let md5 = md5_hex(b"data");
+
+    // A right MD5 does not save a wrong multihash.
+    let expected = Expected::default().md5_hex(&md5).sha512_hex(wrong_sha512);
+    let err = fill_expecting(&cache, "wrong-multihash", expected, b"data").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            FillError::Verification(Verification { what: "sha512", .. })
+        ),
+        "{err}"
+    );
+    // The multihash verifies the bytes; the MD5 is only the checksum the record keeps.
+    let expected = Expected::default().md5_hex(&md5).sha512_hex(&sha512);
+    let record = fill_expecting(&cache, "both-right", expected, b"data").unwrap();
+    assert_eq!(record.checksum.as_deref(), Some(md5.as_str()));
+    // Without any MD5 given, the record has no checksum rather than one computed for nothing.
+    let record = fill_expecting(
+        &cache,
+        "no-md5",
+        Expected::default().sha512_hex(&sha512),
+        b"data",
+    )
+    .unwrap();
+    assert_eq!(record.checksum, None);
+}
+
+#[test]
+fn an_unknown_multihash_algorithm_is_not_filled() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path());
+    let expected = Expected::default()
+        .md5_hex(md5_hex(b"data"))
+        .os_hash("blake3", "00");
+    let err = fill_expecting(&cache, "img", expected, b"data").unwrap_err();
+    assert!(
+        matches!(&err, FillError::UnknownHashAlgorithm(a) if a == "blake3"),
+        "{err}"
+    );
+    assert!(err
+        .to_string()
+        .contains("\"blake3\" is not one the cache can verify"));
+    assert!(!cache.is_cached(&id("img")));
+    assert!(!cache.is_filling(&id("img")));
+    assert!(names(&dir.path().join("incomplete")).is_empty());
+}
+
 #[test]
 fn a_dropped_fill_rolls_back_and_frees_the_id() {
     let dir = tempfile::tempdir().unwrap();
