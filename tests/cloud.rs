@@ -297,6 +297,16 @@ async fn the_cron_tools_log_in_as_the_nodes_identity_and_an_unreachable_keystone
     assert_eq!(download.bytes().await.unwrap(), &b"still served"[..]);
 }
 
+/// An admin-openrc's variables, for Keystone at `keystone`.
+fn admin_openrc(keystone: &str) -> [(&'static str, &str); 4] {
+    [
+        ("OS_AUTH_URL", keystone),
+        ("OS_USERNAME", "admin"),
+        ("OS_PASSWORD", ADMIN_PASSWORD),
+        ("OS_PROJECT_NAME", "admin"),
+    ]
+}
+
 fn manage(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> (bool, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_image-cache-manage"));
     command
@@ -585,12 +595,7 @@ async fn glance_and_keystone_over_https_with_a_private_ca() {
     wait_cached(&node, &admin, &queued, Duration::from_secs(30)).await;
 
     // The tools log in to Keystone over HTTPS with the CA, and refuse it without.
-    let openrc = [
-        ("OS_AUTH_URL", keystone_https.as_str()),
-        ("OS_USERNAME", "admin"),
-        ("OS_PASSWORD", ADMIN_PASSWORD),
-        ("OS_PROJECT_NAME", "admin"),
-    ];
+    let openrc = admin_openrc(&keystone_https);
     let cwd = tempfile::tempdir().unwrap();
     let ca_text = ca.to_str().unwrap();
     let (ok, text) = manage(
@@ -641,12 +646,7 @@ async fn over_https_with_a_private_ca_the_tools_verify_the_node() {
         ],
     );
     assert!(node.url.starts_with("https://127.0.0.1:"), "{}", node.url);
-    let openrc = [
-        ("OS_AUTH_URL", keystone.as_str()),
-        ("OS_USERNAME", "admin"),
-        ("OS_PASSWORD", ADMIN_PASSWORD),
-        ("OS_PROJECT_NAME", "admin"),
-    ];
+    let openrc = admin_openrc(keystone);
     let cwd = tempfile::tempdir().unwrap();
     let ca_text = ca.to_str().unwrap();
     let (ok, text) = manage(

@@ -15,23 +15,28 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+/// The certificates in a PEM file, at least one; an error names the file as `what` and says what
+/// it should hold.
+pub(crate) fn certificates(
+    path: &Path,
+    what: &str,
+) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|err| format!("the {what} {} cannot be read: {err}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "the {what} {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
 /// A TLS acceptor for the certificate chain and key in these PEM files; an error says which
 /// file is wrong and how.
 pub(crate) fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
-    let chain = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|err| {
-            format!(
-                "the TLS certificate {} cannot be read: {err}",
-                cert.display()
-            )
-        })?;
-    if chain.is_empty() {
-        return Err(format!(
-            "the TLS certificate {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-            cert.display()
-        ));
-    }
+    let chain = certificates(cert, "TLS certificate")?;
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|err| format!("the TLS key {} cannot be read: {err}", key.display()))?;
     let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio_rustls::rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
@@ -30,7 +29,7 @@ pub(crate) fn connector(tls: &TlsOptions) -> Result<HttpsConnector<HttpConnector
         Arc::new(AcceptAnyCertificate(provider))
     } else {
         let extra = match &tls.cafile {
-            Some(cafile) => read_cas(cafile)?,
+            Some(cafile) => super::tls::certificates(cafile, "upstream's CA file")?,
             None => Vec::new(),
         };
         Arc::new(
@@ -46,25 +45,6 @@ pub(crate) fn connector(tls: &TlsOptions) -> Result<HttpsConnector<HttpConnector
         .https_or_http()
         .enable_http1()
         .build())
-}
-
-fn read_cas(cafile: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(cafile)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|err| {
-            format!(
-                "the upstream's CA file {} cannot be read: {err}",
-                cafile.display()
-            )
-        })?;
-    if certs.is_empty() {
-        return Err(format!(
-            "the upstream's CA file {} holds no PEM certificate; give the CA's certificate \
-             (-----BEGIN CERTIFICATE-----)",
-            cafile.display()
-        ));
-    }
-    Ok(certs)
 }
 
 /// `upstream_insecure`: any certificate is taken; the handshake's signatures are still checked,
