@@ -4,6 +4,11 @@
 #![cfg(all(feature = "server", feature = "cli"))]
 
 mod common;
+// In this binary, to share its Keystone (and its minutes of waiting) with the tests above.
+#[path = "cloud/glance_commands.rs"]
+mod glance_commands;
+#[path = "cloud/keystone.rs"]
+mod keystone;
 
 use std::io::BufRead;
 use std::path::Path;
