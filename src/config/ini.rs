@@ -42,6 +42,15 @@ impl Setting {
         self.integer().map(Duration::from_secs)
     }
 
+    /// oslo.config's booleans: true, yes, on, 1 or false, no, off, 0, in any case.
+    pub(crate) fn boolean(&self) -> Result<bool, ConfigError> {
+        match self.value.trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "on" | "1" => Ok(true),
+            "false" | "no" | "off" | "0" => Ok(false),
+            _ => Err(self.bad("must be true or false")),
+        }
+    }
+
     pub(crate) fn text(&self) -> Result<String, ConfigError> {
         let value = self.value.trim();
         if value.is_empty() {

@@ -73,18 +73,7 @@ impl ServerOptions {
                 .map_err(|_| setting.bad("must be a port, 0 to 65535 (0 picks a free one)"))
         };
         let text = |key: &str| server.get(key).map(Setting::text).transpose();
-        let boolean = |key: &str| {
-            server
-                .get(key)
-                .map(
-                    |setting| match setting.value.trim().to_ascii_lowercase().as_str() {
-                        "true" | "yes" | "on" | "1" => Ok(true),
-                        "false" | "no" | "off" | "0" => Ok(false),
-                        _ => Err(setting.bad("must be true or false")),
-                    },
-                )
-                .transpose()
-        };
+        let boolean = |key: &str| server.get(key).map(Setting::boolean).transpose();
         Ok(ServerOptions {
             bind_host: defaults.get("bind_host").map(Setting::text).transpose()?,
             bind_port: defaults.get("bind_port").map(port).transpose()?,

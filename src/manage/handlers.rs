@@ -2,11 +2,14 @@
 
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
+use tower::ServiceExt;
 use tower_service::Service;
 
+use super::access::Decision;
 use super::op::{ClearTarget, Op};
 use super::prefetch::PrefetchHandle;
 use super::response::{empty, json, Answer, ErrorFormat, Refusal};
+use super::routes::Endpoint;
 use super::shared::Shared;
 use crate::body::ResponseBody;
 use crate::image_meta::ImageState;
@@ -211,16 +214,7 @@ where
     ReqBody: Default,
     ResBody: ResponseBody,
 {
-    let uri: http::Uri = shared
-        .metadata
-        .render(id)
-        .parse()
-        .expect("a rendered route is a valid URI");
-    let build = || {
-        let mut request = Request::new(ReqBody::default());
-        *request.uri_mut() = uri.clone();
-        request
-    };
+    let build = || metadata_request(shared, id);
     let response = match shared.identity.send(inner, build).await? {
         Ok(response) => response,
         Err(reason) => return Ok(Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, reason))),
@@ -243,39 +237,54 @@ where
     ))
 }
 
-/// Before a policy refusal of `PUT` or `DELETE /v2/cache/{id}`: Glance first looks the image up
-/// as the caller, so a caller who may not see the image learns that it is not found (404), not
-/// that they may not manage the cache (403). A `DELETE` of an image the cache holds or queues
-/// goes on to the policy, as in Glance. `None` when the policy's refusal stands.
+/// `GET` of the image's metadata route, with no credential yet.
+fn metadata_request<B: Default>(shared: &Shared, id: &ImageId) -> Request<B> {
+    let mut request = Request::new(B::default());
+    *request.uri_mut() = shared
+        .metadata
+        .render(id)
+        .parse()
+        .expect("a rendered route is a valid URI");
+    request
+}
+
+/// Before a policy refusal (`decision`) of `PUT` or `DELETE /v2/cache/{id}`: Glance first looks
+/// the image up as the caller, so a caller who may not see the image learns that it is not found
+/// (404), not that they may not manage the cache (403). A `DELETE` of an image the cache holds or
+/// queues goes on to the policy, as in Glance. `None` when the policy's refusal stands.
 pub(crate) async fn hidden_from_caller<S, ReqBody, ResBody>(
     shared: &Shared,
     inner: S,
+    decision: &Decision,
+    endpoint: &Endpoint<'_>,
     parts: &http::request::Parts,
-    id: &ImageId,
 ) -> Result<Option<Refusal>, S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     ReqBody: Default,
 {
+    let forbidden = matches!(
+        decision,
+        Decision::Forbidden | Decision::ForbiddenBecause(_)
+    );
+    let (true, Endpoint::CacheImage(raw)) = (forbidden, endpoint) else {
+        return Ok(None);
+    };
+    let Ok(id) = ImageId::new(raw) else {
+        return Ok(None);
+    };
     if parts.method == http::Method::DELETE {
         let cache = &shared.cache;
-        let held = cache.is_cached(id) || cache.is_filling(id);
+        let held = cache.is_cached(&id) || cache.is_filling(&id);
         let checking = id.clone();
         let queued = cache.blocking(move |c| c.is_queued(&checking)).await;
         if held || queued.unwrap_or(true) {
             return Ok(None);
         }
     }
-    let mut request = Request::new(ReqBody::default());
-    *request.uri_mut() = shared
-        .metadata
-        .render(id)
-        .parse()
-        .expect("a rendered route is a valid URI");
+    let mut request = metadata_request(shared, &id);
     *request.headers_mut() = crate::layer::caller_headers(&parts.headers);
-    let mut inner = inner;
-    std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
-    let status = inner.call(request).await?.status();
+    let status = inner.oneshot(request).await?.status();
     Ok((status == StatusCode::NOT_FOUND)
         .then(|| Refusal::new(StatusCode::NOT_FOUND, format!("Image {id} not found."))))
 }

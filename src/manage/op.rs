@@ -61,7 +61,7 @@ const UNAUTHORIZED: &str = "This server could not verify that you are authorized
 /// The access check's refusal, if it refused: the policy comes first (as in Glance), so a
 /// caller who may not manage the cache learns nothing more, not even that the method or the id
 /// is wrong.
-pub(crate) fn refusal(decision: Decision, method: &Method) -> Option<Refusal> {
+pub(crate) fn refusal(decision: &Decision, method: &Method) -> Option<Refusal> {
     // Glance's policy names for the cache routes, in its words.
     let action = match *method {
         Method::GET => "cache_list",
@@ -75,13 +75,13 @@ pub(crate) fn refusal(decision: Decision, method: &Method) -> Option<Refusal> {
             StatusCode::FORBIDDEN,
             format!("You are not authorized to complete {action} action."),
         ),
-        Decision::ForbiddenBecause(reason) => (StatusCode::FORBIDDEN, reason),
+        Decision::ForbiddenBecause(reason) => (StatusCode::FORBIDDEN, reason.clone()),
         Decision::Unauthenticated(reason) => {
             // The caller gets keystonemiddleware's page, as from Glance; the log says why.
             tracing::info!(%reason, "a management request was refused as unauthenticated");
             (StatusCode::UNAUTHORIZED, UNAUTHORIZED.to_owned())
         }
-        Decision::Unavailable(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason),
+        Decision::Unavailable(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason.clone()),
     };
     Some(Refusal::new(status, message))
 }

@@ -8,7 +8,6 @@ use http::{Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
-use super::access::Decision;
 use super::handlers;
 use super::op::{admit, refusal};
 use super::prefetch::{self, PrefetchHandle, WorkerSettings};
@@ -17,7 +16,6 @@ use super::routes::Endpoint;
 use super::shared::Shared;
 use crate::body::{BoxError, CacheBody, ResponseBody};
 use crate::future::ResponseFuture;
-use crate::ImageId;
 
 /// The prefetcher of one service: started with the first request (when the request types are
 /// known), stopped when the last clone of the service is dropped.
@@ -153,20 +151,12 @@ where
         ResponseFuture::cache(Box::pin(async move {
             let decision = decision.await;
             let endpoint = Endpoint::parse(parts.uri.path()).expect("parsed above");
-            if let Some(refusal) = refusal(decision.clone(), &parts.method) {
-                let hidden = match (&decision, &endpoint) {
-                    (
-                        Decision::Forbidden | Decision::ForbiddenBecause(_),
-                        Endpoint::CacheImage(raw),
-                    ) => match ImageId::new(raw) {
-                        Ok(id) => handlers::hidden_from_caller(&shared, api, &parts, &id).await?,
-                        Err(_) => None,
-                    },
-                    _ => None,
-                };
-                let refusal = hidden
-                    .unwrap_or(refusal)
-                    .challenge(shared.access.challenge());
+            if let Some(refusal) = refusal(&decision, &parts.method) {
+                let hidden =
+                    handlers::hidden_from_caller(&shared, api, &decision, &endpoint, &parts)
+                        .await?;
+                let refusal =
+                    hidden.unwrap_or_else(|| refusal.challenge(shared.access.challenge()));
                 return Ok(refusal.into_response(format));
             }
             match admit(&shared, &endpoint, &parts) {
