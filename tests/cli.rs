@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::example::{json_as, start, upload, Server};
+use common::example::{start, upload, wait_listed, Server};
 use tower_image_cache::store::Expected;
 use tower_image_cache::{CacheConfig, ImageCache, ImageId};
 
@@ -79,28 +79,6 @@ async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
-/// Waits until the server lists `id` as cached: its file is renamed into place a moment before
-/// its record is written, so the file alone does not say the commit is over.
-async fn wait_listed(server: &Server, id: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let listing = json_as(
-            &reqwest::Client::new(),
-            &format!("{}/v2/cache", server.url),
-            ADMIN,
-        )
-        .await;
-        let cached = listing["cached_images"]
-            .as_array()
-            .is_some_and(|records| records.iter().any(|r| r["image_id"] == id));
-        if cached {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{id} was never listed as cached");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Queues an id through the legacy route, which does not check existence: an id the API does
 /// not know stays queued (its prefetch fails).
 async fn queue_unknown(server: &Server, id: &str) {
@@ -137,7 +115,7 @@ async fn every_subcommand_against_a_running_server() {
         queued.contains(&format!("Queued image {id} for caching")),
         "{queued}"
     );
-    wait_listed(&server, &id).await;
+    wait_listed(&server.url, ADMIN, &id, Duration::from_secs(20), "").await;
     let listed = ok(&manage(&server, ADMIN, &["list-cached"], ""));
     assert!(listed.contains("Found 1 cached images..."), "{listed}");
     for column in [
@@ -204,7 +182,7 @@ async fn every_subcommand_against_a_running_server() {
         .bytes()
         .await
         .unwrap();
-    wait_listed(&server, &id).await;
+    wait_listed(&server.url, ADMIN, &id, Duration::from_secs(20), "").await;
     let deleted = ok(&manage(
         &server,
         ADMIN,

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::example::server_binary;
+use common::example::{server_binary, wait_listed};
 use common::openstack::{
     self, create_image, log_in, Glance, ADMIN_PASSWORD, DEMO_PASSWORD, OTHER_PASSWORD,
 };
@@ -99,28 +99,8 @@ fn cache_status(response: &reqwest::Response) -> String {
 }
 
 async fn wait_cached(node: &CacheNode, token: &str, id: &str, within: Duration) {
-    let start = Instant::now();
-    loop {
-        let listing: serde_json::Value = get(&format!("{}/v2/cache", node.url), Some(token))
-            .await
-            .json()
-            .await
-            .unwrap();
-        if listing["cached_images"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r["image_id"] == id)
-        {
-            return;
-        }
-        assert!(
-            start.elapsed() < within,
-            "{id} was not prefetched within {within:?}: {listing}; see {}",
-            node.dir.path().join("server.log").display()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let log = format!("; see {}", node.dir.path().join("server.log").display());
+    wait_listed(&node.url, token, id, within, &log).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -100,30 +100,9 @@ impl Target {
 
     /// Waits until `GET /v2/cache` lists the image called `name` as cached.
     async fn wait_cached(&self, name: &str) {
-        let started = Instant::now();
-        loop {
-            let listing: serde_json::Value = reqwest::Client::new()
-                .get(format!("{}/v2/cache", self.url))
-                .header("x-auth-token", &self.admin)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let cached = listing["cached_images"]
-                .as_array()
-                .is_some_and(|r| r.iter().any(|r| r["image_id"] == self.id(name)));
-            if cached {
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "{}: {name} never cached: {listing}",
-                self.name
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let context = format!(" ({})", self.name);
+        let within = Duration::from_secs(30);
+        example::wait_listed(&self.url, &self.admin, self.id(name), within, &context).await;
     }
 }
 

@@ -176,3 +176,31 @@ pub async fn get_as(client: &reqwest::Client, url: &str, token: &str) -> reqwest
 pub async fn json_as(client: &reqwest::Client, url: &str, token: &str) -> serde_json::Value {
     serde_json::from_slice(&get_as(client, url, token).await.bytes().await.unwrap()).unwrap()
 }
+
+/// Waits until the cache API at `base` lists `id` as cached (`GET /v2/cache` as `token`): the
+/// committed file is renamed into place a moment before its record is written, so the file alone
+/// does not say the commit is over. On a timeout, the panic shows the last listing and `context`.
+pub async fn wait_listed(
+    base: &str,
+    token: &str,
+    id: &str,
+    within: std::time::Duration,
+    context: &str,
+) {
+    let client = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    loop {
+        let listing = json_as(&client, &format!("{base}/v2/cache"), token).await;
+        let cached = listing["cached_images"]
+            .as_array()
+            .is_some_and(|records| records.iter().any(|r| r["image_id"] == id));
+        if cached {
+            return;
+        }
+        assert!(
+            started.elapsed() < within,
+            "{id} was not listed as cached within {within:?}: {listing}{context}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
