@@ -7,8 +7,10 @@
 //!
 //! `SOAK_SECS` and `SOAK_CONNS` change the duration and the number of connections. It reports
 //! the requests by kind, every error (the goal is none), and the server's open file descriptors
-//! and resident memory at the start and at the end (the goal is flat), and fails on any error or
-//! on descriptors that did not come back.
+//! and resident memory at the start, at the peak, at the end and 30 s later, and fails on any
+//! error, on descriptors that did not come back, or on resident memory that is not back within
+//! 64 MiB of where it started 30 s after the load (no environment settings: the server runs
+//! with glibc's defaults).
 
 mod common;
 
@@ -17,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::example::{start, upload, Server};
+use common::example::{rss_of, start, upload, Server};
 use md5::Digest;
 
 const ADMIN: &str = "admin-secret";
@@ -94,6 +96,16 @@ async fn a_thousand_connections_for_a_minute() {
 
     let tally = Arc::new(Mutex::new(Tally::default()));
     let stop = Arc::new(AtomicBool::new(false));
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(rss_start));
+    let sampler = {
+        let (stop, peak, pid) = (Arc::clone(&stop), Arc::clone(&peak), server.pid());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                peak.fetch_max(rss_of(pid), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
     let started = Instant::now();
     let mut tasks = Vec::new();
     for worker in 0..conns {
@@ -130,6 +142,9 @@ async fn a_thousand_connections_for_a_minute() {
     // Let closed connections and finished fills settle.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (fds_end, rss_end) = (open_fds(&server), server.rss());
+    sampler.join().unwrap();
+    tokio::time::sleep(Duration::from_secs(27)).await;
+    let rss_later = server.rss();
 
     let tally = tally.lock().unwrap();
     let total: u64 = tally.done.values().sum();
@@ -151,14 +166,22 @@ async fn a_thousand_connections_for_a_minute() {
     }
     println!("server open fds: {fds_start} at the start, {fds_end} at the end");
     println!(
-        "server RSS: {} MiB at the start, {} MiB at the end",
+        "server RSS: {} MiB at the start, {} MiB at the peak, {} MiB at the end, {} MiB 30 s after the load",
         rss_start >> 20,
-        rss_end >> 20
+        peak.load(Ordering::Relaxed) >> 20,
+        rss_end >> 20,
+        rss_later >> 20
     );
     assert_eq!(errors, 0, "the soak saw errors");
     assert!(
         fds_end <= fds_start + 8,
         "open descriptors grew from {fds_start} to {fds_end}"
+    );
+    assert!(
+        rss_later <= rss_start + (64 << 20),
+        "resident memory did not come back: {} MiB at the start, {} MiB 30 s after the load",
+        rss_start >> 20,
+        rss_later >> 20
     );
 }
 

@@ -3,6 +3,7 @@
 use std::sync::{Arc, Weak};
 
 use super::catalog::Catalog;
+use super::chunks::ChunkPool;
 use super::clock::now;
 use super::driver::{IndexDriver, IndexError, IndexRecord};
 use super::error::{BlockingError, StoreError};
@@ -53,6 +54,8 @@ pub(crate) struct Inner {
     pub(crate) queued: tokio::sync::Notify,
     pub(crate) metrics: CacheMetrics,
     pub(crate) housekeeper: Housekeeper,
+    /// The buffers hits and followers read into.
+    pub(crate) chunks: Arc<ChunkPool>,
 }
 
 impl std::fmt::Debug for ImageCache {
@@ -136,6 +139,7 @@ impl ImageCache {
             fills: Fills::default(),
             queued: tokio::sync::Notify::new(),
             metrics: CacheMetrics::default(),
+            chunks: Arc::default(),
             housekeeper: Housekeeper::start(weak.clone()),
         });
         let last_handle = Arc::new(LastHandle {

@@ -14,8 +14,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::cache::{ImageCache, Inner};
+use super::chunks::CHUNK_SIZE;
 use super::progress::{FillEnd, Progress};
-use super::read::{read_exact_at, CHUNK_SIZE};
 use crate::ImageId;
 
 type Changed = Pin<Box<dyn Future<Output = Result<(), watch::error::RecvError>> + Send>>;
@@ -128,8 +128,9 @@ impl FillFollower {
             if self.pos < readable {
                 let len = (readable - self.pos).min(CHUNK_SIZE as u64) as usize;
                 let (file, at) = (Arc::clone(&self.file), self.pos);
+                let chunks = Arc::clone(&self.cache.chunks);
                 self.reading = Some(tokio::task::spawn_blocking(move || {
-                    read_exact_at(&file, at, len)
+                    chunks.read_exact_at(&file, at, len)
                 }));
                 continue;
             }

@@ -28,6 +28,7 @@
 //! | `clock.rs` | epoch-seconds time |
 //! | `layout.rs` | paths under `image_cache_dir`, file removal |
 //! | `fs.rs` | [`FillIo`]: a fill's file steps, to fail in tests |
+//! | `chunks.rs` | the pooled buffers hits and followers read into |
 //! | `driver.rs` | the index driver seam, [`IndexError`] |
 //! | `sled_driver.rs` | the sled driver |
 //! | `verify.rs` | [`Expected`], [`Verification`], the digests |
@@ -60,6 +61,7 @@
 
 mod cache;
 mod catalog;
+mod chunks;
 mod clock;
 mod driver;
 mod error;

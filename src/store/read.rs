@@ -12,12 +12,10 @@ use bytes::Bytes;
 use tokio::task::JoinHandle;
 
 use super::cache::{ImageCache, Inner};
+use super::chunks::CHUNK_SIZE;
 use super::layout::remove_if_present;
 use super::record::CachedImage;
 use crate::ImageId;
-
-/// How much one read takes from the file: large, so a 1 GiB image is a thousand reads.
-pub(crate) const CHUNK_SIZE: usize = 1024 * 1024;
 
 /// Images up to this size are read whole when they are opened. Opening and reading such an image
 /// (from the page cache: microseconds) costs less than handing it to the blocking pool and back.
@@ -147,8 +145,9 @@ impl ImageReader {
             }
             let len = (self.end - self.pos).min(CHUNK_SIZE as u64) as usize;
             let (file, at) = (Arc::clone(&self.file), self.pos);
+            let chunks = Arc::clone(&self.cache.chunks);
             self.pending = Some(tokio::task::spawn_blocking(move || {
-                read_exact_at(&file, at, len)
+                chunks.read_exact_at(&file, at, len)
             }));
         }
         let joined = ready!(std::pin::Pin::new(self.pending.as_mut().unwrap()).poll(cx));
@@ -185,11 +184,5 @@ fn read_up_to(file: &File, limit: usize) -> io::Result<Bytes> {
         }
     }
     buf.truncate(filled);
-    Ok(Bytes::from(buf))
-}
-
-pub(crate) fn read_exact_at(file: &File, at: u64, len: usize) -> io::Result<Bytes> {
-    let mut buf = vec![0u8; len];
-    file.read_exact_at(&mut buf, at)?;
     Ok(Bytes::from(buf))
 }

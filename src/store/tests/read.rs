@@ -22,7 +22,7 @@ async fn a_hit_counts_only_when_the_whole_image_was_read() {
 }
 
 fn reader_chunk() -> usize {
-    crate::store::read::CHUNK_SIZE
+    crate::store::chunks::CHUNK_SIZE
 }
 
 #[tokio::test]
@@ -62,4 +62,42 @@ async fn a_read_of_an_old_copy_does_not_count_for_a_new_one() {
     fill(&cache, "img", b"second copy");
     assert_eq!(read_all(&mut old).await, b"first copy");
     assert_eq!(cache.cached_image(&id("img")).unwrap().hits, 0);
+}
+
+#[test]
+fn pooled_chunks_hold_the_right_bytes_and_only_a_few_buffers_stay() {
+    use crate::store::chunks::{ChunkPool, CHUNK_SIZE};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    let data: Vec<u8> = (0..3 * CHUNK_SIZE).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&path, &data).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    let pool = Arc::new(ChunkPool::default());
+
+    // Many chunks alive at once (a spike), each with its own bytes.
+    let chunks: Vec<_> = (0..40)
+        .map(|i| {
+            let at = (i * 4099) as u64;
+            (at, pool.read_exact_at(&file, at, CHUNK_SIZE).unwrap())
+        })
+        .collect();
+    assert_eq!(pool.idle(), 0);
+    for (at, chunk) in &chunks {
+        assert_eq!(&chunk[..], &data[*at as usize..*at as usize + CHUNK_SIZE]);
+    }
+    // Sent: the pool keeps a few buffers and unmaps the rest.
+    drop(chunks);
+    let kept = pool.idle();
+    assert!(kept > 0 && kept < 40, "kept {kept} idle buffers");
+
+    // A reused buffer holds the new read only, its length exactly what was asked.
+    let tail = pool.read_exact_at(&file, 5, 10).unwrap();
+    assert_eq!(&tail[..], &data[5..15]);
+    assert_eq!(pool.idle(), kept - 1);
+    drop(tail);
+    assert_eq!(pool.idle(), kept);
+
+    // A read past the end is an error, never a short chunk.
+    let past = pool.read_exact_at(&file, data.len() as u64 - 3, 10);
+    assert_eq!(past.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
 }
