@@ -299,3 +299,69 @@ fn start_up_errors_are_one_sentence_naming_what_failed() {
         "{said}"
     );
 }
+
+/// Each multihash the example can record (Glance's `hashing_algorithm`), and none at all: the
+/// image's first download fills the cache, verified with that digest, and the next one is a hit.
+/// A file changed behind the API's back is then refused by whichever digest verifies it.
+#[tokio::test]
+async fn fills_are_verified_with_each_hashing_algorithm() {
+    let data: Vec<u8> = (0..700_000u32).map(|i| (i % 241) as u8).collect();
+    for algorithm in ["sha256", "sha384", "sha1", "md5", "none"] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = start(dir.path(), &["--hashing-algorithm", algorithm]);
+        let client = reqwest::Client::new();
+        let id = upload(&client, &server.url, "admin-secret", "public", &data).await;
+        let image: serde_json::Value = json_as(
+            &client,
+            &format!("{}/v2/images/{id}", server.url),
+            "admin-secret",
+        )
+        .await;
+        let recorded = image["os_hash_algo"].as_str().unwrap_or("none");
+        assert_eq!(recorded, algorithm, "{image}");
+        let download = || {
+            client
+                .get(format!("{}/v2/images/{id}/file", server.url))
+                .header("x-auth-token", "admin-secret")
+                .send()
+        };
+        let first = download().await.unwrap();
+        assert_eq!(first.headers()["x-cache-status"], "MISS", "{algorithm}");
+        assert_eq!(first.bytes().await.unwrap(), data, "{algorithm}");
+        let committed = dir.path().join("cache").join(&id);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !committed.exists() {
+            assert!(Instant::now() < deadline, "{algorithm}: never committed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let second = download().await.unwrap();
+        assert_eq!(second.headers()["x-cache-status"], "HIT", "{algorithm}");
+        assert_eq!(second.bytes().await.unwrap(), data, "{algorithm}");
+
+        // The stored bytes change behind the API's back (same length): the fill is refused.
+        let store = dir.path().join("images").join(&id);
+        let mut changed = data.clone();
+        changed[1234] ^= 0xff;
+        std::fs::write(&store, &changed).unwrap();
+        let deleted = client
+            .delete(format!("{}/v2/cache/{id}", server.url))
+            .header("x-auth-token", "admin-secret")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(deleted.status(), 204, "{algorithm}");
+        let refused = download().await.unwrap();
+        assert_eq!(refused.headers()["x-cache-status"], "MISS", "{algorithm}");
+        assert!(
+            refused.bytes().await.is_err(),
+            "{algorithm}: a body that failed verification must not end cleanly"
+        );
+        let invalid = dir.path().join("cache").join("invalid").join(&id);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !invalid.exists() {
+            assert!(Instant::now() < deadline, "{algorithm}: never set aside");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!committed.exists(), "{algorithm}");
+    }
+}

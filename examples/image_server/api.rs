@@ -70,6 +70,44 @@ pub struct AppState {
     images: Mutex<HashMap<String, Image>>,
     callers: HashMap<String, Caller>,
     throttle: Option<Arc<Throttle>>,
+    hashing: HashingAlgorithm,
+}
+
+/// The multihash an upload records (`os_hash_algo`), as Glance's `hashing_algorithm` option.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default)]
+pub enum HashingAlgorithm {
+    #[default]
+    Sha512,
+    Sha384,
+    Sha256,
+    Sha1,
+    Md5,
+    /// No multihash, only `checksum` (MD5): an image uploaded before Glance had multihashes.
+    None,
+}
+
+impl HashingAlgorithm {
+    fn name(self) -> Option<&'static str> {
+        Some(match self {
+            HashingAlgorithm::Sha512 => "sha512",
+            HashingAlgorithm::Sha384 => "sha384",
+            HashingAlgorithm::Sha256 => "sha256",
+            HashingAlgorithm::Sha1 => "sha1",
+            HashingAlgorithm::Md5 => "md5",
+            HashingAlgorithm::None => return None,
+        })
+    }
+
+    fn hasher(self) -> Option<Box<dyn sha2::digest::DynDigest + Send>> {
+        Some(match self {
+            HashingAlgorithm::Sha512 => Box::new(sha2::Sha512::default()),
+            HashingAlgorithm::Sha384 => Box::new(sha2::Sha384::default()),
+            HashingAlgorithm::Sha256 => Box::new(sha2::Sha256::default()),
+            HashingAlgorithm::Sha1 => Box::new(sha1::Sha1::default()),
+            HashingAlgorithm::Md5 => Box::new(md5::Md5::default()),
+            HashingAlgorithm::None => return None,
+        })
+    }
 }
 
 pub type Shared = Arc<AppState>;
@@ -98,17 +136,20 @@ fn now_iso() -> String {
 
 impl AppState {
     /// The API over the images in `images_dir`, for `callers`, reading its store at
-    /// `backend_rate` bytes per second in all when given.
+    /// `backend_rate` bytes per second in all when given, recording `hashing`'s multihash of
+    /// each upload.
     pub fn open(
         images_dir: PathBuf,
         callers: HashMap<String, Caller>,
         backend_rate: Option<u64>,
+        hashing: HashingAlgorithm,
     ) -> std::io::Result<Self> {
         Ok(AppState {
             images: Mutex::new(load_images(&images_dir)?),
             images_dir,
             callers,
             throttle: backend_rate.map(|rate| Arc::new(Throttle::new(rate))),
+            hashing,
         })
     }
 
@@ -389,7 +430,7 @@ async fn upload(
         return Err(error(StatusCode::CONFLICT, &message));
     }
     let partial = state.images_dir.join(format!("{id}.upload"));
-    let (size, md5, sha512) = match write_upload(&partial, body).await {
+    let (size, md5, os_hash) = match write_upload(&partial, body, state.hashing).await {
         Ok(done) => done,
         Err(err) => {
             let _ = tokio::fs::remove_file(&partial).await;
@@ -405,24 +446,28 @@ async fn upload(
     image.status = "active".into();
     image.size = Some(size);
     image.checksum = Some(md5);
-    image.os_hash_algo = Some("sha512".into());
-    image.os_hash_value = Some(sha512);
+    image.os_hash_algo = state.hashing.name().map(str::to_owned);
+    image.os_hash_value = os_hash;
     image.updated_at = now_iso();
     state.save(&image).map_err(internal)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Writes the upload to `path`; its size, MD5 and multihash (with `hashing`), as hex.
 async fn write_upload(
     path: &Path,
     body: Body,
-) -> Result<(u64, String, String), Box<dyn std::error::Error + Send + Sync>> {
+    hashing: HashingAlgorithm,
+) -> Result<(u64, String, Option<String>), Box<dyn std::error::Error + Send + Sync>> {
     let mut file = tokio::fs::File::create(path).await?;
-    let (mut md5, mut sha512, mut size) = (md5::Md5::new(), sha2::Sha512::new(), 0u64);
+    let (mut md5, mut multihash, mut size) = (md5::Md5::new(), hashing.hasher(), 0u64);
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk?;
         md5.update(&chunk);
-        sha512.update(&chunk);
+        if let Some(multihash) = multihash.as_mut() {
+            multihash.update(&chunk);
+        }
         size += chunk.len() as u64;
         file.write_all(&chunk).await?;
     }
@@ -430,7 +475,7 @@ async fn write_upload(
     Ok((
         size,
         hex::encode(md5.finalize()),
-        hex::encode(sha512.finalize()),
+        multihash.map(|multihash| hex::encode(multihash.finalize())),
     ))
 }
 

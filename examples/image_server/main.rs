@@ -25,7 +25,7 @@ use tower_image_cache::layer::AccessCheck;
 use tower_image_cache::manage::{CacheManageLayer, StaticToken};
 use tower_image_cache::{CacheConfig, CacheLayer, ImageCache, InnerMetadata, TrustAll};
 
-use api::{AppState, Caller};
+use api::{AppState, Caller, HashingAlgorithm};
 
 #[derive(Parser, Debug)]
 #[command(about = "A Glance-v2-style image API with tower-image-cache in front")]
@@ -54,6 +54,10 @@ struct Args {
     /// Run without the cache (to compare against).
     #[arg(long)]
     no_cache: bool,
+    /// The multihash recorded for uploads (`os_hash_algo`), as Glance's `hashing_algorithm`;
+    /// `none` records only the MD5 `checksum`, as images uploaded before multihashes existed.
+    #[arg(long, value_enum, default_value = "sha512")]
+    hashing_algorithm: HashingAlgorithm,
     /// The hit path's access check.
     #[arg(long, value_enum, default_value = "metadata")]
     access_check: AccessChoice,
@@ -188,8 +192,13 @@ async fn run(args: Args) -> Result<(), String> {
             roles: vec!["admin".into()],
         },
     );
-    let state = AppState::open(images_dir.clone(), callers, args.backend_rate)
-        .map_err(|err| format!("cannot read the images in {}: {err}", images_dir.display()))?;
+    let state = AppState::open(
+        images_dir.clone(),
+        callers,
+        args.backend_rate,
+        args.hashing_algorithm,
+    )
+    .map_err(|err| format!("cannot read the images in {}: {err}", images_dir.display()))?;
     let state = Arc::new(state);
 
     let mut cache_dir_used = None;
