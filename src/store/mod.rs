@@ -31,6 +31,7 @@
 //! | `chunks.rs` | the pooled buffers hits and followers read into |
 //! | `driver.rs` | the index driver seam, [`IndexError`] |
 //! | `sled_driver.rs` | the sled driver |
+//! | `digest.rs` | the digest implementations |
 //! | `verify.rs` | [`Expected`], [`Verification`], the digests |
 //! | `error.rs` | [`StoreError`], [`FillError`], [`FillStep`], [`BlockingError`] |
 //! | `record.rs` | [`CachedImage`], [`FillProgress`] |
@@ -63,6 +64,7 @@ mod cache;
 mod catalog;
 mod chunks;
 mod clock;
+mod digest;
 mod driver;
 mod error;
 mod fill;

@@ -4,85 +4,8 @@ use std::fmt;
 use std::io;
 
 use bytes::Bytes;
-use md5::{Digest, Md5};
-use sha1::Sha1;
-use sha2::{Sha256, Sha384, Sha512};
 
-/// The hash algorithms a fill can be verified with: those of Glance's `hashing_algorithm`
-/// (`os_hash_algo`) the cache knows, and MD5 (Glance's `checksum`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum HashAlgorithm {
-    Md5,
-    Sha1,
-    Sha256,
-    Sha384,
-    Sha512,
-}
-
-impl HashAlgorithm {
-    /// The algorithm `os_hash_algo` names (in any case), if the cache knows it.
-    pub(crate) fn named(name: &str) -> Option<Self> {
-        Some(match name.trim().to_ascii_lowercase().as_str() {
-            "md5" => HashAlgorithm::Md5,
-            "sha1" => HashAlgorithm::Sha1,
-            "sha256" => HashAlgorithm::Sha256,
-            "sha384" => HashAlgorithm::Sha384,
-            "sha512" => HashAlgorithm::Sha512,
-            _ => return None,
-        })
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            HashAlgorithm::Md5 => "md5",
-            HashAlgorithm::Sha1 => "sha1",
-            HashAlgorithm::Sha256 => "sha256",
-            HashAlgorithm::Sha384 => "sha384",
-            HashAlgorithm::Sha512 => "sha512",
-        }
-    }
-
-    fn hasher(self) -> Hasher {
-        match self {
-            HashAlgorithm::Md5 => Hasher::Md5(Md5::new()),
-            HashAlgorithm::Sha1 => Hasher::Sha1(Sha1::new()),
-            HashAlgorithm::Sha256 => Hasher::Sha256(Sha256::new()),
-            HashAlgorithm::Sha384 => Hasher::Sha384(Sha384::new()),
-            HashAlgorithm::Sha512 => Hasher::Sha512(Box::new(Sha512::new())),
-        }
-    }
-}
-
-/// One running digest.
-enum Hasher {
-    Md5(Md5),
-    Sha1(Sha1),
-    Sha256(Sha256),
-    Sha384(Sha384),
-    Sha512(Box<Sha512>),
-}
-
-impl Hasher {
-    fn update(&mut self, chunk: &[u8]) {
-        match self {
-            Hasher::Md5(h) => h.update(chunk),
-            Hasher::Sha1(h) => h.update(chunk),
-            Hasher::Sha256(h) => h.update(chunk),
-            Hasher::Sha384(h) => h.update(chunk),
-            Hasher::Sha512(h) => h.update(chunk),
-        }
-    }
-
-    fn finalize(self) -> Vec<u8> {
-        match self {
-            Hasher::Md5(h) => h.finalize().to_vec(),
-            Hasher::Sha1(h) => h.finalize().to_vec(),
-            Hasher::Sha256(h) => h.finalize().to_vec(),
-            Hasher::Sha384(h) => h.finalize().to_vec(),
-            Hasher::Sha512(h) => h.finalize().to_vec(),
-        }
-    }
-}
+use super::digest::HashAlgorithm;
 
 /// What a fill must turn out to be. Anything left unset is not checked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -233,7 +156,7 @@ impl Digests {
 /// A digest computed on its own thread from the chunks sent to it.
 struct ParallelDigest {
     chunks: Option<std::sync::mpsc::SyncSender<Bytes>>,
-    digest: Option<std::thread::JoinHandle<Vec<u8>>>,
+    digest: Option<std::thread::JoinHandle<Option<Vec<u8>>>>,
 }
 
 impl ParallelDigest {
@@ -268,7 +191,7 @@ impl ParallelDigest {
     /// The digest of every chunk sent; `None` if the hashing thread failed.
     fn finalize(mut self) -> Option<Vec<u8>> {
         self.chunks = None;
-        self.digest.take()?.join().ok()
+        self.digest.take()?.join().ok().flatten()
     }
 }
 
