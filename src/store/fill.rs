@@ -189,7 +189,11 @@ impl FillWriter {
             ));
         };
         let md5 = match digests.verify(&self.expected, self.written) {
-            Ok(md5) => md5,
+            Ok(md5) => {
+                // The readers have their last byte now, not after the fsync of the whole file.
+                self.state.set_verified();
+                md5
+            }
             Err(mismatch) => {
                 self.file = Some(file);
                 self.discard(Discard::Invalid, &mismatch.to_string());

@@ -121,6 +121,7 @@ impl FillFollower {
                         let reason = format!("the cache fill of {} failed: {reason}", self.id);
                         return Poll::Ready(Some(Err(io::Error::other(reason))));
                     }
+                    None if progress.verified => self.size,
                     // The last byte waits for the verdict.
                     None => progress.written.min(self.size.saturating_sub(1)),
                 }

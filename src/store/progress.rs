@@ -30,6 +30,9 @@ pub enum FillEnd {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Progress {
     pub(crate) written: u64,
+    /// The bytes passed verification: readers may have the last byte, before the commit's
+    /// fsync and rename are done.
+    pub(crate) verified: bool,
     pub(crate) end: Option<FillEnd>,
 }
 
@@ -69,6 +72,12 @@ impl FillState {
     pub(crate) fn set_written(&self, written: u64) {
         self.progress
             .send_modify(|progress| progress.written = written);
+    }
+
+    /// Tells the readers that the bytes passed verification.
+    pub(crate) fn set_verified(&self) {
+        self.progress
+            .send_modify(|progress| progress.verified = true);
     }
 
     /// Tells whoever waits in [`FillOutcome::followed`] that a reader joined.
@@ -223,6 +232,20 @@ impl FillOutcome {
                 return;
             }
             joined.await;
+        }
+    }
+
+    /// Waits for the verdict on the bytes: [`FillEnd::Verified`] as soon as they passed
+    /// verification (the commit's fsync, rename and index write may still be running), or how
+    /// the fill ended when it ended first.
+    pub async fn verdict(mut self) -> FillEnd {
+        match self
+            .progress
+            .wait_for(|p| p.verified || p.end.is_some())
+            .await
+        {
+            Ok(progress) => progress.end.clone().unwrap_or(FillEnd::Verified),
+            Err(_) => FillEnd::Failed("the fill ended without an outcome".into()),
         }
     }
 

@@ -3,9 +3,13 @@
 use std::fmt;
 use std::io;
 
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+
 use bytes::Bytes;
 
 use super::digest::HashAlgorithm;
+use crate::sync::lock;
 
 /// What a fill must turn out to be. Anything left unset is not checked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -89,8 +93,15 @@ impl fmt::Display for Verification {
     }
 }
 
-/// The one digest that verifies a fill's bytes as they are written, computed on a thread of its
-/// own so the writer and the relay to the client do not wait for it.
+/// The one digest that verifies a fill's bytes, computed on a thread of its own from the chunks
+/// as they are written (shared, not copied).
+///
+/// The writer and the relay to the client go on while the digest works through up to
+/// [`ParallelDigest::LAG`] bytes behind them; only the verdict waits for it to catch up. The
+/// bound is in bytes, not chunks: a queue of a few chunks emptied whenever its producer lost its
+/// core for a scheduler slice (at 500 MB/s a slice is megabytes), and the digest, the slowest
+/// stage, sat idle. Without a bound the writer ran far ahead, sharing the cores with the digest,
+/// and at the end one core sat idle while the digest caught up alone.
 pub(crate) struct Digests {
     algorithm: HashAlgorithm,
     digest: ParallelDigest,
@@ -153,51 +164,121 @@ impl Digests {
     }
 }
 
-/// A digest computed on its own thread from the chunks sent to it.
+/// The chunks waiting for the hashing thread, and what the writer said.
+#[derive(Debug, Default)]
+struct Queue {
+    chunks: VecDeque<Bytes>,
+    /// The bytes in `chunks`.
+    bytes: u64,
+    /// The writer finished: hash what is queued, then give the digest.
+    done: bool,
+    /// The fill was given up: stop.
+    abandoned: bool,
+    /// The thread stopped (it is done, or it failed).
+    stopped: bool,
+}
+
+type Shared = Arc<(Mutex<Queue>, Condvar)>;
+
+/// A digest computed on its own thread from the chunks given to it.
 struct ParallelDigest {
-    chunks: Option<std::sync::mpsc::SyncSender<Bytes>>,
+    queue: Shared,
     digest: Option<std::thread::JoinHandle<Option<Vec<u8>>>>,
 }
 
 impl ParallelDigest {
-    /// Chunks waiting for the hashing thread: it may lag the writer by this much.
-    const QUEUE: usize = 8;
+    /// How far the digest may fall behind the writer before the writer waits for it.
+    const LAG: u64 = 32 * 1024 * 1024;
 
     fn start(algorithm: HashAlgorithm) -> io::Result<Self> {
-        let (chunks, received) = std::sync::mpsc::sync_channel::<Bytes>(Self::QUEUE);
+        let queue = Shared::default();
+        let shared = Arc::clone(&queue);
         let digest = std::thread::Builder::new()
             .name(format!("image-cache-{}", algorithm.name()))
             .spawn(move || {
+                // However the thread ends, a writer waiting on it is let go.
+                let _stopped = Stopped(Arc::clone(&shared));
+                let (queue, wake) = &*shared;
                 let mut hasher = algorithm.hasher();
-                for chunk in received {
+                loop {
+                    let chunk = {
+                        let mut queue = wake
+                            .wait_while(lock(queue), |q| {
+                                q.chunks.is_empty() && !q.done && !q.abandoned
+                            })
+                            .unwrap_or_else(PoisonError::into_inner);
+                        if queue.abandoned {
+                            return None;
+                        }
+                        match queue.chunks.pop_front() {
+                            Some(chunk) => {
+                                queue.bytes -= chunk.len() as u64;
+                                chunk
+                            }
+                            None => return hasher.finalize(), // done, and all hashed
+                        }
+                    };
+                    wake.notify_all();
                     hasher.update(&chunk);
                 }
-                hasher.finalize()
             })?;
         Ok(ParallelDigest {
-            chunks: Some(chunks),
+            queue,
             digest: Some(digest),
         })
     }
 
-    fn update(&mut self, chunk: Bytes) {
-        if let Some(chunks) = &self.chunks {
-            if chunks.send(chunk).is_err() {
-                self.chunks = None; // the thread died: `finalize` reports it
-            }
-        }
+    fn tell(&self, change: impl FnOnce(&mut Queue)) {
+        let (queue, wake) = &*self.queue;
+        change(&mut lock(queue));
+        wake.notify_all();
     }
 
-    /// The digest of every chunk sent; `None` if the hashing thread failed.
+    /// Queues `chunk`; waits while the digest is more than `LAG` behind.
+    fn update(&mut self, chunk: Bytes) {
+        let (queue, wake) = &*self.queue;
+        let mut queued = lock(queue);
+        if queued.stopped {
+            return; // the thread failed: `finalize` reports it
+        }
+        queued.bytes += chunk.len() as u64;
+        queued.chunks.push_back(chunk);
+        wake.notify_all();
+        drop(
+            wake.wait_while(queued, |q| !q.stopped && q.bytes > Self::LAG)
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+    }
+
+    /// The digest of every chunk given; `None` if the hashing thread failed.
     fn finalize(mut self) -> Option<Vec<u8>> {
-        self.chunks = None;
+        self.tell(|q| q.done = true);
         self.digest.take()?.join().ok().flatten()
+    }
+}
+
+/// Marks the hashing thread stopped when it ends, however it ends.
+struct Stopped(Shared);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let (queue, wake) = &*self.0;
+        let mut queue = lock(queue);
+        queue.stopped = true;
+        queue.chunks.clear();
+        queue.bytes = 0;
+        wake.notify_all();
     }
 }
 
 impl Drop for ParallelDigest {
     fn drop(&mut self) {
-        // Closing the channel ends the thread; it is not waited for.
-        self.chunks = None;
+        if self.digest.is_some() {
+            // Given up: the thread stops at its next look; it is not waited for.
+            self.tell(|q| {
+                q.abandoned = true;
+                q.chunks.clear();
+            });
+        }
     }
 }
