@@ -9,7 +9,7 @@
 //! ```
 //!
 //! The cache uses the fastest it has (`src/store/digest.rs`): OpenSSL's with the feature, else
-//! ring's for the SHA family and RustCrypto's for MD5 (ring has no MD5).
+//! ring's for SHA-256/384/512 and RustCrypto's for MD5 (ring has none) and SHA-1.
 
 use std::process::Command;
 
@@ -77,6 +77,7 @@ type Hash = fn(&[u8]) -> usize;
 
 /// An algorithm's candidates, by implementation.
 fn candidates(name: &str) -> Vec<(&'static str, Hash)> {
+    #[cfg_attr(not(feature = "openssl"), allow(unused_mut))]
     let mut all: Vec<(&'static str, Hash)> = match name {
         "md5" => vec![("rustcrypto", rustcrypto::<md5::Md5>)],
         "sha1" => vec![

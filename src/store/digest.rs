@@ -1,6 +1,7 @@
 //! The digests that verify fills, from the fastest implementation at hand: the system's OpenSSL
-//! libcrypto with the `openssl` feature; otherwise ring (assembly) for the SHA family and
-//! RustCrypto for MD5, which ring does not offer. `benches/digests.rs` measured the choice.
+//! libcrypto with the `openssl` feature; otherwise ring (assembly) for SHA-256, SHA-384 and
+//! SHA-512, and RustCrypto for MD5 (ring has none) and SHA-1 (RustCrypto's uses the CPU's SHA
+//! extensions: four times ring's here). `benches/digests.rs` measured the choice.
 
 use md5::{Digest, Md5};
 
@@ -50,9 +51,7 @@ impl HashAlgorithm {
         }
         match self {
             HashAlgorithm::Md5 => Hasher::Md5(Md5::new()),
-            HashAlgorithm::Sha1 => Hasher::Ring(ring::digest::Context::new(
-                &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
-            )),
+            HashAlgorithm::Sha1 => Hasher::Sha1(sha1::Sha1::new()),
             HashAlgorithm::Sha256 => {
                 Hasher::Ring(ring::digest::Context::new(&ring::digest::SHA256))
             }
@@ -81,6 +80,7 @@ impl HashAlgorithm {
 /// One running digest.
 pub(crate) enum Hasher {
     Md5(Md5),
+    Sha1(sha1::Sha1),
     Ring(ring::digest::Context),
     /// The context, and whether every update went through.
     #[cfg(feature = "openssl")]
@@ -91,6 +91,7 @@ impl Hasher {
     pub(crate) fn update(&mut self, chunk: &[u8]) {
         match self {
             Hasher::Md5(h) => h.update(chunk),
+            Hasher::Sha1(h) => h.update(chunk),
             Hasher::Ring(h) => h.update(chunk),
             #[cfg(feature = "openssl")]
             Hasher::OpenSsl(h, ok) => *ok = *ok && h.update(chunk).is_ok(),
@@ -101,6 +102,7 @@ impl Hasher {
     pub(crate) fn finalize(self) -> Option<Vec<u8>> {
         match self {
             Hasher::Md5(h) => Some(h.finalize().to_vec()),
+            Hasher::Sha1(h) => Some(h.finalize().to_vec()),
             Hasher::Ring(h) => Some(h.finish().as_ref().to_vec()),
             #[cfg(feature = "openssl")]
             Hasher::OpenSsl(mut h, ok) => ok.then(|| h.finish().ok().map(|d| d.to_vec()))?,
@@ -139,7 +141,7 @@ mod tests {
             let mut backends = vec![("chosen", algorithm.hasher())];
             backends.push(match algorithm {
                 HashAlgorithm::Md5 => ("rustcrypto", Hasher::Md5(Md5::new())),
-                HashAlgorithm::Sha1 => ("ring", ring(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY)),
+                HashAlgorithm::Sha1 => ("rustcrypto", Hasher::Sha1(sha1::Sha1::new())),
                 HashAlgorithm::Sha256 => ("ring", ring(&ring::digest::SHA256)),
                 HashAlgorithm::Sha384 => ("ring", ring(&ring::digest::SHA384)),
                 HashAlgorithm::Sha512 => ("ring", ring(&ring::digest::SHA512)),
