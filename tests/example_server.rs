@@ -2,8 +2,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
+use common::eventually;
 use common::example::{get_as, json_as, start, upload};
 use md5::Digest;
 
@@ -39,14 +38,10 @@ async fn upload_then_download_twice_goes_miss_then_hit() {
 
     // The commit (fsync, rename, index flush) finishes just after the client's last byte.
     let committed = dir.path().join("cache").join(&id);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !committed.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the image was never committed to the cache"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the image to be committed to the cache", || {
+        committed.exists()
+    })
+    .await;
     assert_eq!(std::fs::read(&committed).unwrap(), data);
 
     let second = download().await.unwrap();
@@ -159,14 +154,7 @@ async fn the_admin_manages_the_cache_and_the_prefetcher_uses_the_admin_token() {
     assert_eq!(queued.status(), 202);
 
     let committed = dir.path().join("cache").join(&id);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !committed.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the prefetcher never cached the image"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the prefetcher to cache the image", || committed.exists()).await;
     let listing: serde_json::Value =
         json_as(&client, &format!("{}/v2/cache", server.url), "admin-secret").await;
     assert_eq!(listing["cached_images"][0]["image_id"], id.as_str());
@@ -239,14 +227,10 @@ async fn a_restart_reclaims_dead_fills_and_resumes_the_queue_at_once() {
 
     // The restarted server fetches the queue by itself, without a request.
     let _server = start(dir.path(), &[]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cache_dir.join(&id).exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the queue was not resumed at start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the queue to be resumed at start", || {
+        cache_dir.join(&id).exists()
+    })
+    .await;
     assert_eq!(std::fs::read(cache_dir.join(&id)).unwrap(), vec![7u8; 4096]);
     assert_eq!(
         std::fs::read_dir(cache_dir.join("incomplete"))
@@ -329,11 +313,7 @@ async fn fills_are_verified_with_each_hashing_algorithm() {
         assert_eq!(first.headers()["x-cache-status"], "MISS", "{algorithm}");
         assert_eq!(first.bytes().await.unwrap(), data, "{algorithm}");
         let committed = dir.path().join("cache").join(&id);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !committed.exists() {
-            assert!(Instant::now() < deadline, "{algorithm}: never committed");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(&format!("{algorithm}: the commit"), || committed.exists()).await;
         let second = download().await.unwrap();
         assert_eq!(second.headers()["x-cache-status"], "HIT", "{algorithm}");
         assert_eq!(second.bytes().await.unwrap(), data, "{algorithm}");
@@ -357,11 +337,11 @@ async fn fills_are_verified_with_each_hashing_algorithm() {
             "{algorithm}: a body that failed verification must not end cleanly"
         );
         let invalid = dir.path().join("cache").join("invalid").join(&id);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !invalid.exists() {
-            assert!(Instant::now() < deadline, "{algorithm}: never set aside");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(
+            &format!("{algorithm}: the bad fill set aside in invalid/"),
+            || invalid.exists(),
+        )
+        .await;
         assert!(!committed.exists(), "{algorithm}");
     }
 }
