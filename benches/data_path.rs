@@ -1,6 +1,6 @@
 //! The data path in-process: hits served from the cache, a miss that fills it against the same
-//! download without the cache (bodies drained, as a client would), what verifying a fill costs,
-//! and the index at 100,000 entries (listing, pruning half, reopening).
+//! download without the cache (bodies drained, as a client would), and the index at 100,000
+//! entries (listing, pruning half, reopening). What the digests cost alone: `benches/digests.rs`.
 //!
 //! `cargo bench --bench data_path` (a few minutes; `-- index` runs one group)
 
@@ -158,14 +158,15 @@ fn fills(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let cache = ImageCache::open(CacheConfig::new(dir.path())).unwrap();
     let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    // `trust`: the length and MD5 are verified; `metadata`: SHA-512 too (os_hash_value).
+    // `trust`: verified by the length and MD5 the response gives; `metadata`: by the image's
+    // multihash (os_hash_value, SHA-512) alone.
     let trust = CacheLayer::new(cache.clone(), TrustAll).layer(api.clone());
     let metadata = CacheLayer::new(cache.clone(), InnerMetadata::new()).layer(api.clone());
     group.bench_function("fill md5", |b| {
         b.to_async(&runtime)
             .iter(|| fill_once(trust.clone(), &cache, &counter, size))
     });
-    group.bench_function("fill md5+sha512", |b| {
+    group.bench_function("fill sha512", |b| {
         b.to_async(&runtime)
             .iter(|| fill_once(metadata.clone(), &cache, &counter, size))
     });
@@ -204,34 +205,6 @@ where
     async fn drained(self) -> usize {
         drain(self.into_body()).await
     }
-}
-
-/// What verification costs on its own: the hashes a fill computes, per byte.
-fn hashes(c: &mut Criterion) {
-    use md5::Digest;
-    let mut group = c.benchmark_group("verify");
-    group.sample_size(10);
-    let data = vec![5u8; 64 * 1024 * 1024];
-    group.throughput(Throughput::Bytes(data.len() as u64));
-    group.bench_function("md5", |b| {
-        b.iter(|| {
-            let mut md5 = md5::Md5::new();
-            for chunk in data.chunks(1024 * 1024) {
-                md5.update(chunk);
-            }
-            md5.finalize()
-        })
-    });
-    group.bench_function("sha512", |b| {
-        b.iter(|| {
-            let mut sha512 = sha2::Sha512::new();
-            for chunk in data.chunks(1024 * 1024) {
-                sha512.update(chunk);
-            }
-            sha512.finalize()
-        })
-    });
-    group.finish();
 }
 
 const ENTRIES: usize = 100_000;
@@ -319,5 +292,5 @@ fn index(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, hits, fills, hashes, index);
+criterion_group!(benches, hits, fills, index);
 criterion_main!(benches);
