@@ -116,12 +116,14 @@ impl FillFollower {
             let readable = {
                 let progress = self.progress.borrow_and_update();
                 match &progress.end {
+                    // Verified bytes stay readable through the open file even when the commit
+                    // fails afterwards (a failed fsync removes the file).
+                    _ if progress.verified => self.size,
                     Some(FillEnd::Committed | FillEnd::Verified) => self.size,
                     Some(FillEnd::Failed(reason) | FillEnd::Abandoned(reason)) => {
                         let reason = format!("the cache fill of {} failed: {reason}", self.id);
                         return Poll::Ready(Some(Err(io::Error::other(reason))));
                     }
-                    None if progress.verified => self.size,
                     // The last byte waits for the verdict.
                     None => progress.written.min(self.size.saturating_sub(1)),
                 }

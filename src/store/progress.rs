@@ -236,15 +236,21 @@ impl FillOutcome {
     }
 
     /// Waits for the verdict on the bytes: [`FillEnd::Verified`] as soon as they passed
-    /// verification (the commit's fsync, rename and index write may still be running), or how
-    /// the fill ended when it ended first.
+    /// verification (the commit's fsync, rename and index write may still be running, and may
+    /// fail), [`FillEnd::Committed`] if the commit was done by the time this looks, or how the
+    /// fill ended when it ended unverified.
     pub async fn verdict(mut self) -> FillEnd {
         match self
             .progress
             .wait_for(|p| p.verified || p.end.is_some())
             .await
         {
-            Ok(progress) => progress.end.clone().unwrap_or(FillEnd::Verified),
+            Ok(progress) => match &progress.end {
+                Some(FillEnd::Committed) => FillEnd::Committed,
+                // Verified bytes stay verified, whatever became of the commit.
+                _ if progress.verified => FillEnd::Verified,
+                end => end.clone().expect("waited for it"),
+            },
             Err(_) => FillEnd::Failed("the fill ended without an outcome".into()),
         }
     }

@@ -129,3 +129,93 @@ fn a_cached_file_whose_size_changed_on_disk_is_dropped_not_read() {
         assert_eq!(std::fs::read(dir.path().join("img")).unwrap(), data);
     }
 }
+
+struct FailingFsync;
+
+impl FillIo for FailingFsync {
+    fn sync_file(&self, _: &std::fs::File) -> io::Result<()> {
+        Err(io::Error::other("injected fsync failure"))
+    }
+}
+
+/// The bytes were verified before the fsync failed: a reader following the fill gets the whole
+/// image (from its open file, though the file is removed), and nothing is committed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_of_a_fill_whose_fsync_fails_after_verification_reads_it_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache =
+        ImageCache::open_with_io(CacheConfig::new(dir.path()), Arc::new(FailingFsync)).unwrap();
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 249) as u8).collect();
+    let expected = Expected::default()
+        .size(data.len() as u64)
+        .md5_hex(md5_hex(&data));
+    let mut writer = cache.begin_fill(&id("img"), expected).unwrap();
+    writer.write(&data[..1000]).unwrap();
+    let mut follower = cache.follow(&id("img")).unwrap().unwrap();
+    writer.write(&data[1000..]).unwrap();
+    let outcome = writer.outcome();
+    assert!(matches!(
+        writer.finish(),
+        Err(FillError::Io {
+            step: FillStep::Fsync,
+            ..
+        })
+    ));
+    assert_eq!(outcome.verdict().await, FillEnd::Verified);
+    let mut read = Vec::new();
+    while let Some(chunk) = std::future::poll_fn(|cx| follower.poll_chunk(cx)).await {
+        read.extend_from_slice(&chunk.unwrap());
+    }
+    assert!(read == data, "the follower read {} bytes", read.len());
+    assert!(!cache.is_cached(&id("img")));
+    assert!(names(&dir.path().join("incomplete")).is_empty());
+}
+
+/// An fsync that waits until the test lets it go.
+struct HeldFsync(std::sync::Mutex<std::sync::mpsc::Receiver<()>>);
+
+impl FillIo for HeldFsync {
+    fn sync_file(&self, file: &std::fs::File) -> io::Result<()> {
+        let _ = self.0.lock().unwrap().recv();
+        file.sync_all()
+    }
+}
+
+/// The last byte waits for the digest only: a follower has the whole image while the commit's
+/// fsync of the file is still running; the commit then completes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_gets_the_last_byte_before_the_fsync_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (release, held) = std::sync::mpsc::channel();
+    let io = Arc::new(HeldFsync(std::sync::Mutex::new(held)));
+    let cache = ImageCache::open_with_io(CacheConfig::new(dir.path()), io).unwrap();
+    let data: Vec<u8> = (0..2_500_000u32).map(|i| (i % 247) as u8).collect();
+    let expected = Expected::default()
+        .size(data.len() as u64)
+        .md5_hex(md5_hex(&data));
+    let mut writer = cache.begin_fill(&id("img"), expected).unwrap();
+    writer.write(&data[..10]).unwrap();
+    let mut follower = cache.follow(&id("img")).unwrap().unwrap();
+    writer.write(&data[10..]).unwrap();
+    let finishing = tokio::task::spawn_blocking(move || writer.finish());
+    let reading = async {
+        let mut read = Vec::new();
+        while let Some(chunk) = std::future::poll_fn(|cx| follower.poll_chunk(cx)).await {
+            read.extend_from_slice(&chunk.unwrap());
+        }
+        read
+    };
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), reading)
+        .await
+        .expect("the follower's last byte waited for the fsync");
+    assert!(read == data, "the follower read {} bytes", read.len());
+    assert!(
+        !finishing.is_finished(),
+        "the fsync was held, yet the fill ended"
+    );
+    assert!(!cache.is_cached(&id("img")));
+    release.send(()).unwrap();
+    let record = finishing.await.unwrap().unwrap();
+    assert_eq!(record.size, data.len() as u64);
+    assert!(cache.is_cached(&id("img")));
+}
