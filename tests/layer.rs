@@ -549,6 +549,38 @@ async fn an_os_hash_mismatch_from_the_metadata_is_not_committed() {
     );
 }
 
+/// A multihash of an algorithm the cache does not know: the client gets its bytes, whole,
+/// nothing is cached or left on disk, each time, and the log says why.
+#[tokio::test]
+async fn an_unknown_multihash_algorithm_is_served_but_not_cached() {
+    let (logs, _guard) = common::Captured::start();
+    let server = TestServer::start().await;
+    let data = image_data(200_000);
+    server.api.add(
+        "img",
+        FakeImage::private(data.clone()).behavior(Behavior::UnknownHashAlgorithm),
+    );
+    for _ in 0..2 {
+        let response = server.get("img", OWNER).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(cache_status(&response), "MISS");
+        assert_eq!(response.bytes().await.unwrap(), data);
+    }
+    server.cache.idle().await;
+    assert!(!server.cache.is_cached(&id("img")));
+    assert!(!server.cache_dir().join("img").exists());
+    assert!(!server.cache_dir().join("invalid/img").exists());
+    assert!(!server.cache_dir().join("incomplete/img").exists());
+    assert_eq!(server.api.body_requests(), 2);
+    let text = logs.text();
+    assert!(
+        text.contains("WARN")
+            && text.contains("not caching this download")
+            && text.contains("blake3"),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn the_cache_status_header_can_be_turned_off() {
     use tower::ServiceExt;

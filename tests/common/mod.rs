@@ -56,6 +56,8 @@ pub enum Behavior {
     WrongOsHash,
     /// The download answers 500.
     ServerError,
+    /// The metadata's multihash is of an algorithm the cache does not know (`blake3`).
+    UnknownHashAlgorithm,
 }
 
 #[derive(Clone)]
@@ -171,7 +173,10 @@ async fn metadata(
                     }
                     _ => md5_hex(&image.data),
                 },
-                "os_hash_algo": "sha512",
+                "os_hash_algo": match image.behavior {
+                    Behavior::UnknownHashAlgorithm => "blake3",
+                    _ => "sha512",
+                },
                 // Bytes that are not the image's disagree with both of its hashes.
                 "os_hash_value": match image.behavior {
                     Behavior::WrongOsHash
