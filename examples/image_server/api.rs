@@ -495,7 +495,9 @@ async fn download(
     tracing::info!(image = %id, size, "reading image data from the image store");
     let file = tokio::fs::File::open(state.data_path(&id))
         .await
-        .map_err(|err| internal(format!("the image data is unreadable: {err}")))?;
+        .map_err(|err| internal(format!("the image data is unreadable: {err}")))?
+        .into_std()
+        .await;
     let mut response = Response::new(Body::from_stream(read_throttled(
         file,
         state.throttle.clone(),
