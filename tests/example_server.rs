@@ -303,18 +303,14 @@ async fn fills_are_verified_with_each_hashing_algorithm() {
         .await;
         let recorded = image["os_hash_algo"].as_str().unwrap_or("none");
         assert_eq!(recorded, algorithm, "{image}");
-        let download = || {
-            client
-                .get(format!("{}/v2/images/{id}/file", server.url))
-                .header("x-auth-token", "admin-secret")
-                .send()
-        };
-        let first = download().await.unwrap();
+        let file = format!("{}/v2/images/{id}/file", server.url);
+        let download = || get_as(&client, &file, "admin-secret");
+        let first = download().await;
         assert_eq!(first.headers()["x-cache-status"], "MISS", "{algorithm}");
         assert_eq!(first.bytes().await.unwrap(), data, "{algorithm}");
         let committed = dir.path().join("cache").join(&id);
         eventually(&format!("{algorithm}: the commit"), || committed.exists()).await;
-        let second = download().await.unwrap();
+        let second = download().await;
         assert_eq!(second.headers()["x-cache-status"], "HIT", "{algorithm}");
         assert_eq!(second.bytes().await.unwrap(), data, "{algorithm}");
 
@@ -330,7 +326,7 @@ async fn fills_are_verified_with_each_hashing_algorithm() {
             .await
             .unwrap();
         assert_eq!(deleted.status(), 204, "{algorithm}");
-        let refused = download().await.unwrap();
+        let refused = download().await;
         assert_eq!(refused.headers()["x-cache-status"], "MISS", "{algorithm}");
         assert!(
             refused.bytes().await.is_err(),

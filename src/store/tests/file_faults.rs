@@ -130,6 +130,28 @@ fn a_cached_file_whose_size_changed_on_disk_is_dropped_not_read() {
     }
 }
 
+/// A fill of `img` expecting `data`, with a follower that joined after its first bytes; all of
+/// `data` written, not yet finished.
+fn followed_fill(cache: &ImageCache, data: &[u8]) -> (FillWriter, FillFollower) {
+    let expected = Expected::default()
+        .size(data.len() as u64)
+        .md5_hex(md5_hex(data));
+    let mut writer = cache.begin_fill(&id("img"), expected).unwrap();
+    writer.write(&data[..10]).unwrap();
+    let follower = cache.follow(&id("img")).unwrap().unwrap();
+    writer.write(&data[10..]).unwrap();
+    (writer, follower)
+}
+
+/// Everything `follower` hands out, to its end.
+async fn read_followed(follower: &mut FillFollower) -> Vec<u8> {
+    let mut read = Vec::new();
+    while let Some(chunk) = std::future::poll_fn(|cx| follower.poll_chunk(cx)).await {
+        read.extend_from_slice(&chunk.unwrap());
+    }
+    read
+}
+
 struct FailingFsync;
 
 impl FillIo for FailingFsync {
@@ -146,13 +168,7 @@ async fn a_follower_of_a_fill_whose_fsync_fails_after_verification_reads_it_whol
     let cache =
         ImageCache::open_with_io(CacheConfig::new(dir.path()), Arc::new(FailingFsync)).unwrap();
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 249) as u8).collect();
-    let expected = Expected::default()
-        .size(data.len() as u64)
-        .md5_hex(md5_hex(&data));
-    let mut writer = cache.begin_fill(&id("img"), expected).unwrap();
-    writer.write(&data[..1000]).unwrap();
-    let mut follower = cache.follow(&id("img")).unwrap().unwrap();
-    writer.write(&data[1000..]).unwrap();
+    let (writer, mut follower) = followed_fill(&cache, &data);
     let outcome = writer.outcome();
     assert!(matches!(
         writer.finish(),
@@ -162,10 +178,7 @@ async fn a_follower_of_a_fill_whose_fsync_fails_after_verification_reads_it_whol
         })
     ));
     assert_eq!(outcome.verdict().await, FillEnd::Verified);
-    let mut read = Vec::new();
-    while let Some(chunk) = std::future::poll_fn(|cx| follower.poll_chunk(cx)).await {
-        read.extend_from_slice(&chunk.unwrap());
-    }
+    let read = read_followed(&mut follower).await;
     assert!(read == data, "the follower read {} bytes", read.len());
     assert!(!cache.is_cached(&id("img")));
     assert!(names(&dir.path().join("incomplete")).is_empty());
@@ -190,21 +203,9 @@ async fn a_follower_gets_the_last_byte_before_the_fsync_ends() {
     let io = Arc::new(HeldFsync(std::sync::Mutex::new(held)));
     let cache = ImageCache::open_with_io(CacheConfig::new(dir.path()), io).unwrap();
     let data: Vec<u8> = (0..2_500_000u32).map(|i| (i % 247) as u8).collect();
-    let expected = Expected::default()
-        .size(data.len() as u64)
-        .md5_hex(md5_hex(&data));
-    let mut writer = cache.begin_fill(&id("img"), expected).unwrap();
-    writer.write(&data[..10]).unwrap();
-    let mut follower = cache.follow(&id("img")).unwrap().unwrap();
-    writer.write(&data[10..]).unwrap();
+    let (writer, mut follower) = followed_fill(&cache, &data);
     let finishing = tokio::task::spawn_blocking(move || writer.finish());
-    let reading = async {
-        let mut read = Vec::new();
-        while let Some(chunk) = std::future::poll_fn(|cx| follower.poll_chunk(cx)).await {
-            read.extend_from_slice(&chunk.unwrap());
-        }
-        read
-    };
+    let reading = read_followed(&mut follower);
     let read = tokio::time::timeout(std::time::Duration::from_secs(10), reading)
         .await
         .expect("the follower's last byte waited for the fsync");
