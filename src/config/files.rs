@@ -1,13 +1,12 @@
 //! Loading [`CacheConfig`] from Glance's own files: `glance-api.conf`, then `glance-cache.conf`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::error::ConfigError;
 use super::ini::{read_files, read_section, Setting};
+use super::database::DatabaseUrl;
 use super::options::{db_name_problem, CacheConfig, IndexDriverKind};
-
-/// The drivers Glance has that this cache does not: their names get a pointed message.
-const GLANCE_ONLY_DRIVERS: [&str; 3] = ["sqlite", "centralized_db", "xattr"];
 
 impl CacheConfig {
     /// Reads the cache options from the `[DEFAULT]` section of each file in turn, a later
@@ -66,22 +65,51 @@ impl CacheConfig {
         if let Some(url) = settings.get("worker_self_reference_url") {
             config.worker_self_reference_url = Some(url.text()?);
         }
+        if config.image_cache_driver == IndexDriverKind::Centralized {
+            config.database_connection = Some(central_database(texts, &settings)?);
+            if config.worker_self_reference_url.is_none() {
+                let driver = &settings["image_cache_driver"];
+                return Err(driver.bad(
+                    "needs worker_self_reference_url in [DEFAULT]: this node's URL as the \
+                     other nodes and operators reach it (Glance refuses to start without it)",
+                ));
+            }
+        }
         Ok(config)
     }
 }
 
-fn driver_kind(driver: &Setting) -> Result<IndexDriverKind, ConfigError> {
-    let name = driver.value.trim();
-    if name == IndexDriverKind::Sled.name() {
-        return Ok(IndexDriverKind::Sled);
-    }
-    let reason = if GLANCE_ONLY_DRIVERS.contains(&name) {
-        "is Glance's driver, not this cache's: the only driver here is 'sled' (its database \
-         directory is named by image_cache_sqlite_db)"
-    } else {
-        "is not a cache driver: the only driver here is 'sled'"
+/// `[database] connection`, required by `centralized_db`.
+fn central_database(
+    texts: &[(PathBuf, String)],
+    defaults: &HashMap<String, Setting>,
+) -> Result<DatabaseUrl, ConfigError> {
+    let database = read_section(texts, "database")?;
+    let Some(connection) = database.get("connection") else {
+        let driver = &defaults["image_cache_driver"];
+        return Err(driver.bad(
+            "needs the central database: set connection in the [database] section (the same \
+             URL as Glance's, for example mysql+pymysql://glance:PASSWORD@HOST/glance)",
+        ));
     };
-    Err(driver.bad(reason))
+    DatabaseUrl::parse(&connection.text()?).map_err(|reason| connection.bad(reason))
+}
+
+fn driver_kind(driver: &Setting) -> Result<IndexDriverKind, ConfigError> {
+    match driver.value.trim() {
+        // Glance's embedded driver is SQLite; here the embedded index is sled, in the directory
+        // image_cache_sqlite_db names.
+        "sled" | "sqlite" => Ok(IndexDriverKind::Sled),
+        "centralized_db" => Ok(IndexDriverKind::Centralized),
+        "xattr" => Err(driver.bad(
+            "is refused: the xattr driver keeps records in extended file attributes, which many \
+             filesystems lack and which cannot be listed or shared across nodes; use sled (one \
+             node) or centralized_db (a fleet)",
+        )),
+        _ => Err(driver.bad(
+            "is not a cache driver: use sled (or sqlite, its Glance name) or centralized_db",
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -179,16 +207,28 @@ mod tests {
                 "whole number",
             ),
             (
-                "image_cache_driver = sqlite",
+                "image_cache_driver = xattr",
                 "image_cache_driver",
-                "sqlite",
-                "only driver here is 'sled'",
+                "xattr",
+                "extended file attributes",
             ),
             (
                 "image_cache_driver = centralized_db",
                 "image_cache_driver",
                 "centralized_db",
-                "Glance's driver",
+                "[database] section",
+            ),
+            (
+                "image_cache_driver = centralized_db\n[database]\nconnection = mysql://db/glance",
+                "image_cache_driver",
+                "centralized_db",
+                "needs worker_self_reference_url",
+            ),
+            (
+                "image_cache_driver = centralized_db\nworker_self_reference_url = http://a\n[database]\nconnection = oracle://db/glance",
+                "connection",
+                "oracle://db/glance",
+                "does not support",
             ),
             (
                 "image_cache_driver = redis",
@@ -220,6 +260,34 @@ mod tests {
                 "{message}"
             );
             assert!(message.contains(says), "{message}");
+        }
+    }
+
+    #[test]
+    fn each_driver_name_selects_its_index() {
+        let dir = tempfile::tempdir().unwrap();
+        for (lines, kind) in [
+            ("", IndexDriverKind::Sled),
+            ("image_cache_driver = sled", IndexDriverKind::Sled),
+            ("image_cache_driver = sqlite", IndexDriverKind::Sled),
+            (
+                "image_cache_driver = centralized_db\nworker_self_reference_url = http://n1:9292\n\
+                 [database]\nconnection = postgresql+psycopg2://glance:pw@db/glance",
+                IndexDriverKind::Centralized,
+            ),
+        ] {
+            let file = write(
+                dir.path(),
+                "glance-api.conf",
+                &format!("[DEFAULT]\nimage_cache_dir = /c\n{lines}\n"),
+            );
+            let config = CacheConfig::from_files([&file]).unwrap();
+            assert_eq!(config.image_cache_driver, kind, "{lines}");
+            assert_eq!(config.problem(), None, "{lines}");
+            let url = config.database_connection.map(|url| url.to_string());
+            let expected = (kind == IndexDriverKind::Centralized)
+                .then(|| "postgres://glance:***@db/glance".to_owned());
+            assert_eq!(url, expected, "{lines}");
         }
     }
 

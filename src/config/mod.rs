@@ -1,12 +1,14 @@
 //! [`CacheConfig`]: the cache's options, with Glance's names and defaults, built in code or read
 //! from Glance's own configuration files.
 
+mod database;
 mod error;
 mod files;
 mod ini;
 mod options;
 mod server;
 
+pub use database::{DatabaseKind, DatabaseUrl};
 pub use error::ConfigError;
 #[cfg(feature = "keystone")]
 pub(crate) use ini::{read_files, read_section, Setting};

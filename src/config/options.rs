@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::database::DatabaseUrl;
+
 /// Default `image_cache_max_size`: 10 GiB.
 pub const DEFAULT_MAX_SIZE: u64 = 10 * 1024 * 1024 * 1024;
 /// Default `image_cache_stall_time`: one day.
@@ -27,9 +29,15 @@ pub(crate) const INVALID_DIR: &str = "invalid";
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum IndexDriverKind {
-    /// An embedded sled database in `image_cache_dir/image_cache_sqlite_db`.
+    /// An embedded sled database in `image_cache_dir/image_cache_sqlite_db` (`image_cache_driver
+    /// = sled`, or `sqlite`, Glance's name for its embedded driver).
     #[default]
     Sled,
+    /// `centralized_db`: the records of every node of a fleet in the cloud's SQL database
+    /// (`[database] connection`), in Glance's tables, so any node can tell which nodes hold an
+    /// image. Each node still keeps its own embedded index, so a database outage never stops
+    /// it; its rows are written behind and converge after an outage.
+    Centralized,
 }
 
 impl IndexDriverKind {
@@ -37,6 +45,7 @@ impl IndexDriverKind {
     pub fn name(self) -> &'static str {
         match self {
             IndexDriverKind::Sled => "sled",
+            IndexDriverKind::Centralized => "centralized_db",
         }
     }
 }
@@ -88,6 +97,8 @@ pub struct CacheConfig {
     /// The memory sled may use for its page cache, in bytes (sled's own use can be a few times
     /// this figure).
     pub db_cache_capacity: u64,
+    /// The central database of `centralized_db` (`[database] connection`).
+    pub database_connection: Option<DatabaseUrl>,
 }
 
 impl CacheConfig {
@@ -103,6 +114,7 @@ impl CacheConfig {
             worker_self_reference_url: None,
             image_cache_driver: IndexDriverKind::default(),
             db_cache_capacity: DEFAULT_DB_CACHE_CAPACITY,
+            database_connection: None,
         }
     }
 
@@ -146,6 +158,29 @@ impl CacheConfig {
     pub fn image_cache_driver(mut self, driver: IndexDriverKind) -> Self {
         self.image_cache_driver = driver;
         self
+    }
+
+    /// Selects `centralized_db` with the central database at `url` (`[database] connection`).
+    #[must_use]
+    pub fn centralized_db(mut self, url: DatabaseUrl) -> Self {
+        self.image_cache_driver = IndexDriverKind::Centralized;
+        self.database_connection = Some(url);
+        self
+    }
+
+    /// Why this configuration cannot open a cache, if it cannot: `centralized_db` needs
+    /// `[database] connection` and `worker_self_reference_url`, as in Glance.
+    pub fn problem(&self) -> Option<&'static str> {
+        if self.image_cache_driver != IndexDriverKind::Centralized {
+            return None;
+        }
+        if self.database_connection.is_none() {
+            Some("image_cache_driver = centralized_db needs the central database: set connection in the [database] section")
+        } else if self.worker_self_reference_url.is_none() {
+            Some("image_cache_driver = centralized_db needs worker_self_reference_url, this node's URL as the other nodes reach it (as Glance requires)")
+        } else {
+            None
+        }
     }
 
     /// Sets the sled page-cache capacity.

@@ -5,7 +5,9 @@ use std::sync::{Arc, Weak};
 use super::catalog::Catalog;
 use super::chunks::ChunkPool;
 use super::clock::now;
-use super::driver::{IndexDriver, IndexError, IndexRecord};
+#[cfg(test)]
+use super::driver::IndexDriver;
+use super::driver::IndexRecord;
 use super::error::{BlockingError, StoreError};
 use super::fs::{FillIo, StdFillIo};
 use super::housekeeping::{Chores, Housekeeper};
@@ -13,8 +15,8 @@ use super::layout::{remove_all_present, Layout};
 use super::progress::Fills;
 use super::reconcile::reconcile;
 use super::record::{CachedImage, FillProgress};
-use super::sled_driver::SledIndex;
-use crate::config::{db_name_problem, IndexDriverKind};
+use super::open_index::{open_index, FleetLink, OpenedIndex};
+use crate::config::db_name_problem;
 use crate::metrics::CacheMetrics;
 use crate::{CacheConfig, ImageId};
 
@@ -56,6 +58,8 @@ pub(crate) struct Inner {
     pub(crate) housekeeper: Housekeeper,
     /// The buffers hits and followers read into.
     pub(crate) chunks: Arc<ChunkPool>,
+    /// The fleet of a `centralized_db` node.
+    pub(crate) fleet: Option<FleetLink>,
 }
 
 impl std::fmt::Debug for ImageCache {
@@ -96,8 +100,8 @@ impl ImageCache {
         }
         let layout = Layout::new(&config.image_cache_dir);
         layout.create_dirs()?;
-        let driver = open_driver(&config, &layout)?;
-        Self::assemble(config, layout, io, driver)
+        let index = open_index(&config, &layout)?;
+        Self::assemble(config, layout, io, index)
     }
 
     /// Opens the cache over a driver of the caller's (tests use one that fails on demand).
@@ -109,15 +113,16 @@ impl ImageCache {
     ) -> Result<Self, StoreError> {
         let layout = Layout::new(&config.image_cache_dir);
         layout.create_dirs()?;
-        Self::assemble(config, layout, io, driver)
+        Self::assemble(config, layout, io, OpenedIndex { driver, fleet: None })
     }
 
     fn assemble(
         config: CacheConfig,
         layout: Layout,
         io: Arc<dyn FillIo>,
-        driver: Box<dyn IndexDriver>,
+        index: OpenedIndex,
     ) -> Result<Self, StoreError> {
+        let OpenedIndex { driver, fleet } = index;
         let loaded = driver.load()?;
         let records = reconcile(&layout, &config, &*driver, loaded)?;
         // The index's lock is ours: whatever is in incomplete/ was left by a process that
@@ -140,6 +145,7 @@ impl ImageCache {
             queued: tokio::sync::Notify::new(),
             metrics: CacheMetrics::default(),
             chunks: Arc::default(),
+            fleet,
             housekeeper: Housekeeper::start(weak.clone()),
         });
         let last_handle = Arc::new(LastHandle {
@@ -292,17 +298,6 @@ impl ImageCache {
     }
 }
 
-/// Opens the index `config.image_cache_driver` names.
-fn open_driver(config: &CacheConfig, layout: &Layout) -> Result<Box<dyn IndexDriver>, IndexError> {
-    match config.image_cache_driver {
-        IndexDriverKind::Sled => Ok(Box::new(SledIndex::open_or_rebuild(
-            &config.db_path(),
-            config.db_cache_capacity,
-            &layout.invalid,
-        )?)),
-    }
-}
-
 impl Inner {
     /// Removes the records and files of `victims` (each only if its generation is still the
     /// given one, when one is given); returns the records removed.
@@ -346,6 +341,24 @@ impl Chores for Inner {
     fn flush_hits(&self) {
         if let Err(err) = self.catalog.flush_hits() {
             tracing::warn!(%err, "could not write hit counters to the cache index; will retry");
+        }
+    }
+
+    fn apply_fleet_news(&self) {
+        let Some(fleet) = &self.fleet else { return };
+        for id in fleet.take_evictions() {
+            self.fills.cancel(&id);
+            let evicted = self
+                .remove_committed([(id.clone(), None)])
+                .and_then(|removed| Ok((removed, self.catalog.driver().dequeue(&id)?)));
+            match evicted {
+                Ok((removed, _)) if !removed.is_empty() => tracing::info!(
+                    image = %id,
+                    "evicted an image deleted through another node of the fleet"
+                ),
+                Ok(_) => {}
+                Err(err) => tracing::warn!(image = %id, %err, "could not evict an image deleted through another node"),
+            }
         }
     }
 

@@ -1,5 +1,5 @@
-//! The cache's background thread: writes hit counters to the index about once a second, and
-//! prunes the cache back under `image_cache_max_size` when a commit took it over.
+//! The cache's background thread: writes hit counters to the index about once a second, applies
+//! a fleet's evictions, and prunes the cache back under `image_cache_max_size` when a commit took it over.
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Mutex, Weak};
@@ -14,6 +14,8 @@ const FLUSH_EVERY: Duration = Duration::from_secs(1);
 pub(crate) trait Chores: Send + Sync + 'static {
     /// Writes the hit counters gathered in memory.
     fn flush_hits(&self);
+    /// Evicts the images other nodes of a fleet announced deleted.
+    fn apply_fleet_news(&self);
     /// Prunes the cache back under its limit.
     fn prune(&self);
 }
@@ -78,6 +80,7 @@ fn run<C: Chores>(cache: Weak<C>, chores: mpsc::Receiver<Chore>) {
         };
         let Some(cache) = cache.upgrade() else { return };
         cache.flush_hits();
+        cache.apply_fleet_news();
         if prune {
             // Several commits may have asked; one prune answers them all.
             while let Ok(Chore::Prune) = chores.try_recv() {}

@@ -31,6 +31,10 @@
 //! | `chunks.rs` | the pooled buffers hits and followers read into |
 //! | `driver.rs` | the index driver seam, [`IndexError`] |
 //! | `sled_driver.rs` | the sled driver |
+//! | `central_sql.rs` | the central index's SQL, per server (feature `centralized-db`) |
+//! | `central_db.rs` | the central database's pool and statements |
+//! | `replicator.rs` | writing a node's records behind to the central database |
+//! | `central_driver.rs` | the `centralized_db` driver: sled, mirrored by the replicator |
 //! | `digest.rs` | the digest implementations |
 //! | `verify.rs` | [`Expected`], [`Verification`], the digests |
 //! | `error.rs` | [`StoreError`], [`FillError`], [`FillStep`], [`BlockingError`] |
@@ -39,8 +43,10 @@
 //! | `progress.rs` | running fills and how they end ([`FillEnd`], [`FillOutcome`]) |
 //! | `housekeeping.rs` | the background thread (hit flushes, prunes) |
 //! | `reconcile.rs` | index ↔ files at open |
+//! | `open_index.rs` | opening the index `image_cache_driver` names; a node's fleet link |
 //! | `cache.rs` | [`ImageCache`]: open, lookups, deletes |
 //! | `fill.rs`, `read.rs`, `follow.rs`, `maintenance.rs`, `queue.rs` | the verbs |
+//! | `fleet.rs` | [`Fleet`]: the nodes of a central database (feature `centralized-db`) |
 //!
 //! ```
 //! use tower_image_cache::store::{Expected, ImageCache};
@@ -62,17 +68,26 @@
 
 mod cache;
 mod catalog;
+#[cfg(feature = "centralized-db")]
+mod central_db;
+#[cfg(feature = "centralized-db")]
+mod central_driver;
+#[cfg(feature = "centralized-db")]
+mod central_sql;
 mod chunks;
 mod clock;
 mod digest;
 mod driver;
 mod error;
 mod fill;
+#[cfg(feature = "centralized-db")]
+mod fleet;
 mod follow;
 mod fs;
 mod housekeeping;
 mod layout;
 mod maintenance;
+mod open_index;
 #[cfg(test)]
 pub(crate) mod memory_driver;
 mod progress;
@@ -80,6 +95,8 @@ mod queue;
 mod read;
 mod reconcile;
 mod record;
+#[cfg(feature = "centralized-db")]
+mod replicator;
 mod sled_driver;
 #[cfg(test)]
 mod tests;
@@ -89,6 +106,8 @@ pub use cache::ImageCache;
 pub use driver::IndexError;
 pub use error::{BlockingError, FillError, FillStep, StoreError};
 pub use fill::FillWriter;
+#[cfg(feature = "centralized-db")]
+pub use fleet::{Fleet, FleetError, FleetImage};
 pub use follow::FillFollower;
 pub use fs::{FillIo, IndexStep, StdFillIo};
 pub use maintenance::{Cleaned, Pruned};

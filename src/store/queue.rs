@@ -50,4 +50,15 @@ impl ImageCache {
         let queued = self.delete_queued_image(id)?;
         Ok(cached || queued)
     }
+
+    /// The image was deleted from the image service: evicts it here (as
+    /// [`evict`](Self::evict)) and, on a `centralized_db` node, tells every other node of the
+    /// fleet to evict it too. Returns whether it was cached or queued here.
+    pub fn image_deleted(&self, id: &ImageId) -> Result<bool, StoreError> {
+        let here = self.evict(id)?;
+        if let Some(fleet) = &self.inner.fleet {
+            fleet.announce_deleted(id);
+        }
+        Ok(here)
+    }
 }

@@ -180,6 +180,28 @@ impl SledIndex {
         Ok(entries)
     }
 
+    /// Every readable record, read now (not the ones read at open).
+    #[cfg_attr(not(feature = "centralized-db"), allow(dead_code))]
+    pub(crate) fn records(&self) -> Result<Vec<(ImageId, IndexRecord)>, IndexError> {
+        self.load_records().map_err(IndexError::failed)
+    }
+
+    /// A number kept beside the records under `key` (not a record, not the queue).
+    #[cfg_attr(not(feature = "centralized-db"), allow(dead_code))]
+    pub(crate) fn number(&self, key: &str) -> Result<Option<u64>, IndexError> {
+        let value = self.db.get(key).map_err(IndexError::failed)?;
+        Ok(value.and_then(|v| Some(u64::from_be_bytes(v.as_ref().try_into().ok()?))))
+    }
+
+    /// Keeps `value` under `key`.
+    #[cfg_attr(not(feature = "centralized-db"), allow(dead_code))]
+    pub(crate) fn set_number(&self, key: &str, value: u64) -> Result<(), IndexError> {
+        self.db
+            .insert(key, &value.to_be_bytes()[..])
+            .map(drop)
+            .map_err(IndexError::failed)
+    }
+
     /// The queue in the order it will be fetched, with each entry's key.
     fn queue_entries(&self) -> Result<Vec<(sled::IVec, ImageId)>, sled::Error> {
         let mut entries = Vec::new();
