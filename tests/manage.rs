@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use reqwest::Method;
 use tower_image_cache::store::Expected;
+use tower_image_cache::config::DatabaseUrl;
 use tower_image_cache::{CacheConfig, ImageCache, ImageId};
 
 fn id(s: &str) -> ImageId {
@@ -617,22 +618,60 @@ async fn a_failed_prefetch_stays_queued_and_the_rest_are_fetched() {
 }
 
 #[tokio::test]
-async fn nodes_reports_this_node_when_configured() {
+async fn nodes_come_from_the_central_database() {
+    let db_dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:///{}", db_dir.path().join("glance.sqlite").display());
+    let url = DatabaseUrl::parse(&url).unwrap();
+    let server = TestServer::start_managed(|dir| {
+        let config = CacheConfig::new(dir)
+            .worker_self_reference_url("http://node-a:9292")
+            .centralized_db(url);
+        ImageCache::open(config).unwrap()
+    })
+    .await;
+    server.api.add("img", FakeImage::private(image_data(10)));
+    let nodes = server.manage(Method::GET, "/v2/cache/nodes/img").await;
+    assert_eq!(nodes.status(), 200);
+    assert_eq!(json(nodes).await, serde_json::json!([]));
+
+    download(&server, "img").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let nodes = json(server.manage(Method::GET, "/v2/cache/nodes/img").await).await;
+        if nodes == serde_json::json!(["http://node-a:9292"]) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never listed: {nodes}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // As Glance: an image the API does not know is 404, and a body is refused.
+    let unknown = server.manage(Method::GET, "/v2/cache/nodes/nope").await;
+    assert_eq!(unknown.status(), 404);
+    let with_body = server
+        .client
+        .get(server.url("/v2/cache/nodes/img"))
+        .header("x-auth-token", ADMIN)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_body.status(), 400);
+}
+
+#[tokio::test]
+async fn nodes_is_a_conflict_without_the_central_database() {
     let server = TestServer::start_managed(|dir| {
         ImageCache::open(CacheConfig::new(dir).worker_self_reference_url("http://node-a:9292"))
             .unwrap()
     })
     .await;
     server.api.add("img", FakeImage::private(image_data(10)));
-    assert_eq!(
-        json(server.manage(Method::GET, "/v2/cache/nodes/img").await).await,
-        serde_json::json!([])
-    );
     download(&server, "img").await;
-    assert_eq!(
-        json(server.manage(Method::GET, "/v2/cache/nodes/img").await).await,
-        serde_json::json!(["http://node-a:9292"])
-    );
+    let nodes = server.manage(Method::GET, "/v2/cache/nodes/img").await;
+    assert_eq!(nodes.status(), 409);
+    let text = nodes.text().await.unwrap();
+    assert!(text.contains("Centralized caching is not enabled"), "{text}");
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, StatusCode};
 use tower::ServiceExt;
 use tower_service::Service;
 
@@ -56,7 +56,18 @@ where
         Access::Serve(meta) => meta,
         // The wrapped service's refusal, as it gave it: no cache header, which would tell a
         // caller who may not see the image that it is cached.
-        Access::Deny(refusal) => return Ok(refusal.map(CacheBody::inner)),
+        Access::Deny(refusal) => {
+            if cached && refusal.status() == StatusCode::NOT_FOUND {
+                // The image service no longer knows the image (deleted while this node was not
+                // told): the copy goes now, not at the next prune.
+                let evicting = id.clone();
+                match cache.blocking(move |c| c.evict(&evicting)).await {
+                    Ok(_) => tracing::info!(image = %id, "evicted: the image service answers 404 for it"),
+                    Err(err) => tracing::warn!(image = %id, %err, "could not evict an image the image service answers 404 for"),
+                }
+            }
+            return Ok(refusal.map(CacheBody::inner));
+        }
         Access::PassThrough => {
             return pass(
                 &settings,

@@ -24,7 +24,8 @@ where
 }
 
 /// A request (an image delete, a new upload) that, answered 2xx, removes the image from the
-/// cache and the queue, cancelling a fill in flight.
+/// cache and the queue, cancelling a fill in flight; on a `centralized_db` node, from every
+/// node of the fleet ([`ImageCache::image_deleted`](crate::ImageCache::image_deleted)).
 pub(crate) async fn evict<S, A, ReqBody, ResBody>(
     settings: &Settings<A>,
     inner: S,
@@ -37,7 +38,7 @@ where
     let response = inner.oneshot(request).await?;
     if response.status().is_success() {
         let evicting = id.clone();
-        match settings.cache.blocking(move |c| c.evict(&evicting)).await {
+        match settings.cache.blocking(move |c| c.image_deleted(&evicting)).await {
             Ok(_) => tracing::debug!(image = %id, "evicted from the cache"),
             Err(err) => {
                 tracing::error!(image = %id, %err, "could not evict an image from the cache")

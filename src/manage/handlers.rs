@@ -48,6 +48,7 @@ where
         // The one route that asks the wrapped service, and so the one that can fail with its error.
         Op::Queue(id) => queue(shared, inner, id, prefetcher).await?,
         Op::Delete(id) => delete(shared, inner, id).await?,
+        Op::Nodes(id) => nodes(shared, inner, id).await?,
         op => manage(op, shared, prefetcher).await,
     };
     Ok(answered.unwrap_or_else(|refusal| refusal.into_response(format)))
@@ -113,6 +114,39 @@ where
     })
 }
 
+/// `GET /v2/cache/nodes/{id}`: the URLs of the fleet's nodes holding the image, from the
+/// central database; as Glance, 409 when the driver is not `centralized_db` and 404 for an
+/// image the image API does not know.
+async fn nodes<S, ReqBody, ResBody, B>(
+    shared: &Shared,
+    inner: S,
+    id: ImageId,
+) -> Result<Result<Answer<B>, Refusal>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    ReqBody: Default,
+    ResBody: ResponseBody,
+{
+    #[cfg(feature = "centralized-db")]
+    let fleet = shared.cache.fleet();
+    #[cfg(not(feature = "centralized-db"))]
+    let fleet: Option<std::convert::Infallible> = None;
+    let Some(fleet) = fleet else {
+        let refusal = Refusal::new(StatusCode::CONFLICT, "Centralized caching is not enabled");
+        return Ok(Err(refusal));
+    };
+    if let Err(refusal) = ask_image(shared, inner, &id).await? {
+        return Ok(Err(refusal));
+    }
+    #[cfg(feature = "centralized-db")]
+    return Ok(match fleet.nodes_caching(&id).await {
+        Ok(urls) => Ok(json(StatusCode::OK, &urls)),
+        Err(err) => Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())),
+    });
+    #[cfg(not(feature = "centralized-db"))]
+    match fleet {}
+}
+
 async fn manage<B>(
     op: Op,
     shared: &Shared,
@@ -130,7 +164,9 @@ async fn manage<B>(
                 &serde_json::json!({ "cached_images": cached, "queued_images": queued, "in_progress": in_progress }),
             )
         }
-        Op::Queue(_) | Op::Delete(_) => unreachable!("answered with the image API"),
+        Op::Queue(_) | Op::Delete(_) | Op::Nodes(_) => {
+            unreachable!("answered with the image API")
+        }
         Op::Clear(target) => {
             store(cache, move |c| {
                 if target != ClearTarget::Queue {
@@ -150,16 +186,6 @@ async fn manage<B>(
             prefetcher.wake();
             empty(StatusCode::ACCEPTED)
         }
-        Op::Nodes(id) => match &cache.config().worker_self_reference_url {
-            None => {
-                return Err(Refusal::new(
-                    StatusCode::CONFLICT,
-                    "worker_self_reference_url is not configured on this node",
-                ))
-            }
-            Some(url) if cache.is_cached(&id) => json(StatusCode::OK, &[url]),
-            Some(_) => json(StatusCode::OK, &Vec::<String>::new()),
-        },
         Op::LegacyListCached => json(
             StatusCode::OK,
             &serde_json::json!({ "cached_images": cache.cached_images() }),

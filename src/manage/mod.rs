@@ -9,7 +9,7 @@
 //! | `POST /v2/cache/clean` | 200 `{"invalid_removed": n, "stalled_removed": n}` |
 //! | `POST /v2/cache/prune` | 200 `{"total_files_pruned": n, "total_bytes_pruned": b}` |
 //! | `POST /v2/cache/prefetch` | 202, the queue runs now |
-//! | `GET /v2/cache/nodes/{id}` | 200 `["<worker_self_reference_url>"]` or `[]`; 409 when unset |
+//! | `GET /v2/cache/nodes/{id}` | 200 the URLs of the fleet's nodes holding it (`[]`: none), from the central database; 409 unless `centralized_db`; 404 unknown image; 503 database unreachable |
 //! | `GET /v2/cached_images`, `GET /cached-images` | 200 `{"cached_images": [...]}` |
 //! | `DELETE /v2/cached_images/{id}`, `DELETE /cached-images/{id}` | 200 `null` |
 //! | `DELETE /v2/cached_images` | 200 `{"num_deleted": n}` |
