@@ -4,8 +4,8 @@ mod common;
 
 use common::*;
 use reqwest::Method;
-use tower_image_cache::store::Expected;
 use tower_image_cache::config::DatabaseUrl;
+use tower_image_cache::store::Expected;
 use tower_image_cache::{CacheConfig, ImageCache, ImageId};
 
 fn id(s: &str) -> ImageId {
@@ -620,7 +620,10 @@ async fn a_failed_prefetch_stays_queued_and_the_rest_are_fetched() {
 #[tokio::test]
 async fn nodes_come_from_the_central_database() {
     let db_dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite:///{}", db_dir.path().join("glance.sqlite").display());
+    let url = format!(
+        "sqlite:///{}",
+        db_dir.path().join("glance.sqlite").display()
+    );
     let url = DatabaseUrl::parse(&url).unwrap();
     let server = TestServer::start_managed(|dir| {
         let config = CacheConfig::new(dir)
@@ -641,7 +644,10 @@ async fn nodes_come_from_the_central_database() {
         if nodes == serde_json::json!(["http://node-a:9292"]) {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "never listed: {nodes}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never listed: {nodes}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 
@@ -671,7 +677,10 @@ async fn nodes_is_a_conflict_without_the_central_database() {
     let nodes = server.manage(Method::GET, "/v2/cache/nodes/img").await;
     assert_eq!(nodes.status(), 409);
     let text = nodes.text().await.unwrap();
-    assert!(text.contains("Centralized caching is not enabled"), "{text}");
+    assert!(
+        text.contains("Centralized caching is not enabled"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -60,11 +60,17 @@ impl DatabaseUrl {
     pub fn parse(text: &str) -> Result<DatabaseUrl, String> {
         let text = text.trim();
         let Some((scheme, rest)) = text.split_once("://") else {
-            return Err("is not a database URL: write it as Glance does, for example \
+            return Err(
+                "is not a database URL: write it as Glance does, for example \
                  mysql+pymysql://glance:PASSWORD@HOST/glance"
-                .into());
+                    .into(),
+            );
         };
-        let dialect = scheme.split('+').next().unwrap_or_default().to_ascii_lowercase();
+        let dialect = scheme
+            .split('+')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         let kind = match dialect.as_str() {
             "postgresql" | "postgres" => DatabaseKind::Postgres,
             "mysql" | "mariadb" => DatabaseKind::MySql,
@@ -81,7 +87,9 @@ impl DatabaseUrl {
             return Self::sqlite(location);
         }
         let (authority, database) = location.split_once('/').unwrap_or((location, ""));
-        let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+        let host = authority
+            .rsplit_once('@')
+            .map_or(authority, |(_, host)| host);
         if host.is_empty() || host.starts_with(':') {
             return Err("has no host: write user:password@HOST/database".into());
         }

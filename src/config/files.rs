@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use super::database::DatabaseUrl;
 use super::error::ConfigError;
 use super::ini::{read_files, read_section, Setting};
-use super::database::DatabaseUrl;
 use super::options::{db_name_problem, CacheConfig, IndexDriverKind};
 
 impl CacheConfig {
@@ -106,9 +106,8 @@ fn driver_kind(driver: &Setting) -> Result<IndexDriverKind, ConfigError> {
              filesystems lack and which cannot be listed or shared across nodes; use sled (one \
              node) or centralized_db (a fleet)",
         )),
-        _ => Err(driver.bad(
-            "is not a cache driver: use sled (or sqlite, its Glance name) or centralized_db",
-        )),
+        _ => Err(driver
+            .bad("is not a cache driver: use sled (or sqlite, its Glance name) or centralized_db")),
     }
 }
 

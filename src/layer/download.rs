@@ -62,8 +62,12 @@ where
                 // told): the copy goes now, not at the next prune.
                 let evicting = id.clone();
                 match cache.blocking(move |c| c.evict(&evicting)).await {
-                    Ok(_) => tracing::info!(image = %id, "evicted: the image service answers 404 for it"),
-                    Err(err) => tracing::warn!(image = %id, %err, "could not evict an image the image service answers 404 for"),
+                    Ok(_) => {
+                        tracing::info!(image = %id, "evicted: the image service answers 404 for it")
+                    }
+                    Err(err) => {
+                        tracing::warn!(image = %id, %err, "could not evict an image the image service answers 404 for")
+                    }
                 }
             }
             return Ok(refusal.map(CacheBody::inner));

@@ -38,7 +38,11 @@ where
     let response = inner.oneshot(request).await?;
     if response.status().is_success() {
         let evicting = id.clone();
-        match settings.cache.blocking(move |c| c.image_deleted(&evicting)).await {
+        match settings
+            .cache
+            .blocking(move |c| c.image_deleted(&evicting))
+            .await
+        {
             Ok(_) => tracing::debug!(image = %id, "evicted from the cache"),
             Err(err) => {
                 tracing::error!(image = %id, %err, "could not evict an image from the cache")

@@ -141,7 +141,10 @@ where
     #[cfg(feature = "centralized-db")]
     return Ok(match fleet.nodes_caching(&id).await {
         Ok(urls) => Ok(json(StatusCode::OK, &urls)),
-        Err(err) => Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())),
+        Err(err) => Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            err.to_string(),
+        )),
     });
     #[cfg(not(feature = "centralized-db"))]
     match fleet {}

@@ -12,10 +12,10 @@ use super::error::{BlockingError, StoreError};
 use super::fs::{FillIo, StdFillIo};
 use super::housekeeping::{Chores, Housekeeper};
 use super::layout::{remove_all_present, Layout};
+use super::open_index::{open_index, FleetLink, OpenedIndex};
 use super::progress::Fills;
 use super::reconcile::reconcile;
 use super::record::{CachedImage, FillProgress};
-use super::open_index::{open_index, FleetLink, OpenedIndex};
 use crate::config::db_name_problem;
 use crate::metrics::CacheMetrics;
 use crate::{CacheConfig, ImageId};
@@ -113,7 +113,15 @@ impl ImageCache {
     ) -> Result<Self, StoreError> {
         let layout = Layout::new(&config.image_cache_dir);
         layout.create_dirs()?;
-        Self::assemble(config, layout, io, OpenedIndex { driver, fleet: None })
+        Self::assemble(
+            config,
+            layout,
+            io,
+            OpenedIndex {
+                driver,
+                fleet: None,
+            },
+        )
     }
 
     fn assemble(
@@ -357,7 +365,9 @@ impl Chores for Inner {
                     "evicted an image deleted through another node of the fleet"
                 ),
                 Ok(_) => {}
-                Err(err) => tracing::warn!(image = %id, %err, "could not evict an image deleted through another node"),
+                Err(err) => {
+                    tracing::warn!(image = %id, %err, "could not evict an image deleted through another node")
+                }
             }
         }
     }

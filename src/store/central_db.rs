@@ -145,7 +145,11 @@ impl CentralDb {
     }
 
     /// Writes these records of node `node` (inserted or updated); one statement per 200.
-    pub(crate) async fn upsert(&self, node: i64, records: &[(ImageId, IndexRecord)]) -> DbResult<u64> {
+    pub(crate) async fn upsert(
+        &self,
+        node: i64,
+        records: &[(ImageId, IndexRecord)],
+    ) -> DbResult<u64> {
         let mut written = 0;
         for batch in records.chunks(ROWS_PER_STATEMENT) {
             let statement = self.sql.upsert(batch.len());
@@ -158,10 +162,10 @@ impl CentralDb {
                     .bind(time_text(record.last_modified))
                     .bind(i64::try_from(record.size).unwrap_or(i64::MAX))
                     .bind(hits)
-                    .bind(record.md5.map(hex::encode));
+                    .bind(record.md5.map(hex::encode))
+                    .bind(node);
             }
             written += query
-                .bind(node)
                 .execute(&self.pool)
                 .await
                 .map_err(|err| self.failed("to write this node's rows", err))?
@@ -245,7 +249,11 @@ impl CentralDb {
     }
 
     /// Images other nodes announced deleted after eviction `after`, with each one's id.
-    pub(crate) async fn evictions_after(&self, after: i64, own: i64) -> DbResult<Vec<(i64, String)>> {
+    pub(crate) async fn evictions_after(
+        &self,
+        after: i64,
+        own: i64,
+    ) -> DbResult<Vec<(i64, String)>> {
         let rows = sqlx::query(&self.sql.evictions_after())
             .bind(after)
             .bind(own)
@@ -277,7 +285,8 @@ impl CentralDb {
 fn read_row(row: &AnyRow, from: usize) -> Result<CentralRow, sqlx::Error> {
     let time = |at: usize| -> Result<f64, sqlx::Error> {
         let text: String = row.try_get(at)?;
-        parse_time(&text).ok_or_else(|| sqlx::Error::Decode(format!("{text:?} is not a time").into()))
+        parse_time(&text)
+            .ok_or_else(|| sqlx::Error::Decode(format!("{text:?} is not a time").into()))
     };
     Ok(CentralRow {
         image_id: row.try_get(from)?,

@@ -15,8 +15,8 @@ pub(crate) struct Dialect {
     pub(crate) kind: DatabaseKind,
 }
 
-/// The columns of one row of `cached_images`, as written.
-pub(crate) const ROW_PARAMS: usize = 6;
+/// The parameters of one row of `cached_images`, as written.
+pub(crate) const ROW_PARAMS: usize = 7;
 
 /// The most rows one statement writes (well under every server's parameter limit).
 pub(crate) const ROWS_PER_STATEMENT: usize = 200;
@@ -113,9 +113,11 @@ impl Dialect {
     /// Adds a node's row unless it is there: `(url)`.
     pub(crate) fn insert_node(&self) -> String {
         match self.kind {
-            DatabaseKind::Postgres => "INSERT INTO node_reference (node_reference_url) VALUES ($1) \
+            DatabaseKind::Postgres => {
+                "INSERT INTO node_reference (node_reference_url) VALUES ($1) \
                  ON CONFLICT (node_reference_url) DO NOTHING"
-                .to_owned(),
+                    .to_owned()
+            }
             DatabaseKind::MySql => {
                 "INSERT IGNORE INTO node_reference (node_reference_url) VALUES (?)".to_owned()
             }
@@ -178,31 +180,37 @@ impl Dialect {
     }
 
     /// Inserts or updates `rows` rows of one node: each `(image_id, last_accessed,
-    /// last_modified, size, hits, checksum)`, then the node id.
+    /// last_modified, size, hits, checksum, node id)` (`?` placeholders cannot be repeated).
     pub(crate) fn upsert(&self, rows: usize) -> String {
-        let node = self.param(rows * ROW_PARAMS + 1);
         let values: Vec<String> = (0..rows)
             .map(|row| {
                 let at = row * ROW_PARAMS;
                 format!(
-                    "({}, {}, {}, {}, {}, {}, {node})",
+                    "({}, {}, {}, {}, {}, {}, {})",
                     self.param(at + 1),
                     self.time_param(at + 2),
                     self.time_param(at + 3),
                     self.param(at + 4),
                     self.param(at + 5),
                     self.param(at + 6),
+                    self.param(at + 7),
                 )
             })
             .collect();
         let columns = ["last_accessed", "last_modified", "size", "hits", "checksum"];
         let update = match self.kind {
             DatabaseKind::MySql => {
-                let set: Vec<String> = columns.iter().map(|c| format!("{c} = VALUES({c})")).collect();
+                let set: Vec<String> = columns
+                    .iter()
+                    .map(|c| format!("{c} = VALUES({c})"))
+                    .collect();
                 format!("ON DUPLICATE KEY UPDATE {}", set.join(", "))
             }
             _ => {
-                let set: Vec<String> = columns.iter().map(|c| format!("{c} = excluded.{c}")).collect();
+                let set: Vec<String> = columns
+                    .iter()
+                    .map(|c| format!("{c} = excluded.{c}"))
+                    .collect();
                 format!(
                     "ON CONFLICT (image_id, node_reference_id) DO UPDATE SET {}",
                     set.join(", ")
@@ -318,9 +326,12 @@ mod tests {
     #[test]
     fn placeholders_follow_the_dialect() {
         let pg = Dialect::new(DatabaseKind::Postgres).upsert(2);
-        assert!(pg.contains("($7, CAST($8 AS TIMESTAMP)"), "{pg}");
-        assert!(pg.contains("$13)"), "{pg}");
+        assert!(pg.contains("($8, CAST($9 AS TIMESTAMP)"), "{pg}");
+        assert!(pg.contains("$14)"), "{pg}");
         let my = Dialect::new(DatabaseKind::MySql).upsert(1);
-        assert!(my.contains("VALUES (?, ?, ?, ?, ?, ?, ?) ON DUPLICATE KEY"), "{my}");
+        assert!(
+            my.contains("VALUES (?, ?, ?, ?, ?, ?, ?) ON DUPLICATE KEY"),
+            "{my}"
+        );
     }
 }

@@ -87,9 +87,9 @@ mod fs;
 mod housekeeping;
 mod layout;
 mod maintenance;
-mod open_index;
 #[cfg(test)]
 pub(crate) mod memory_driver;
+mod open_index;
 mod progress;
 mod queue;
 mod read;

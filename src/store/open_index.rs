@@ -68,8 +68,9 @@ fn open_central(config: &CacheConfig, local: SledIndex) -> Result<OpenedIndex, S
         return Err(StoreError::InvalidConfig(problem.to_owned()));
     };
     let local = Arc::new(local);
-    let replicator =
-        Arc::new(Replicator::start(url, node_url, local.clone()).map_err(StoreError::InvalidConfig)?);
+    let replicator = Arc::new(
+        Replicator::start(url, node_url, local.clone()).map_err(StoreError::InvalidConfig)?,
+    );
     Ok(OpenedIndex {
         driver: Box::new(CentralIndex::new(local, replicator.clone())),
         fleet: Some(replicator),

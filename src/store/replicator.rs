@@ -125,7 +125,9 @@ impl Replicator {
 
     /// Notes a change of one image's record (`None`: it left the cache).
     pub(crate) fn changed(&self, id: &ImageId, record: Option<IndexRecord>) {
-        lock(&self.shared.pending).changes.insert(id.clone(), record);
+        lock(&self.shared.pending)
+            .changes
+            .insert(id.clone(), record);
     }
 
     /// Asks for the gathered changes to be written now.
@@ -267,7 +269,10 @@ impl Shared {
             self.write_changes(node).await?;
         }
         self.announce(node).await?;
-        if session.last_poll.is_none_or(|at| at.elapsed() >= POLL_EVERY) {
+        if session
+            .last_poll
+            .is_none_or(|at| at.elapsed() >= POLL_EVERY)
+        {
             self.read_evictions(node, session).await?;
             session.last_poll = Some(Instant::now());
         }

@@ -1,8 +1,12 @@
 //! A fake Glance-style image API with switchable misbehaviour, and a real server around it.
 #![allow(dead_code)]
 
+#[cfg(feature = "centralized-db")]
+pub mod db;
 pub mod example;
 pub mod openstack;
+#[cfg(feature = "centralized-db")]
+pub mod proxy;
 
 use std::collections::HashMap;
 use std::io::Write;

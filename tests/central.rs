@@ -1,0 +1,395 @@
+//! The central index (`image_cache_driver = centralized_db`) against the real servers:
+//! PostgreSQL and MariaDB on this machine, and SQLite files. Each test makes its own database
+//! and drops it; without a server (and without `CI`), its tests print `SKIPPED` and pass.
+#![cfg(feature = "centralized-db")]
+
+mod common;
+
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::db::{Server, TestDb};
+use common::proxy::DbProxy;
+use common::Captured;
+use tower_image_cache::config::DatabaseUrl;
+use tower_image_cache::store::{Expected, Fleet};
+use tower_image_cache::{CacheConfig, ImageCache, ImageId};
+
+fn logs() -> &'static Captured {
+    static LOGS: OnceLock<Captured> = OnceLock::new();
+    LOGS.get_or_init(|| Captured::install_global("tower_image_cache=info"))
+}
+
+struct PrintOnPanic(&'static Captured);
+impl Drop for PrintOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- logs ---\n{}", self.0.text());
+        }
+    }
+}
+
+fn id(name: &str) -> ImageId {
+    ImageId::new(name).unwrap()
+}
+
+fn node(dir: &Path, url: &str, node_url: &str) -> ImageCache {
+    let config = CacheConfig::new(dir)
+        .worker_self_reference_url(node_url)
+        .centralized_db(DatabaseUrl::parse(url).unwrap());
+    ImageCache::open(config).unwrap()
+}
+
+fn fill(cache: &ImageCache, name: &str, len: usize) {
+    let mut fill = cache
+        .begin_fill(&id(name), Expected::default().size(len as u64))
+        .unwrap();
+    fill.write(&vec![7u8; len]).unwrap();
+    fill.finish().unwrap();
+}
+
+/// Reads the image whole from the cache: one hit.
+async fn hit(cache: &ImageCache, name: &str) {
+    let mut reader = cache.open_for_read(&id(name)).unwrap().expect("cached");
+    while let Some(chunk) = reader.next_chunk().await {
+        chunk.unwrap();
+    }
+}
+
+async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !done().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Commits, hits and deletes reach the node's rows; a row of another node (a Glance API node
+/// sharing the database) is never touched; a stale row of this node is removed at start.
+async fn rows_follow_the_node(server: Server) {
+    let Some(db) = TestDb::create(server).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // The tables as Glance's migration makes them, with a Glance node's row and a row this node
+    // left behind (its image is gone from its disk).
+    let first = node(&dir.path().join("seed"), &db.url, "http://seed:1");
+    eventually("the tables", async || db.nodes().await.len() == 1).await;
+    drop(first);
+    let t = "'2026-01-01 00:00:00'";
+    db.execute("INSERT INTO node_reference (node_reference_url) VALUES ('http://glance:9292')")
+        .await;
+    db.execute("INSERT INTO node_reference (node_reference_url) VALUES ('http://node-a:9292')")
+        .await;
+    for (image, node) in [
+        ("theirs", "http://glance:9292"),
+        ("stale", "http://node-a:9292"),
+    ] {
+        db.execute(&format!(
+            "INSERT INTO cached_images (image_id, last_accessed, last_modified, size, hits, \
+             checksum, node_reference_id) SELECT '{image}', {t}, {t}, 5, 2, NULL, \
+             node_reference_id FROM node_reference WHERE node_reference_url = '{node}'"
+        ))
+        .await;
+    }
+
+    let a = node(&dir.path().join("a"), &db.url, "http://node-a:9292");
+    db.wait_rows(&[("http://glance:9292", "theirs", 2, 5)])
+        .await;
+    fill(&a, "one", 10);
+    fill(&a, "two", 20);
+    db.wait_rows(&[
+        ("http://glance:9292", "theirs", 2, 5),
+        ("http://node-a:9292", "one", 0, 10),
+        ("http://node-a:9292", "two", 0, 20),
+    ])
+    .await;
+    hit(&a, "one").await;
+    hit(&a, "one").await;
+    a.delete_cached_image(&id("two")).unwrap();
+    db.wait_rows(&[
+        ("http://glance:9292", "theirs", 2, 5),
+        ("http://node-a:9292", "one", 2, 10),
+    ])
+    .await;
+
+    // The fleet view, from the node.
+    let fleet = a.fleet().expect("a centralized node has a fleet");
+    assert_eq!(fleet.this_node(), Some("http://node-a:9292"));
+    assert_eq!(
+        fleet.nodes_caching(&id("one")).await.unwrap(),
+        ["http://node-a:9292"]
+    );
+    assert_eq!(
+        fleet.nodes_caching(&id("theirs")).await.unwrap(),
+        ["http://glance:9292"]
+    );
+    assert!(fleet.nodes_caching(&id("nobody")).await.unwrap().is_empty());
+    let listed: Vec<(String, String)> = fleet
+        .cached_images()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| (i.node_url, i.image_id))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("http://glance:9292".into(), "theirs".into()),
+            ("http://node-a:9292".into(), "one".into())
+        ]
+    );
+    // Delete-all and prune leave other nodes' rows.
+    a.delete_all_cached_images().unwrap();
+    db.wait_rows(&[("http://glance:9292", "theirs", 2, 5)])
+        .await;
+
+    // A decommissioned node is forgotten, its rows with it.
+    let removed = fleet.forget_node("http://glance:9292").await.unwrap();
+    assert_eq!(removed, Some(1));
+    assert_eq!(fleet.forget_node("http://glance:9292").await.unwrap(), None);
+    assert_eq!(db.nodes().await, ["http://node-a:9292", "http://seed:1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_follow_the_node_on_postgresql() {
+    rows_follow_the_node(Server::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_follow_the_node_on_mariadb() {
+    rows_follow_the_node(Server::MariaDb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_follow_the_node_on_sqlite() {
+    rows_follow_the_node(Server::Sqlite).await;
+}
+
+/// A node moved from `sled` to `centralized_db` brings its entries, hits and times along.
+async fn a_sled_node_moves_onto_the_central_index(server: Server) {
+    let logs = logs();
+    let _print = PrintOnPanic(logs);
+    let Some(db) = TestDb::create(server).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let before = {
+        let cache = ImageCache::open(CacheConfig::new(dir.path())).unwrap();
+        fill(&cache, "kept", 100);
+        fill(&cache, "also", 50);
+        for _ in 0..3 {
+            hit(&cache, "kept").await;
+        }
+        cache.flush_hits().unwrap();
+        cache.cached_images()
+    };
+    let cache = node(dir.path(), &db.url, "http://moved:9292");
+    assert_eq!(
+        cache.cached_images(),
+        before,
+        "the local entries are kept as they were"
+    );
+    db.wait_rows(&[
+        ("http://moved:9292", "also", 0, 50),
+        ("http://moved:9292", "kept", 3, 100),
+    ])
+    .await;
+    let fleet = cache.fleet().unwrap();
+    let rows = fleet.cached_images().await.unwrap();
+    for (row, local) in rows.iter().zip(&before) {
+        assert_eq!(row.image_id, local.image_id);
+        // MySQL's DATETIME keeps whole seconds.
+        assert!(
+            (row.last_accessed - local.last_accessed).abs() < 1.0,
+            "{row:?} {local:?}"
+        );
+        assert!(
+            (row.last_modified - local.last_modified).abs() < 1.0,
+            "{row:?} {local:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sled_node_moves_onto_postgresql() {
+    a_sled_node_moves_onto_the_central_index(Server::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sled_node_moves_onto_mariadb() {
+    a_sled_node_moves_onto_the_central_index(Server::MariaDb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sled_node_moves_onto_sqlite() {
+    a_sled_node_moves_onto_the_central_index(Server::Sqlite).await;
+}
+
+/// The database goes away (every connection cut, new ones refused) while the node works: hits,
+/// fills and deletes go on, the outage is logged once, and once the database is back the rows
+/// equal what the node holds.
+async fn an_outage_is_survived_and_converged(server: Server) {
+    let logs = logs();
+    let Some(db) = TestDb::create(server).await else {
+        return;
+    };
+    let proxy = DbProxy::start(server).await;
+    let url = db.url_via(proxy.port);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = node(dir.path(), &url, "http://outage:9292");
+    fill(&cache, "before", 10);
+    fill(&cache, "doomed", 10);
+    db.wait_rows(&[
+        ("http://outage:9292", "before", 0, 10),
+        ("http://outage:9292", "doomed", 0, 10),
+    ])
+    .await;
+
+    proxy.cut();
+    fill(&cache, "during", 30);
+    hit(&cache, "before").await;
+    hit(&cache, "during").await;
+    hit(&cache, "during").await;
+    cache.delete_cached_image(&id("doomed")).unwrap();
+    cache.flush_hits().unwrap();
+    // Several rounds fail meanwhile.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(cache.is_cached(&id("during")));
+    assert_eq!(cache.fleet_reachable(), Some(false));
+    let port = format!(":{}/", proxy.port);
+    let said = logs.text();
+    let outages = said
+        .lines()
+        .filter(|line| line.contains("unreachable") && line.contains(&port))
+        .count();
+    assert_eq!(outages, 1, "the outage is logged once:\n{said}");
+    // Rows as they were before the outage.
+    assert_eq!(db.rows().await.len(), 2);
+
+    proxy.restore();
+    db.wait_rows(&[
+        ("http://outage:9292", "before", 1, 10),
+        ("http://outage:9292", "during", 2, 30),
+    ])
+    .await;
+    eventually("reachable again", async || {
+        cache.fleet_reachable() == Some(true)
+    })
+    .await;
+    let said = logs.text();
+    assert!(
+        said.lines().any(|line| line.contains("reachable again")),
+        "the return is logged:\n{said}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_of_postgresql_is_survived_and_converged() {
+    an_outage_is_survived_and_converged(Server::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_of_mariadb_is_survived_and_converged() {
+    an_outage_is_survived_and_converged(Server::MariaDb).await;
+}
+
+/// A node started while its database is down serves at once, and joins when it comes up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_starts_while_the_database_is_down() {
+    let Some(db) = TestDb::create(Server::Postgres).await else {
+        return;
+    };
+    let proxy = DbProxy::start(Server::Postgres).await;
+    proxy.cut();
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let cache = node(dir.path(), &db.url_via(proxy.port), "http://early:9292");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the start waited on the database"
+    );
+    fill(&cache, "early", 10);
+    hit(&cache, "early").await;
+    proxy.restore();
+    db.wait_rows(&[("http://early:9292", "early", 1, 10)]).await;
+}
+
+/// An image deleted through one node leaves every other node, files and rows.
+async fn deleted_images_leave_every_node(server: Server) {
+    let Some(db) = TestDb::create(server).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let one = node(&dir.path().join("1"), &db.url, "http://n1:9292");
+    let two = node(&dir.path().join("2"), &db.url, "http://n2:9292");
+    let three = node(&dir.path().join("3"), &db.url, "http://n3:9292");
+    fill(&one, "x", 10);
+    fill(&two, "x", 10);
+    fill(&two, "y", 10);
+    db.wait_rows(&[
+        ("http://n1:9292", "x", 0, 10),
+        ("http://n2:9292", "x", 0, 10),
+        ("http://n2:9292", "y", 0, 10),
+    ])
+    .await;
+    // Every node has read where the evictions start.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let deleted = Instant::now();
+    assert!(
+        !three.image_deleted(&id("x")).unwrap(),
+        "node 3 did not hold it"
+    );
+    db.wait_rows(&[("http://n2:9292", "y", 0, 10)]).await;
+    let took = deleted.elapsed();
+    assert!(!one.is_cached(&id("x")) && !two.is_cached(&id("x")));
+    assert!(!dir.path().join("1/x").exists() && !dir.path().join("2/x").exists());
+    assert!(two.is_cached(&id("y")));
+    println!(
+        "{}: evicted from the other nodes in {took:?}",
+        server.name()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_images_leave_every_node_on_postgresql() {
+    deleted_images_leave_every_node(Server::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_images_leave_every_node_on_mariadb() {
+    deleted_images_leave_every_node(Server::MariaDb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_images_leave_every_node_on_sqlite() {
+    deleted_images_leave_every_node(Server::Sqlite).await;
+}
+
+/// A tool connects to the fleet's database by URL; an unreachable one is an error naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_reads_the_fleet_by_url() {
+    let Some(db) = TestDb::create(Server::Sqlite).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = node(dir.path(), &db.url, "http://tool:9292");
+    fill(&cache, "seen", 10);
+    db.wait_rows(&[("http://tool:9292", "seen", 0, 10)]).await;
+    let fleet = Fleet::connect(&DatabaseUrl::parse(&db.url).unwrap()).unwrap();
+    assert_eq!(fleet.nodes().await.unwrap(), ["http://tool:9292"]);
+    assert_eq!(fleet.cached_images().await.unwrap().len(), 1);
+
+    let nowhere = DatabaseUrl::parse("postgresql://postgres@127.0.0.1:1/none").unwrap();
+    let err = Fleet::connect(&nowhere)
+        .unwrap()
+        .nodes()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("postgres://postgres@127.0.0.1:1/none") && err.contains("failed"),
+        "{err}"
+    );
+}
