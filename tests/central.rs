@@ -393,3 +393,77 @@ async fn a_tool_reads_the_fleet_by_url() {
         "{err}"
     );
 }
+
+/// 200 downloads a second from one node's cache for 10 s: the database sees a few batched
+/// statements a second, not one per hit, and the final `hits` equals the deliveries.
+async fn hits_are_written_in_batches(server: Server) {
+    use common::{cache_status, image_data, FakeImage, TestServer, OWNER};
+
+    let Some(db) = TestDb::create(server).await else {
+        return;
+    };
+    let proxy = DbProxy::start(server).await;
+    let url = db.url_via(proxy.port);
+    let node_url = "http://busy:9292";
+    let test = TestServer::start_with(|dir| node(dir, &url, node_url)).await;
+    test.api.add("hot", FakeImage::private(image_data(4096)));
+    let filled = test.get("hot", OWNER).await;
+    assert_eq!(cache_status(&filled), "MISS");
+    filled.bytes().await.unwrap();
+    db.wait_rows(&[(node_url, "hot", 0, 4096)]).await;
+
+    let before = proxy.statements();
+    let started = Instant::now();
+    let mut ticks = tokio::time::interval(Duration::from_millis(5));
+    let mut downloads = Vec::with_capacity(2000);
+    for _ in 0..2000 {
+        ticks.tick().await;
+        let (client, target) = (test.client.clone(), test.url("/v2/images/hot/file"));
+        downloads.push(tokio::spawn(async move {
+            let response = client
+                .get(target)
+                .header("x-auth-token", OWNER)
+                .send()
+                .await
+                .ok()?;
+            let hit = cache_status(&response) == "HIT";
+            let body = response.bytes().await.ok()?;
+            Some(hit && body.len() == 4096)
+        }));
+    }
+    let mut delivered = 0i64;
+    for download in downloads {
+        if download.await.unwrap() == Some(true) {
+            delivered += 1;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let statements = proxy.statements() - before;
+    db.wait_rows(&[(node_url, "hot", delivered, 4096)]).await;
+    println!(
+        "{}: {delivered} hits in {elapsed:.1} s ({:.0}/s); the database received {statements} \
+         statements ({:.1}/s)",
+        server.name(),
+        delivered as f64 / elapsed,
+        statements as f64 / elapsed
+    );
+    assert!(
+        delivered >= 1900,
+        "only {delivered} of 2000 downloads were whole hits"
+    );
+    // About a write a second and an eviction poll a second; one per hit would be 2,000.
+    assert!(
+        (statements as f64) < 8.0 * elapsed,
+        "{statements} statements in {elapsed:.1} s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hits_are_written_in_batches_to_postgresql() {
+    hits_are_written_in_batches(Server::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hits_are_written_in_batches_to_mariadb() {
+    hits_are_written_in_batches(Server::MariaDb).await;
+}
