@@ -8,7 +8,10 @@ use clap::Parser;
 use tower_image_cache::cli::commands::{help, image_id, Command, COMMANDS};
 use tower_image_cache::cli::progress::wait_until_cached;
 use tower_image_cache::cli::report::{report, Outcome, Style};
-use tower_image_cache::cli::{bind_port, ClientError, ManageClient, OsArgs};
+use tower_image_cache::cli::{bind_port, ClientError, ManageClient, OsArgs, Table};
+use tower_image_cache::config::{database_connection, with_glance_files};
+use tower_image_cache::store::Fleet;
+use tower_image_cache::ImageId;
 
 #[derive(Parser, Debug)]
 #[command(name = "image-cache-manage", version, about = "Manage the image cache of one or more API nodes", after_help = COMMANDS)]
@@ -41,6 +44,11 @@ struct Args {
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
+    /// Run the command on every node of the fleet (image_cache_driver = centralized_db): the
+    /// nodes are read from the central database when a --config-file names [database]
+    /// connection, else asked of the node given with --host.
+    #[arg(long)]
+    all_nodes: bool,
     /// With queue-image: wait until the image is cached on every node, showing its progress.
     #[arg(long)]
     wait: bool,
@@ -84,15 +92,42 @@ async fn run(args: &Args) -> Result<(), String> {
         Some(port) => port,
         None => bind_port(&args.config_files)?,
     };
+    let fleet = match database_connection(with_glance_files(&args.config_files))
+        .map_err(|err| err.to_string())?
+    {
+        Some(url) => Some(Fleet::connect(&url).map_err(|err| err.to_string())?),
+        None => None,
+    };
+    if command.name == "forget-node" {
+        return forget_node(fleet.as_ref(), id.unwrap_or_default()).await;
+    }
     let auth = args.os.auth()?;
     let tls = auth.tls(args.os.tls());
-    let hosts = match &args.hosts[..] {
+    let mut hosts = match &args.hosts[..] {
         [] => vec![auth
             .image_endpoint()
             .await?
             .unwrap_or_else(|| "localhost".to_owned())],
         given => given.to_vec(),
     };
+    let first = ManageClient::with_auth(&hosts[0], port, auth.clone(), &tls)?;
+    if command.name == "list-nodes" {
+        return list_nodes(fleet.as_ref(), &first, id.unwrap_or_default(), args.json).await;
+    }
+    if args.all_nodes {
+        hosts = match &fleet {
+            Some(fleet) => fleet.nodes().await.map_err(|err| err.to_string())?,
+            None => first.fleet_nodes().await.map_err(|err| {
+                format!(
+                    "cannot learn the fleet's nodes from {}: {err}",
+                    first.node()
+                )
+            })?,
+        };
+        if hosts.is_empty() {
+            return Err("the central database lists no cache nodes".to_owned());
+        }
+    }
     let clients = hosts
         .iter()
         .map(|host| ManageClient::with_auth(host, port, auth.clone(), &tls))
@@ -113,7 +148,7 @@ async fn run(args: &Args) -> Result<(), String> {
     let style = Style {
         json: args.json,
         verbose: args.verbose,
-        several: hosts.len() > 1,
+        several: hosts.len() > 1 || args.all_nodes,
         terminal,
     };
     report(style, command.name, id, &done)?;
@@ -136,6 +171,66 @@ async fn run(args: &Args) -> Result<(), String> {
         Ok(())
     } else {
         Err(failures.join("\n"))
+    }
+}
+
+/// `list-nodes ID`: from the central database when the configuration names it, else through the
+/// node.
+async fn list_nodes(
+    fleet: Option<&Fleet>,
+    node: &ManageClient,
+    id: &str,
+    json: bool,
+) -> Result<(), String> {
+    let nodes = match (fleet, ImageId::new(id)) {
+        (Some(fleet), Ok(image)) => fleet
+            .nodes_caching(&image)
+            .await
+            .map_err(|e| e.to_string())?,
+        _ => node
+            .nodes_caching(id)
+            .await
+            .map_err(|err| err.to_string())?,
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&nodes).unwrap_or_default()
+        );
+    } else if nodes.is_empty() {
+        println!("No node has image {id} in its cache");
+    } else {
+        let mut table = Table::new(&["Node"]);
+        for node in &nodes {
+            table.row(vec![node.clone()]);
+        }
+        println!("{}", table.render());
+    }
+    Ok(())
+}
+
+/// `forget-node URL`: on the central database only.
+async fn forget_node(fleet: Option<&Fleet>, url: &str) -> Result<(), String> {
+    let Some(fleet) = fleet else {
+        return Err(
+            "forget-node works on the central database: pass --config-file with the \
+                    [database] connection of the fleet's nodes"
+                .to_owned(),
+        );
+    };
+    match fleet
+        .forget_node(url)
+        .await
+        .map_err(|err| err.to_string())?
+    {
+        Some(rows) => {
+            println!("Forgot node {url} and its {rows} cached image records");
+            Ok(())
+        }
+        None => Err(format!(
+            "no node {url} in the central database {}",
+            fleet.database()
+        )),
     }
 }
 

@@ -270,6 +270,24 @@ impl ManageClient {
         self.parse(&body)
     }
 
+    /// `GET /v2/cache/nodes/{id}`: the fleet's nodes holding the image.
+    pub async fn nodes_caching(&self, id: &str) -> Result<Vec<String>, ClientError> {
+        let body = self
+            .call(Method::GET, &format!("/v2/cache/nodes/{id}"), None)
+            .await?;
+        self.parse(&body)
+    }
+
+    /// `GET /v2/cache/nodes`: every node of the fleet.
+    pub async fn fleet_nodes(&self) -> Result<Vec<String>, ClientError> {
+        #[derive(Deserialize)]
+        struct Nodes {
+            nodes: Vec<String>,
+        }
+        let body = self.call(Method::GET, "/v2/cache/nodes", None).await?;
+        Ok(self.parse::<Nodes>(&body)?.nodes)
+    }
+
     /// `PUT /v2/cache/{id}`.
     pub async fn queue(&self, id: &str) -> Result<(), ClientError> {
         self.call(Method::PUT, &format!("/v2/cache/{id}"), None)

@@ -13,7 +13,12 @@ Commands:
   delete-queued-image <ID>   Remove an image from the cache queue
   delete-all-queued-images   Remove all images from the cache queue
   prune                      Prune the cache to image_cache_max_size
-  clean                      Remove invalid and stalled files from the cache";
+  clean                      Remove invalid and stalled files from the cache
+
+Fleet commands (image_cache_driver = centralized_db; --all-nodes runs any command above on
+every node the central database lists):
+  list-nodes <ID>            List the nodes that hold an image in their cache
+  forget-node <URL>          Remove a decommissioned node's records from the central database";
 
 /// What a command needs and asks.
 #[derive(Debug)]
@@ -22,6 +27,8 @@ pub struct Command {
     pub name: &'static str,
     /// Whether it takes an image id.
     pub takes_id: bool,
+    /// Whether it takes a node's URL instead.
+    pub takes_url: bool,
     /// The confirmation question, `{id}` standing for the image id.
     pub confirm: Option<&'static str>,
     /// What `help <command>` prints.
@@ -29,60 +36,87 @@ pub struct Command {
 }
 
 /// Every command, as Glance's `glance-cache-manage` has them.
-pub const TABLE: [Command; 9] = [
+pub const TABLE: [Command; 11] = [
     Command {
         name: "list-cached",
         takes_id: false,
+        takes_url: false,
         confirm: None,
         help: "List all images currently cached.",
     },
     Command {
         name: "list-queued",
         takes_id: false,
+        takes_url: false,
         confirm: None,
         help: "List all images currently queued for caching.",
     },
     Command {
         name: "queue-image",
         takes_id: true,
+        takes_url: false,
         confirm: Some("Queue image {id} for caching?"),
         help: "Queues an image for caching.",
     },
     Command {
         name: "delete-cached-image",
         takes_id: true,
+        takes_url: false,
         confirm: Some("Delete cached image {id}?"),
         help: "Deletes an image from the cache.",
     },
     Command {
         name: "delete-all-cached-images",
         takes_id: false,
+        takes_url: false,
         confirm: Some("Delete all cached images?"),
         help: "Remove all images from the cache.",
     },
     Command {
         name: "delete-queued-image",
         takes_id: true,
+        takes_url: false,
         confirm: Some("Delete queued image {id}?"),
         help: "Deletes an image from the cache queue.",
     },
     Command {
         name: "delete-all-queued-images",
         takes_id: false,
+        takes_url: false,
         confirm: Some("Delete all queued images?"),
         help: "Remove all images from the cache queue.",
     },
     Command {
         name: "prune",
         takes_id: false,
+        takes_url: false,
         confirm: None,
         help: "Prunes the cache to image_cache_max_size, least recently accessed first.",
     },
     Command {
         name: "clean",
         takes_id: false,
+        takes_url: false,
         confirm: None,
         help: "Removes invalid and stalled files from the cache.",
+    },
+    Command {
+        name: "list-nodes",
+        takes_id: true,
+        takes_url: false,
+        confirm: None,
+        help: "Lists the URLs of the nodes whose cache holds the image, from the central \
+               database (through the node given with --host, or directly with a --config-file \
+               naming [database] connection).",
+    },
+    Command {
+        name: "forget-node",
+        takes_id: false,
+        takes_url: true,
+        confirm: Some("Forget node {id} and its cached image records?"),
+        help: "Removes a decommissioned node (its worker_self_reference_url) and its records \
+               from the central database named by [database] connection in a --config-file. \
+               Its files are not touched; a node still running writes its records again.",
     },
 ];
 
@@ -95,6 +129,13 @@ impl Command {
 
 /// Glance's checks of the id argument.
 pub fn image_id<'a>(command: &Command, words: &'a [String]) -> Result<Option<&'a str>, String> {
+    if command.takes_url {
+        return match words {
+            [_, url] if url.starts_with("http://") || url.starts_with("https://") => Ok(Some(url)),
+            [_, url] => Err(format!("'{url}' is not a node URL: give the node's worker_self_reference_url, e.g. http://node-1:9292")),
+            _ => Err(format!("Please specify the URL of the node for command '{}' as the first and only argument.", command.name)),
+        };
+    }
     if !command.takes_id {
         return if words.len() > 1 {
             Err(format!(
@@ -132,7 +173,11 @@ pub fn help(command: Option<&str>) -> Result<(), String> {
         }
         Some(name) => match Command::named(name) {
             Some(command) => {
-                let id = if command.takes_id { " <IMAGE_ID>" } else { "" };
+                let id = match (command.takes_id, command.takes_url) {
+                    (true, _) => " <IMAGE_ID>",
+                    (_, true) => " <NODE_URL>",
+                    _ => "",
+                };
                 println!(
                     "image-cache-manage {}{id} [options]\n\n{}",
                     command.name, command.help

@@ -79,6 +79,21 @@ impl CacheConfig {
     }
 }
 
+/// `[database] connection` in `files`, when they name one: how a tool reaches a fleet's central
+/// database from the nodes' own configuration files.
+pub fn database_connection<P: AsRef<Path>>(
+    files: impl IntoIterator<Item = P>,
+) -> Result<Option<DatabaseUrl>, ConfigError> {
+    let texts = read_files(files)?;
+    let database = read_section(&texts, "database")?;
+    let Some(connection) = database.get("connection") else {
+        return Ok(None);
+    };
+    DatabaseUrl::parse(&connection.text()?)
+        .map(Some)
+        .map_err(|reason| connection.bad(reason))
+}
+
 /// `[database] connection`, required by `centralized_db`.
 fn central_database(
     texts: &[(PathBuf, String)],

@@ -10,6 +10,7 @@ mod server;
 
 pub use database::{DatabaseKind, DatabaseUrl};
 pub use error::ConfigError;
+pub use files::database_connection;
 #[cfg(feature = "keystone")]
 pub(crate) use ini::{read_files, read_section, Setting};
 pub use ini::{with_glance_files, GLANCE_FILES};

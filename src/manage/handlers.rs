@@ -150,6 +150,26 @@ where
     match fleet {}
 }
 
+/// `GET /v2/cache/nodes` (this crate's): every node of the fleet, `{"nodes": [url, ...]}`, so a
+/// tool can act on all of them through any one.
+async fn node_list<B>(cache: &ImageCache) -> Result<Answer<B>, Refusal> {
+    #[cfg(feature = "centralized-db")]
+    if let Some(fleet) = cache.fleet() {
+        return match fleet.nodes().await {
+            Ok(nodes) => Ok(json(StatusCode::OK, &serde_json::json!({ "nodes": nodes }))),
+            Err(err) => Err(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                err.to_string(),
+            )),
+        };
+    }
+    let _ = cache;
+    Err(Refusal::new(
+        StatusCode::CONFLICT,
+        "Centralized caching is not enabled",
+    ))
+}
+
 async fn manage<B>(
     op: Op,
     shared: &Shared,
@@ -189,6 +209,7 @@ async fn manage<B>(
             prefetcher.wake();
             empty(StatusCode::ACCEPTED)
         }
+        Op::NodeList => node_list(cache).await?,
         Op::LegacyListCached => json(
             StatusCode::OK,
             &serde_json::json!({ "cached_images": cache.cached_images() }),

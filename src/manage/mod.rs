@@ -10,6 +10,7 @@
 //! | `POST /v2/cache/prune` | 200 `{"total_files_pruned": n, "total_bytes_pruned": b}` |
 //! | `POST /v2/cache/prefetch` | 202, the queue runs now |
 //! | `GET /v2/cache/nodes/{id}` | 200 the URLs of the fleet's nodes holding it (`[]`: none), from the central database; 409 unless `centralized_db`; 404 unknown image; 503 database unreachable |
+//! | `GET /v2/cache/nodes` | 200 `{"nodes": [...]}`: every node of the fleet (this crate's route); 409 unless `centralized_db` |
 //! | `GET /v2/cached_images`, `GET /cached-images` | 200 `{"cached_images": [...]}` |
 //! | `DELETE /v2/cached_images/{id}`, `DELETE /cached-images/{id}` | 200 `null` |
 //! | `DELETE /v2/cached_images` | 200 `{"num_deleted": n}` |

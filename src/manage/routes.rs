@@ -15,6 +15,8 @@ pub(crate) enum Endpoint<'a> {
     Prune,
     /// `/v2/cache/prefetch`
     Prefetch,
+    /// `/v2/cache/nodes` (this crate's: every node of the fleet)
+    NodeList,
     /// `/v2/cache/nodes/{id}`
     Nodes(&'a str),
     /// `/v2/cached_images`, `/cached-images`
@@ -36,6 +38,7 @@ impl<'a> Endpoint<'a> {
             ["v2", "cache", "clean"] => Endpoint::Clean,
             ["v2", "cache", "prune"] => Endpoint::Prune,
             ["v2", "cache", "prefetch"] => Endpoint::Prefetch,
+            ["v2", "cache", "nodes"] => Endpoint::NodeList,
             ["v2", "cache", "nodes", id] => Endpoint::Nodes(id),
             ["v2", "cache", id] => Endpoint::CacheImage(id),
             ["v2", "cached_images"] | ["cached-images"] => Endpoint::CachedImages,
@@ -52,7 +55,7 @@ impl<'a> Endpoint<'a> {
             Endpoint::Cache => &[Method::GET, Method::DELETE],
             Endpoint::CacheImage(_) => &[Method::DELETE, Method::PUT],
             Endpoint::Clean | Endpoint::Prune | Endpoint::Prefetch => &[Method::POST],
-            Endpoint::Nodes(_) => &[Method::GET],
+            Endpoint::Nodes(_) | Endpoint::NodeList => &[Method::GET],
             Endpoint::CachedImages | Endpoint::QueuedImages => &[Method::GET, Method::DELETE],
             Endpoint::CachedImage(_) => &[Method::DELETE],
             Endpoint::QueuedImage(_) => &[Method::DELETE, Method::PUT],
