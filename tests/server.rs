@@ -218,6 +218,22 @@ fn bad_configurations_are_refused_in_a_sentence_naming_the_option() {
             "[cache_server] metrics_bind = \"anywhere\" is not an address",
         ),
         (
+            "[DEFAULT]\nimage_cache_dir = /tmp/nowhere\nimage_cache_driver = centralized_db\nworker_self_reference_url = http://n1:9292\n[cache_server]\nupstream = http://glance:9292\n",
+            "[DEFAULT] image_cache_driver = \"centralized_db\": needs the central database: set connection in the [database] section",
+        ),
+        (
+            "[DEFAULT]\nimage_cache_dir = /tmp/nowhere\nimage_cache_driver = centralized_db\n[database]\nconnection = mysql+pymysql://glance:pw@db/glance\n[cache_server]\nupstream = http://glance:9292\n",
+            "needs worker_self_reference_url in [DEFAULT]",
+        ),
+        (
+            "[DEFAULT]\nimage_cache_dir = /tmp/nowhere\nimage_cache_driver = centralized_db\nworker_self_reference_url = http://n1:9292\n[database]\nconnection = mssql://db/glance\n[cache_server]\nupstream = http://glance:9292\n",
+            "[database] connection = \"mssql://db/glance\": names the database \"mssql\"",
+        ),
+        (
+            "[DEFAULT]\nimage_cache_dir = /tmp/nowhere\nimage_cache_driver = xattr\n[cache_server]\nupstream = http://glance:9292\n",
+            "[DEFAULT] image_cache_driver = \"xattr\": is refused",
+        ),
+        (
             "[DEFAULT]\nimage_cache_dir = /tmp/nowhere\n[cache_server]\nupstream = http://glance:9292\nshutdown_grace = soon\n",
             "[cache_server] shutdown_grace = \"soon\": must be a whole number",
         ),
