@@ -33,6 +33,11 @@ struct Args {
     /// The cache's directory (image_cache_dir).
     #[arg(long, default_value = "./axum-app-cache")]
     cache_dir: PathBuf,
+    /// Glance-style configuration files (`glance-api.conf`: `[DEFAULT] image_cache_dir`,
+    /// `image_cache_driver = centralized_db`, `worker_self_reference_url`, `[database]
+    /// connection`, ...); repeatable, later files win. They replace --cache-dir.
+    #[arg(long = "config-file", value_name = "FILE")]
+    config_files: Vec<PathBuf>,
     /// The one token the API and the management routes accept.
     #[arg(long, default_value = "admin-secret")]
     admin_token: String,
@@ -120,12 +125,14 @@ async fn run(args: Args) -> Result<(), String> {
         .route("/v2/images/{id}/file", get(download).put(upload))
         .with_state(state);
 
-    let cache = ImageCache::open(CacheConfig::new(&args.cache_dir)).map_err(|err| {
-        format!(
-            "cannot open the cache at {}: {err}",
-            args.cache_dir.display()
-        )
-    })?;
+    let config = if args.config_files.is_empty() {
+        CacheConfig::new(&args.cache_dir)
+    } else {
+        CacheConfig::from_files(&args.config_files).map_err(|err| err.to_string())?
+    };
+    let dir = config.image_cache_dir.clone();
+    let cache = ImageCache::open(config)
+        .map_err(|err| format!("cannot open the cache at {}: {err}", dir.display()))?;
     let token = args.admin_token.as_str();
     // Around the whole router: the cache sees every route, so its access check can ask
     // `GET /v2/images/{id}` and the prefetcher can download.

@@ -95,3 +95,57 @@ async fn the_axum_app_with_state_caches_and_prefetches() {
     }
     caches(&server, dir.path(), "demo", "other").await;
 }
+
+/// A wiring example joins a fleet by its configuration file alone: `centralized_db` on an SQLite
+/// file, and the nodes route answers from it.
+#[cfg(feature = "centralized-db")]
+#[tokio::test]
+async fn the_hyper_example_joins_a_fleet_by_its_configuration_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache_dir = dir.path().join("cache");
+    let config = dir.path().join("glance-api.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "[DEFAULT]\nimage_cache_dir = {}\nimage_cache_driver = centralized_db\n\
+             worker_self_reference_url = http://hyper-node:9494\n\n[database]\n\
+             connection = sqlite:///{}\n",
+            cache_dir.display(),
+            dir.path().join("glance.sqlite").display()
+        ),
+    )
+    .unwrap();
+    let server = start_example(
+        "hyper_server",
+        &[
+            OsStr::new("--bind"),
+            OsStr::new("127.0.0.1:0"),
+            OsStr::new("--config-file"),
+            config.as_os_str(),
+            OsStr::new("--admin-token"),
+            OsStr::new(TOKEN),
+        ],
+    );
+    caches(&server, &cache_dir, "demo", "small").await;
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let nodes: serde_json::Value = client
+            .get(format!("{}/v2/cache/nodes/demo", server.url))
+            .header("x-auth-token", TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if nodes == serde_json::json!(["http://hyper-node:9494"]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node was never listed: {nodes}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -47,7 +47,9 @@ struct Args {
     #[arg(long, value_parser = parse_rate)]
     backend_rate: Option<u64>,
     /// A glance-style configuration file (`[DEFAULT] image_cache_dir = ...`,
-    /// `image_cache_max_size = ...`); repeatable, later files win. Its image_cache_dir replaces
+    /// `image_cache_max_size = ...`; `image_cache_driver = centralized_db` with
+    /// `worker_self_reference_url` and `[database] connection` to join a fleet, with the
+    /// `centralized-db` feature); repeatable, later files win. Its image_cache_dir replaces
     /// DIR/cache.
     #[arg(long = "config-file", value_name = "FILE")]
     config_files: Vec<PathBuf>,
