@@ -2,6 +2,9 @@
 //! download without the cache (bodies drained, as a client would), and the index at 100,000
 //! entries (listing, pruning half, reopening). What the digests cost alone: `benches/digests.rs`.
 //!
+//! `hit_index` compares a hit with the embedded index and with `centralized_db` (run with
+//! `--features centralized-db`).
+//!
 //! `cargo bench --bench data_path` (a few minutes; `-- index` runs one group)
 
 use std::convert::Infallible;
@@ -292,5 +295,108 @@ fn index(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, hits, fills, index);
+/// A 4 KiB hit with the embedded index and with the central one (`centralized_db` on the local
+/// PostgreSQL, else an SQLite file): the hit path never waits on the database, so the two should
+/// be within noise.
+fn hit_index(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut group = c.benchmark_group("hit_index");
+    group.sample_size(30);
+    let data = Bytes::from(vec![7u8; 4096]);
+    let api = MemoryApi::new(data.clone());
+    let sled_dir = tempfile::tempdir().unwrap();
+    let sled = cached(sled_dir.path(), &data);
+    let mut nodes = vec![("sled", sled)];
+    let central_dir = tempfile::tempdir().unwrap();
+    #[cfg(feature = "centralized-db")]
+    let _database = {
+        let (url, database) = runtime.block_on(central::database());
+        let config = CacheConfig::new(central_dir.path())
+            .worker_self_reference_url("http://bench:9292")
+            .centralized_db(tower_image_cache::config::DatabaseUrl::parse(&url).unwrap());
+        let cache = ImageCache::open(config).unwrap();
+        let id = ImageId::new("img").unwrap();
+        let mut fill = cache
+            .begin_fill(&id, Expected::default().size(4096))
+            .unwrap();
+        fill.write(&data).unwrap();
+        fill.finish().unwrap();
+        nodes.push((database.name(), cache));
+        database
+    };
+    #[cfg(not(feature = "centralized-db"))]
+    eprintln!("hit_index: built without the centralized-db feature; only the sled index runs");
+    let _ = &central_dir;
+    group.throughput(Throughput::Bytes(4096));
+    for (name, cache) in nodes {
+        let service = CacheLayer::new(cache, TrustAll).layer(api.clone());
+        group.bench_function(name, |b| {
+            b.to_async(&runtime).iter(|| async {
+                let response = service.clone().oneshot(get("img")).await.unwrap();
+                assert_eq!(drain(response.into_body()).await, 4096);
+            })
+        });
+    }
+    group.finish();
+}
+
+#[cfg(feature = "centralized-db")]
+mod central {
+    /// The central database for the bench: a database of its own on the local PostgreSQL
+    /// (dropped at the end), else an SQLite file.
+    pub enum Database {
+        Postgres(String),
+        Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    }
+
+    impl Database {
+        pub fn name(&self) -> &'static str {
+            match self {
+                Database::Postgres(_) => "centralized_db (PostgreSQL)",
+                Database::Sqlite(_) => "centralized_db (SQLite)",
+            }
+        }
+    }
+
+    const ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable";
+
+    pub async fn database() -> (String, Database) {
+        sqlx::any::install_default_drivers();
+        let name = format!("tic_bench_{}", std::process::id());
+        if let Ok(admin) = sqlx::AnyPool::connect(ADMIN).await {
+            if sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&admin)
+                .await
+                .is_ok()
+            {
+                let url = format!("postgresql://postgres@127.0.0.1:5432/{name}");
+                return (url, Database::Postgres(name));
+            }
+        }
+        eprintln!("hit_index: PostgreSQL on 127.0.0.1:5432 does not answer; using SQLite");
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:///{}", dir.path().join("glance.sqlite").display());
+        (url, Database::Sqlite(dir))
+    }
+
+    impl Drop for Database {
+        fn drop(&mut self) {
+            let Database::Postgres(name) = self else {
+                return;
+            };
+            let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Runtime::new().unwrap();
+                runtime.block_on(async {
+                    if let Ok(admin) = sqlx::AnyPool::connect(ADMIN).await {
+                        let _ = sqlx::query(&drop).execute(&admin).await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+criterion_group!(benches, hits, fills, index, hit_index);
 criterion_main!(benches);

@@ -665,6 +665,31 @@ async fn nodes_come_from_the_central_database() {
     assert_eq!(with_body.status(), 400);
 }
 
+/// A caller's 404 for a cached image makes the node ask with its own identity: an image only
+/// hidden from that caller stays; one the API no longer knows is evicted at once.
+#[tokio::test]
+async fn a_404_for_a_cached_image_evicts_it_only_when_the_api_lost_it() {
+    let server = managed().await;
+    server.api.add("img", FakeImage::private(image_data(1000)));
+    download(&server, "img").await;
+    assert!(server.cache.is_cached(&id("img")));
+
+    // Another project's caller is told 404 (the image is private): the copy stays.
+    assert_eq!(server.get("img", OTHER).await.status(), 404);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(server.cache.is_cached(&id("img")));
+    assert_eq!(cache_status(&server.get("img", OWNER).await), "HIT");
+
+    // Deleted behind the node's back (another node, or Glance itself): the owner's 404 evicts.
+    server.api.update("img", |image| image.deleted = true);
+    assert_eq!(server.get("img", OWNER).await.status(), 404);
+    eventually("the deleted image is evicted", || {
+        !server.cache.is_cached(&id("img"))
+    })
+    .await;
+    assert!(!server.cache_dir().join("img").exists());
+}
+
 #[tokio::test]
 async fn nodes_is_a_conflict_without_the_central_database() {
     let server = TestServer::start_managed(|dir| {

@@ -58,17 +58,9 @@ where
         // caller who may not see the image that it is cached.
         Access::Deny(refusal) => {
             if cached && refusal.status() == StatusCode::NOT_FOUND {
-                // The image service no longer knows the image (deleted while this node was not
-                // told): the copy goes now, not at the next prune.
-                let evicting = id.clone();
-                match cache.blocking(move |c| c.evict(&evicting)).await {
-                    Ok(_) => {
-                        tracing::info!(image = %id, "evicted: the image service answers 404 for it")
-                    }
-                    Err(err) => {
-                        tracing::warn!(image = %id, %err, "could not evict an image the image service answers 404 for")
-                    }
-                }
+                // Deleted while this node was not told, or only hidden from this caller: the
+                // management layer asks with its own identity, and evicts it at once if gone.
+                cache.suspect_deleted(&id);
             }
             return Ok(refusal.map(CacheBody::inner));
         }

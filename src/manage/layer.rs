@@ -77,6 +77,7 @@ impl CacheManageLayer<WrappedService> {
             worker: WorkerSettings {
                 identity: Identity::Headers(HeaderMap::new()),
                 download: RouteTemplate::new("/v2/images/{id}/file").expect("a valid template"),
+                metadata: RouteTemplate::new("/v2/images/{id}").expect("a valid template"),
                 concurrency: 2,
                 interval,
                 prune_every: None,
@@ -180,9 +181,11 @@ impl<Api> CacheManageLayer<Api> {
         self
     }
 
-    /// The route `PUT /v2/cache/{id}` asks whether the image exists and is active
-    /// (default `/v2/images/{id}`).
+    /// The route `PUT /v2/cache/{id}` asks whether the image exists and is active, and the
+    /// prefetcher asks about a cached image a caller was answered 404 for (default
+    /// `/v2/images/{id}`).
     pub fn metadata_route(mut self, route: RouteTemplate) -> Self {
+        self.worker.metadata = route.clone();
         self.metadata = route;
         self
     }

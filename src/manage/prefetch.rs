@@ -63,6 +63,8 @@ impl PrefetchHandle {
 pub(crate) struct WorkerSettings {
     pub(crate) identity: Identity,
     pub(crate) download: RouteTemplate,
+    /// The image's metadata route, asked with `identity` about images a caller got a 404 for.
+    pub(crate) metadata: RouteTemplate,
     pub(crate) concurrency: usize,
     pub(crate) interval: Duration,
     pub(crate) prune_every: Option<Duration>,
@@ -102,6 +104,7 @@ pub(crate) async fn run<S, ReqBody, ResBody>(
             _ = handle.wake.notified() => run_queue(&cache, service.clone(), &settings, &handle).await,
             _ = cache.image_queued() => run_queue(&cache, service.clone(), &settings, &handle).await,
             _ = prefetch.tick() => run_queue(&cache, service.clone(), &settings, &handle).await,
+            _ = cache.suspects_reported() => check_suspects(&cache, service.clone(), &settings).await,
             _ = tick(&mut prune) => maintain(&cache, "prune", ImageCache::prune).await,
             _ = tick(&mut clean) => maintain(&cache, "clean", ImageCache::clean).await,
         }
@@ -159,6 +162,55 @@ async fn run_queue<S, ReqBody, ResBody>(
     }
     while let Some(done) = running.join_next().await {
         log_panic(Some(done));
+    }
+}
+
+/// Asks the image API, with the service identity, about each cached image a caller got a 404
+/// for; evicts those it does not know (deleted while this node was not told).
+async fn check_suspects<S, ReqBody, ResBody>(
+    cache: &ImageCache,
+    service: S,
+    settings: &WorkerSettings,
+) where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    ReqBody: Default + Send + 'static,
+    ResBody: ResponseBody,
+{
+    for id in cache.take_suspects() {
+        let build = || {
+            let mut request = Request::new(ReqBody::default());
+            *request.uri_mut() = settings
+                .metadata
+                .render(&id)
+                .parse()
+                .expect("a rendered route is a valid URI");
+            request
+        };
+        let status = match settings.identity.send(service.clone(), build).await {
+            Ok(Ok(response)) => response.status(),
+            Ok(Err(reason)) => {
+                tracing::warn!(image = %id, %reason, "cannot ask the image API whether a cached image still exists");
+                continue;
+            }
+            Err(err) => {
+                tracing::warn!(image = %id, err = %err.into(), "cannot ask the image API whether a cached image still exists");
+                continue;
+            }
+        };
+        if status != StatusCode::NOT_FOUND {
+            continue;
+        }
+        let evicting = id.clone();
+        match cache.blocking(move |c| c.evict(&evicting)).await {
+            Ok(_) => {
+                tracing::info!(image = %id, "evicted: the image API no longer knows the image")
+            }
+            Err(err) => {
+                tracing::warn!(image = %id, %err, "could not evict an image the image API no longer knows")
+            }
+        }
     }
 }
 

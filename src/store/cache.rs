@@ -54,6 +54,10 @@ pub(crate) struct Inner {
     pub(crate) fills: Fills,
     /// Woken when an image is queued, so a prefetcher fetches it at once.
     pub(crate) queued: tokio::sync::Notify,
+    /// Cached images a caller's access check got a 404 for, for the management layer to check
+    /// with its own identity (a 404 to one caller may only mean the image is private).
+    pub(crate) suspects: std::sync::Mutex<Vec<ImageId>>,
+    pub(crate) suspected: tokio::sync::Notify,
     pub(crate) metrics: CacheMetrics,
     pub(crate) housekeeper: Housekeeper,
     /// The buffers hits and followers read into.
@@ -151,6 +155,8 @@ impl ImageCache {
             catalog: Catalog::new(driver, records),
             fills: Fills::default(),
             queued: tokio::sync::Notify::new(),
+            suspects: std::sync::Mutex::default(),
+            suspected: tokio::sync::Notify::new(),
             metrics: CacheMetrics::default(),
             chunks: Arc::default(),
             fleet,

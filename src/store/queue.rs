@@ -2,6 +2,7 @@
 
 use super::cache::ImageCache;
 use super::error::StoreError;
+use crate::sync::lock;
 use crate::ImageId;
 
 impl ImageCache {
@@ -60,5 +61,28 @@ impl ImageCache {
             fleet.announce_deleted(id);
         }
         Ok(here)
+    }
+
+    /// A caller's access check answered 404 for the cached `id`: the image may be gone, or only
+    /// hidden from that caller. The management layer checks with its own identity and evicts
+    /// it when the image API does not know it either ([`take_suspects`](Self::take_suspects)).
+    pub fn suspect_deleted(&self, id: &ImageId) {
+        let mut suspects = lock(&self.inner.suspects);
+        if !suspects.contains(id) {
+            suspects.push(id.clone());
+        }
+        drop(suspects);
+        self.inner.suspected.notify_one();
+    }
+
+    /// Resolves when an image was reported by [`suspect_deleted`](Self::suspect_deleted).
+    pub async fn suspects_reported(&self) {
+        self.inner.suspected.notified().await;
+    }
+
+    /// The images reported since the last call that are still cached.
+    pub fn take_suspects(&self) -> Vec<ImageId> {
+        let taken = std::mem::take(&mut *lock(&self.inner.suspects));
+        taken.into_iter().filter(|id| self.is_cached(id)).collect()
     }
 }
