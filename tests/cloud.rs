@@ -178,6 +178,59 @@ async fn behind_keystone_downloads_are_cached_per_glances_answer_and_management_
     );
 }
 
+/// Glance 33's own API node (its default driver is centralized_db) and a cache node configured
+/// with Glance's database share one fleet view: each lists the other as holding the image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_node_and_glance_share_one_fleet_in_glances_database() {
+    let test = "a_cache_node_and_glance_share_one_fleet_in_glances_database";
+    let Some(glance) = Glance::shared(test) else {
+        return;
+    };
+    let keystone = &glance.keystone.url;
+    let admin = log_in(keystone, "admin", ADMIN_PASSWORD, "admin").await;
+    let data = vec![9u8; 256 * 1024];
+    let id = create_image(&glance.url, &admin, &data).await;
+    // Glance caches it on download (flavor keystone+cachemanagement), in its own tables.
+    let through_glance = get(&format!("{}/v2/images/{id}/file", glance.url), Some(&admin)).await;
+    assert_eq!(through_glance.bytes().await.unwrap(), data);
+
+    let port = openstack::free_port();
+    let node_url = format!("http://127.0.0.1:{port}");
+    let more = format!(
+        "\n[DEFAULT]\nimage_cache_driver = centralized_db\nworker_self_reference_url = {node_url}\n\n\
+         [database]\nconnection = sqlite:///{}\n",
+        glance.dir.join("glance.db").display()
+    );
+    let node = start_node_configured(&glance.url, keystone, &more, port, &[]);
+    assert_eq!(node.url, node_url);
+    let first = get(&format!("{}/v2/images/{id}/file", node.url), Some(&admin)).await;
+    assert_eq!(first.bytes().await.unwrap(), data);
+    wait_cached(&node, &admin, &id, Duration::from_secs(10)).await;
+
+    let mut expected = vec![glance.url.clone(), node_url.clone()];
+    expected.sort();
+    for asked in [&glance.url, &node.url] {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let response = get(&format!("{asked}/v2/cache/nodes/{id}"), Some(&admin)).await;
+            let status = response.status();
+            let text = response.text().await.unwrap();
+            let listed: Option<Vec<String>> = serde_json::from_str(&text).ok();
+            if let Some(mut listed) = listed.filter(|_| status == 200) {
+                listed.sort();
+                if listed == expected {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{asked} answered {status}: {text}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_prefetcher_fetches_as_its_own_keystone_identity_also_after_its_token_expired() {
     let test = "the_prefetcher_fetches_as_its_own_keystone_identity_also_after_its_token_expired";

@@ -179,15 +179,7 @@ async fn check_suspects<S, ReqBody, ResBody>(
     ResBody: ResponseBody,
 {
     for id in cache.take_suspects() {
-        let build = || {
-            let mut request = Request::new(ReqBody::default());
-            *request.uri_mut() = settings
-                .metadata
-                .render(&id)
-                .parse()
-                .expect("a rendered route is a valid URI");
-            request
-        };
+        let build = || route_request(&settings.metadata, &id);
         let status = match settings.identity.send(service.clone(), build).await {
             Ok(Ok(response)) => response.status(),
             Ok(Err(reason)) => {
@@ -220,11 +212,11 @@ fn log_panic(done: Option<Result<(), tokio::task::JoinError>>) {
     }
 }
 
-fn download_request<B: Default>(settings: &WorkerSettings, id: &ImageId) -> Request<B> {
+/// `GET` of `route` for `id`, with an empty body.
+fn route_request<B: Default>(route: &RouteTemplate, id: &ImageId) -> Request<B> {
     let mut request = Request::new(B::default());
     *request.method_mut() = Method::GET;
-    *request.uri_mut() = settings
-        .download
+    *request.uri_mut() = route
         .render(id)
         .parse()
         .expect("a rendered route is a valid URI");
@@ -277,7 +269,7 @@ where
     }
     let response = settings
         .identity
-        .send(service, || download_request(settings, id))
+        .send(service, || route_request(&settings.download, id))
         .await
         .map_err(|err| format!("the image API failed: {}", err.into()))??;
     if response.status() != StatusCode::OK {

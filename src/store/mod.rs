@@ -33,6 +33,7 @@
 //! | `sled_driver.rs` | the sled driver |
 //! | `central_sql.rs` | the central index's SQL, per server (feature `centralized-db`) |
 //! | `central_db.rs` | the central database's pool and statements |
+//! | `converge.rs` | a node's rows made equal to its local records |
 //! | `replicator.rs` | writing a node's records behind to the central database |
 //! | `central_driver.rs` | the `centralized_db` driver: sled, mirrored by the replicator |
 //! | `digest.rs` | the digest implementations |
@@ -76,6 +77,8 @@ mod central_driver;
 mod central_sql;
 mod chunks;
 mod clock;
+#[cfg(feature = "centralized-db")]
+mod converge;
 mod digest;
 mod driver;
 mod error;

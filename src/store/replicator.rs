@@ -24,6 +24,7 @@ use tokio::sync::Notify;
 
 use super::central_db::CentralDb;
 use super::clock::now;
+use super::converge::converge;
 use super::driver::IndexRecord;
 use super::sled_driver::SledIndex;
 use crate::config::DatabaseUrl;
@@ -310,41 +311,7 @@ impl Shared {
     async fn converge(&self, node: i64) -> Result<(), String> {
         // Taken before the local records are read: every change gathered so far is in them.
         lock(&self.pending).changes.clear();
-        let local: HashMap<ImageId, IndexRecord> = self
-            .local
-            .records()
-            .map_err(|err| err.to_string())?
-            .into_iter()
-            .collect();
-        let rows = self.db.rows_of_node(node).await?;
-        let mut stale: Vec<ImageId> = Vec::new();
-        let mut current = HashMap::with_capacity(rows.len());
-        for row in rows {
-            match ImageId::new(&row.image_id) {
-                Ok(id) if local.contains_key(&id) => {
-                    current.insert(id, row);
-                }
-                Ok(id) => stale.push(id),
-                // Not an id this cache can hold, so not one of its images.
-                Err(_) => tracing::warn!(image = %row.image_id, "a row this node cannot hold"),
-            }
-        }
-        let missing: Vec<(ImageId, IndexRecord)> = local
-            .iter()
-            .filter(|(id, record)| current.get(*id).is_none_or(|row| !row.matches(record)))
-            .map(|(id, record)| (id.clone(), *record))
-            .collect();
-        self.db.upsert(node, &missing).await?;
-        self.db.delete_rows(node, &stale).await?;
-        if !missing.is_empty() || !stale.is_empty() {
-            tracing::info!(
-                written = missing.len(),
-                removed = stale.len(),
-                node = %self.node_url,
-                "converged this node's rows in the central database with its cache"
-            );
-        }
-        Ok(())
+        converge(&self.db, &self.local, node, &self.node_url).await
     }
 
     async fn announce(&self, node: i64) -> Result<(), String> {
@@ -387,17 +354,5 @@ impl Shared {
                 .map_err(|err| err.to_string())?;
         }
         Ok(())
-    }
-}
-
-impl super::central_db::CentralRow {
-    /// Whether this row already says what `record` says (times within a second: MySQL's
-    /// `DATETIME` keeps no fraction, and MySQL rounds where MariaDB truncates).
-    fn matches(&self, record: &IndexRecord) -> bool {
-        self.size == record.size
-            && self.hits == record.hits.min(i32::MAX as u64)
-            && self.checksum == record.md5.map(hex::encode)
-            && (self.last_accessed - record.last_accessed).abs() < 1.0
-            && (self.last_modified - record.last_modified).abs() < 1.0
     }
 }

@@ -69,7 +69,11 @@ pub fn free_port() -> u16 {
 
 /// Runs `tests/openstack/<script> VENV DIR PORT ARGS...` in a directory of its own (removed
 /// when the script ends) on a free port, and waits for its "ready".
-fn run_script(script: &str, venv: &Path, args: impl FnOnce(u16) -> Vec<String>) -> (Child, u16) {
+fn run_script(
+    script: &str,
+    venv: &Path,
+    args: impl FnOnce(u16) -> Vec<String>,
+) -> (Child, u16, PathBuf) {
     let dir = tempfile::Builder::new()
         .prefix(script.trim_end_matches(".sh"))
         .tempdir()
@@ -94,7 +98,7 @@ fn run_script(script: &str, venv: &Path, args: impl FnOnce(u16) -> Vec<String>) 
         "{script} did not start; see {}",
         dir.display()
     );
-    (child, port)
+    (child, port, dir)
 }
 
 /// A running Keystone with its users: `admin` (role admin in project admin), `demo` (role
@@ -118,7 +122,7 @@ impl Keystone {
 
     fn start(venv: &Path, expiration: u64) -> Keystone {
         let started = Instant::now();
-        let (child, port) = run_script("keystone.sh", venv, |port| {
+        let (child, port, _) = run_script("keystone.sh", venv, |port| {
             vec![port.to_string(), expiration.to_string()]
         });
         let url = format!("http://127.0.0.1:{port}/v3");
@@ -280,6 +284,8 @@ async fn populate(url: &str) -> (String, String) {
 pub struct Glance {
     pub url: String,
     pub keystone: &'static Keystone,
+    /// Its working directory: `glance-api.conf`, `glance.db` (its SQLite database), logs.
+    pub dir: PathBuf,
     _child: Child,
 }
 
@@ -300,7 +306,7 @@ impl Glance {
     /// `Connection: close` ("close").
     pub fn start(venv: &Path, keystone: &'static Keystone, mode: &str) -> Glance {
         let started = Instant::now();
-        let (child, port) = run_script("glance.sh", venv, |port| {
+        let (child, port, dir) = run_script("glance.sh", venv, |port| {
             vec![port.to_string(), keystone.url.clone(), mode.to_owned()]
         });
         let url = format!("http://127.0.0.1:{port}");
@@ -311,6 +317,7 @@ impl Glance {
         Glance {
             url,
             keystone,
+            dir,
             _child: child,
         }
     }
