@@ -97,9 +97,12 @@ impl Replicator {
             .enable_all()
             .build()
             .map_err(|err| format!("cannot start the central index's thread: {err}"))?;
+        // One connection per node: a fleet of 50 nodes holds 50 of the server's connections
+        // (PostgreSQL allows 100 by default). Fleet queries wait behind a round, for
+        // milliseconds.
         let db = {
             let _entered = runtime.enter();
-            CentralDb::lazy(url, 4)?
+            CentralDb::lazy(url, 1)?
         };
         let shared = Arc::new(Shared {
             node_url: node_url.to_owned(),
