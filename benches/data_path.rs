@@ -328,7 +328,7 @@ fn hit_index(c: &mut Criterion) {
     eprintln!("hit_index: built without the centralized-db feature; only the sled index runs");
     let _ = &central_dir;
     group.throughput(Throughput::Bytes(4096));
-    for (name, cache) in nodes {
+    for (name, cache) in nodes.into_iter().rev() {
         let service = CacheLayer::new(cache, TrustAll).layer(api.clone());
         group.bench_function(name, |b| {
             b.to_async(&runtime).iter(|| async {

@@ -8,7 +8,9 @@
 //!   from `/proc`, in % of one core, the route's queries included);
 //! - the p50/p99 of `GET /v2/cache/nodes/{id}` over HTTP on one node while the load runs.
 //!
-//! `cargo bench --features centralized-db --bench fleet` (about 5 minutes; `FLEET_SECS` sets
+//! First, a hit's latency with the embedded index and with the central one, interleaved.
+//!
+//! `cargo bench --features centralized-db --bench fleet` (about 7 minutes; `FLEET_SECS` sets
 //! the load's length, default 60; `FLEET_NODES` the sizes, default `5,50`).
 
 #[path = "../tests/common/db.rs"]
@@ -77,7 +79,7 @@ fn server_cpu(server: Server) -> f64 {
 }
 
 /// One node answering the management routes over HTTP (its image API: any id is active).
-async fn serve_node(cache: ImageCache) -> String {
+async fn serve_node(cache: ImageCache) -> (String, tokio::task::JoinHandle<()>) {
     let api = Router::new().route(
         "/v2/images/{id}",
         get(
@@ -93,8 +95,10 @@ async fn serve_node(cache: ImageCache) -> String {
     let app = Router::new().fallback_service(service);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, server)
 }
 
 struct Measured {
@@ -140,7 +144,7 @@ async fn run(server: Server, nodes: usize, seconds: u64) -> Option<Measured> {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let route = serve_node(caches[0].clone()).await;
+    let (route, serving) = serve_node(caches[0].clone()).await;
     let client = reqwest::Client::new();
 
     let (statements, cpu, started) = (proxy.statements(), server_cpu(server), Instant::now());
@@ -191,6 +195,10 @@ async fn run(server: Server, nodes: usize, seconds: u64) -> Option<Measured> {
     let elapsed = started.elapsed().as_secs_f64();
     let (statements, cpu) = (proxy.statements() - statements, server_cpu(server) - cpu);
     latencies.sort();
+    // The nodes stop before their database is dropped.
+    serving.abort();
+    let _ = serving.await;
+    drop(caches);
     let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
     Some(Measured {
         hits_per_second: hits.load(Ordering::Relaxed) as f64 / elapsed,
@@ -201,6 +209,46 @@ async fn run(server: Server, nodes: usize, seconds: u64) -> Option<Measured> {
         p99: at(0.99),
         samples: latencies.len(),
     })
+}
+
+/// A 4 KiB hit from the store with the embedded index and with the central one on `server`,
+/// interleaved (20 rounds of 10,000 hits each) so both see the same machine: the median of each
+/// side's rounds, in ns per hit.
+async fn hit_latency(server: Server) -> Option<(f64, f64)> {
+    let db = TestDb::create(server).await?;
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = ImageCache::open(CacheConfig::new(dir.path().join("sled"))).unwrap();
+    let config = CacheConfig::new(dir.path().join("central"))
+        .worker_self_reference_url("http://latency:9292")
+        .centralized_db(DatabaseUrl::parse(&db.url).unwrap());
+    let central = ImageCache::open(config).unwrap();
+    let id = image(0);
+    for cache in [&embedded, &central] {
+        let mut fill = cache
+            .begin_fill(&id, Expected::default().size(4096))
+            .unwrap();
+        fill.write(&[1u8; 4096]).unwrap();
+        fill.finish().unwrap();
+    }
+    let mut rounds = [Vec::new(), Vec::new()];
+    for _ in 0..20 {
+        for (side, cache) in [&embedded, &central].into_iter().enumerate() {
+            let started = Instant::now();
+            for _ in 0..10_000 {
+                let mut reader = cache.open_for_read(&id).unwrap().unwrap();
+                while let Some(chunk) = reader.next_chunk().await {
+                    chunk.unwrap();
+                }
+            }
+            rounds[side].push(started.elapsed().as_nanos() as f64 / 10_000.0);
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let [a, b] = rounds;
+    Some((median(a), median(b)))
 }
 
 fn main() {
@@ -221,12 +269,23 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    for server in [Server::Postgres, Server::MariaDb] {
+        if let Some((embedded, central)) = runtime.block_on(hit_latency(server)) {
+            println!(
+                "hit (4 KiB, from the store): embedded {embedded:.0} ns, centralized_db on {} \
+                 {central:.0} ns ({:+.1}%)",
+                server.name(),
+                100.0 * (central / embedded - 1.0)
+            );
+        }
+    }
     println!(
-        "{:<11} {:>5} {:>8} {:>12} {:>10} {:>12} {:>12} {:>8}",
+        "{:<11} {:>5} {:>8} {:>12} {:>10} {:>10} {:>12} {:>12} {:>8}",
         "database",
         "nodes",
         "hits/s",
         "statements/s",
+        "per node",
         "db CPU %",
         "nodes p50",
         "nodes p99",
