@@ -177,7 +177,9 @@ impl Drop for Replicator {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
         self.shared.wake.notify_one();
-        if let Some(finished) = lock(&self.finished).take() {
+        // A last round writes what is gathered, when the database answers; while it is down
+        // there is nothing to wait for (the next start converges).
+        if let Some(finished) = lock(&self.finished).take().filter(|_| self.is_reachable()) {
             let _ = finished.recv_timeout(LAST_WRITE_WAIT);
         }
         if let Some(runtime) = lock(&self.runtime).take() {
