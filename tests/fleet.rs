@@ -97,21 +97,6 @@ fn rows(expected: &[(&Node, &str, i64)]) -> Vec<(String, String, i64, i64)> {
     rows
 }
 
-async fn wait_rows(db: &TestDb, expected: Vec<(String, String, i64, i64)>) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let now = db.rows().await;
-        if now == expected {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "rows {now:#?}\nexpected {expected:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn three_nodes_share_one_fleet(server: Server) {
     let Some(db) = TestDb::create(server).await else {
         return;
@@ -146,17 +131,14 @@ async fn three_nodes_share_one_fleet(server: Server) {
         assert_eq!(download(&client, node, id).await, "MISS");
         wait_listed(&node.url, ADMIN, id, Duration::from_secs(10), "").await;
     }
-    wait_rows(
-        &db,
-        rows(&[
-            (&one, x, 0),
-            (&one, w, 0),
-            (&two, x, 0),
-            (&two, w, 0),
-            (&two, y, 0),
-            (&three, y, 0),
-        ]),
-    )
+    db.wait_for_rows(rows(&[
+        (&one, x, 0),
+        (&one, w, 0),
+        (&two, x, 0),
+        (&two, w, 0),
+        (&two, y, 0),
+        (&three, y, 0),
+    ]))
     .await;
 
     // The nodes route, on a node that does not hold the image.
@@ -185,32 +167,26 @@ async fn three_nodes_share_one_fleet(server: Server) {
     // A hit on node 2 raises node 2's row only; then node 1 uses x, so w is its least recent.
     assert_eq!(download(&client, &two, x).await, "HIT");
     assert_eq!(download(&client, &one, x).await, "HIT");
-    wait_rows(
-        &db,
-        rows(&[
-            (&one, x, 1),
-            (&one, w, 0),
-            (&two, x, 1),
-            (&two, w, 0),
-            (&two, y, 0),
-            (&three, y, 0),
-        ]),
-    )
+    db.wait_for_rows(rows(&[
+        (&one, x, 1),
+        (&one, w, 0),
+        (&two, x, 1),
+        (&two, w, 0),
+        (&two, y, 0),
+        (&three, y, 0),
+    ]))
     .await;
 
     // A third image takes node 1 over its limit: its prune removes its w, not node 2's.
     assert_eq!(download(&client, &one, v).await, "MISS");
-    wait_rows(
-        &db,
-        rows(&[
-            (&one, x, 1),
-            (&one, v, 0),
-            (&two, x, 1),
-            (&two, w, 0),
-            (&two, y, 0),
-            (&three, y, 0),
-        ]),
-    )
+    db.wait_for_rows(rows(&[
+        (&one, x, 1),
+        (&one, v, 0),
+        (&two, x, 1),
+        (&two, w, 0),
+        (&two, y, 0),
+        (&three, y, 0),
+    ]))
     .await;
     assert!(!one.dir.join(w).exists() && two.dir.join(w).exists());
 
@@ -241,10 +217,12 @@ async fn three_nodes_share_one_fleet(server: Server) {
         .unwrap();
     assert_eq!(deleted.status(), 204);
     let at = Instant::now();
-    wait_rows(
-        &db,
-        rows(&[(&one, v, 0), (&two, w, 0), (&two, y, 0), (&three, y, 0)]),
-    )
+    db.wait_for_rows(rows(&[
+        (&one, v, 0),
+        (&two, w, 0),
+        (&two, y, 0),
+        (&three, y, 0),
+    ]))
     .await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while one.dir.join(x).exists() || two.dir.join(x).exists() {

@@ -162,10 +162,15 @@ impl TestDb {
 
     /// Waits (up to 15 s) until `rows()` equals `expected`.
     pub async fn wait_rows(&self, expected: &[(&str, &str, i64, i64)]) {
-        let expected: Vec<(String, String, i64, i64)> = expected
+        let expected = expected
             .iter()
             .map(|(n, i, h, s)| (n.to_string(), i.to_string(), *h, *s))
             .collect();
+        self.wait_for_rows(expected).await;
+    }
+
+    /// [`wait_rows`](Self::wait_rows) with owned, sorted rows.
+    pub async fn wait_for_rows(&self, expected: Vec<(String, String, i64, i64)>) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
         loop {
             let rows = self.rows().await;
