@@ -467,3 +467,38 @@ async fn hits_are_written_in_batches_to_postgresql() {
 async fn hits_are_written_in_batches_to_mariadb() {
     hits_are_written_in_batches(Server::MariaDb).await;
 }
+
+/// A write the database refuses (here: the node's table dropped under it, as an operator's
+/// mistake or a failed migration would) is an outage like any other: the node keeps serving,
+/// and its next round makes the table again and converges its rows.
+async fn a_failed_write_is_retried_and_converged(server: Server) {
+    let Some(db) = TestDb::create(server).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = node(dir.path(), &db.url, "http://refused:9292");
+    fill(&cache, "first", 10);
+    db.wait_rows(&[("http://refused:9292", "first", 0, 10)])
+        .await;
+
+    db.execute("DROP TABLE cached_images").await;
+    fill(&cache, "second", 20);
+    hit(&cache, "first").await;
+    cache.flush_hits().unwrap();
+    assert!(cache.is_cached(&id("second")));
+    db.wait_rows(&[
+        ("http://refused:9292", "first", 1, 10),
+        ("http://refused:9292", "second", 0, 20),
+    ])
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_to_postgresql_is_retried_and_converged() {
+    a_failed_write_is_retried_and_converged(Server::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_to_mariadb_is_retried_and_converged() {
+    a_failed_write_is_retried_and_converged(Server::MariaDb).await;
+}

@@ -237,6 +237,105 @@ async fn three_nodes_share_one_fleet(server: Server) {
         server.name(),
         at.elapsed()
     );
+
+    // list-nodes: through a node (no database in the tool's configuration), and from the
+    // database named by a node's configuration file.
+    let through = manage(&["-H", &three.url, "--os-auth-token", ADMIN, "list-nodes", w]);
+    assert!(
+        through.contains(&two.url) && !through.contains(&one.url),
+        "{through}"
+    );
+    let config = one.config.to_str().unwrap();
+    let direct = manage(&["--config-file", config, "list-nodes", y]);
+    assert!(
+        direct.contains(&two.url) && direct.contains(&three.url),
+        "{direct}"
+    );
+    assert!(!direct.contains(&one.url), "{direct}");
+
+    // --all-nodes through a node: pre-seed every node with v.
+    let seeded = manage(&[
+        "--all-nodes",
+        "-H",
+        &one.url,
+        "--os-auth-token",
+        ADMIN,
+        "--force",
+        "queue-image",
+        v,
+    ]);
+    assert!(!seeded.contains("rror"), "{seeded}");
+    db.wait_for_rows(rows(&[
+        (&one, v, 0),
+        (&two, v, 0),
+        (&two, w, 0),
+        (&two, y, 0),
+        (&three, v, 0),
+        (&three, y, 0),
+    ]))
+    .await;
+
+    // --all-nodes from the database: v leaves every node again.
+    let deleted = manage(&[
+        "--all-nodes",
+        "--config-file",
+        config,
+        "--os-auth-token",
+        ADMIN,
+        "--force",
+        "delete-cached-image",
+        v,
+    ]);
+    assert!(!deleted.contains("rror"), "{deleted}");
+    db.wait_for_rows(rows(&[(&two, w, 0), (&two, y, 0), (&three, y, 0)]))
+        .await;
+    for node in [&one, &two, &three] {
+        assert!(!node.dir.join(v).exists(), "{} keeps v", node.url);
+    }
+
+    // A node that is down is named, and the exit is a failure.
+    let gone_url = three.url.clone();
+    drop(three);
+    let output = Command::new(env!("CARGO_BIN_EXE_image-cache-manage"))
+        .args([
+            "--all-nodes",
+            "--config-file",
+            config,
+            "--os-auth-token",
+            ADMIN,
+            "list-cached",
+        ])
+        .env_remove("OS_AUTH_TOKEN")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{said}");
+    assert!(
+        said.contains(&gone_url) && said.contains(&two.url),
+        "{said}"
+    );
+
+    // The decommissioned node is forgotten: its rows and its node row.
+    let forgot = manage(&["--config-file", config, "--force", "forget-node", &gone_url]);
+    assert!(
+        forgot.contains("Forgot node") && forgot.contains("1 cached image records"),
+        "{forgot}"
+    );
+    db.wait_for_rows(rows(&[(&two, w, 0), (&two, y, 0)])).await;
+    assert!(!db.nodes().await.contains(&gone_url));
+}
+
+/// Runs image-cache-manage; its output, after checking it succeeded.
+fn manage(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_image-cache-manage"))
+        .args(args)
+        .env_remove("OS_AUTH_TOKEN")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout).into_owned();
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{args:?}: {said}{errors}");
+    said
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
