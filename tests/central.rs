@@ -316,6 +316,36 @@ async fn a_node_starts_while_the_database_is_down() {
     db.wait_rows(&[("http://early:9292", "early", 1, 10)]).await;
 }
 
+/// A node asked about its fleet before its first round has reached a fresh database makes the
+/// tables itself: the answer is an empty list, not a missing table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_query_before_the_first_round_finds_the_tables() {
+    let Some(db) = TestDb::create(Server::Postgres).await else {
+        return;
+    };
+    let proxy = DbProxy::start(Server::Postgres).await;
+    proxy.cut();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = node(dir.path(), &db.url_via(proxy.port), "http://early:9292");
+    // The node's attempts fail at about 0 s, 1 s and 3 s; the next is about 4 s later.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    proxy.restore();
+    let fleet = cache.fleet().unwrap();
+    assert_eq!(fleet.nodes_caching(&id("any")).await, Ok(vec![]));
+    assert_eq!(
+        cache.fleet_reachable(),
+        Some(false),
+        "the node's own round came first: this test proves nothing on this machine"
+    );
+    // The tables are there (this fails on a missing one); the node is not registered yet.
+    db.execute("SELECT 1 FROM cached_images WHERE 1 = 0").await;
+    assert!(db.nodes().await.is_empty());
+    eventually("the node registers", async || {
+        db.nodes().await == ["http://early:9292"]
+    })
+    .await;
+}
+
 /// An image deleted through one node leaves every other node, files and rows.
 async fn deleted_images_leave_every_node(server: Server) {
     let Some(db) = TestDb::create(server).await else {

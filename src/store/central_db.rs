@@ -4,6 +4,8 @@
 //! statements are each server's own (`central_sql.rs`). Every call is async and must run on a
 //! tokio runtime; the index runs them on its own (`replicator.rs`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -41,6 +43,8 @@ pub(crate) struct CentralDb {
     pool: AnyPool,
     sql: Dialect,
     url: DatabaseUrl,
+    /// Whether `create_tables` succeeded through this pool (shared by its clones).
+    tables_made: Arc<AtomicBool>,
 }
 
 /// A failed statement, as a sentence naming the database.
@@ -61,6 +65,7 @@ impl CentralDb {
             pool,
             sql: Dialect::new(url.kind()),
             url: url.clone(),
+            tables_made: Arc::default(),
         })
     }
 
@@ -85,7 +90,17 @@ impl CentralDb {
                 }
             }
         }
+        self.tables_made.store(true, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Creates the tables unless this pool already did: a node answering a fleet query before
+    /// its first round (a fresh database) finds them there.
+    pub(crate) async fn ensure_tables(&self) -> DbResult<()> {
+        if self.tables_made.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.create_tables().await
     }
 
     /// This node's id, its row added when missing.

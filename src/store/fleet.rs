@@ -93,7 +93,17 @@ impl Fleet {
         F: std::future::Future<Output = Result<T, String>> + Send + 'static,
         T: Send + 'static,
     {
-        let running = self.runtime.spawn(query(self.db.clone()));
+        let db = self.db.clone();
+        // A node makes the tables it writes (Glance's migrations may never have run); a tool
+        // only reads what is there.
+        let make_tables = self.node_url.is_some();
+        let answer = query(db.clone());
+        let running = self.runtime.spawn(async move {
+            if make_tables {
+                db.ensure_tables().await?;
+            }
+            answer.await
+        });
         match running.await {
             Ok(answer) => answer.map_err(FleetError),
             Err(err) => Err(FleetError(format!(
