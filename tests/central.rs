@@ -327,8 +327,9 @@ async fn a_fleet_query_before_the_first_round_finds_the_tables() {
     proxy.cut();
     let dir = tempfile::tempdir().unwrap();
     let cache = node(dir.path(), &db.url_via(proxy.port), "http://early:9292");
-    // The node's attempts fail at about 0 s, 1 s and 3 s; the next is about 4 s later.
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // The node's attempts fail at once (the proxy drops them) at about 0 s, 1 s and 3 s; the
+    // next is at about 7 s. Restore and ask halfway between.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
     proxy.restore();
     let fleet = cache.fleet().unwrap();
     assert_eq!(fleet.nodes_caching(&id("any")).await, Ok(vec![]));
