@@ -158,7 +158,9 @@ impl FleetImage {
 }
 
 impl ImageCache {
-    /// The fleet this node belongs to, when its driver is `centralized_db`.
+    /// The fleet this node belongs to, when its driver is `centralized_db`. Its queries create
+    /// Glance's cache tables when they are missing, as the node itself does; a tool's
+    /// [`Fleet::connect`] only reads.
     pub fn fleet(&self) -> Option<Fleet> {
         let link = self.inner.fleet.as_ref()?;
         Some(Fleet {
