@@ -3,8 +3,11 @@
 mod common;
 
 use common::eventually;
-use common::example::{get_as, json_as, start, upload};
+use common::example::{get_as, json_as, start, upload, wait_listed};
 use md5::Digest;
+
+/// How long a commit may take to be listed (a loaded 2-core machine).
+const WITHIN: std::time::Duration = std::time::Duration::from_secs(20);
 
 #[tokio::test]
 async fn upload_then_download_twice_goes_miss_then_hit() {
@@ -36,12 +39,9 @@ async fn upload_then_download_twice_goes_miss_then_hit() {
     assert_eq!(first.headers()["x-cache-status"], "MISS");
     assert_eq!(first.bytes().await.unwrap(), data);
 
-    // The commit (fsync, rename, index flush) finishes just after the client's last byte.
+    // The commit (fsync, rename, then the record) finishes just after the client's last byte.
     let committed = dir.path().join("cache").join(&id);
-    eventually("the image to be committed to the cache", || {
-        committed.exists()
-    })
-    .await;
+    wait_listed(&server.url, "admin-secret", &id, WITHIN, "").await;
     assert_eq!(std::fs::read(&committed).unwrap(), data);
 
     let second = download().await.unwrap();
@@ -154,7 +154,15 @@ async fn the_admin_manages_the_cache_and_the_prefetcher_uses_the_admin_token() {
     assert_eq!(queued.status(), 202);
 
     let committed = dir.path().join("cache").join(&id);
-    eventually("the prefetcher to cache the image", || committed.exists()).await;
+    wait_listed(
+        &server.url,
+        "admin-secret",
+        &id,
+        WITHIN,
+        " (the prefetcher)",
+    )
+    .await;
+    assert!(committed.exists());
     let listing: serde_json::Value =
         json_as(&client, &format!("{}/v2/cache", server.url), "admin-secret").await;
     assert_eq!(listing["cached_images"][0]["image_id"], id.as_str());
@@ -309,7 +317,8 @@ async fn fills_are_verified_with_each_hashing_algorithm() {
         assert_eq!(first.headers()["x-cache-status"], "MISS", "{algorithm}");
         assert_eq!(first.bytes().await.unwrap(), data, "{algorithm}");
         let committed = dir.path().join("cache").join(&id);
-        eventually(&format!("{algorithm}: the commit"), || committed.exists()).await;
+        wait_listed(&server.url, "admin-secret", &id, WITHIN, algorithm).await;
+        assert!(committed.exists(), "{algorithm}");
         let second = download().await;
         assert_eq!(second.headers()["x-cache-status"], "HIT", "{algorithm}");
         assert_eq!(second.bytes().await.unwrap(), data, "{algorithm}");
