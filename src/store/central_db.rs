@@ -16,13 +16,6 @@ use super::driver::IndexRecord;
 use crate::config::DatabaseUrl;
 use crate::ImageId;
 
-/// The tables, in the order `Dialect::create_tables` makes them.
-const TABLES: [&str; 3] = [
-    "node_reference",
-    "cached_images",
-    "tower_image_cache_evictions",
-];
-
 /// How long a statement may wait for a connection before the database counts as unreachable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -82,8 +75,8 @@ impl CentralDb {
     /// (PostgreSQL then refuses all but one): a creation that fails while the table is there
     /// after all is no error.
     pub(crate) async fn create_tables(&self) -> DbResult<()> {
-        for (statement, table) in self.sql.create_tables().iter().zip(TABLES) {
-            if let Err(err) = sqlx::query(statement).execute(&self.pool).await {
+        for (table, statement) in self.sql.create_tables() {
+            if let Err(err) = sqlx::query(&statement).execute(&self.pool).await {
                 let probe = format!("SELECT COUNT(*) FROM {table} WHERE 1 = 0");
                 if sqlx::query(&probe).fetch_one(&self.pool).await.is_err() {
                     return Err(self.failed("to create the cache tables", err));

@@ -61,8 +61,9 @@ impl Dialect {
         }
     }
 
-    /// Glance's two tables and this crate's evictions table, each created only when absent.
-    pub(crate) fn create_tables(&self) -> [String; 3] {
+    /// Glance's two tables and this crate's evictions table, each created only when absent:
+    /// `(table, statement)`, in the order they must be made.
+    pub(crate) fn create_tables(&self) -> [(&'static str, String); 3] {
         let (id, tail) = match self.kind {
             DatabaseKind::Postgres => ("BIGSERIAL", ""),
             DatabaseKind::MySql => (
@@ -77,15 +78,20 @@ impl Dialect {
             DatabaseKind::MySql => ("BIGINT", "DATETIME"),
         };
         [
-            format!(
+            (
+                "node_reference",
+                format!(
                 "CREATE TABLE IF NOT EXISTS node_reference (\
                  node_reference_id {id}, \
                  node_reference_url VARCHAR(255) NOT NULL, \
                  PRIMARY KEY (node_reference_id), \
                  CONSTRAINT uq_node_reference_node_reference_url UNIQUE (node_reference_url)){tail}"
             ),
-            format!(
-                "CREATE TABLE IF NOT EXISTS cached_images (\
+            ),
+            (
+                "cached_images",
+                format!(
+                    "CREATE TABLE IF NOT EXISTS cached_images (\
                  id {id}, \
                  image_id VARCHAR(36) NOT NULL, \
                  last_accessed {time} NOT NULL, \
@@ -98,14 +104,18 @@ impl Dialect {
                  FOREIGN KEY (node_reference_id) REFERENCES node_reference (node_reference_id), \
                  CONSTRAINT ix_cached_images_image_id_node_reference_id \
                  UNIQUE (image_id, node_reference_id)){tail}"
+                ),
             ),
-            format!(
-                "CREATE TABLE IF NOT EXISTS tower_image_cache_evictions (\
+            (
+                "tower_image_cache_evictions",
+                format!(
+                    "CREATE TABLE IF NOT EXISTS tower_image_cache_evictions (\
                  id {id}, \
                  image_id VARCHAR(36) NOT NULL, \
                  node_reference_id {fk} NOT NULL, \
                  created_at {time} NOT NULL, \
                  PRIMARY KEY (id)){tail}"
+                ),
             ),
         ]
     }
