@@ -93,9 +93,11 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
 
 /// What a download must turn out to be, from the response and (when the caller has it) the
 /// image's metadata:
-/// - its size: `length` (the message's own), else the metadata's `size`;
-/// - its MD5: `Content-MD5` (hex as Glance sends it, or RFC 1864's base64), else
-///   `x-image-meta-checksum` (Glance v1), else the metadata's `checksum`;
+/// - its size: the metadata's `size`, else `length` (the message's own);
+/// - its MD5: the metadata's `checksum`, else `Content-MD5` (hex as Glance sends it, or RFC
+///   1864's base64), else `x-image-meta-checksum` (Glance v1). The API's metadata wins over the
+///   response's own headers: whoever can answer the download (a peer, a proxy on the path) must
+///   not also choose the checksum its bytes are held to;
 /// - its multihash: the metadata's `os_hash_algo` and `os_hash_value`, which alone then
 ///   verifies the bytes (the MD5 stays the record's checksum).
 pub(crate) fn expected_download(
@@ -104,7 +106,7 @@ pub(crate) fn expected_download(
     meta: Option<&ImageMeta>,
 ) -> Expected {
     let mut expected = Expected::default();
-    if let Some(size) = length.or_else(|| meta.and_then(|m| m.size)) {
+    if let Some(size) = meta.and_then(|m| m.size).or(length) {
         expected = expected.size(size);
     }
     let header_md5 = |name: &HeaderName| {
@@ -113,9 +115,11 @@ pub(crate) fn expected_download(
             .and_then(|v| v.to_str().ok())
             .and_then(md5_hex)
     };
-    let md5 = header_md5(&CONTENT_MD5)
-        .or_else(|| header_md5(&X_IMAGE_META_CHECKSUM))
-        .or_else(|| meta.and_then(|m| m.checksum.as_deref()).and_then(md5_hex));
+    let md5 = meta
+        .and_then(|m| m.checksum.as_deref())
+        .and_then(md5_hex)
+        .or_else(|| header_md5(&CONTENT_MD5))
+        .or_else(|| header_md5(&X_IMAGE_META_CHECKSUM));
     if let Some(md5) = md5 {
         expected = expected.md5_hex(md5);
     }
@@ -164,9 +168,12 @@ mod tests {
     }
 
     #[test]
-    fn expected_prefers_headers_then_metadata() {
+    fn the_metadata_wins_over_the_response_headers() {
+        // A response naming its own checksum (Content-MD5 of poisoned bytes) and length is
+        // held to the API's metadata, not to what it says of itself.
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(5u64));
+        headers.insert(CONTENT_MD5, HeaderValue::from_static(HELLO_MD5));
         headers.insert(X_IMAGE_META_CHECKSUM, HeaderValue::from_static(HELLO_MD5));
         let meta = ImageMeta {
             checksum: Some("00000000000000000000000000000000".into()),
@@ -178,17 +185,15 @@ mod tests {
         assert_eq!(
             expected,
             Expected::default()
-                .size(5)
-                .md5_hex(HELLO_MD5)
-                .sha512_hex("ab")
-        );
-        let from_meta = expected_download(None, &HeaderMap::new(), Some(&meta));
-        assert_eq!(
-            from_meta,
-            Expected::default()
                 .size(9)
                 .md5_hex("00000000000000000000000000000000")
                 .sha512_hex("ab")
+        );
+        // Metadata without a checksum or size: the response's own are all there is.
+        let bare = ImageMeta::default();
+        assert_eq!(
+            expected_download(Some(5), &headers, Some(&bare)),
+            Expected::default().size(5).md5_hex(HELLO_MD5)
         );
     }
 

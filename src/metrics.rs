@@ -43,6 +43,11 @@ pub(crate) struct CacheMetrics {
     max_size_bytes: Gauge,
     images: Gauge,
     queued: Gauge,
+    health_probes: Counter,
+    upstream_timeouts: Family<Labels, Counter>,
+    resumes: Family<Labels, Counter>,
+    fills_declined: Family<Labels, Counter>,
+    authorization: Family<Labels, Counter>,
 }
 
 impl fmt::Debug for CacheMetrics {
@@ -116,8 +121,43 @@ impl Default for CacheMetrics {
             "Images queued for the prefetcher",
             queued.clone(),
         );
+        let health_probes = Counter::default();
+        registry.register(
+            "health_probes",
+            "Disk and index probes of the health check (at most one every few seconds)",
+            health_probes.clone(),
+        );
+        let upstream_timeouts = Family::<Labels, Counter>::default();
+        registry.register(
+            "upstream_timeouts",
+            "Upstream requests that timed out, by phase (connect, response, idle)",
+            upstream_timeouts.clone(),
+        );
+        let resumes = Family::<Labels, Counter>::default();
+        registry.register(
+            "fill_resumes",
+            "Fills asked again with Range after their upstream body was cut, by how the upstream answered",
+            resumes.clone(),
+        );
+        let fills_declined = Family::<Labels, Counter>::default();
+        registry.register(
+            "fills_declined",
+            "Misses served through without caching because of an admission limit, by limit",
+            fills_declined.clone(),
+        );
+        let authorization = Family::<Labels, Counter>::default();
+        registry.register(
+            "authorization_decisions",
+            "Access checks of downloads: asked upstream, reused from memory, or admitted stale while the upstream failed",
+            authorization.clone(),
+        );
         CacheMetrics {
             registry,
+            health_probes,
+            upstream_timeouts,
+            resumes,
+            fills_declined,
+            authorization,
             hits: responses.get_or_create_owned(&vec![("status", "hit")]),
             misses: responses.get_or_create_owned(&vec![("status", "miss")]),
             bytes_from_cache: bytes.get_or_create_owned(&vec![("source", "cache")]),
@@ -187,6 +227,38 @@ impl CacheMetrics {
         self.removed
             .get_or_create(&vec![("by", "clean"), ("kind", "stalled")])
             .inc_by(stalled as u64);
+    }
+
+    pub(crate) fn health_probed(&self) {
+        self.health_probes.inc();
+    }
+
+    /// An upstream request timed out in `phase` (`connect`, `response`, `idle`).
+    pub(crate) fn upstream_timeout(&self, phase: &'static str) {
+        self.upstream_timeouts
+            .get_or_create(&vec![("phase", phase)])
+            .inc();
+    }
+
+    /// A fill asked its upstream again from the byte it had; `answer` is how it was met
+    /// (`partial`, `whole`: a 200 whose first bytes were skipped, `refused`).
+    pub(crate) fn resumed(&self, answer: &'static str) {
+        self.resumes.get_or_create(&vec![("answer", answer)]).inc();
+    }
+
+    /// A miss was served through without a fill because `limit` was reached.
+    pub(crate) fn fill_declined(&self, limit: &'static str) {
+        self.fills_declined
+            .get_or_create(&vec![("limit", limit)])
+            .inc();
+    }
+
+    /// An access check of a download was `decided` (`asked`, `remembered`, `stale`,
+    /// `unavailable`).
+    pub(crate) fn authorization(&self, decided: &'static str) {
+        self.authorization
+            .get_or_create(&vec![("decision", decided)])
+            .inc();
     }
 
     /// The text exposition, with the gauges set to the values given now.

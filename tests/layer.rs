@@ -149,6 +149,30 @@ async fn checksum_mismatch_fails_the_body_and_commits_nothing() {
 }
 
 #[tokio::test]
+/// An MD5-only image whose download names its own (poisoned) bytes in `Content-MD5`: the API's
+/// metadata `checksum` decides, so the body fails and nothing is committed.
+async fn a_content_md5_naming_other_bytes_does_not_poison_an_md5_only_image() {
+    let server = TestServer::start().await;
+    let data = image_data(200_000);
+    server.api.add(
+        "img",
+        FakeImage::private(data.clone()).behavior(Behavior::PoisonedMd5),
+    );
+
+    let response = server.get("img", OWNER).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(cache_status(&response), "MISS");
+    assert!(
+        response.bytes().await.is_err(),
+        "poisoned bytes must not arrive as a whole image"
+    );
+    server.cache.idle().await;
+    server.assert_not_committed("img");
+    assert!(server.cache_dir().join("invalid/img").exists());
+    assert_eq!(cache_status(&server.get("img", OWNER).await), "MISS");
+}
+
+#[tokio::test]
 async fn a_short_upstream_body_fails_the_client_and_commits_nothing() {
     let server = TestServer::start().await;
     server.api.add(

@@ -176,14 +176,67 @@ async fn healthz_says_when_the_cache_directory_turns_read_only() {
     };
     assert_eq!(health().await, (200, "ok\n".to_owned()));
 
+    // The disk is probed at most every 2 s: the change shows within a few seconds.
     fs.set_read_only(true);
-    let (status, reason) = health().await;
+    let (status, reason) = health_within(&health, 503).await;
     assert_eq!(status, 503, "{reason}");
     assert!(reason.contains("cannot write in"), "{reason}");
     assert!(reason.contains("Read-only file system"), "{reason}");
 
     fs.set_read_only(false);
-    assert_eq!(health().await.0, 200);
+    assert_eq!(health_within(&health, 200).await.0, 200);
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+/// Asks `health` until it answers `status` (at most 10 s); returns the last answer.
+async fn health_within<F, Fut>(health: &F, status: u16) -> (u16, String)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = (u16, String)>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = health().await;
+        if answer.0 == status || std::time::Instant::now() > deadline {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_burst_of_health_checks_probes_the_disk_a_few_times_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &dir.path().join("cache"), "http://127.0.0.1:9");
+    let (mut server, url) = start_configured(&config);
+    let client = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    for _ in 0..500 {
+        let response = client.get(format!("{url}/healthz")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let seconds = started.elapsed().as_secs();
+    let text = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let probes: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("image_cache_health_probes_total "))
+        .unwrap_or_else(|| panic!("no health probe counter in {text}"))
+        .parse()
+        .unwrap();
+    // One probe per 2 s interval begun, however many callers.
+    assert!(probes >= 1, "{probes}");
+    assert!(
+        probes <= seconds / 2 + 2,
+        "{probes} probes for 500 calls in {seconds} s"
+    );
     let _ = server.kill();
     let _ = server.wait();
 }

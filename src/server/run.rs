@@ -110,7 +110,8 @@ async fn serve(settings: ServerSettings) -> Result<ImageCache, String> {
         .service(proxy);
     // What the previous run left queued is fetched now, not with the first request.
     service.start_prefetcher::<Body, _>();
-    let app = observability(&cache)
+    let health = Health::new(&cache);
+    let app = observability(&health)
         .fallback_service(service)
         .layer(axum::middleware::map_response(request_id));
 
@@ -134,7 +135,7 @@ async fn serve(settings: ServerSettings) -> Result<ImageCache, String> {
             .local_addr()
             .map_err(|err| format!("cannot read the metrics address: {err}"))?;
         println!("metrics on http://{addr}");
-        let routes = observability(&cache);
+        let routes = observability(&health);
         // Ends with the runtime, after the main listener has stopped.
         tokio::spawn(async move {
             if let Err(err) = axum::serve(listener, routes).await {
@@ -197,11 +198,48 @@ async fn request_id(mut response: axum::response::Response) -> axum::response::R
 }
 
 /// `/healthz` and `/metrics`, for the main listener and the metrics one.
-fn observability(cache: &ImageCache) -> Router {
+fn observability(health: &Health) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .with_state(cache.clone())
+        .with_state(health.clone())
+}
+
+/// How long one probe of the disk and the index answers `/healthz`: unauthenticated callers
+/// (every load balancer, or anyone) must not make the node write and fsync at their rate.
+const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The cache and its last health probe, shared by every `/healthz` caller.
+#[derive(Clone)]
+struct Health {
+    cache: ImageCache,
+    /// When the last probe ran and what it found; callers arriving during a probe wait for it.
+    last: std::sync::Arc<tokio::sync::Mutex<Option<(tokio::time::Instant, Result<(), String>)>>>,
+}
+
+impl Health {
+    fn new(cache: &ImageCache) -> Self {
+        Health {
+            cache: cache.clone(),
+            last: Default::default(),
+        }
+    }
+
+    /// The latest probe's verdict, probing again when it is older than the interval.
+    async fn verdict(&self) -> Result<(), String> {
+        let mut last = self.last.lock().await;
+        if let Some((at, verdict)) = &*last {
+            if at.elapsed() < HEALTH_PROBE_INTERVAL {
+                return verdict.clone();
+            }
+        }
+        let verdict = match self.cache.blocking(|c| c.check_health()).await {
+            Ok(()) => Ok(()),
+            Err(err) => Err(err.to_string()),
+        };
+        *last = Some((tokio::time::Instant::now(), verdict.clone()));
+        verdict
+    }
 }
 
 /// Resolves with the signal's name on SIGTERM (systemd's stop) or SIGINT (Ctrl-C).
@@ -224,9 +262,9 @@ async fn stop_signal() -> &'static str {
 }
 
 /// `GET /metrics`: the cache's counters and gauges in the Prometheus text format.
-async fn metrics(State(cache): State<ImageCache>) -> axum::response::Response {
+async fn metrics(State(health): State<Health>) -> axum::response::Response {
     use axum::response::IntoResponse;
-    match cache.blocking(|c| c.render_metrics()).await {
+    match health.cache.blocking(|c| c.render_metrics()).await {
         Ok(text) => (
             [(
                 http::header::CONTENT_TYPE,
@@ -240,9 +278,10 @@ async fn metrics(State(cache): State<ImageCache>) -> axum::response::Response {
 }
 
 /// `GET /healthz`: 200 when the cache can write its files and its index, 503 with the reason
-/// otherwise (for load balancers).
-async fn healthz(State(cache): State<ImageCache>) -> (StatusCode, String) {
-    match cache.blocking(|c| c.check_health()).await {
+/// otherwise (for load balancers). The disk is probed at most once per
+/// [`HEALTH_PROBE_INTERVAL`].
+async fn healthz(State(health): State<Health>) -> (StatusCode, String) {
+    match health.verdict().await {
         Ok(()) => (StatusCode::OK, "ok\n".into()),
         Err(err) => (StatusCode::SERVICE_UNAVAILABLE, format!("{err}\n")),
     }

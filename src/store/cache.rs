@@ -104,7 +104,33 @@ impl ImageCache {
         }
         let layout = Layout::new(&config.image_cache_dir);
         layout.create_dirs()?;
+        // sled makes its directory with the umask's mode; made here first, it is private.
+        // (Something else there, such as Glance's SQLite file, is the index driver's to judge.)
+        let db_path = config.db_path();
+        if std::fs::symlink_metadata(&db_path).is_err() {
+            super::layout::create_private_dir(&db_path)?;
+        }
         let index = open_index(&config, &layout)?;
+        // sled creates its files 0644 (inside the private directory above): tightened quietly,
+        // so the log speaks only of files an older version or a lax umask left.
+        if let Err(err) = super::layout::tighten_tree(&db_path) {
+            tracing::debug!(%err, "could not tighten the index's files");
+        }
+        match super::layout::tighten_tree(&layout.base) {
+            Ok(0) => {}
+            Ok(changed) => tracing::info!(
+                entries = changed,
+                dir = %layout.base.display(),
+                "took the permissions of other users from files of the cache directory"
+            ),
+            Err(err) => tracing::warn!(
+                dir = %layout.base.display(),
+                %err,
+                "could not make every file of the cache directory private (mode 0640, \
+                 directories 0750); other local users may read cached images: give the cache's \
+                 user ownership of the directory"
+            ),
+        }
         Self::assemble(config, layout, io, index)
     }
 
@@ -301,6 +327,7 @@ impl ImageCache {
     /// `incomplete/`, removed at once) and the index takes a write. The error says which failed.
     /// For health checks (`GET /healthz`); it touches the disk, so call it off the runtime.
     pub fn check_health(&self) -> Result<(), StoreError> {
+        self.inner.metrics.health_probed();
         self.inner.layout.probe_writable()?;
         Ok(self.inner.catalog.driver().probe()?)
     }

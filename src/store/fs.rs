@@ -10,9 +10,10 @@ use std::path::Path;
 /// one step (a full disk on `write`, a failing `rename`, ...) shows what a fill does then.
 /// [`StdFillIo`] is the real thing and the default.
 pub trait FillIo: Send + Sync + 'static {
-    /// Creates (or truncates) the `incomplete/` file a fill writes to.
+    /// Creates (or truncates) the `incomplete/` file a fill writes to, readable by nobody but
+    /// the owner and its group (mode 0640 at most, whatever the umask).
     fn create(&self, path: &Path) -> io::Result<File> {
-        File::create(path)
+        super::layout::create_private_file(path)
     }
 
     /// Appends `buf` to the fill's file.

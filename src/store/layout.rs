@@ -1,10 +1,69 @@
-//! Where things live under `image_cache_dir`, and removing files there.
+//! Where things live under `image_cache_dir`, the modes they are created with, and removing
+//! files there.
 
+use std::fs::{DirBuilder, File, OpenOptions};
 use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::config::{INCOMPLETE_DIR, INVALID_DIR};
 use crate::ImageId;
+
+/// The most a file the cache writes may allow: the owner reads and writes, its group reads,
+/// nobody else anything. Private images are secrets of their project, whatever the umask.
+pub(crate) const FILE_MODE: u32 = 0o640;
+/// The most a directory the cache makes may allow (owner all, group enter and list).
+pub(crate) const DIR_MODE: u32 = 0o750;
+
+/// Creates `path` and its missing parents with at most [`DIR_MODE`].
+pub(crate) fn create_private_dir(path: &Path) -> io::Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(path)
+}
+
+/// Creates (or truncates) `path` for writing with at most [`FILE_MODE`].
+pub(crate) fn create_private_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(FILE_MODE)
+        .open(path)
+}
+
+/// Takes from `path` and everything under it the permissions beyond [`FILE_MODE`] and
+/// [`DIR_MODE`]: a cache directory an older version (or Glance) filled under a lax umask is
+/// made private at open. Symbolic links are neither followed nor changed. Returns how many
+/// entries were changed.
+pub(crate) fn tighten_tree(path: &Path) -> io::Result<usize> {
+    let meta = std::fs::symlink_metadata(path)?;
+    let mut changed = 0;
+    let allowed = if meta.is_dir() {
+        DIR_MODE
+    } else if meta.is_file() {
+        FILE_MODE
+    } else {
+        return Ok(0);
+    };
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & !allowed != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & allowed))?;
+        changed += 1;
+    }
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            match tighten_tree(&entry?.path()) {
+                Ok(n) => changed += n,
+                // Removed meanwhile (a fill rolled back): nothing to tighten.
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => return Err(err),
+            }
+        }
+    }
+    Ok(changed)
+}
 
 /// Where things live under `image_cache_dir`.
 #[derive(Debug, Clone)]
@@ -25,7 +84,7 @@ impl Layout {
 
     pub(crate) fn create_dirs(&self) -> io::Result<()> {
         for dir in [&self.base, &self.incomplete, &self.invalid] {
-            std::fs::create_dir_all(dir)?;
+            create_private_dir(dir)?;
         }
         Ok(())
     }
@@ -61,8 +120,10 @@ impl Layout {
         let probe = self
             .incomplete
             .join(format!("health+{}", std::process::id()));
-        let written =
-            std::fs::write(&probe, b"ok").and_then(|()| std::fs::File::open(&probe)?.sync_all());
+        let written = create_private_file(&probe).and_then(|mut file| {
+            io::Write::write_all(&mut file, b"ok")?;
+            file.sync_all()
+        });
         let removed = remove_if_present(&probe).map(drop);
         written.and(removed).map_err(|err| {
             io::Error::new(

@@ -62,6 +62,9 @@ pub enum Behavior {
     ServerError,
     /// The metadata's multihash is of an algorithm the cache does not know (`blake3`).
     UnknownHashAlgorithm,
+    /// An MD5-only image (no multihash) whose download sends other bytes of the same length,
+    /// with a `Content-MD5` that names those bytes: only the metadata's `checksum` is right.
+    PoisonedMd5,
 }
 
 #[derive(Clone)]
@@ -178,15 +181,17 @@ async fn metadata(
                     _ => md5_hex(&image.data),
                 },
                 "os_hash_algo": match image.behavior {
-                    Behavior::UnknownHashAlgorithm => "blake3",
-                    _ => "sha512",
+                    Behavior::UnknownHashAlgorithm => Some("blake3"),
+                    Behavior::PoisonedMd5 => None,
+                    _ => Some("sha512"),
                 },
                 // Bytes that are not the image's disagree with both of its hashes.
                 "os_hash_value": match image.behavior {
                     Behavior::WrongOsHash
                     | Behavior::WrongChecksum
-                    | Behavior::GatedWrongChecksum(_) => sha512_hex(b"other bytes"),
-                    _ => sha512_hex(&image.data),
+                    | Behavior::GatedWrongChecksum(_) => Some(sha512_hex(b"other bytes")),
+                    Behavior::PoisonedMd5 => None,
+                    _ => Some(sha512_hex(&image.data)),
                 },
             });
             Response::new(Body::from(doc.to_string()))
@@ -248,7 +253,15 @@ async fn download(
         _ => {}
     }
     api.body_requests.fetch_add(1, Ordering::SeqCst);
-    let data = image.data.clone();
+    let data = match image.behavior {
+        Behavior::PoisonedMd5 => image
+            .data
+            .iter()
+            .map(|b| b ^ 0x5a)
+            .collect::<Vec<u8>>()
+            .into(),
+        _ => image.data.clone(),
+    };
     if let Some(range) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         let (start, end) = range
             .strip_prefix("bytes=")
