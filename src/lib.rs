@@ -39,6 +39,7 @@ mod body;
 #[doc(hidden)]
 pub mod cli;
 pub mod config;
+mod error_page;
 mod future;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

@@ -348,7 +348,7 @@ async fn churn(client: &reqwest::Client, addr: std::net::SocketAddr, api: &FakeA
             let behavior = match rng.below(3) {
                 0 => Behavior::WrongChecksum,
                 1 => Behavior::ShortBody,
-                _ => Behavior::FailMidStream,
+                _ => Behavior::FailMidStreamAlways,
             };
             api.update(&name, |image| image.behavior = behavior);
         }

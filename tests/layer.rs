@@ -202,7 +202,13 @@ async fn a_short_upstream_body_fails_the_client_and_commits_nothing() {
 
 #[tokio::test]
 async fn an_upstream_error_mid_stream_fails_the_client_and_commits_nothing() {
-    let server = TestServer::start().await;
+    // Without resume attempts (tests/resume.rs has the cut fills that resume).
+    let server = TestServer::start_with_layer(
+        |dir| ImageCache::open(CacheConfig::new(dir)).unwrap(),
+        tower_image_cache::InnerMetadata::new(),
+        |layer| layer.upstream_resume_attempts(0),
+    )
+    .await;
     server.api.add(
         "img",
         FakeImage::private(image_data(1024 * 1024)).behavior(Behavior::FailMidStream),

@@ -8,11 +8,13 @@ use http::{Method, Request, Response, StatusCode};
 use tower::ServiceExt;
 use tower_service::Service;
 
-use super::access::{Access, AccessCheck};
+use super::access::{caller_headers, Access, AccessCheck};
 use super::forward::pass;
 use super::hit;
+use super::limits::{gateway_timeout, within};
 use super::policy::{ask_for_identity, message_length, not_fillable, NotFillable};
 use super::settings::{CacheStatus, Settings};
+use super::source::{Resume, Source};
 use super::tee;
 use crate::body::{CacheBody, ResponseBody};
 use crate::image_meta::expected_download;
@@ -30,6 +32,7 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     A: AccessCheck<S, ReqBody>,
+    ReqBody: Default + Send + 'static,
     ResBody: ResponseBody,
 {
     if !hit::can_answer(request.headers()) {
@@ -52,7 +55,17 @@ where
     }
     let (mut parts, body) = request.into_parts();
 
-    let meta = match settings.access.check(inner.clone(), &parts, &id).await? {
+    let limit = settings.limits.response_timeout;
+    let checked = within(limit, settings.access.check(inner.clone(), &parts, &id)).await;
+    let Some(checked) = checked else {
+        return Ok(timed_out(
+            &settings,
+            &id,
+            &parts.headers,
+            "the access check",
+        ));
+    };
+    let meta = match checked? {
         Access::Serve(meta) => meta,
         // The wrapped service's refusal, as it gave it: no cache header, which would tell a
         // caller who may not see the image that it is cached.
@@ -112,7 +125,13 @@ where
     if is_get {
         ask_for_identity(&mut parts.headers);
     }
-    let response = inner.oneshot(Request::from_parts(parts, body)).await?;
+    let resume = is_get.then(|| resumer(inner.clone(), &parts));
+    let headers = parts.headers.clone();
+    let answered = within(limit, inner.oneshot(Request::from_parts(parts, body))).await;
+    let Some(answered) = answered else {
+        return Ok(timed_out(&settings, &id, &headers, "the download"));
+    };
+    let response = answered?;
     if !is_get {
         return Ok(settings.mark(response.map(CacheBody::inner), CacheStatus::Miss));
     }
@@ -131,6 +150,17 @@ where
     }
     let content_length = message_length(&response);
     let expected = expected_download(content_length, response.headers(), Some(&meta));
+    // A miss beyond the concurrent fills is served through, uncached: a burst of distinct
+    // images must not become as many open fills.
+    let Ok(slot) = Arc::clone(&settings.fill_slots).try_acquire_owned() else {
+        drop(lead);
+        cache.metrics().fill_declined("max_concurrent_fills");
+        tracing::debug!(image = %id, "at max_concurrent_fills: serving this miss uncached");
+        return Ok(settings.mark(
+            response.map(CacheBody::inner),
+            CacheStatus::Bypass("max_concurrent_fills"),
+        ));
+    };
     let filling = id.clone();
     let fill = cache
         .blocking(move |c| c.begin_fill(&filling, expected))
@@ -141,13 +171,22 @@ where
         Ok(writer) => {
             let without_client = settings.without_client;
             response.map(|body| {
+                let source = Source::new(
+                    body,
+                    resume,
+                    settings.limits,
+                    content_length,
+                    settings.cache.clone(),
+                    id.clone(),
+                );
                 CacheBody::relay(tee::start(
                     settings.cache.clone(),
-                    body,
+                    source,
                     writer,
                     content_length,
                     without_client,
                     settings.shutdown.clone(),
+                    Some(slot),
                 ))
             })
         }
@@ -161,6 +200,61 @@ where
         }
     };
     Ok(settings.mark(response, CacheStatus::Miss))
+}
+
+/// The answer when the wrapped service did not answer `what` in time: `504`, logged and
+/// counted.
+fn timed_out<A, B>(
+    settings: &Settings<A>,
+    id: &ImageId,
+    request: &http::HeaderMap,
+    what: &str,
+) -> Response<CacheBody<B>> {
+    let limit = settings.limits.response_timeout.unwrap_or_default();
+    settings.cache.metrics().upstream_timeout("response");
+    tracing::warn!(
+        image = %id,
+        phase = "response",
+        limit_seconds = limit.as_secs_f64(),
+        "the image API did not answer {what} in time (upstream_response_timeout); answering 504"
+    );
+    let response = gateway_timeout(request, &format!("{what} of image {id}"), limit);
+    settings.mark(response, CacheStatus::Bypass("upstream_timeout"))
+}
+
+/// Asks `inner` again for the image from a byte on, as the caller asked it the first time (its
+/// URI and headers, `Range: bytes=N-` added): how a cut fill resumes.
+fn resumer<S, ReqBody, ResBody>(inner: S, parts: &http::request::Parts) -> Resume<ResBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Default + Send + 'static,
+    ResBody: ResponseBody,
+{
+    let uri = parts.uri.clone();
+    let version = parts.version;
+    let mut headers = caller_headers(&parts.headers);
+    ask_for_identity(&mut headers);
+    Box::new(move |from: u64| {
+        let mut request = Request::new(ReqBody::default());
+        *request.uri_mut() = uri.clone();
+        *request.version_mut() = version;
+        *request.headers_mut() = headers.clone();
+        request.headers_mut().insert(
+            header::RANGE,
+            HeaderValue::from_str(&format!("bytes={from}-")).expect("a range is header text"),
+        );
+        let inner = inner.clone();
+        Box::pin(async move {
+            match inner.oneshot(request).await {
+                Ok(response) => Some(response),
+                Err(_) => {
+                    tracing::warn!("the image API failed the resumed request");
+                    None
+                }
+            }
+        })
+    })
 }
 
 /// A download of an image being filled: served from the growing file, following the writer,

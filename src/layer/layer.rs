@@ -1,9 +1,11 @@
 use std::any::Any;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tower_layer::Layer;
 
 use super::access::InnerMetadata;
+use super::limits::{UpstreamLimits, DEFAULT_MAX_CONCURRENT_FILLS};
 use super::routes::Routes;
 use super::service::CacheService;
 use super::settings::Settings;
@@ -24,6 +26,8 @@ pub struct CacheLayer<A> {
     cache_status_header: bool,
     prefetch_range_misses: bool,
     without_client: WithoutClient,
+    limits: UpstreamLimits,
+    max_concurrent_fills: usize,
     /// The services of this layer (and its clones) alive now.
     live: Census,
 }
@@ -38,6 +42,8 @@ impl<A> CacheLayer<A> {
             cache_status_header: true,
             prefetch_range_misses: true,
             without_client: WithoutClient::Continue,
+            limits: UpstreamLimits::default(),
+            max_concurrent_fills: DEFAULT_MAX_CONCURRENT_FILLS,
             live: Census::default(),
         }
     }
@@ -76,6 +82,40 @@ impl<A> CacheLayer<A> {
     }
 }
 
+impl<A> CacheLayer<A> {
+    /// How long a download (and its access check) waits for the wrapped service's response
+    /// head before the client gets `504 Gateway Timeout` (default 60 s, nginx's
+    /// `proxy_read_timeout`; `None`: no limit).
+    pub fn upstream_response_timeout(mut self, limit: Option<Duration>) -> Self {
+        self.limits.response_timeout = limit;
+        self
+    }
+
+    /// How long a fill waits for the next bytes of the wrapped service's body before it counts
+    /// the body as cut (default 60 s; `None`: no limit). A cut fill resumes, see
+    /// [`upstream_resume_attempts`](Self::upstream_resume_attempts).
+    pub fn upstream_idle_timeout(mut self, limit: Option<Duration>) -> Self {
+        self.limits.idle_timeout = limit;
+        self
+    }
+
+    /// How many times a fill whose body was cut (an error, an early end, the idle limit) asks
+    /// the wrapped service again with `Range: bytes=N-` and the caller's headers, continuing
+    /// from byte N while every client keeps reading (default 3, with a backoff from 250 ms;
+    /// 0: a cut fails the fill). A `200` to that request is read from byte N on.
+    pub fn upstream_resume_attempts(mut self, attempts: u32) -> Self {
+        self.limits.resume_attempts = attempts;
+        self
+    }
+
+    /// How many fills may run at once (default 16); a miss beyond is served through uncached
+    /// (`X-Cache-Status: BYPASS`, counted in `image_cache_fills_declined_total`).
+    pub fn max_concurrent_fills(mut self, fills: usize) -> Self {
+        self.max_concurrent_fills = fills;
+        self
+    }
+}
+
 impl<S, A: Clone + 'static> Layer<S> for CacheLayer<A> {
     type Service = CacheService<S, A>;
 
@@ -100,6 +140,8 @@ impl<S, A: Clone + 'static> Layer<S> for CacheLayer<A> {
                 cache_status_header: self.cache_status_header,
                 prefetch_range_misses: self.prefetch_range_misses,
                 without_client: self.without_client,
+                limits: self.limits,
+                fill_slots: Arc::new(tokio::sync::Semaphore::new(self.max_concurrent_fills)),
                 leaders: Default::default(),
                 shutdown: Default::default(),
                 _member: member,

@@ -84,11 +84,13 @@ mod forward;
 mod hit;
 #[allow(clippy::module_inception)]
 mod layer;
+mod limits;
 mod policy;
 mod routes;
 mod service;
 mod settings;
 mod single_flight;
+mod source;
 mod tee;
 #[cfg(test)]
 mod tests;

@@ -66,7 +66,9 @@ where
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     A: AccessCheck<S, ReqBody>,
-    ReqBody: Send + 'static,
+    // A cut fill asks again with `Range` (an empty body): axum's `Body` is `Default`; box
+    // hyper's `Incoming` (`request.map(BodyExt::boxed)`).
+    ReqBody: Default + Send + 'static,
     // Stated in full (not as the crate's private `ResponseBody`) so the docs show the contract.
     ResBody: Body + Send + 'static,
     ResBody::Data: Send,

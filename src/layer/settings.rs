@@ -3,6 +3,7 @@
 use http::header::{HeaderName, HeaderValue};
 use http::Response;
 
+use super::limits::UpstreamLimits;
 use super::routes::Routes;
 use super::single_flight::Leaders;
 use super::tee::WithoutClient;
@@ -41,6 +42,9 @@ pub(crate) struct Settings<A> {
     pub(crate) cache_status_header: bool,
     pub(crate) prefetch_range_misses: bool,
     pub(crate) without_client: WithoutClient,
+    pub(crate) limits: UpstreamLimits,
+    /// One permit per fill that may run at once (`max_concurrent_fills`).
+    pub(crate) fill_slots: std::sync::Arc<tokio::sync::Semaphore>,
     pub(crate) leaders: Leaders,
     /// Cancelled when the last clone of the service is dropped: fills in flight stop and roll
     /// back rather than outlive the service.

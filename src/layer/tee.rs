@@ -13,12 +13,12 @@
 
 use std::sync::{Arc, Mutex};
 
-use bytes::{Buf, Bytes};
-use http_body_util::BodyExt;
-use tokio::sync::{mpsc, oneshot};
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::source::Source;
 use crate::body::{BoxError, RelayBody, ResponseBody};
 use crate::store::{FillEnd, FillFollower, FillOutcome, FillWriter};
 use crate::sync::lock;
@@ -75,15 +75,16 @@ pub(crate) enum WithoutClient {
     StopWhenUnread,
 }
 
-/// Starts the fill of `body` into `writer` (a fill of `cache`); returns the body the client
-/// reads.
+/// Starts the fill of `source` into `writer` (a fill of `cache`); returns the body the client
+/// reads. `slot` is the fill's place among the concurrent fills, held until it ends.
 pub(crate) fn start<B>(
     cache: ImageCache,
-    body: B,
+    source: Source<B>,
     writer: FillWriter,
     expected_len: Option<u64>,
     without_client: WithoutClient,
     shutdown: CancellationToken,
+    slot: Option<OwnedSemaphorePermit>,
 ) -> RelayBody
 where
     B: ResponseBody,
@@ -98,7 +99,7 @@ where
     // The fill logs inside the span of the request that started it.
     let fill = async move {
         tokio::select! {
-            () = run(cache, body, writer, expected_len, without_client, client) => {}
+            () = run(cache, source, writer, expected_len, without_client, client, slot) => {}
             // The service is gone: the fill stops here. Dropping `run` drops the writer's
             // channel before the body ended, so the writer rolls the fill back.
             () = shutdown.cancelled() => {}
@@ -124,12 +125,16 @@ struct CacheSink {
 }
 
 impl CacheSink {
-    fn start(writer: FillWriter) -> CacheSink {
+    /// `slot` is held until the fill is committed or rolled back.
+    fn start(writer: FillWriter, slot: Option<OwnedSemaphorePermit>) -> CacheSink {
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
         let outcome = Arc::new(Mutex::new(Outcome::Unfinished));
         let ended = Arc::clone(&outcome);
         let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || span.in_scope(|| write_fill(writer, rx, ended)));
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            span.in_scope(|| write_fill(writer, rx, ended))
+        });
         CacheSink {
             chunks: tx,
             outcome,
@@ -166,32 +171,28 @@ fn write_fill(
 /// The fill task: source → (cache, client).
 async fn run<B>(
     cache: ImageCache,
-    body: B,
+    mut source: Source<B>,
     writer: FillWriter,
     expected_len: Option<u64>,
     without_client: WithoutClient,
     client: Client,
+    slot: Option<OwnedSemaphorePermit>,
 ) where
     B: ResponseBody,
 {
     let outcome = writer.outcome();
     let id = writer.id().clone();
-    let mut sink = Some(CacheSink::start(writer));
+    let mut sink = Some(CacheSink::start(writer, slot));
     let mut client = Some(client);
     let mut held: Option<Bytes> = None;
     let mut received = 0u64;
-    let mut body = std::pin::pin!(body);
 
     let ending = loop {
-        let frame = match body.frame().await {
+        let chunk = match source.next(received).await {
             None => break None,
-            Some(Err(err)) => break Some(err.into()),
-            Some(Ok(frame)) => frame,
+            Some(Err(err)) => break Some(err),
+            Some(Ok(chunk)) => chunk,
         };
-        let Ok(mut data) = frame.into_data() else {
-            continue;
-        };
-        let chunk = data.copy_to_bytes(data.remaining());
         received += chunk.len() as u64;
         cache.metrics().bytes_from_upstream(chunk.len() as u64);
         if let Some(expected) = expected_len.filter(|n| received > *n) {

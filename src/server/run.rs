@@ -209,12 +209,15 @@ fn observability(health: &Health) -> Router {
 /// (every load balancer, or anyone) must not make the node write and fsync at their rate.
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
+/// When a health probe ran, and what it found.
+type Probe = (tokio::time::Instant, Result<(), String>);
+
 /// The cache and its last health probe, shared by every `/healthz` caller.
 #[derive(Clone)]
 struct Health {
     cache: ImageCache,
-    /// When the last probe ran and what it found; callers arriving during a probe wait for it.
-    last: std::sync::Arc<tokio::sync::Mutex<Option<(tokio::time::Instant, Result<(), String>)>>>,
+    /// The last probe; callers arriving during a probe wait for it.
+    last: std::sync::Arc<tokio::sync::Mutex<Option<Probe>>>,
 }
 
 impl Health {

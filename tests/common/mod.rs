@@ -46,8 +46,21 @@ pub enum Behavior {
     WrongChecksum,
     /// `Content-Length` promises twice what is sent.
     ShortBody,
-    /// Half the data, then an error.
+    /// Half the data, then an error; a ranged request is answered right (206).
     FailMidStream,
+    /// Half the data, then an error, also for every ranged request (half of its part).
+    FailMidStreamAlways,
+    /// Half the data, then an error; a ranged request gets the whole image (200).
+    FailMidStreamIgnoringRange,
+    /// Half the data, then an error; a ranged request gets a 206 whose Content-Range is off
+    /// by one byte.
+    FailMidStreamWrongRange,
+    /// Half the data, then an error; a ranged request gets the right Content-Range with
+    /// other bytes.
+    FailMidStreamWrongBytes,
+    /// Half the data, then nothing ever again (the connection stays open); a ranged request
+    /// is answered right.
+    StallMidStream,
     /// Each chunk waits for a permit.
     Gated(Arc<Semaphore>),
     /// Each chunk waits for a permit, and `Content-MD5` names other bytes.
@@ -60,6 +73,8 @@ pub enum Behavior {
     WrongOsHash,
     /// The download answers 500.
     ServerError,
+    /// The download never answers (the connection stays open).
+    Hang,
     /// The metadata's multihash is of an algorithm the cache does not know (`blake3`).
     UnknownHashAlgorithm,
     /// An MD5-only image (no multihash) whose download sends other bytes of the same length,
@@ -100,6 +115,8 @@ pub struct FakeApi {
     images: Mutex<HashMap<String, FakeImage>>,
     pub body_requests: AtomicUsize,
     pub metadata_requests: AtomicUsize,
+    /// Downloads asked with `Range` (a fill resuming, or a client's range).
+    pub ranged_requests: AtomicUsize,
 }
 
 pub fn md5_hex(data: &[u8]) -> String {
@@ -248,6 +265,7 @@ async fn download(
         return status_response(StatusCode::FORBIDDEN);
     }
     match image.behavior {
+        Behavior::Hang => std::future::pending::<()>().await,
         Behavior::NoContent => return status_response(StatusCode::NO_CONTENT),
         Behavior::ServerError => return status_response(StatusCode::INTERNAL_SERVER_ERROR),
         _ => {}
@@ -263,6 +281,7 @@ async fn download(
         _ => image.data.clone(),
     };
     if let Some(range) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        api.ranged_requests.fetch_add(1, Ordering::SeqCst);
         let (start, end) = range
             .strip_prefix("bytes=")
             .and_then(|r| r.split_once('-'))
@@ -271,15 +290,33 @@ async fn download(
         let end: usize = end
             .parse::<usize>()
             .map_or(data.len() - 1, |e| e.min(data.len() - 1));
-        return Response::builder()
+        let mut part = data.slice(start..end + 1);
+        let mut content_range = format!("bytes {start}-{end}/{}", data.len());
+        match image.behavior {
+            Behavior::FailMidStreamIgnoringRange => {
+                return Response::builder()
+                    .header(header::CONTENT_LENGTH, data.len())
+                    .body(Body::from(data))
+                    .unwrap();
+            }
+            Behavior::FailMidStreamWrongRange => {
+                content_range = format!("bytes {}-{end}/{}", start + 1, data.len());
+                part = part.slice(1..);
+            }
+            Behavior::FailMidStreamWrongBytes => {
+                part = part.iter().map(|b| b ^ 0xff).collect::<Vec<u8>>().into();
+            }
+            _ => {}
+        }
+        let builder = Response::builder()
             .status(StatusCode::PARTIAL_CONTENT)
-            .header(
-                header::CONTENT_RANGE,
-                format!("bytes {start}-{end}/{}", data.len()),
-            )
-            .header(header::CONTENT_LENGTH, end + 1 - start)
-            .body(Body::from(data.slice(start..end + 1)))
-            .unwrap();
+            .header(header::CONTENT_RANGE, content_range)
+            .header(header::CONTENT_LENGTH, part.len());
+        let body = match image.behavior {
+            Behavior::FailMidStreamAlways => half_then(part, Cut::Error),
+            _ => Body::from(part),
+        };
+        return builder.body(body).unwrap();
     }
     let length = match image.behavior {
         Behavior::ShortBody => data.len() * 2,
@@ -298,17 +335,12 @@ async fn download(
     }
     let chunks: Vec<Bytes> = data.chunks(CHUNK).map(|c| data.slice_ref(c)).collect();
     let body = match image.behavior {
-        Behavior::FailMidStream => {
-            let half = chunks.len() / 2;
-            let items = chunks
-                .into_iter()
-                .take(half.max(1))
-                .map(Ok)
-                .chain(std::iter::once(Err(std::io::Error::other(
-                    "backend store went away",
-                ))));
-            Body::from_stream(stream::iter(items))
-        }
+        Behavior::FailMidStream
+        | Behavior::FailMidStreamAlways
+        | Behavior::FailMidStreamIgnoringRange
+        | Behavior::FailMidStreamWrongRange
+        | Behavior::FailMidStreamWrongBytes => half_then(data, Cut::Error),
+        Behavior::StallMidStream => half_then(data, Cut::Stall),
         Behavior::Gated(gate) | Behavior::GatedWrongChecksum(gate) => {
             Body::from_stream(stream::iter(chunks).then(move |chunk| {
                 let gate = Arc::clone(&gate);
@@ -323,6 +355,25 @@ async fn download(
         )),
     };
     builder.body(body).unwrap()
+}
+
+/// How a body sent half is cut.
+enum Cut {
+    Error,
+    Stall,
+}
+
+/// The first half of `data` (at least one chunk), then an error or a stall.
+fn half_then(data: Bytes, cut: Cut) -> Body {
+    let chunks: Vec<Bytes> = data.chunks(CHUNK).map(|c| data.slice_ref(c)).collect();
+    let half = (chunks.len() / 2).max(1);
+    let head = stream::iter(chunks.into_iter().take(half).map(Ok::<_, std::io::Error>));
+    match cut {
+        Cut::Error => Body::from_stream(head.chain(stream::once(async {
+            Err(std::io::Error::other("backend store went away"))
+        }))),
+        Cut::Stall => Body::from_stream(head.chain(stream::pending())),
+    }
 }
 
 /// The fake API behind a `CacheLayer`, served on 127.0.0.1.
@@ -347,11 +398,23 @@ impl TestServer {
     where
         A: AccessCheck<Router, axum::body::Body>,
     {
+        Self::start_with_layer(open, check, |layer| layer).await
+    }
+
+    /// The fake API behind the `CacheLayer` that `configure` makes of the default one.
+    pub async fn start_with_layer<A>(
+        open: impl FnOnce(&Path) -> ImageCache,
+        check: A,
+        configure: impl FnOnce(CacheLayer<A>) -> CacheLayer<A>,
+    ) -> Self
+    where
+        A: AccessCheck<Router, axum::body::Body>,
+    {
         let dir = tempfile::tempdir().unwrap();
         let cache = open(&dir.path().join("cache"));
         let api = FakeApi::new();
-        let app = Router::new()
-            .fallback_service(CacheLayer::new(cache.clone(), check).layer(api.router()));
+        let layer = configure(CacheLayer::new(cache.clone(), check));
+        let app = Router::new().fallback_service(layer.layer(api.router()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -609,4 +672,11 @@ impl Captured {
     pub fn text(&self) -> String {
         String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
     }
+}
+
+/// The value of the metric line starting with `name` (labels included) in `text`, or 0.
+pub fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
 }
