@@ -49,6 +49,33 @@ pub struct ServerOptions {
     /// `[cache_server] upstream_insecure`: do not verify the `https://` upstream's certificate
     /// (default false; only for tests).
     pub upstream_insecure: Option<bool>,
+    /// `[cache_server] upstream_connect_timeout`: seconds to open a connection to the upstream
+    /// (default 10; 0: no limit).
+    pub upstream_connect_timeout: Option<Duration>,
+    /// `[cache_server] upstream_response_timeout`: seconds from a request (its body sent) until
+    /// the upstream's response head (default 60, nginx's `proxy_read_timeout`; 0: no limit).
+    pub upstream_response_timeout: Option<Duration>,
+    /// `[cache_server] upstream_idle_timeout`: seconds between two bytes of the upstream's
+    /// body (default 60; 0: no limit).
+    pub upstream_idle_timeout: Option<Duration>,
+    /// `[cache_server] upstream_resume_attempts`: ranged requests a fill whose upstream body
+    /// was cut makes before it fails (default 3; 0: none).
+    pub upstream_resume_attempts: Option<u32>,
+    /// `[cache_server] trusted_proxies`: addresses and CIDR blocks (comma-separated) whose
+    /// `X-Forwarded-For`, `-Proto` and `-Host` are believed (a load balancer in front; default
+    /// none).
+    pub trusted_proxies: Option<String>,
+    /// `[cache_server] max_concurrent_fills`: fills at once; a miss beyond is served through
+    /// uncached (default 16).
+    pub max_concurrent_fills: Option<usize>,
+    /// `[cache_server] max_connections`: client connections served at once; beyond, requests
+    /// get `503` with `Retry-After` (default 10,000, and at most what the open-files limit
+    /// allows).
+    pub max_connections: Option<usize>,
+    /// `[cache_server] client_timeout`: seconds a client gets to send a request head (also the
+    /// idle limit of a kept-alive connection) and to take the next bytes of an answer (default
+    /// 60).
+    pub client_timeout: Option<Duration>,
 }
 
 /// Glance's `bind_port` when none is set.
@@ -74,6 +101,19 @@ impl ServerOptions {
         };
         let text = |key: &str| server.get(key).map(Setting::text).transpose();
         let boolean = |key: &str| server.get(key).map(Setting::boolean).transpose();
+        let seconds = |key: &str| server.get(key).map(Setting::seconds).transpose();
+        let count = |key: &str, max: u64| {
+            server
+                .get(key)
+                .map(|setting| {
+                    let n = setting.integer()?;
+                    if n > max {
+                        return Err(setting.bad(&format!("must be at most {max}")));
+                    }
+                    Ok(n)
+                })
+                .transpose()
+        };
         Ok(ServerOptions {
             bind_host: defaults.get("bind_host").map(Setting::text).transpose()?,
             bind_port: defaults.get("bind_port").map(port).transpose()?,
@@ -88,6 +128,17 @@ impl ServerOptions {
             upstream_keepalive: boolean("upstream_keepalive")?,
             upstream_cafile: text("upstream_cafile")?.map(Into::into),
             upstream_insecure: boolean("upstream_insecure")?,
+            upstream_connect_timeout: seconds("upstream_connect_timeout")?,
+            upstream_response_timeout: seconds("upstream_response_timeout")?,
+            upstream_idle_timeout: seconds("upstream_idle_timeout")?,
+            upstream_resume_attempts: count("upstream_resume_attempts", u64::from(u32::MAX))?
+                .map(|n| n as u32),
+            trusted_proxies: server
+                .get("trusted_proxies")
+                .map(|s| s.value.trim().to_owned()),
+            max_concurrent_fills: count("max_concurrent_fills", 1 << 20)?.map(|n| n as usize),
+            max_connections: count("max_connections", 1 << 24)?.map(|n| n as usize),
+            client_timeout: seconds("client_timeout")?,
             manage_roles: text("manage_roles")?.map(|roles| {
                 roles
                     .split(',')

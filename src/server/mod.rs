@@ -2,12 +2,16 @@
 //!
 //! Internals of the binary, not a stable API.
 
+mod forwarded;
+mod listen;
 mod options;
 mod run;
 mod tls;
 mod upstream;
+mod upstream_body;
 mod upstream_tls;
 
-pub use options::{ServerArgs, ServerSettings};
+pub use forwarded::TrustedProxies;
+pub use options::{ServerArgs, ServerSettings, UpstreamTimeouts};
 pub use run::main;
 pub use upstream::Upstream;

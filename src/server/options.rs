@@ -6,12 +6,21 @@ use std::time::Duration;
 
 use http::Uri;
 
+use super::forwarded::TrustedProxies;
 use crate::config::{with_glance_files, ServerOptions};
 use crate::keystone::{AuthOptions, TlsOptions};
 use crate::CacheConfig;
 
 /// Requests in flight get this long to finish after SIGTERM or SIGINT, by default.
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// To open a connection to the upstream, by default.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Until the upstream's response head, and between its body's bytes, by default.
+const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+/// Client connections served at once, by default.
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// A client's time to send a request head and to take the next bytes, by default.
+const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The command line of `image-cache-server`.
 // The field docs are its --help text: `[DEFAULT]` there names an INI section, not a doc link.
@@ -29,7 +38,9 @@ pub struct ServerArgs {
     /// when present. The cache's options ([DEFAULT] image_cache_dir, image_cache_max_size, ...),
     /// bind_host and bind_port, and [cache_server] upstream, upstream_keepalive,
     /// upstream_cafile, upstream_insecure, service_token, manage_token,
-    /// manage_roles, shutdown_grace and metrics_bind, and the node's Keystone identity
+    /// manage_roles, shutdown_grace, metrics_bind, upstream_connect_timeout,
+    /// upstream_response_timeout, upstream_idle_timeout, upstream_resume_attempts,
+    /// trusted_proxies, max_concurrent_fills, max_connections and client_timeout, and the node's Keystone identity
     /// ([keystone_authtoken], or Glance's admin_user/admin_password/admin_tenant_name/auth_url)
     /// come from them.
     #[arg(long = "config-file", value_name = "FILE")]
@@ -105,6 +116,34 @@ pub struct ServerSettings {
     pub upstream_tls: TlsOptions,
     /// Serve HTTPS with this certificate chain and key (PEM files).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// How long the upstream may take (`None`: no limit).
+    pub upstream_timeouts: UpstreamTimeouts,
+    /// Ranged requests a cut fill makes.
+    pub upstream_resume_attempts: u32,
+    /// Whose forwarding headers are believed.
+    pub trusted_proxies: TrustedProxies,
+    /// Fills at once.
+    pub max_concurrent_fills: usize,
+    /// Client connections at once.
+    pub max_connections: usize,
+    /// A client's time to send a request head and to take the next bytes.
+    pub client_timeout: Duration,
+}
+
+/// How long the upstream may take, per phase (`None`: no limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamTimeouts {
+    /// To open a connection.
+    pub connect: Option<Duration>,
+    /// From the request (its body sent) to the response head.
+    pub response: Option<Duration>,
+    /// Between two bytes of the response body.
+    pub idle: Option<Duration>,
+}
+
+/// A configured limit of 0 seconds means none.
+fn limit(configured: Option<Duration>, default: Duration) -> Option<Duration> {
+    Some(configured.unwrap_or(default)).filter(|d| !d.is_zero())
 }
 
 impl ServerArgs {
@@ -177,7 +216,24 @@ impl ServerArgs {
             (None, None) => None,
         };
         let keystone = AuthOptions::from_files(&files).map_err(|err| err.to_string())?;
+        let trusted_proxies = match &options.trusted_proxies {
+            Some(text) => TrustedProxies::parse(text)?,
+            None => TrustedProxies::default(),
+        };
         Ok(ServerSettings {
+            upstream_timeouts: UpstreamTimeouts {
+                connect: limit(options.upstream_connect_timeout, DEFAULT_CONNECT_TIMEOUT),
+                response: limit(options.upstream_response_timeout, DEFAULT_UPSTREAM_TIMEOUT),
+                idle: limit(options.upstream_idle_timeout, DEFAULT_UPSTREAM_TIMEOUT),
+            },
+            upstream_resume_attempts: options.upstream_resume_attempts.unwrap_or(3),
+            trusted_proxies,
+            max_concurrent_fills: options.max_concurrent_fills.unwrap_or(16),
+            max_connections: options.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            client_timeout: options
+                .client_timeout
+                .filter(|d| !d.is_zero())
+                .unwrap_or(DEFAULT_CLIENT_TIMEOUT),
             tls: self.tls_cert.clone().zip(self.tls_key.clone()),
             keystone,
             upstream_keepalive: options.upstream_keepalive.unwrap_or(true),

@@ -11,6 +11,7 @@ use axum::routing::get;
 use axum::Router;
 use clap::Parser;
 
+use super::listen::ClientLimits;
 use super::options::{ServerArgs, ServerSettings};
 use super::upstream::Upstream;
 use crate::keystone::Keystone;
@@ -81,7 +82,9 @@ async fn serve(settings: ServerSettings) -> Result<ImageCache, String> {
         settings.upstream.clone(),
         settings.upstream_keepalive,
         &settings.upstream_tls,
-    )?;
+        settings.upstream_timeouts,
+    )?
+    .count_into(&cache);
     let proxy = tower::service_fn(move |request: Request<Body>| upstream.clone().forward(request));
     let keystone = settings
         .keystone
@@ -106,7 +109,15 @@ async fn serve(settings: ServerSettings) -> Result<ImageCache, String> {
     };
     let service = tower::ServiceBuilder::new()
         .layer(manage)
-        .layer(CacheLayer::new(cache.clone(), InnerMetadata::new()))
+        .layer(
+            // The upstream client keeps the response and idle limits (for every request it
+            // forwards, answering 504 itself); the layer resumes cut fills and bounds them.
+            CacheLayer::new(cache.clone(), InnerMetadata::new())
+                .upstream_response_timeout(None)
+                .upstream_idle_timeout(None)
+                .upstream_resume_attempts(settings.upstream_resume_attempts)
+                .max_concurrent_fills(settings.max_concurrent_fills),
+        )
         .service(proxy);
     // What the previous run left queued is fetched now, not with the first request.
     service.start_prefetcher::<Body, _>();
@@ -154,18 +165,14 @@ async fn serve(settings: ServerSettings) -> Result<ImageCache, String> {
         );
         let _ = stopping.send(());
     };
+    let limits = ClientLimits {
+        max_connections: connection_limit(settings.max_connections),
+        client_timeout: settings.client_timeout,
+    };
+    let trusted = settings.trusted_proxies.clone();
     let server = async move {
-        match acceptor {
-            Some(acceptor) => {
-                super::tls::serve(listener, acceptor, app, stop).await;
-                Ok(())
-            }
-            None => {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stop)
-                    .await
-            }
-        }
+        super::listen::serve(listener, acceptor, app, trusted, limits, stop).await;
+        Ok::<(), std::io::Error>(())
     };
     let grace = settings.shutdown_grace;
     tokio::select! {
@@ -182,6 +189,44 @@ async fn serve(settings: ServerSettings) -> Result<ImageCache, String> {
         ),
     }
     Ok(cache)
+}
+
+/// File descriptors kept beside the client connections: the index, image files being read and
+/// written, the listeners, the database pool.
+const RESERVED_FDS: u64 = 256;
+
+/// `max_connections`, within what the open-files limit allows. The soft limit is raised to the
+/// hard one first (as nginx's `worker_rlimit_nofile` would be set): every client connection
+/// may hold an upstream connection and an open image besides its own socket.
+fn connection_limit(configured: usize) -> usize {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if let Some(hard) = limit.maximum {
+        if limit.current.is_some_and(|soft| soft < hard) {
+            limit.current = Some(hard);
+            if let Err(err) = setrlimit(Resource::Nofile, limit.clone()) {
+                tracing::debug!(%err, "could not raise the open-files limit");
+            }
+        }
+    }
+    let files = getrlimit(Resource::Nofile).current;
+    let Some(files) = files else {
+        return configured;
+    };
+    let allowed = usize::try_from(files.saturating_sub(RESERVED_FDS) / 3)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if allowed < configured {
+        tracing::warn!(
+            max_connections = configured,
+            open_files_limit = files,
+            serving = allowed,
+            "max_connections is more than the open-files limit allows (three descriptors a \
+             connection); raise LimitNOFILE (systemd) or ulimit -n to serve more"
+        );
+        return allowed;
+    }
+    configured
 }
 
 /// Gives each answer an `x-openstack-request-id`, as every OpenStack service's has: the

@@ -1,18 +1,11 @@
-//! Serving HTTPS (`--tls-cert`, `--tls-key`): rustls in front of the same router, with the same
-//! graceful stop as plain HTTP.
+//! Serving HTTPS (`--tls-cert`, `--tls-key`): the rustls acceptor the listener puts in front of
+//! the same router (`listen.rs`).
 
-use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 /// The certificates in a PEM file, at least one; an error names the file as `what` and says what
@@ -49,46 +42,4 @@ pub(crate) fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
     .map_err(|err| format!("the TLS certificate and key do not make a pair: {err}"))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-/// Serves `app` over TLS until `stop` resolves, then stops accepting and waits for the open
-/// connections to finish (the caller bounds the wait).
-pub(crate) async fn serve(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    app: Router,
-    stop: impl Future<Output = ()>,
-) {
-    let graceful = GracefulShutdown::new();
-    let mut stop = std::pin::pin!(stop);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::warn!(%err, "could not accept a connection");
-                    continue;
-                }
-            },
-            () = &mut stop => break,
-        };
-        let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(app.clone());
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let stream = match acceptor.accept(stream).await {
-                Ok(stream) => stream,
-                Err(err) => {
-                    return tracing::debug!(%peer, %err, "a TLS handshake failed");
-                }
-            };
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(err) = watcher.watch(connection.into_owned()).await {
-                tracing::debug!(%peer, %err, "a TLS connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
 }

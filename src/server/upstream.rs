@@ -3,16 +3,21 @@
 //! the versions document, one retry of an idempotent request on a dead pooled connection).
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use axum::body::Body;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{request, Method, Request, Response, StatusCode, Uri};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{request, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 
+use super::forwarded::{X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use super::options::UpstreamTimeouts;
+use super::upstream_body::{Announced, IdleLimited};
 use crate::keystone::{error_chain, TlsOptions};
+use crate::ImageCache;
 
 /// Headers that belong to one connection, not to the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [header::HeaderName; 6] = [
@@ -24,9 +29,6 @@ const HOP_BY_HOP: [header::HeaderName; 6] = [
     header::UPGRADE,
 ];
 
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
 /// The versions document is rewritten to name the proxy when it is at most this long.
 const MAX_VERSIONS_DOCUMENT: usize = 64 * 1024;
@@ -39,14 +41,22 @@ pub struct Upstream {
     /// For requests that cannot be sent again (with a body): a new connection each, so none is
     /// lost to a pooled connection the upstream has closed.
     fresh: Client<HttpsConnector<HttpConnector>, Body>,
+    timeouts: UpstreamTimeouts,
+    /// Where timeouts are counted.
+    cache: Option<ImageCache>,
 }
 
 impl Upstream {
     /// The image API at `base` (`http://glance:9292`, or `https://` with certificates checked as
     /// `tls` says). Without `keepalive`, each request gets a connection of its own (for
     /// upstreams that close connections without saying so). An error names the CA file at fault.
-    pub fn new(base: Uri, keepalive: bool, tls: &TlsOptions) -> Result<Self, String> {
-        let connector = super::upstream_tls::connector(tls)?;
+    pub fn new(
+        base: Uri,
+        keepalive: bool,
+        tls: &TlsOptions,
+        timeouts: UpstreamTimeouts,
+    ) -> Result<Self, String> {
+        let connector = super::upstream_tls::connector(tls, timeouts.connect)?;
         let mut builder = Client::builder(TokioExecutor::new());
         if !keepalive {
             builder.pool_max_idle_per_host(0);
@@ -58,16 +68,56 @@ impl Upstream {
             base,
             client: builder.build(connector),
             fresh,
+            timeouts,
+            cache: None,
         })
+    }
+
+    /// Counts timeouts into `cache`'s metrics (`image_cache_upstream_timeouts_total`).
+    pub fn count_into(mut self, cache: &ImageCache) -> Self {
+        self.cache = Some(cache.clone());
+        self
+    }
+
+    /// Logs and counts a timeout in `phase`; the `504` the caller gets.
+    fn timed_out(&self, method: &Method, path: &str, phase: &'static str, limit: Duration) -> Response<Body> {
+        if let Some(cache) = &self.cache {
+            cache.metrics().upstream_timeout(phase);
+        }
+        tracing::warn!(
+            upstream = %self.base,
+            phase,
+            limit_seconds = limit.as_secs_f64(),
+            %method,
+            path,
+            "the upstream image API timed out; answering 504"
+        );
+        let what = match phase {
+            "connect" => "could not be connected to",
+            _ => "did not answer",
+        };
+        gateway_error(
+            StatusCode::GATEWAY_TIMEOUT,
+            &format!(
+                "The upstream image API {what} within {} s (upstream_{phase}_timeout). Try again later.",
+                limit.as_secs_f64()
+            ),
+        )
     }
 
     fn base_text(&self) -> String {
         self.base.to_string().trim_end_matches('/').to_owned()
     }
 
-    /// Sends `request` on to the upstream; a failure to reach it is a `502` saying why.
+    /// Sends `request` on to the upstream; a failure to reach it is a `502` saying why, and one
+    /// that takes too long a `504`.
     pub async fn forward(self, request: Request<Body>) -> Result<Response<Body>, Infallible> {
         let (mut parts, body) = request.into_parts();
+        if parts.uri == "*" {
+            // `OPTIONS *` asks this server what it can do; it is not the upstream's to answer,
+            // and never goes anywhere with the caller's token.
+            return Ok(server_options());
+        }
         let front = front_base(&parts);
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let uri = format!("{}{path}", self.base_text());
@@ -75,6 +125,8 @@ impl Upstream {
             Ok(uri) => uri,
             Err(err) => return Ok(bad_gateway(&format!("cannot forward to {uri}: {err}"))),
         };
+        // The upstream client speaks HTTP/1.1, whatever the caller spoke.
+        parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
         forwarding_headers(&mut parts.headers, &self.base);
         // A request without a body to send again may be sent again.
@@ -84,28 +136,49 @@ impl Upstream {
         } else {
             &self.fresh
         };
-        let first = client
-            .request(Request::from_parts(parts.clone(), body))
+        // The response timeout runs from the moment the request's body is sent: an upload
+        // may take far longer than the upstream's answer to it.
+        let (body, sent) = Announced::new(body);
+        let first = self
+            .answered(client.request(Request::from_parts(parts.clone(), Body::new(body))), sent)
             .await;
         let answer = match first {
-            Err(err) if replayable && stale_connection(&err) => {
+            Some(Err(err)) if replayable && stale_connection(&err) => {
                 tracing::debug!(
                     cause = %error_chain(&err),
                     "the upstream closed a pooled connection; sending the request again"
                 );
-                self.client
-                    .request(Request::from_parts(parts.clone(), Body::empty()))
-                    .await
+                let (body, sent) = Announced::new(Body::empty());
+                self.answered(
+                    self.client.request(Request::from_parts(parts.clone(), Body::new(body))),
+                    sent,
+                )
+                .await
             }
             other => other,
         };
+        let path = parts.uri.path().to_owned();
         match answer {
-            Ok(response) => {
-                let mut response = response.map(Body::new);
+            None => {
+                let limit = self.timeouts.response.unwrap_or_default();
+                Ok(self.timed_out(&parts.method, &path, "response", limit))
+            }
+            Some(Ok(response)) => {
+                let idle = self.timeouts.idle;
+                let cache = self.cache.clone();
+                let upstream = self.base.to_string();
+                let mut response = response.map(|body| match idle {
+                    Some(limit) => Body::new(IdleLimited::new(body, limit, upstream, cache)),
+                    None => Body::new(body),
+                });
                 strip_hop_by_hop(response.headers_mut());
                 Ok(self.name_the_proxy(&parts, response, front).await)
             }
-            Err(err) => {
+            Some(Err(err)) if err.is_connect() && timed_out(&err) => {
+                let limit = self.timeouts.connect.unwrap_or_default();
+                Ok(self.timed_out(&parts.method, &path, "connect", limit))
+            }
+            Some(Err(err)) => {
                 let cause = error_chain(&err);
                 tracing::warn!(upstream = %self.base, %cause, "the upstream image API could not be reached");
                 Ok(bad_gateway(&format!(
@@ -113,6 +186,28 @@ impl Upstream {
                     self.base
                 )))
             }
+        }
+    }
+
+    /// The upstream's answer to a request whose body is announced sent by `sent`; `None` when
+    /// no response head came within the response timeout of that moment.
+    async fn answered<F, T>(&self, request: F, sent: tokio::sync::oneshot::Receiver<()>) -> Option<T>
+    where
+        F: std::future::Future<Output = T>,
+    {
+        let Some(limit) = self.timeouts.response else {
+            return Some(request.await);
+        };
+        let deadline = async move {
+            // A body that failed never announces itself: the request fails on its own.
+            if sent.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(limit).await;
+        };
+        tokio::select! {
+            answer = request => Some(answer),
+            () = deadline => None,
         }
     }
 
@@ -160,21 +255,27 @@ impl Upstream {
     }
 }
 
-/// The proxy's own base URL as the client called it (`http://` and its `Host`).
+/// The proxy's own base URL as the client called it: the scheme and host the node's edge
+/// recorded (`X-Forwarded-Proto`, `-Host`: the connection's own, or a trusted proxy's), else
+/// `http://` and the `Host`.
 fn front_base(request: &request::Parts) -> Option<String> {
-    let host = request.headers.get(header::HOST)?.to_str().ok()?;
-    Some(format!("http://{host}"))
+    let headers = &request.headers;
+    let text = |name: &http::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let host = text(&X_FORWARDED_HOST).or_else(|| text(&header::HOST))?;
+    let scheme = text(&X_FORWARDED_PROTO).unwrap_or("http");
+    Some(format!("{scheme}://{host}"))
 }
 
 /// Tells the upstream where the request came in (`X-Forwarded-Host`, `X-Forwarded-Proto`), which
 /// oslo.middleware's `http_proxy_to_wsgi` reads in Glance's pipeline, and addresses it by its
-/// own name. No `Forwarded` is sent, and a client's is dropped: oslo.middleware prefers it and
-/// keeps the quotes RFC 7239 requires around `host:port`, which breaks every URL it builds.
+/// own name. A request from a client was given its forwarding headers at the node's edge
+/// (`forwarded.rs`); one of the node's own (the prefetcher's) names its `Host`.
 fn forwarding_headers(headers: &mut HeaderMap, upstream: &Uri) {
-    headers.remove(FORWARDED);
-    if let Some(host) = headers.get(header::HOST).cloned() {
-        headers.insert(X_FORWARDED_HOST, host);
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    if !headers.contains_key(&X_FORWARDED_HOST) {
+        if let Some(host) = headers.get(header::HOST).cloned() {
+            headers.insert(X_FORWARDED_HOST, host);
+            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        }
     }
     if let Some(authority) = upstream
         .authority()
@@ -241,11 +342,42 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// A connection attempt that ran out of `upstream_connect_timeout`.
+fn timed_out(err: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// `OPTIONS *`: what the node answers, without asking the upstream.
+fn server_options() -> Response<Body> {
+    let mut response = Response::new(Body::empty());
+    response.headers_mut().insert(
+        header::ALLOW,
+        HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    response
+}
+
 fn bad_gateway(reason: &str) -> Response<Body> {
-    let body =
-        serde_json::json!({ "error": { "code": 502, "title": "Bad Gateway", "message": reason } });
+    gateway_error(StatusCode::BAD_GATEWAY, reason)
+}
+
+fn gateway_error(status: StatusCode, reason: &str) -> Response<Body> {
+    let title = status.canonical_reason().unwrap_or("Error");
+    let body = serde_json::json!({ "error": { "code": status.as_u16(), "title": title, "message": reason } });
     let mut response = Response::new(Body::from(body.to_string()));
-    *response.status_mut() = StatusCode::BAD_GATEWAY;
+    *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

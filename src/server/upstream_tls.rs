@@ -16,7 +16,10 @@ use crate::keystone::TlsOptions;
 
 /// A connector for `http://` and `https://` upstreams, verifying certificates as `tls` says.
 /// An error is a sentence naming the CA file at fault.
-pub(crate) fn connector(tls: &TlsOptions) -> Result<HttpsConnector<HttpConnector>, String> {
+pub(crate) fn connector(
+    tls: &TlsOptions,
+    connect_timeout: Option<std::time::Duration>,
+) -> Result<HttpsConnector<HttpConnector>, String> {
     let provider = Arc::new(crypto::aws_lc_rs::default_provider());
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
@@ -40,11 +43,15 @@ pub(crate) fn connector(tls: &TlsOptions) -> Result<HttpsConnector<HttpConnector
     let config = builder
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(connect_timeout);
     Ok(HttpsConnectorBuilder::new()
         .with_tls_config(config)
         .https_or_http()
         .enable_http1()
-        .build())
+        .wrap_connector(http))
 }
 
 /// `upstream_insecure`: any certificate is taken; the handshake's signatures are still checked,
