@@ -117,6 +117,64 @@ pub fn start_server(upstream: &str, cache_dir: &std::path::Path, extra: &[&str])
     spawn(command)
 }
 
+/// A cache server configured by a file whose `[cache_server]` section adds `lines`, started
+/// through `sh -c` with `shell` before it (`ulimit -n 1024`, or nothing), with `args`; its
+/// stderr (the log) is gathered in the returned buffer.
+pub fn start_logged(
+    upstream: &str,
+    cache_dir: &std::path::Path,
+    lines: &str,
+    shell: &str,
+    args: &[&str],
+) -> (Server, std::sync::Arc<std::sync::Mutex<String>>) {
+    let config = cache_dir.with_extension("conf");
+    std::fs::write(
+        &config,
+        format!(
+            "[DEFAULT]\nimage_cache_dir = {}\nbind_host = 127.0.0.1\nbind_port = 0\n\n\
+             [cache_server]\nupstream = {upstream}\nservice_token = admin-secret\n\
+             manage_token = admin-secret\nshutdown_grace = 1\n{lines}\n",
+            cache_dir.display()
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(format!("{shell}\nexec \"$0\" \"$@\""))
+        .arg(server_binary())
+        .arg("--config-file")
+        .arg(&config)
+        .args(args)
+        .env("RUST_LOG", "info");
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let stderr = child.stderr.take().unwrap();
+    let gathered = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut log = gathered.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = match lines.next() {
+        Some(Ok(line)) => line,
+        _ => panic!("the server printed nothing; its log: {}", log.lock().unwrap()),
+    };
+    let url = first
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_owned();
+    std::thread::spawn(move || for _ in lines {});
+    (Server { child, url }, log)
+}
+
 /// The example `name` with `args`, once it prints `listening on http://ADDR`.
 pub fn start_example(name: &str, args: &[&std::ffi::OsStr]) -> Server {
     let mut command = Command::new(example_binary(name));

@@ -5,6 +5,7 @@
 pub mod db;
 pub mod example;
 pub mod openstack;
+pub mod raw_upstream;
 #[cfg(feature = "centralized-db")]
 pub mod proxy;
 
