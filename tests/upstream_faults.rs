@@ -52,17 +52,34 @@ async fn an_upstream_that_never_answers_gets_a_504_the_log_and_the_metric_name()
     let started = Instant::now();
     let response = get(&format!("{}/v2/images/img/file", node.url)).await;
     assert_eq!(response.status(), 504);
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
     let body: serde_json::Value = response.json().await.unwrap();
     let message = body["error"]["message"].as_str().unwrap().to_owned();
     assert!(message.contains("did not answer within 1 s"), "{message}");
     assert!(message.contains("upstream_response_timeout"), "{message}");
 
     let text = metrics(&node.url).await;
-    assert_eq!(metric(&text, "image_cache_upstream_timeouts_total{phase=\"response\"}"), 1, "{text}");
-    wait_for("the log line", || log.lock().unwrap().contains("timed out; answering 504")).await;
+    assert_eq!(
+        metric(
+            &text,
+            "image_cache_upstream_timeouts_total{phase=\"response\"}"
+        ),
+        1,
+        "{text}"
+    );
+    wait_for("the log line", || {
+        log.lock().unwrap().contains("timed out; answering 504")
+    })
+    .await;
     let log = log.lock().unwrap().clone();
-    let line = log.lines().find(|l| l.contains("timed out; answering 504")).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("timed out; answering 504"))
+        .unwrap();
     assert!(line.contains(&upstream.url()), "{line}");
     assert!(line.contains("phase=\"response\""), "{line}");
     assert!(line.contains("limit_seconds=1"), "{line}");
@@ -79,9 +96,15 @@ async fn two_readers_get_the_whole_image(node: &str, data: &[u8]) {
     assert_eq!(first.status(), 200);
     assert_eq!(first.headers()["x-cache-status"], "MISS");
     let follower = tokio::spawn(async move { get(&url).await.bytes().await });
-    assert_eq!(first.bytes().await.expect("the client never sees the cut"), data);
     assert_eq!(
-        follower.await.unwrap().expect("the follower never sees the cut"),
+        first.bytes().await.expect("the client never sees the cut"),
+        data
+    );
+    assert_eq!(
+        follower
+            .await
+            .unwrap()
+            .expect("the follower never sees the cut"),
         data
     );
 }
@@ -99,12 +122,25 @@ async fn a_body_cut_at_40_percent_is_resumed_with_range_and_cached() {
     assert_eq!(std::fs::read(cache.join("img")).unwrap(), data);
     let downloads = upstream.downloads();
     let ranged: Vec<_> = downloads.iter().filter_map(|d| d.header("range")).collect();
-    assert_eq!(ranged, [format!("bytes={}-", SIZE * 2 / 5)], "{downloads:?}");
+    assert_eq!(
+        ranged,
+        [format!("bytes={}-", SIZE * 2 / 5)],
+        "{downloads:?}"
+    );
     // The ranged request carries the caller's identity, as the first one did.
-    assert!(downloads.iter().all(|d| d.header("x-auth-token") == Some("admin-secret")));
+    assert!(downloads
+        .iter()
+        .all(|d| d.header("x-auth-token") == Some("admin-secret")));
     let text = metrics(&node.url).await;
-    assert_eq!(metric(&text, "image_cache_fill_resumes_total{answer=\"partial\"}"), 1, "{text}");
-    assert!(log.lock().unwrap().contains("asking again from the byte reached"));
+    assert_eq!(
+        metric(&text, "image_cache_fill_resumes_total{answer=\"partial\"}"),
+        1,
+        "{text}"
+    );
+    assert!(log
+        .lock()
+        .unwrap()
+        .contains("asking again from the byte reached"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,8 +154,16 @@ async fn headers_then_a_stall_are_resumed_after_the_idle_limit() {
     two_readers_get_the_whole_image(&node.url, &data).await;
     wait_for("the commit", || cache.join("img").exists()).await;
     let text = metrics(&node.url).await;
-    assert_eq!(metric(&text, "image_cache_upstream_timeouts_total{phase=\"idle\"}"), 1, "{text}");
-    assert_eq!(metric(&text, "image_cache_fill_resumes_total{answer=\"partial\"}"), 1, "{text}");
+    assert_eq!(
+        metric(&text, "image_cache_upstream_timeouts_total{phase=\"idle\"}"),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "image_cache_fill_resumes_total{answer=\"partial\"}"),
+        1,
+        "{text}"
+    );
     let log = log.lock().unwrap().clone();
     assert!(log.contains("phase=\"idle\""), "{log}");
 }
@@ -136,7 +180,11 @@ async fn an_upstream_that_answers_200_to_the_range_is_read_from_byte_n() {
     wait_for("the commit", || cache.join("img").exists()).await;
     assert_eq!(std::fs::read(cache.join("img")).unwrap(), data);
     let text = metrics(&node.url).await;
-    assert_eq!(metric(&text, "image_cache_fill_resumes_total{answer=\"whole\"}"), 1, "{text}");
+    assert_eq!(
+        metric(&text, "image_cache_fill_resumes_total{answer=\"whole\"}"),
+        1,
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,13 +202,22 @@ async fn resumed_bytes_that_do_not_verify_fail_every_client_and_commit_nothing()
         let url = url.clone();
         tokio::spawn(async move { get(&url).await.bytes().await })
     };
-    assert!(first.bytes().await.is_err(), "a wrong image must not look whole");
+    assert!(
+        first.bytes().await.is_err(),
+        "a wrong image must not look whole"
+    );
     assert!(follower.await.unwrap().is_err(), "nor to a follower");
-    wait_for("the failed fill in invalid/", || cache.join("invalid/img").exists()).await;
+    wait_for("the failed fill in invalid/", || {
+        cache.join("invalid/img").exists()
+    })
+    .await;
     assert!(!cache.join("img").exists());
     assert!(listing(&cache.join("incomplete")).is_empty());
     let text = metrics(&node.url).await;
-    assert!(text.contains("image_cache_fills_total{outcome=\"failed\""), "{text}");
+    assert!(
+        text.contains("image_cache_fills_total{outcome=\"failed\""),
+        "{text}"
+    );
     // The next request starts a new fill (nothing wrong was kept).
     upstream.set_mode(Mode::Polite);
     let again = get(&url).await;

@@ -33,7 +33,11 @@ impl TrustedProxies {
             let addr: IpAddr = addr.parse().map_err(|_| bad())?;
             let max = if addr.is_ipv4() { 32 } else { 128 };
             let bits = match bits {
-                Some(bits) => bits.parse::<u8>().ok().filter(|b| *b <= max).ok_or_else(bad)?,
+                Some(bits) => bits
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|b| *b <= max)
+                    .ok_or_else(bad)?,
                 None => max,
             };
             blocks.push((addr, bits));
@@ -44,7 +48,9 @@ impl TrustedProxies {
     /// Whether `addr` is listed.
     pub fn contains(&self, addr: IpAddr) -> bool {
         let addr = canonical(addr);
-        self.0.iter().any(|(block, bits)| in_block(addr, canonical(*block), *bits))
+        self.0
+            .iter()
+            .any(|(block, bits)| in_block(addr, canonical(*block), *bits))
     }
 }
 
@@ -74,7 +80,12 @@ fn in_block(addr: IpAddr, block: IpAddr, bits: u8) -> bool {
 /// trusted proxy, its `X-Forwarded-For` is kept (the peer appended), and its `-Proto` and
 /// `-Host` win; from anyone else, what it sent in them is dropped. `Forwarded` is always
 /// dropped: oslo.middleware prefers it and keeps the quotes RFC 7239 puts around `host:port`.
-pub(crate) fn at_the_edge(headers: &mut HeaderMap, peer: SocketAddr, tls: bool, trusted: &TrustedProxies) {
+pub(crate) fn at_the_edge(
+    headers: &mut HeaderMap,
+    peer: SocketAddr,
+    tls: bool,
+    trusted: &TrustedProxies,
+) {
     headers.remove(FORWARDED);
     let peer_ip = canonical(peer.ip());
     let believed = trusted.contains(peer_ip);
@@ -190,6 +201,8 @@ mod tests {
         assert!(err.contains("\"10.0.0.0/40\""), "{err}");
         assert!(TrustedProxies::parse("lb.example").is_err());
         assert!(TrustedProxies::parse("").unwrap().0.is_empty());
-        assert!(TrustedProxies::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!(TrustedProxies::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
     }
 }

@@ -94,7 +94,8 @@ pub(crate) async fn serve(
             match acceptor {
                 None => connection.run(stream, watcher).await,
                 Some(acceptor) => {
-                    let handshake = tokio::time::timeout(limits.client_timeout, acceptor.accept(stream));
+                    let handshake =
+                        tokio::time::timeout(limits.client_timeout, acceptor.accept(stream));
                     match handshake.await {
                         Ok(Ok(stream)) => connection.run(stream, watcher).await,
                         Ok(Err(err)) => tracing::debug!(%peer, %err, "a TLS handshake failed"),

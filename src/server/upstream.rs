@@ -29,7 +29,6 @@ const HOP_BY_HOP: [header::HeaderName; 6] = [
     header::UPGRADE,
 ];
 
-
 /// The versions document is rewritten to name the proxy when it is at most this long.
 const MAX_VERSIONS_DOCUMENT: usize = 64 * 1024;
 
@@ -80,7 +79,13 @@ impl Upstream {
     }
 
     /// Logs and counts a timeout in `phase`; the `504` the caller gets.
-    fn timed_out(&self, method: &Method, path: &str, phase: &'static str, limit: Duration) -> Response<Body> {
+    fn timed_out(
+        &self,
+        method: &Method,
+        path: &str,
+        phase: &'static str,
+        limit: Duration,
+    ) -> Response<Body> {
         if let Some(cache) = &self.cache {
             cache.metrics().upstream_timeout(phase);
         }
@@ -140,7 +145,10 @@ impl Upstream {
         // may take far longer than the upstream's answer to it.
         let (body, sent) = Announced::new(body);
         let first = self
-            .answered(client.request(Request::from_parts(parts.clone(), Body::new(body))), sent)
+            .answered(
+                client.request(Request::from_parts(parts.clone(), Body::new(body))),
+                sent,
+            )
             .await;
         let answer = match first {
             Some(Err(err)) if replayable && stale_connection(&err) => {
@@ -150,7 +158,8 @@ impl Upstream {
                 );
                 let (body, sent) = Announced::new(Body::empty());
                 self.answered(
-                    self.client.request(Request::from_parts(parts.clone(), Body::new(body))),
+                    self.client
+                        .request(Request::from_parts(parts.clone(), Body::new(body))),
                     sent,
                 )
                 .await
@@ -191,7 +200,11 @@ impl Upstream {
 
     /// The upstream's answer to a request whose body is announced sent by `sent`; `None` when
     /// no response head came within the response timeout of that moment.
-    async fn answered<F, T>(&self, request: F, sent: tokio::sync::oneshot::Receiver<()>) -> Option<T>
+    async fn answered<F, T>(
+        &self,
+        request: F,
+        sent: tokio::sync::oneshot::Receiver<()>,
+    ) -> Option<T>
     where
         F: std::future::Future<Output = T>,
     {

@@ -83,7 +83,12 @@ pub(crate) struct IdleLimited<B> {
 }
 
 impl<B> IdleLimited<B> {
-    pub(crate) fn new(inner: B, limit: Duration, upstream: String, cache: Option<ImageCache>) -> Self {
+    pub(crate) fn new(
+        inner: B,
+        limit: Duration,
+        upstream: String,
+        cache: Option<ImageCache>,
+    ) -> Self {
         IdleLimited {
             inner,
             limit,

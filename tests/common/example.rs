@@ -165,7 +165,10 @@ pub fn start_logged(
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = match lines.next() {
         Some(Ok(line)) => line,
-        _ => panic!("the server printed nothing; its log: {}", log.lock().unwrap()),
+        _ => panic!(
+            "the server printed nothing; its log: {}",
+            log.lock().unwrap()
+        ),
     };
     let url = first
         .strip_prefix("listening on ")

@@ -5,9 +5,9 @@
 pub mod db;
 pub mod example;
 pub mod openstack;
-pub mod raw_upstream;
 #[cfg(feature = "centralized-db")]
 pub mod proxy;
+pub mod raw_upstream;
 
 use std::collections::HashMap;
 use std::io::Write;

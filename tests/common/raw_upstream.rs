@@ -147,7 +147,13 @@ async fn serve(
             r#"{{"id": "img", "status": "active", "size": {}, "checksum": "{md5}", "os_hash_algo": "sha512", "os_hash_value": "{sha512}"}}"#,
             data.len()
         );
-        return answer(&mut stream, "200 OK", &["Content-Type: application/json"], doc.as_bytes()).await;
+        return answer(
+            &mut stream,
+            "200 OK",
+            &["Content-Type: application/json"],
+            doc.as_bytes(),
+        )
+        .await;
     }
     let range = request
         .header("range")
@@ -161,7 +167,13 @@ async fn serve(
             Ok(())
         }
         (Mode::CutIgnoringRange, Some(_)) | (Mode::Polite, _) => {
-            answer(&mut stream, "200 OK", &["Content-Type: application/octet-stream"], &data).await
+            answer(
+                &mut stream,
+                "200 OK",
+                &["Content-Type: application/octet-stream"],
+                &data,
+            )
+            .await
         }
         (_, Some(from)) => {
             let mut part = data.slice(from..).to_vec();
@@ -187,8 +199,16 @@ async fn serve(
     }
 }
 
-async fn answer(stream: &mut TcpStream, status: &str, headers: &[&str], body: &[u8]) -> std::io::Result<()> {
-    let mut head = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+async fn answer(
+    stream: &mut TcpStream,
+    status: &str,
+    headers: &[&str],
+    body: &[u8],
+) -> std::io::Result<()> {
+    let mut head = format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
     for header in headers {
         head.push_str(header);
         head.push_str("\r\n");
