@@ -116,8 +116,22 @@ pub struct Record {
     pub size: u64,
 }
 
+/// How long the tools wait between two reads of an answer, by default.
+pub(crate) const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `IMAGE_CACHE_READ_TIMEOUT` (seconds), else [`DEFAULT_READ_TIMEOUT`].
+fn read_timeout() -> Duration {
+    std::env::var("IMAGE_CACHE_READ_TIMEOUT")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .map_or(DEFAULT_READ_TIMEOUT, Duration::from_secs)
+}
+
 impl ManageClient {
     /// A client of `node`: `host`, `host:port` or a URL; `port` applies when none is given.
+    /// Connections are given 10 s to open, and answers a limit between two
+    /// reads (60 s; `IMAGE_CACHE_READ_TIMEOUT`, in seconds, sets another); there is no total limit.
     pub fn new(node: &str, port: u16, token: Option<String>) -> Self {
         let auth = token.map_or(Auth::Anonymous, Auth::Token);
         Self::with_auth(node, port, auth, &TlsOptions::default())
@@ -136,7 +150,9 @@ impl ManageClient {
         let http = tls
             .client_builder()
             .map_err(|err| err.to_string())?
-            .timeout(Duration::from_secs(300))
+            // Between reads, never in total: a prefetch of a large image over a slow link takes
+            // as long as it takes, while a node that stops sending is given up.
+            .read_timeout(read_timeout())
             .build()
             .map_err(|err| format!("the HTTP client cannot be set up: {err}"))?;
         Ok(ManageClient {
