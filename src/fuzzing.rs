@@ -46,7 +46,7 @@ pub fn route(method: &[u8], path: &str) {
         return;
     };
     match Routes::default().classify(&method, path) {
-        Action::Download(id) | Action::Evict(id) => assert_safe_on_disk(&id),
+        Action::Download(id) | Action::Evict(id) | Action::Change(id) => assert_safe_on_disk(&id),
         Action::UnsafeDownload | Action::PassThrough => {}
     }
     if let Some(endpoint) = Endpoint::parse(path) {

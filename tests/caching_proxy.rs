@@ -78,18 +78,27 @@ async fn a_cache_node_in_front_of_an_image_api() {
         serde_json::from_slice(&listing.bytes().await.unwrap()).unwrap();
     assert_eq!(listing["cached_images"][0]["image_id"], id.as_str());
 
-    // The upstream gone: a clear 502, even for a cached image (its access cannot be checked).
+    // The upstream gone: a clear 503 with Retry-After, even for a cached image (its access
+    // cannot be checked, and no decision is remembered without authorization_stale_if_error).
     drop(upstream);
-    let gone = get_as(
-        &client,
-        &format!("{}/v2/images/{id}/file", proxy.url),
-        ADMIN,
-    )
-    .await;
-    assert_eq!(gone.status(), 502);
+    let gone = client
+        .get(format!("{}/v2/images/{id}/file", proxy.url))
+        .header("x-auth-token", ADMIN)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 503);
+    assert_eq!(gone.headers()["retry-after"], "5");
     let reason: serde_json::Value = serde_json::from_slice(&gone.bytes().await.unwrap()).unwrap();
+    let message = reason["message"].as_str().unwrap();
+    assert!(message.contains("cannot check access"), "{reason}");
+    // Another route: the upstream's own 502 naming the real cause, not "client error (Connect)".
+    let listing = get_as(&client, &format!("{}/v2/images", proxy.url), ADMIN).await;
+    assert_eq!(listing.status(), 502);
+    let reason: serde_json::Value =
+        serde_json::from_slice(&listing.bytes().await.unwrap()).unwrap();
     let message = reason["error"]["message"].as_str().unwrap();
-    // The real cause, not just "client error (Connect)".
     assert!(
         message.contains("could not be reached") && message.contains("Connection refused"),
         "{reason}"

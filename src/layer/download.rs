@@ -4,11 +4,12 @@
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response};
 use tower::ServiceExt;
 use tower_service::Service;
 
-use super::access::{caller_headers, Access, AccessCheck};
+use super::access::{caller_headers, AccessCheck};
+use super::authorize::{authorize, Authorized};
 use super::forward::pass;
 use super::hit;
 use super::limits::{gateway_timeout, within};
@@ -47,37 +48,13 @@ where
     let cache = &settings.cache;
     let cached = cache.is_cached(&id);
     let is_get = request.method() == Method::GET;
-    if !cached && hit::is_partial_or_conditional(request.headers()) {
-        return range_miss(&settings, inner, id, request).await;
-    }
-    if !cached && !is_get {
-        return pass(&settings, inner, request, CacheStatus::Miss).await;
-    }
     let (mut parts, body) = request.into_parts();
-
-    let limit = settings.limits.response_timeout;
-    let checked = within(limit, settings.access.check(inner.clone(), &parts, &id)).await;
-    let Some(checked) = checked else {
-        return Ok(timed_out(
-            &settings,
-            &id,
-            &parts.headers,
-            "the access check",
-        ));
-    };
-    let meta = match checked? {
-        Access::Serve(meta) => meta,
-        // The wrapped service's refusal, as it gave it: no cache header, which would tell a
-        // caller who may not see the image that it is cached.
-        Access::Deny(refusal) => {
-            if cached && refusal.status() == StatusCode::NOT_FOUND {
-                // Deleted while this node was not told, or only hidden from this caller: the
-                // management layer asks with its own identity, and evicts it at once if gone.
-                cache.suspect_deleted(&id);
-            }
-            return Ok(refusal.map(CacheBody::inner));
-        }
-        Access::PassThrough => {
+    // Every download is checked first, cached or not: a refusal is the same whatever the
+    // cache holds (no existence oracle).
+    let meta = match authorize(&settings, inner.clone(), &parts, &id, cached).await? {
+        Authorized::Serve(meta) => meta,
+        Authorized::Answer(response) => return Ok(response),
+        Authorized::PassThrough => {
             return pass(
                 &settings,
                 inner,
@@ -87,6 +64,14 @@ where
             .await
         }
     };
+    let limit = settings.limits.response_timeout;
+    if !cached && hit::is_partial_or_conditional(&parts.headers) {
+        return range_miss(&settings, inner, id, Request::from_parts(parts, body)).await;
+    }
+    if !cached && !is_get {
+        let request = Request::from_parts(parts, body);
+        return pass(&settings, inner, request, CacheStatus::Miss).await;
+    }
 
     if cached {
         if let Some(response) = hit::serve(&settings, &id, &parts.method, &parts.headers).await {

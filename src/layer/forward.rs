@@ -51,3 +51,21 @@ where
     }
     Ok(response.map(CacheBody::inner))
 }
+
+/// A request that, answered 2xx, may change who may download the image (a deactivation, a
+/// visibility or member change): the access decisions remembered for it are voided.
+pub(crate) async fn changed<S, A, ReqBody, ResBody>(
+    settings: &Settings<A>,
+    inner: S,
+    id: ImageId,
+    request: Request<ReqBody>,
+) -> Result<Response<CacheBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    let response = inner.oneshot(request).await?;
+    if response.status().is_success() {
+        settings.cache.void_access_decisions(&id);
+    }
+    Ok(response.map(CacheBody::inner))
+}

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tower_layer::Layer;
 
-use super::access::InnerMetadata;
+use super::inner_metadata::InnerMetadata;
 use super::limits::{UpstreamLimits, DEFAULT_MAX_CONCURRENT_FILLS};
 use super::routes::Routes;
 use super::service::CacheService;
@@ -28,6 +28,8 @@ pub struct CacheLayer<A> {
     without_client: WithoutClient,
     limits: UpstreamLimits,
     max_concurrent_fills: usize,
+    authorization_cache_time: Option<Duration>,
+    authorization_stale_if_error: Option<Duration>,
     /// The services of this layer (and its clones) alive now.
     live: Census,
 }
@@ -44,6 +46,8 @@ impl<A> CacheLayer<A> {
             without_client: WithoutClient::Continue,
             limits: UpstreamLimits::default(),
             max_concurrent_fills: DEFAULT_MAX_CONCURRENT_FILLS,
+            authorization_cache_time: None,
+            authorization_stale_if_error: None,
             live: Census::default(),
         }
     }
@@ -108,6 +112,29 @@ impl<A> CacheLayer<A> {
         self
     }
 
+    /// How long a caller's *allowed* access check for one image is reused without asking the
+    /// wrapped service again (default: not at all, every download is checked). A decision is
+    /// keyed by the image and a SHA-256 of the caller's headers (those the check forwards,
+    /// request ids aside), is never kept for a refusal, is bounded in number (10,000), and is
+    /// voided by the image's delete, deactivation, re-upload or member change seen by this
+    /// layer (or announced by the fleet). A user whose role is revoked in Keystone may still
+    /// download for this long: keep it short.
+    pub fn authorization_cache_time(mut self, limit: Option<Duration>) -> Self {
+        self.authorization_cache_time = limit;
+        self
+    }
+
+    /// How much longer than [`authorization_cache_time`](Self::authorization_cache_time) a
+    /// remembered decision may admit a **hit** while the wrapped service fails (answers 5xx,
+    /// or nothing within the response timeout), as RFC 5861's `stale-if-error` (default: not
+    /// at all). Each such admission is logged and counted
+    /// (`image_cache_authorization_decisions_total{decision="stale"}`); a caller without a
+    /// decision gets `503` with `Retry-After`, and a miss still needs the wrapped service.
+    pub fn authorization_stale_if_error(mut self, limit: Option<Duration>) -> Self {
+        self.authorization_stale_if_error = limit;
+        self
+    }
+
     /// How many fills may run at once (default 16); a miss beyond is served through uncached
     /// (`X-Cache-Status: BYPASS`, counted in `image_cache_fills_declined_total`).
     pub fn max_concurrent_fills(mut self, fills: usize) -> Self {
@@ -141,6 +168,10 @@ impl<S, A: Clone + 'static> Layer<S> for CacheLayer<A> {
                 prefetch_range_misses: self.prefetch_range_misses,
                 without_client: self.without_client,
                 limits: self.limits,
+                decisions: super::decisions::Decisions::new(
+                    self.authorization_cache_time,
+                    self.authorization_stale_if_error,
+                ),
                 fill_slots: Arc::new(tokio::sync::Semaphore::new(self.max_concurrent_fills)),
                 leaders: Default::default(),
                 shutdown: Default::default(),

@@ -79,9 +79,12 @@
 //! ```
 
 mod access;
+mod authorize;
+mod decisions;
 mod download;
 mod forward;
 mod hit;
+mod inner_metadata;
 #[allow(clippy::module_inception)]
 mod layer;
 mod limits;
@@ -101,7 +104,8 @@ pub use crate::future::ResponseFuture;
 pub use crate::image_meta::ImageMeta;
 pub use crate::route::{InvalidTemplate, RouteTemplate};
 pub(crate) use access::caller_headers;
-pub use access::{Access, AccessCheck, CheckFuture, InnerMetadata, MetadataThrough, TrustAll};
+pub use access::{Access, AccessCheck, CheckFuture, TrustAll};
+pub use inner_metadata::{InnerMetadata, MetadataThrough};
 pub use layer::CacheLayer;
 pub use routes::Routes;
 pub use service::CacheService;

@@ -9,12 +9,16 @@ use crate::ImageId;
 ///
 /// The default: downloads `GET /v2/images/{id}/file` and `GET /v1/images/{id}` (not `detail`);
 /// evictions on a 2xx answer to `DELETE /v2/images/{id}`, `DELETE /v1/images/{id}` and
-/// `PUT /v2/images/{id}/file`; the access check's metadata route `GET /v2/images/{id}`.
+/// `PUT /v2/images/{id}/file`; the access check's metadata route `GET /v2/images/{id}`; and the
+/// changes of who may download an image, which void the access decisions remembered for it
+/// (`POST /v2/images/{id}/actions/deactivate`, `PATCH /v2/images/{id}`, `POST` and `DELETE` of
+/// `/v2/images/{id}/members`).
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct Routes {
     downloads: Vec<RouteTemplate>,
     evictions: Vec<(Method, RouteTemplate)>,
+    changes: Vec<(Method, RouteTemplate)>,
 }
 
 impl Default for Routes {
@@ -30,6 +34,12 @@ impl Default for Routes {
                 (Method::DELETE, t("/v1/images/{id}").except("detail")),
                 (Method::PUT, t("/v2/images/{id}/file")),
             ],
+            changes: vec![
+                (Method::POST, t("/v2/images/{id}/actions/deactivate")),
+                (Method::PATCH, t("/v2/images/{id}")),
+                (Method::POST, t("/v2/images/{id}/members")),
+                (Method::PUT, t("/v2/images/{id}/members")),
+            ],
         }
     }
 }
@@ -43,6 +53,9 @@ pub(crate) enum Action {
     UnsafeDownload,
     /// A request that, when answered 2xx, removes the image from the cache.
     Evict(ImageId),
+    /// A request that, when answered 2xx, may change who may download the image: the access
+    /// decisions remembered for it are voided.
+    Change(ImageId),
     /// Anything else.
     PassThrough,
 }
@@ -54,6 +67,7 @@ impl Routes {
         Routes {
             downloads: Vec::new(),
             evictions: Vec::new(),
+            changes: Vec::new(),
         }
     }
 
@@ -66,6 +80,13 @@ impl Routes {
     /// Adds an eviction route: a 2xx answer to `method` on `template` removes the image.
     pub fn evict_on(mut self, method: Method, template: RouteTemplate) -> Self {
         self.evictions.push((method, template));
+        self
+    }
+
+    /// Adds a route whose 2xx answer to `method` may change who may download the image (its
+    /// remembered access decisions are voided).
+    pub fn change_on(mut self, method: Method, template: RouteTemplate) -> Self {
+        self.changes.push((method, template));
         self
     }
 
@@ -84,6 +105,28 @@ impl Routes {
                 if let Some(RouteMatch::Id(id)) = template.matches(path) {
                     return Action::Evict(id);
                 }
+            }
+        }
+        // A member's change (`PUT`, `DELETE` of `/v2/images/{id}/members/{member}`) counts as
+        // one of the image's members list.
+        let members = match path.rsplit_once("/members/") {
+            Some((image, member))
+                if !member.is_empty()
+                    && !member.contains('/')
+                    && (method == Method::PUT || method == Method::DELETE) =>
+            {
+                Some(format!("{image}/members"))
+            }
+            _ => None,
+        };
+        for (change_method, template) in &self.changes {
+            let target = match &members {
+                Some(members) => members.as_str(),
+                None if change_method == method => path,
+                None => continue,
+            };
+            if let Some(RouteMatch::Id(id)) = template.matches(target) {
+                return Action::Change(id);
             }
         }
         Action::PassThrough
@@ -136,6 +179,26 @@ mod tests {
         assert_eq!(
             routes.classify(&Method::PUT, "/v2/images/abc/file"),
             Action::Evict(id("abc"))
+        );
+        assert_eq!(
+            routes.classify(&Method::POST, "/v2/images/abc/actions/deactivate"),
+            Action::Change(id("abc"))
+        );
+        assert_eq!(
+            routes.classify(&Method::PATCH, "/v2/images/abc"),
+            Action::Change(id("abc"))
+        );
+        assert_eq!(
+            routes.classify(&Method::DELETE, "/v2/images/abc/members/p2"),
+            Action::Change(id("abc"))
+        );
+        assert_eq!(
+            routes.classify(&Method::PUT, "/v2/images/abc/members/p2"),
+            Action::Change(id("abc"))
+        );
+        assert_eq!(
+            routes.classify(&Method::GET, "/v2/images/abc/members/p2"),
+            Action::PassThrough
         );
         assert_eq!(
             routes.classify(&Method::GET, "/v2/images/abc/file/"),

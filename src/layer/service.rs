@@ -10,7 +10,7 @@ use tracing::Instrument;
 
 use super::access::AccessCheck;
 use super::download::download;
-use super::forward::{evict, pass};
+use super::forward::{changed, evict, pass};
 use super::routes::Action;
 use super::settings::{CacheStatus, Settings};
 use crate::body::{BoxError, CacheBody};
@@ -96,7 +96,7 @@ where
         let settings = Arc::clone(&self.settings);
         // Every log line of this request, and of the fill it may start, carries this span.
         let span = match &action {
-            Action::Download(id) | Action::Evict(id) => {
+            Action::Download(id) | Action::Evict(id) | Action::Change(id) => {
                 tracing::info_span!("image_request", image = %id, method = %request.method())
             }
             _ => tracing::info_span!("image_request", method = %request.method()),
@@ -107,6 +107,7 @@ where
                     download(settings, ready, id, request).await
                 }
                 Action::Evict(id) => evict(&settings, ready, id, request).await,
+                Action::Change(id) => changed(&settings, ready, id, request).await,
                 Action::Download(_) => {
                     pass(
                         &settings,

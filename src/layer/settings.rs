@@ -43,6 +43,7 @@ pub(crate) struct Settings<A> {
     pub(crate) prefetch_range_misses: bool,
     pub(crate) without_client: WithoutClient,
     pub(crate) limits: UpstreamLimits,
+    pub(crate) decisions: super::decisions::Decisions,
     /// One permit per fill that may run at once (`max_concurrent_fills`).
     pub(crate) fill_slots: std::sync::Arc<tokio::sync::Semaphore>,
     pub(crate) leaders: Leaders,
@@ -77,7 +78,9 @@ impl<A> Settings<A> {
             CacheStatus::Bypass(reason) => Served::Bypass(reason),
         });
         super::transform::forbid_transform(&mut response);
-        if self.cache_status_header {
+        // A refusal tells nothing of what the cache holds.
+        let refusal = matches!(response.status().as_u16(), 401 | 403 | 404);
+        if self.cache_status_header && !refusal {
             response
                 .headers_mut()
                 .insert(X_CACHE_STATUS, status.value());

@@ -58,6 +58,11 @@ pub(crate) struct Inner {
     /// with its own identity (a 404 to one caller may only mean the image is private).
     pub(crate) suspects: std::sync::Mutex<Vec<ImageId>>,
     pub(crate) suspected: tokio::sync::Notify,
+    /// When each image's remembered access decisions were last voided (deleted, deactivated,
+    /// re-uploaded, its members changed): a decision older than that admits nobody.
+    pub(crate) voided: std::sync::Mutex<std::collections::HashMap<ImageId, std::time::Instant>>,
+    /// Decisions made before this instant admit nobody (the open, or a flood of voids).
+    pub(crate) voided_all: std::sync::Mutex<std::time::Instant>,
     pub(crate) metrics: CacheMetrics,
     pub(crate) housekeeper: Housekeeper,
     /// The buffers hits and followers read into.
@@ -104,33 +109,10 @@ impl ImageCache {
         }
         let layout = Layout::new(&config.image_cache_dir);
         layout.create_dirs()?;
-        // sled makes its directory with the umask's mode; made here first, it is private.
-        // (Something else there, such as Glance's SQLite file, is the index driver's to judge.)
         let db_path = config.db_path();
-        if std::fs::symlink_metadata(&db_path).is_err() {
-            super::layout::create_private_dir(&db_path)?;
-        }
+        layout.prepare_private_index(&db_path)?;
         let index = open_index(&config, &layout)?;
-        // sled creates its files 0644 (inside the private directory above): tightened quietly,
-        // so the log speaks only of files an older version or a lax umask left.
-        if let Err(err) = super::layout::tighten_tree(&db_path) {
-            tracing::debug!(%err, "could not tighten the index's files");
-        }
-        match super::layout::tighten_tree(&layout.base) {
-            Ok(0) => {}
-            Ok(changed) => tracing::info!(
-                entries = changed,
-                dir = %layout.base.display(),
-                "took the permissions of other users from files of the cache directory"
-            ),
-            Err(err) => tracing::warn!(
-                dir = %layout.base.display(),
-                %err,
-                "could not make every file of the cache directory private (mode 0640, \
-                 directories 0750); other local users may read cached images: give the cache's \
-                 user ownership of the directory"
-            ),
-        }
+        layout.make_private(&db_path);
         Self::assemble(config, layout, io, index)
     }
 
@@ -183,6 +165,8 @@ impl ImageCache {
             queued: tokio::sync::Notify::new(),
             suspects: std::sync::Mutex::default(),
             suspected: tokio::sync::Notify::new(),
+            voided: std::sync::Mutex::default(),
+            voided_all: std::sync::Mutex::new(std::time::Instant::now()),
             metrics: CacheMetrics::default(),
             chunks: Arc::default(),
             fleet,
@@ -321,21 +305,6 @@ impl ImageCache {
     /// The cache's counters, for the layers to count into.
     pub(crate) fn metrics(&self) -> &CacheMetrics {
         &self.inner.metrics
-    }
-
-    /// Whether the cache can do its work: a file can be written in `image_cache_dir` (a probe in
-    /// `incomplete/`, removed at once) and the index takes a write. The error says which failed.
-    /// For health checks (`GET /healthz`); it touches the disk, so call it off the runtime.
-    pub fn check_health(&self) -> Result<(), StoreError> {
-        self.inner.metrics.health_probed();
-        self.inner.layout.probe_writable()?;
-        Ok(self.inner.catalog.driver().probe()?)
-    }
-
-    /// Writes what the hit path gathered in memory (hit counters, copies found damaged) to the
-    /// index now (it is otherwise written about once a second).
-    pub fn flush_hits(&self) -> Result<(), StoreError> {
-        Ok(self.inner.catalog.flush_hits()?)
     }
 }
 

@@ -89,6 +89,40 @@ impl Layout {
         Ok(())
     }
 
+    /// Makes the index's directory private before its driver opens it (sled makes it with the
+    /// umask's mode). Anything else there, such as Glance's SQLite file, is the driver's to
+    /// judge.
+    pub(crate) fn prepare_private_index(&self, db_path: &Path) -> io::Result<()> {
+        if std::fs::symlink_metadata(db_path).is_err() {
+            create_private_dir(db_path)?;
+        }
+        Ok(())
+    }
+
+    /// Takes other users' permissions from everything under `image_cache_dir`, once the index
+    /// is open. sled creates its files 0644 (inside its private directory): tightened quietly,
+    /// so the log speaks only of files an older version or a lax umask left.
+    pub(crate) fn make_private(&self, db_path: &Path) {
+        if let Err(err) = tighten_tree(db_path) {
+            tracing::debug!(%err, "could not tighten the index's files");
+        }
+        match tighten_tree(&self.base) {
+            Ok(0) => {}
+            Ok(changed) => tracing::info!(
+                entries = changed,
+                dir = %self.base.display(),
+                "took the permissions of other users from files of the cache directory"
+            ),
+            Err(err) => tracing::warn!(
+                dir = %self.base.display(),
+                %err,
+                "could not make every file of the cache directory private (mode 0640, \
+                 directories 0750); other local users may read cached images: give the cache's \
+                 user ownership of the directory"
+            ),
+        }
+    }
+
     /// Removes everything in `incomplete/`: fills a process left when it stopped. Only for the
     /// one process that holds the cache (nothing else can be writing there). Returns how many
     /// entries and bytes went.

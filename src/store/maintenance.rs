@@ -1,4 +1,5 @@
-//! Prune (keep the cache under `image_cache_max_size`) and clean (reap failed and stalled fills).
+//! Prune (keep the cache under `image_cache_max_size`), clean (reap failed and stalled fills),
+//! the health probe and the hit flush.
 
 use std::io;
 use std::time::SystemTime;
@@ -87,5 +88,22 @@ impl ImageCache {
             .metrics
             .cleaned(cleaned.invalid_removed, cleaned.stalled_removed);
         Ok(cleaned)
+    }
+}
+
+impl ImageCache {
+    /// Whether the cache can do its work: a file can be written in `image_cache_dir` (a probe in
+    /// `incomplete/`, removed at once) and the index takes a write. The error says which failed.
+    /// For health checks (`GET /healthz`); it touches the disk, so call it off the runtime.
+    pub fn check_health(&self) -> Result<(), StoreError> {
+        self.inner.metrics.health_probed();
+        self.inner.layout.probe_writable()?;
+        Ok(self.inner.catalog.driver().probe()?)
+    }
+
+    /// Writes what the hit path gathered in memory (hit counters, copies found damaged) to the
+    /// index now (it is otherwise written about once a second).
+    pub fn flush_hits(&self) -> Result<(), StoreError> {
+        Ok(self.inner.catalog.flush_hits()?)
     }
 }

@@ -47,6 +47,7 @@ impl ImageCache {
     /// Forgets `id` entirely: removes it from the cache and the queue and cancels a fill of it
     /// (what deleting the image calls for). Returns whether it was cached or queued.
     pub fn evict(&self, id: &ImageId) -> Result<bool, StoreError> {
+        self.void_access_decisions(id);
         let cached = self.delete_cached_image(id)?;
         let queued = self.delete_queued_image(id)?;
         Ok(cached || queued)
@@ -61,6 +62,37 @@ impl ImageCache {
             fleet.announce_deleted(id);
         }
         Ok(here)
+    }
+
+    /// Who may download `id` may have changed (it was deleted, deactivated, re-uploaded, its
+    /// members changed): access decisions remembered for it before now admit nobody any more.
+    /// [`evict`](Self::evict) calls it; the layer calls it for the API's changes it sees.
+    pub fn void_access_decisions(&self, id: &ImageId) {
+        /// Decisions live at most a day or two: older voids need not be kept.
+        const FORGET_AFTER: std::time::Duration = std::time::Duration::from_secs(2 * 86_400);
+        /// Bounds the map between two forgettings.
+        const MAX_VOIDED: usize = 100_000;
+        let now = std::time::Instant::now();
+        let mut voided = lock(&self.inner.voided);
+        if voided.len() >= MAX_VOIDED {
+            voided.retain(|_, at| now.duration_since(*at) < FORGET_AFTER);
+            if voided.len() >= MAX_VOIDED {
+                // More voids than a day's worth: forget them all, and every decision with them.
+                voided.clear();
+                *lock(&self.inner.voided_all) = now;
+            }
+        }
+        voided.insert(id.clone(), now);
+    }
+
+    /// Whether the access decisions for `id` made at `decided` were voided since.
+    pub(crate) fn voided_since(&self, id: &ImageId, decided: std::time::Instant) -> bool {
+        if *lock(&self.inner.voided_all) >= decided {
+            return true;
+        }
+        lock(&self.inner.voided)
+            .get(id)
+            .is_some_and(|at| *at >= decided)
     }
 
     /// A caller's access check answered 404 for the cached `id`: the image may be gone, or only

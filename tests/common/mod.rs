@@ -116,8 +116,10 @@ pub struct FakeApi {
     images: Mutex<HashMap<String, FakeImage>>,
     pub body_requests: AtomicUsize,
     pub metadata_requests: AtomicUsize,
-    /// Downloads asked with `Range` (a fill resuming, or a client's range).
+    /// Downloads asked with `Range` (a fill resuming, or a client's range), probes aside.
     pub ranged_requests: AtomicUsize,
+    /// The access check's probes of the download (`Range: bytes=0-0`).
+    pub probe_requests: AtomicUsize,
 }
 
 pub fn md5_hex(data: &[u8]) -> String {
@@ -271,7 +273,13 @@ async fn download(
         Behavior::ServerError => return status_response(StatusCode::INTERNAL_SERVER_ERROR),
         _ => {}
     }
-    api.body_requests.fetch_add(1, Ordering::SeqCst);
+    // The access check's probe (`Range: bytes=0-0`) is counted apart from reads of the data.
+    let probe = headers.get(header::RANGE).is_some_and(|r| r == "bytes=0-0");
+    if probe {
+        api.probe_requests.fetch_add(1, Ordering::SeqCst);
+    } else {
+        api.body_requests.fetch_add(1, Ordering::SeqCst);
+    }
     let data = match image.behavior {
         Behavior::PoisonedMd5 => image
             .data
@@ -282,7 +290,9 @@ async fn download(
         _ => image.data.clone(),
     };
     if let Some(range) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
-        api.ranged_requests.fetch_add(1, Ordering::SeqCst);
+        if !probe {
+            api.ranged_requests.fetch_add(1, Ordering::SeqCst);
+        }
         let (start, end) = range
             .strip_prefix("bytes=")
             .and_then(|r| r.split_once('-'))
@@ -294,6 +304,7 @@ async fn download(
         let mut part = data.slice(start..end + 1);
         let mut content_range = format!("bytes {start}-{end}/{}", data.len());
         match image.behavior {
+            _ if probe => {}
             Behavior::FailMidStreamIgnoringRange => {
                 return Response::builder()
                     .header(header::CONTENT_LENGTH, data.len())
@@ -314,6 +325,7 @@ async fn download(
             .header(header::CONTENT_RANGE, content_range)
             .header(header::CONTENT_LENGTH, part.len());
         let body = match image.behavior {
+            _ if probe => Body::from(part),
             Behavior::FailMidStreamAlways => half_then(part, Cut::Error),
             _ => Body::from(part),
         };

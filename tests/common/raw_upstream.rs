@@ -60,13 +60,13 @@ impl RawUpstream {
         *self.mode.lock().unwrap() = mode;
     }
 
-    /// The requests for the download route so far.
+    /// The requests for the download route so far, the access check's probes aside.
     pub fn downloads(&self) -> Vec<Seen> {
         self.seen
             .lock()
             .unwrap()
             .iter()
-            .filter(|s| s.path.ends_with("/file"))
+            .filter(|s| s.path.ends_with("/file") && s.header("range") != Some("bytes=0-0"))
             .cloned()
             .collect()
     }
@@ -155,12 +155,25 @@ async fn serve(
         )
         .await;
     }
+    let total = data.len();
+    // `bytes=N-` (a resumed fill) or `bytes=N-M` (the access check's probe, `bytes=0-0`).
     let range = request
         .header("range")
         .and_then(|r| r.strip_prefix("bytes="))
-        .and_then(|r| r.strip_suffix('-'))
-        .and_then(|from| from.parse::<usize>().ok());
-    let total = data.len();
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(from, to)| {
+            let from = from.parse::<usize>().ok()?;
+            let to = if to.is_empty() {
+                total - 1
+            } else {
+                to.parse::<usize>().ok()?
+            };
+            Some((from, to.min(total - 1)))
+        });
+    if request.header("range") == Some("bytes=0-0") && mode != Mode::Hang {
+        let range = format!("Content-Range: bytes 0-0/{total}");
+        return answer(&mut stream, "206 Partial Content", &[&range], &data[..1]).await;
+    }
     match (mode, range) {
         (Mode::Hang, _) => {
             std::future::pending::<()>().await;
@@ -175,12 +188,12 @@ async fn serve(
             )
             .await
         }
-        (_, Some(from)) => {
-            let mut part = data.slice(from..).to_vec();
+        (_, Some((from, to))) => {
+            let mut part = data.slice(from..to + 1).to_vec();
             if mode == Mode::CutWrongBytes {
                 part.iter_mut().for_each(|b| *b ^= 0xff);
             }
-            let range = format!("Content-Range: bytes {from}-{}/{total}", total - 1);
+            let range = format!("Content-Range: bytes {from}-{to}/{total}");
             answer(&mut stream, "206 Partial Content", &[&range], &part).await
         }
         (_, None) => {
