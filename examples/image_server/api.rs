@@ -31,6 +31,12 @@ impl Caller {
         self.roles.iter().any(|r| r == "admin")
     }
 
+    /// Glance's default `download_image` rule, roughly: an admin or a `member` may download
+    /// what it may see; a `reader` sees the metadata only.
+    fn may_download(&self) -> bool {
+        self.is_admin() || self.roles.iter().any(|r| r == "member")
+    }
+
     /// Glance's visibility rule: admins see all, public and community images are seen by all,
     /// private and shared ones by their owner's project.
     fn may_see(&self, image: &Image) -> bool {
@@ -489,26 +495,61 @@ async fn download(
     if image.status == "deactivated" && !caller.is_admin() {
         return Err(error(StatusCode::FORBIDDEN, "the image is deactivated"));
     }
+    if !caller.may_download() {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "You are not authorized to complete download_image action.",
+        ));
+    }
     let Some(size) = image.size.filter(|_| image.status != "queued") else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
-    tracing::info!(image = %id, size, "reading image data from the image store");
-    let file = tokio::fs::File::open(state.data_path(&id))
+    // One range (`bytes=A-B`, `bytes=A-`, `bytes=-N`), as Glance answers it; the store reads
+    // only those bytes.
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| http_range_header::parse_range_header(v).ok())
+        .and_then(|r| r.validate(size).ok())
+        .and_then(|ranges| (ranges.len() == 1).then(|| ranges[0].clone()));
+    let (start, len) = match &range {
+        Some(range) => (*range.start(), range.end() - range.start() + 1),
+        None => (0, size),
+    };
+    tracing::info!(image = %id, size, start, len, "reading image data from the image store");
+    let mut file = tokio::fs::File::open(state.data_path(&id))
         .await
         .map_err(|err| internal(format!("the image data is unreadable: {err}")))?
         .into_std()
         .await;
+    if start > 0 {
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start))
+            .map_err(|err| internal(format!("the image data is unreadable: {err}")))?;
+    }
     let mut response = Response::new(Body::from_stream(read_throttled(
         file,
+        len,
         state.throttle.clone(),
     )));
+    if range.is_some() {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        let content_range = format!("bytes {start}-{}/{size}", start + len - 1);
+        response
+            .headers_mut()
+            .insert(header::CONTENT_RANGE, content_range.parse().unwrap());
+    }
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         "application/octet-stream".parse().unwrap(),
     );
-    headers.insert(header::CONTENT_LENGTH, size.into());
-    if let Some(checksum) = image.checksum.as_deref().and_then(|c| c.parse().ok()) {
+    headers.insert(header::CONTENT_LENGTH, len.into());
+    if let Some(checksum) = image
+        .checksum
+        .as_deref()
+        .filter(|_| range.is_none())
+        .and_then(|c| c.parse().ok())
+    {
         headers.insert("content-md5", checksum);
     }
     Ok(response)

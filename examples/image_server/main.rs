@@ -63,6 +63,14 @@ struct Args {
     /// The hit path's access check.
     #[arg(long, value_enum, default_value = "metadata")]
     access_check: AccessChoice,
+    /// Seconds a caller's allowed access check for one image is reused without asking again
+    /// (default: every download is checked).
+    #[arg(long, value_name = "SECONDS")]
+    authorization_cache_time: Option<u64>,
+    /// Seconds past --authorization-cache-time a remembered decision may still admit a hit
+    /// while the image API fails (default: never).
+    #[arg(long, value_name = "SECONDS")]
+    authorization_stale_if_error: Option<u64>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -129,16 +137,26 @@ fn parse_rate(rate: &str) -> Result<u64, String> {
 
 /// The image API with the cache in front: the management routes (for the admin token, which
 /// is also the prefetcher's identity) outside the cache layer, around the whole API.
-fn with_cache<A>(api: Router, cache: ImageCache, access: A, admin_token: &str) -> Router
+fn with_cache<A>(
+    api: Router,
+    cache: ImageCache,
+    access: A,
+    args: &Args,
+    admin_token: &str,
+) -> Router
 where
     A: AccessCheck<Router, Body>,
 {
+    let seconds = |s: Option<u64>| s.map(std::time::Duration::from_secs);
+    let layer = CacheLayer::new(cache.clone(), access)
+        .authorization_cache_time(seconds(args.authorization_cache_time))
+        .authorization_stale_if_error(seconds(args.authorization_stale_if_error));
     let service = tower::ServiceBuilder::new()
         .layer(
             CacheManageLayer::new(cache.clone(), StaticToken::new(admin_token))
                 .service_token(admin_token),
         )
-        .layer(CacheLayer::new(cache.clone(), access))
+        .layer(layer)
         .service(api);
     // What the previous run left queued is fetched now, not with the first request.
     service.start_prefetcher::<Body, _>();
@@ -221,9 +239,12 @@ async fn run(args: Args) -> Result<(), String> {
                 api::router(state),
                 cache,
                 InnerMetadata::new(),
+                &args,
                 &admin_token,
             ),
-            AccessChoice::Trust => with_cache(api::router(state), cache, TrustAll, &admin_token),
+            AccessChoice::Trust => {
+                with_cache(api::router(state), cache, TrustAll, &args, &admin_token)
+            }
         }
     };
 

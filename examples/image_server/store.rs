@@ -38,18 +38,23 @@ impl Throttle {
 /// How much one read of the store takes.
 const CHUNK: usize = 1024 * 1024;
 
-/// The image store's read: 1 MiB at a time on tokio's blocking pool, read straight into the
-/// chunk's buffer (no zeroing, no second copy as through `tokio::fs`), within the store's
-/// bandwidth when throttled.
+/// The image store's read of `len` bytes from the file's position: 1 MiB at a time on tokio's
+/// blocking pool, read straight into the chunk's buffer (no zeroing, no second copy as through
+/// `tokio::fs`), within the store's bandwidth when throttled.
 pub fn read_throttled(
     file: std::fs::File,
+    len: u64,
     throttle: Option<Arc<Throttle>>,
 ) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> {
-    stream::try_unfold((file, throttle), |(file, throttle)| async move {
+    stream::try_unfold((file, len, throttle), |(file, left, throttle)| async move {
+        if left == 0 {
+            return Ok(None);
+        }
         let (file, chunk) = tokio::task::spawn_blocking(move || {
-            let mut chunk = Vec::with_capacity(CHUNK);
+            let take = left.min(CHUNK as u64);
+            let mut chunk = Vec::with_capacity(take as usize);
             (&file)
-                .take(CHUNK as u64)
+                .take(take)
                 .read_to_end(&mut chunk)
                 .map(|_| (file, chunk))
         })
@@ -61,6 +66,7 @@ pub fn read_throttled(
         if let Some(throttle) = &throttle {
             throttle.pass(chunk.len()).await;
         }
-        Ok(Some((Bytes::from(chunk), (file, throttle))))
+        let left = left - chunk.len() as u64;
+        Ok(Some((Bytes::from(chunk), (file, left, throttle))))
     })
 }

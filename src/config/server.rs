@@ -76,6 +76,12 @@ pub struct ServerOptions {
     /// idle limit of a kept-alive connection) and to take the next bytes of an answer (default
     /// 60).
     pub client_timeout: Option<Duration>,
+    /// `[cache_server] authorization_cache_time`: seconds a caller's allowed access check for
+    /// one image is reused without asking the upstream (default 0: every download is checked).
+    pub authorization_cache_time: Option<Duration>,
+    /// `[cache_server] authorization_stale_if_error`: seconds past `authorization_cache_time` a
+    /// remembered decision may still admit a hit while the upstream fails (default 0: never).
+    pub authorization_stale_if_error: Option<Duration>,
 }
 
 /// Glance's `bind_port` when none is set.
@@ -139,6 +145,8 @@ impl ServerOptions {
             max_concurrent_fills: count("max_concurrent_fills", 1 << 20)?.map(|n| n as usize),
             max_connections: count("max_connections", 1 << 24)?.map(|n| n as usize),
             client_timeout: seconds("client_timeout")?,
+            authorization_cache_time: seconds("authorization_cache_time")?,
+            authorization_stale_if_error: seconds("authorization_stale_if_error")?,
             manage_roles: text("manage_roles")?.map(|roles| {
                 roles
                     .split(',')

@@ -40,7 +40,8 @@ pub struct ServerArgs {
     /// upstream_cafile, upstream_insecure, service_token, manage_token,
     /// manage_roles, shutdown_grace, metrics_bind, upstream_connect_timeout,
     /// upstream_response_timeout, upstream_idle_timeout, upstream_resume_attempts,
-    /// trusted_proxies, max_concurrent_fills, max_connections and client_timeout, and the node's Keystone identity
+    /// trusted_proxies, max_concurrent_fills, max_connections, client_timeout,
+    /// authorization_cache_time and authorization_stale_if_error, and the node's Keystone identity
     /// ([keystone_authtoken], or Glance's admin_user/admin_password/admin_tenant_name/auth_url)
     /// come from them.
     #[arg(long = "config-file", value_name = "FILE")]
@@ -128,6 +129,10 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// A client's time to send a request head and to take the next bytes.
     pub client_timeout: Duration,
+    /// How long an allowed access decision is reused (`None`: never).
+    pub authorization_cache_time: Option<Duration>,
+    /// How much longer a decision may admit a hit while the upstream fails (`None`: never).
+    pub authorization_stale_if_error: Option<Duration>,
 }
 
 /// How long the upstream may take, per phase (`None`: no limit).
@@ -230,6 +235,10 @@ impl ServerArgs {
             trusted_proxies,
             max_concurrent_fills: options.max_concurrent_fills.unwrap_or(16),
             max_connections: options.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            authorization_cache_time: options.authorization_cache_time.filter(|d| !d.is_zero()),
+            authorization_stale_if_error: options
+                .authorization_stale_if_error
+                .filter(|d| !d.is_zero()),
             client_timeout: options
                 .client_timeout
                 .filter(|d| !d.is_zero())

@@ -116,7 +116,9 @@ async fn serve(settings: ServerSettings) -> Result<ImageCache, String> {
                 .upstream_response_timeout(None)
                 .upstream_idle_timeout(None)
                 .upstream_resume_attempts(settings.upstream_resume_attempts)
-                .max_concurrent_fills(settings.max_concurrent_fills),
+                .max_concurrent_fills(settings.max_concurrent_fills)
+                .authorization_cache_time(settings.authorization_cache_time)
+                .authorization_stale_if_error(settings.authorization_stale_if_error),
         )
         .service(proxy);
     // What the previous run left queued is fetched now, not with the first request.
