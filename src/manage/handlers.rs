@@ -300,8 +300,8 @@ fn metadata_request<B: Default>(shared: &Shared, id: &ImageId) -> Request<B> {
 
 /// Before a policy refusal (`decision`) of `PUT` or `DELETE /v2/cache/{id}`: Glance first looks
 /// the image up as the caller, so a caller who may not see the image learns that it is not found
-/// (404), not that they may not manage the cache (403). A `DELETE` of an image the cache holds or
-/// queues goes on to the policy, as in Glance. `None` when the policy's refusal stands.
+/// (404), not that they may not manage the cache (403), whatever the cache holds. `None` when
+/// the policy's refusal stands.
 pub(crate) async fn hidden_from_caller<S, ReqBody, ResBody>(
     shared: &Shared,
     inner: S,
@@ -323,15 +323,8 @@ where
     let Ok(id) = ImageId::new(raw) else {
         return Ok(None);
     };
-    if parts.method == http::Method::DELETE {
-        let cache = &shared.cache;
-        let held = cache.is_cached(&id) || cache.is_filling(&id);
-        let checking = id.clone();
-        let queued = cache.blocking(move |c| c.is_queued(&checking)).await;
-        if held || queued.unwrap_or(true) {
-            return Ok(None);
-        }
-    }
+    // What the cache holds never decides the answer (for a DELETE as for any other method):
+    // only the image API's view of the caller does, so a refusal tells nothing of the cache.
     let mut request = metadata_request(shared, &id);
     *request.headers_mut() = crate::layer::caller_headers(&parts.headers);
     let status = inner.oneshot(request).await?.status();
