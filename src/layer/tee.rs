@@ -1,5 +1,7 @@
-//! The miss that fills: a task of its own reads the wrapped service's body, writes each chunk
-//! into the cache (on a blocking thread) and relays it to the client that asked.
+//! The miss that fills: a task of its own reads the wrapped service's body, writes it into the
+//! cache (in batches, each on a blocking thread borrowed for that write) and relays it to the
+//! client that asked. When the body is cut, the source asks again from the byte reached
+//! (`source.rs`), and nobody reading sees the cut.
 //!
 //! The fill does not belong to that client: when it goes away the task reads on, for the cache
 //! and for the requests following the fill (see [`FillFollower`](crate::store::FillFollower)).
@@ -118,11 +120,15 @@ struct Client {
     sent: u64,
 }
 
-/// The writer's end of the fill: a blocking thread appending chunks to the file.
+/// The writer's end of the fill: a task appending chunks to the file in batches, each batch
+/// on a blocking thread borrowed for its write only (a fill waiting on its upstream holds none).
 struct CacheSink {
     chunks: mpsc::Sender<Bytes>,
     outcome: Arc<Mutex<Outcome>>,
 }
+
+/// Bytes gathered into one blocking write, at most.
+const WRITE_BATCH: usize = 4 * 1024 * 1024;
 
 impl CacheSink {
     /// `slot` is held until the fill is committed or rolled back.
@@ -130,11 +136,11 @@ impl CacheSink {
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
         let outcome = Arc::new(Mutex::new(Outcome::Unfinished));
         let ended = Arc::clone(&outcome);
-        let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
+        let write = async move {
             let _slot = slot;
-            span.in_scope(|| write_fill(writer, rx, ended))
-        });
+            write_fill(writer, rx, ended).await;
+        };
+        tokio::spawn(write.instrument(tracing::Span::current()));
         CacheSink {
             chunks: tx,
             outcome,
@@ -146,26 +152,59 @@ impl CacheSink {
     }
 }
 
-fn write_fill(
-    mut writer: FillWriter,
+async fn write_fill(
+    writer: FillWriter,
     mut chunks: mpsc::Receiver<Bytes>,
     outcome: Arc<Mutex<Outcome>>,
 ) {
-    while let Some(chunk) = chunks.blocking_recv() {
-        if let Err(err) = writer.write_bytes(chunk) {
-            tracing::warn!(image = %writer.id(), %err, "cache write failed; the download goes on uncached");
+    let id = writer.id().clone();
+    let mut writer = Some(writer);
+    while let Some(first) = chunks.recv().await {
+        let mut batch = vec![first];
+        let mut bytes = batch[0].len();
+        while bytes < WRITE_BATCH {
+            match chunks.try_recv() {
+                Ok(chunk) => {
+                    bytes += chunk.len();
+                    batch.push(chunk);
+                }
+                Err(_) => break,
+            }
+        }
+        let Some(mut taken) = writer.take() else {
             return;
+        };
+        let span = tracing::Span::current();
+        let written = tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            let result = batch.into_iter().try_for_each(|chunk| taken.write_bytes(chunk));
+            (taken, result)
+        })
+        .await;
+        match written {
+            Ok((back, Ok(()))) => writer = Some(back),
+            Ok((back, Err(err))) => {
+                tracing::warn!(image = %id, %err, "cache write failed; the download goes on uncached");
+                // Dropping the writer rolls the fill back (on this thread: a small unlink).
+                let _ = tokio::task::spawn_blocking(move || drop(back)).await;
+                return;
+            }
+            // The runtime is going away: the writer was dropped with the closure.
+            Err(_) => return,
         }
     }
-    let id = writer.id().clone();
-    match std::mem::take(&mut *lock(&outcome)) {
+    let Some(writer) = writer else { return };
+    let ending = std::mem::take(&mut *lock(&outcome));
+    let span = tracing::Span::current();
+    let ended = tokio::task::spawn_blocking(move || span.in_scope(|| match ending {
         Outcome::Complete => match writer.finish() {
             Ok(record) => tracing::info!(image = %id, size = record.size, "image cached"),
             Err(err) => tracing::warn!(image = %id, %err, "image not cached"),
         },
         Outcome::Failed(reason) => writer.abort(&reason),
         Outcome::Unfinished => writer.abort("the fill was stopped before the image ended"),
-    }
+    }));
+    let _ = ended.await;
 }
 
 /// The fill task: source → (cache, client).

@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use bytes::Bytes;
 
-use super::digest::HashAlgorithm;
+use super::digest::{HashAlgorithm, Hasher};
 use crate::sync::lock;
 
 /// What a fill must turn out to be. Anything left unset is not checked.
@@ -164,26 +164,31 @@ impl Digests {
     }
 }
 
-/// The chunks waiting for the hashing thread, and what the writer said.
-#[derive(Debug, Default)]
+/// The chunks waiting to be hashed, the digest between two drains, and what the writer said.
 struct Queue {
     chunks: VecDeque<Bytes>,
     /// The bytes in `chunks`.
     bytes: u64,
-    /// The writer finished: hash what is queued, then give the digest.
-    done: bool,
-    /// The fill was given up: stop.
+    /// The running digest while no drain holds it.
+    hasher: Option<Hasher>,
+    /// A drain is hashing (it holds `hasher`).
+    draining: bool,
+    /// The fill was given up: drop what is queued, stop.
     abandoned: bool,
-    /// The thread stopped (it is done, or it failed).
-    stopped: bool,
+    /// A drain panicked: the digest is lost, and `finalize` reports it.
+    failed: bool,
 }
 
 type Shared = Arc<(Mutex<Queue>, Condvar)>;
 
-/// A digest computed on its own thread from the chunks given to it.
+/// A digest computed beside the writer from the chunks given to it.
+///
+/// No thread is held while nothing is queued: when chunks arrive and no drain runs, one is
+/// started on tokio's blocking pool (a thread of its own outside a runtime), and it returns its
+/// thread as soon as the queue is empty. A fill that waits on a slow upstream or client holds
+/// no thread for its digest (600 such fills once held 600).
 struct ParallelDigest {
     queue: Shared,
-    digest: Option<std::thread::JoinHandle<Option<Vec<u8>>>>,
 }
 
 impl ParallelDigest {
@@ -191,94 +196,132 @@ impl ParallelDigest {
     const LAG: u64 = 32 * 1024 * 1024;
 
     fn start(algorithm: HashAlgorithm) -> io::Result<Self> {
-        let queue = Shared::default();
-        let shared = Arc::clone(&queue);
-        let digest = std::thread::Builder::new()
-            .name(format!("image-cache-{}", algorithm.name()))
-            .spawn(move || {
-                // However the thread ends, a writer waiting on it is let go.
-                let _stopped = Stopped(Arc::clone(&shared));
-                let (queue, wake) = &*shared;
-                let mut hasher = algorithm.hasher();
-                loop {
-                    let chunk = {
-                        let mut queue = wake
-                            .wait_while(lock(queue), |q| {
-                                q.chunks.is_empty() && !q.done && !q.abandoned
-                            })
-                            .unwrap_or_else(PoisonError::into_inner);
-                        if queue.abandoned {
-                            return None;
-                        }
-                        match queue.chunks.pop_front() {
-                            Some(chunk) => {
-                                queue.bytes -= chunk.len() as u64;
-                                chunk
-                            }
-                            None => return hasher.finalize(), // done, and all hashed
-                        }
-                    };
-                    wake.notify_all();
-                    hasher.update(&chunk);
-                }
-            })?;
+        let queue = Queue {
+            chunks: VecDeque::new(),
+            bytes: 0,
+            hasher: Some(algorithm.hasher()),
+            draining: false,
+            abandoned: false,
+            failed: false,
+        };
         Ok(ParallelDigest {
-            queue,
-            digest: Some(digest),
+            queue: Arc::new((Mutex::new(queue), Condvar::new())),
         })
     }
 
-    fn tell(&self, change: impl FnOnce(&mut Queue)) {
-        let (queue, wake) = &*self.queue;
-        change(&mut lock(queue));
-        wake.notify_all();
-    }
-
-    /// Queues `chunk`; waits while the digest is more than `LAG` behind.
+    /// Queues `chunk` (starting a drain if none runs); waits while the digest is more than
+    /// `LAG` behind.
     fn update(&mut self, chunk: Bytes) {
         let (queue, wake) = &*self.queue;
         let mut queued = lock(queue);
-        if queued.stopped {
-            return; // the thread failed: `finalize` reports it
+        if queued.failed {
+            return; // `finalize` reports it
         }
         queued.bytes += chunk.len() as u64;
         queued.chunks.push_back(chunk);
-        wake.notify_all();
+        if !queued.draining {
+            queued.draining = true;
+            drop(queued);
+            start_drain(Arc::clone(&self.queue));
+            queued = lock(queue);
+        }
         drop(
-            wake.wait_while(queued, |q| !q.stopped && q.bytes > Self::LAG)
+            wake.wait_while(queued, |q| !q.failed && q.draining && q.bytes > Self::LAG)
                 .unwrap_or_else(PoisonError::into_inner),
         );
     }
 
-    /// The digest of every chunk given; `None` if the hashing thread failed.
-    fn finalize(mut self) -> Option<Vec<u8>> {
-        self.tell(|q| q.done = true);
-        self.digest.take()?.join().ok().flatten()
+    /// The digest of every chunk given; `None` if a drain failed.
+    fn finalize(self) -> Option<Vec<u8>> {
+        let (queue, wake) = &*self.queue;
+        let mut queued = wake
+            .wait_while(lock(queue), |q| q.draining)
+            .unwrap_or_else(PoisonError::into_inner);
+        if queued.failed {
+            return None;
+        }
+        let mut hasher = queued.hasher.take()?;
+        // Whatever a drain that could not start left (no thread to be had): hashed here.
+        while let Some(chunk) = queued.chunks.pop_front() {
+            hasher.update(&chunk);
+        }
+        queued.bytes = 0;
+        drop(queued);
+        hasher.finalize()
     }
 }
 
-/// Marks the hashing thread stopped when it ends, however it ends.
-struct Stopped(Shared);
+/// Hashes the queue until it is empty, on a borrowed thread.
+fn start_drain(shared: Shared) {
+    let drained = Arc::clone(&shared);
+    let drain = move || {
+        let shared = drained;
+        // However the drain ends, the writer waiting on it is let go.
+        let _ended = DrainEnded(Arc::clone(&shared));
+        let (queue, wake) = &*shared;
+        let mut hasher = match lock(queue).hasher.take() {
+            Some(hasher) => hasher,
+            None => return,
+        };
+        loop {
+            let chunk = {
+                let mut queued = lock(queue);
+                match queued.chunks.pop_front().filter(|_| !queued.abandoned) {
+                    Some(chunk) => {
+                        queued.bytes -= chunk.len() as u64;
+                        chunk
+                    }
+                    None => {
+                        queued.chunks.clear();
+                        queued.bytes = 0;
+                        queued.hasher = Some(hasher);
+                        queued.draining = false;
+                        return;
+                    }
+                }
+            };
+            wake.notify_all();
+            hasher.update(&chunk);
+        }
+    };
+    let started = match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn_blocking(drain);
+            true
+        }
+        Err(_) => std::thread::Builder::new()
+            .name("image-cache-digest".into())
+            .spawn(drain)
+            .is_ok(),
+    };
+    if !started {
+        // No thread: `finalize` hashes what is queued.
+        lock(&shared.0).draining = false;
+    }
+}
 
-impl Drop for Stopped {
+/// Lets a waiting writer go when a drain ends; a drain that panicked (the digest went with
+/// it) fails the digest.
+struct DrainEnded(Shared);
+
+impl Drop for DrainEnded {
     fn drop(&mut self) {
         let (queue, wake) = &*self.0;
-        let mut queue = lock(queue);
-        queue.stopped = true;
-        queue.chunks.clear();
-        queue.bytes = 0;
+        let mut queued = lock(queue);
+        if std::thread::panicking() {
+            queued.draining = false;
+            queued.failed = true;
+        }
         wake.notify_all();
     }
 }
 
 impl Drop for ParallelDigest {
     fn drop(&mut self) {
-        if self.digest.is_some() {
-            // Given up: the thread stops at its next look; it is not waited for.
-            self.tell(|q| {
-                q.abandoned = true;
-                q.chunks.clear();
-            });
-        }
+        // Given up (or finalized): a drain still running stops at its next chunk.
+        let mut queued = lock(&self.queue.0);
+        queued.abandoned = true;
+        queued.chunks.clear();
+        queued.bytes = 0;
     }
 }
