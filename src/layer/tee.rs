@@ -177,7 +177,9 @@ async fn write_fill(
         let span = tracing::Span::current();
         let written = tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
-            let result = batch.into_iter().try_for_each(|chunk| taken.write_bytes(chunk));
+            let result = batch
+                .into_iter()
+                .try_for_each(|chunk| taken.write_bytes(chunk));
             (taken, result)
         })
         .await;
@@ -196,14 +198,16 @@ async fn write_fill(
     let Some(writer) = writer else { return };
     let ending = std::mem::take(&mut *lock(&outcome));
     let span = tracing::Span::current();
-    let ended = tokio::task::spawn_blocking(move || span.in_scope(|| match ending {
-        Outcome::Complete => match writer.finish() {
-            Ok(record) => tracing::info!(image = %id, size = record.size, "image cached"),
-            Err(err) => tracing::warn!(image = %id, %err, "image not cached"),
-        },
-        Outcome::Failed(reason) => writer.abort(&reason),
-        Outcome::Unfinished => writer.abort("the fill was stopped before the image ended"),
-    }));
+    let ended = tokio::task::spawn_blocking(move || {
+        span.in_scope(|| match ending {
+            Outcome::Complete => match writer.finish() {
+                Ok(record) => tracing::info!(image = %id, size = record.size, "image cached"),
+                Err(err) => tracing::warn!(image = %id, %err, "image not cached"),
+            },
+            Outcome::Failed(reason) => writer.abort(&reason),
+            Outcome::Unfinished => writer.abort("the fill was stopped before the image ended"),
+        })
+    });
     let _ = ended.await;
 }
 
