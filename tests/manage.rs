@@ -222,7 +222,18 @@ async fn legacy_queue_routes_and_clear_targets() {
         .api
         .add("cached", FakeImage::private(image_data(100)));
     download(&server, "cached").await;
-    // Unknown to the API: the prefetcher fails on them and they stay queued.
+    // An id the API does not know is refused, as by PUT /v2/cache/{id}, and never queued.
+    let unknown = server.manage(Method::PUT, "/v2/queued_images/nope").await;
+    assert_eq!(unknown.status(), 404);
+    assert!(server.cache.queued_images().unwrap().is_empty());
+    // Known images whose download never starts: they stay queued while the prefetcher waits.
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    for id in ["q1", "q2", "q3", "q4"] {
+        server.api.add(
+            id,
+            FakeImage::private(image_data(100)).behavior(Behavior::Gated(gate.clone())),
+        );
+    }
     assert_eq!(
         server
             .manage(Method::PUT, "/v2/queued_images/q1")
@@ -918,4 +929,50 @@ async fn timers_prune_and_clean_without_cron() {
     })
     .await;
     drop(service);
+}
+
+#[tokio::test]
+async fn an_image_larger_than_the_cache_is_never_queued_nor_read_again_and_again() {
+    let server = TestServer::start_managed(|dir| {
+        ImageCache::open(CacheConfig::new(dir).image_cache_max_size(10_000)).unwrap()
+    })
+    .await;
+    server.api.add("big", FakeImage::private(image_data(50_000)));
+    for path in ["/v2/cache/big", "/v2/queued_images/big"] {
+        let refused = server.manage(Method::PUT, path).await;
+        assert_eq!(refused.status(), 400, "{path}");
+        let text = refused.text().await.unwrap();
+        assert!(text.contains("larger than the whole cache"), "{text}");
+    }
+    assert!(server.cache.queued_images().unwrap().is_empty());
+
+    // Queued some other way (an older version, the store's API): the prefetcher looks at the
+    // answer's length, reads no body, and takes it off the queue.
+    server.cache.queue_image(&ImageId::new("big").unwrap()).unwrap();
+    server.manage(Method::POST, "/v2/cache/prefetch").await;
+    eventually("the oversized image leaves the queue", || {
+        server.cache.queued_images().unwrap().is_empty()
+    })
+    .await;
+    let reads = server.api.body_requests();
+    assert!(reads <= 1, "{reads} reads");
+    // A range miss of it is answered, and does not queue it either.
+    let range = server
+        .client
+        .get(server.url("/v2/images/big/file"))
+        .header("x-auth-token", ADMIN)
+        .header("range", "bytes=0-0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(range.status(), 206);
+    assert!(server.cache.queued_images().unwrap().is_empty());
+    // Queueing something else does not bring it back.
+    server.api.add("small", FakeImage::private(image_data(1000)));
+    assert_eq!(server.manage(Method::PUT, "/v2/cache/small").await.status(), 202);
+    eventually("the small image is cached", || {
+        server.cache.is_cached(&ImageId::new("small").unwrap())
+    })
+    .await;
+    assert_eq!(server.api.body_requests(), reads + 1);
 }

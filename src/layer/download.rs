@@ -280,7 +280,15 @@ where
 {
     let is_get = request.method() == Method::GET;
     let response = pass(settings, inner, request, CacheStatus::Miss).await?;
-    if settings.prefetch_range_misses && is_get && response.status().is_success() {
+    // `Content-Range: bytes A-B/TOTAL`: an image larger than the whole cache is not queued.
+    let total = response
+        .headers()
+        .get(header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit_once('/'))
+        .and_then(|(_, total)| total.trim().parse::<u64>().ok());
+    let fits = total.is_none_or(|total| total <= settings.cache.config().image_cache_max_size);
+    if settings.prefetch_range_misses && is_get && response.status().is_success() && fits {
         let queueing = id.clone();
         if let Err(err) = settings
             .cache
