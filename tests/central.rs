@@ -537,3 +537,48 @@ async fn a_failed_write_to_postgresql_is_retried_and_converged() {
 async fn a_failed_write_to_mariadb_is_retried_and_converged() {
     a_failed_write_is_retried_and_converged(Server::MariaDb).await;
 }
+
+/// One id longer than Glance's tables hold (ids up to 255 characters are valid here) never
+/// stops replication: the other rows are written, and deletions announced.
+async fn a_long_id_never_stops_replication(server: Server) {
+    let Some(db) = TestDb::create(server).await else {
+        return;
+    };
+    let _print = PrintOnPanic(logs());
+    let dir = tempfile::tempdir().unwrap();
+    let one = node(&dir.path().join("1"), &db.url, "http://n1:9292");
+    let two = node(&dir.path().join("2"), &db.url, "http://n2:9292");
+    let long = "l".repeat(200);
+    fill(&one, &long, 10);
+    fill(&one, "ok", 10);
+    fill(&two, "gone", 10);
+    db.wait_rows(&[
+        ("http://n1:9292", "ok", 0, 10),
+        ("http://n2:9292", "gone", 0, 10),
+    ])
+    .await;
+    assert!(one.is_cached(&id(&long)), "cached here all the same");
+    // Every node has read where the evictions start.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The node holding the long id announces a deletion: the other node hears of it.
+    one.image_deleted(&id("gone")).unwrap();
+    one.image_deleted(&id(&long)).unwrap();
+    db.wait_rows(&[("http://n1:9292", "ok", 0, 10)]).await;
+    eventually("node 2 evicts the deleted image", async || {
+        !two.is_cached(&id("gone"))
+    })
+    .await;
+    assert!(logs()
+        .text()
+        .contains("longer than Glance's central tables hold"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_id_never_stops_replication_on_postgresql() {
+    a_long_id_never_stops_replication(Server::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_id_never_stops_replication_on_mariadb() {
+    a_long_id_never_stops_replication(Server::MariaDb).await;
+}

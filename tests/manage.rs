@@ -937,7 +937,9 @@ async fn an_image_larger_than_the_cache_is_never_queued_nor_read_again_and_again
         ImageCache::open(CacheConfig::new(dir).image_cache_max_size(10_000)).unwrap()
     })
     .await;
-    server.api.add("big", FakeImage::private(image_data(50_000)));
+    server
+        .api
+        .add("big", FakeImage::private(image_data(50_000)));
     for path in ["/v2/cache/big", "/v2/queued_images/big"] {
         let refused = server.manage(Method::PUT, path).await;
         assert_eq!(refused.status(), 400, "{path}");
@@ -948,7 +950,10 @@ async fn an_image_larger_than_the_cache_is_never_queued_nor_read_again_and_again
 
     // Queued some other way (an older version, the store's API): the prefetcher looks at the
     // answer's length, reads no body, and takes it off the queue.
-    server.cache.queue_image(&ImageId::new("big").unwrap()).unwrap();
+    server
+        .cache
+        .queue_image(&ImageId::new("big").unwrap())
+        .unwrap();
     server.manage(Method::POST, "/v2/cache/prefetch").await;
     eventually("the oversized image leaves the queue", || {
         server.cache.queued_images().unwrap().is_empty()
@@ -968,8 +973,13 @@ async fn an_image_larger_than_the_cache_is_never_queued_nor_read_again_and_again
     assert_eq!(range.status(), 206);
     assert!(server.cache.queued_images().unwrap().is_empty());
     // Queueing something else does not bring it back.
-    server.api.add("small", FakeImage::private(image_data(1000)));
-    assert_eq!(server.manage(Method::PUT, "/v2/cache/small").await.status(), 202);
+    server
+        .api
+        .add("small", FakeImage::private(image_data(1000)));
+    assert_eq!(
+        server.manage(Method::PUT, "/v2/cache/small").await.status(),
+        202
+    );
     eventually("the small image is cached", || {
         server.cache.is_cached(&ImageId::new("small").unwrap())
     })

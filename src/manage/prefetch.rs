@@ -276,10 +276,14 @@ where
         return Err(format!("the image API answered {}", response.status()));
     }
     let max_size = cache.config().image_cache_max_size;
-    if let Some(size) = crate::image_meta::content_length(response.headers()).filter(|s| *s > max_size) {
+    if let Some(size) =
+        crate::image_meta::content_length(response.headers()).filter(|s| *s > max_size)
+    {
         // It could never be cached: not read, and not kept queued to be read again and again.
         let dequeueing = id.clone();
-        let _ = cache.blocking(move |c| c.delete_queued_image(&dequeueing)).await;
+        let _ = cache
+            .blocking(move |c| c.delete_queued_image(&dequeueing))
+            .await;
         return Err(format!(
             "the image ({size} bytes) is larger than the whole cache (image_cache_max_size = \
              {max_size} bytes); removed from the queue"

@@ -301,6 +301,15 @@ impl Dialect {
 }
 
 /// Epoch seconds as the naive UTC text the tables hold.
+/// The longest image id Glance's tables hold (`VARCHAR(36)`: a UUID).
+pub(crate) const MAX_IMAGE_ID: usize = 36;
+
+/// Whether `id` fits Glance's tables; a longer one stays a local record only, never a row that
+/// would fail (and stop) a whole replication round.
+pub(crate) fn fits_the_tables(id: &crate::ImageId) -> bool {
+    id.as_str().len() <= MAX_IMAGE_ID
+}
+
 pub(crate) fn time_text(epoch: f64) -> String {
     let micros = (epoch.max(0.0) * 1e6).round() as i64;
     chrono::DateTime::from_timestamp_micros(micros)

@@ -21,6 +21,7 @@ pub(crate) async fn converge(
         .records()
         .map_err(|err| err.to_string())?
         .into_iter()
+        .filter(|(id, _)| super::central_sql::fits_the_tables(id))
         .collect();
     let rows = db.rows_of_node(node).await?;
     let mut stale: Vec<ImageId> = Vec::new();

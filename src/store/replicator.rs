@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use super::central_db::CentralDb;
+use super::central_sql::{fits_the_tables, MAX_IMAGE_ID};
 use super::clock::now;
 use super::converge::converge;
 use super::driver::IndexRecord;
@@ -129,6 +130,9 @@ impl Replicator {
 
     /// Notes a change of one image's record (`None`: it left the cache).
     pub(crate) fn changed(&self, id: &ImageId, record: Option<IndexRecord>) {
+        if !fits_the_tables(id) {
+            return too_long(id);
+        }
         lock(&self.shared.pending)
             .changes
             .insert(id.clone(), record);
@@ -141,6 +145,9 @@ impl Replicator {
 
     /// Announces to the fleet that `id` was deleted (the other nodes evict it).
     pub(crate) fn announce_deleted(&self, id: &ImageId) {
+        if !fits_the_tables(id) {
+            return too_long(id);
+        }
         lock(&self.shared.pending)
             .announcements
             .push((id.clone(), now()));
@@ -268,13 +275,14 @@ impl Shared {
                 node
             }
         };
-        if !session.converged {
-            self.converge(node).await?;
-            session.converged = true;
+        // A failed write does not hold back the deletions others are waiting to hear of.
+        let written = if !session.converged {
+            self.converge(node).await.map(|()| session.converged = true)
         } else {
-            self.write_changes(node).await?;
-        }
+            self.write_changes(node).await
+        };
         self.announce(node).await?;
+        written?;
         if session
             .last_poll
             .is_none_or(|at| at.elapsed() >= POLL_EVERY)
@@ -359,5 +367,21 @@ impl Shared {
                 .map_err(|err| err.to_string())?;
         }
         Ok(())
+    }
+}
+
+/// An id longer than Glance's tables hold: logged (once per id, for the first thousand), and
+/// kept out of the database.
+fn too_long(id: &ImageId) {
+    static WARNED: std::sync::OnceLock<Mutex<std::collections::HashSet<ImageId>>> =
+        std::sync::OnceLock::new();
+    let mut warned = lock(WARNED.get_or_init(Mutex::default));
+    if warned.len() < 1000 && warned.insert(id.clone()) {
+        tracing::warn!(
+            image = %id,
+            max = MAX_IMAGE_ID,
+            "this image id is longer than Glance's central tables hold; it is cached on this \
+             node only, never listed in the central database"
+        );
     }
 }
