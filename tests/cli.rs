@@ -79,8 +79,17 @@ async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
-/// Queues an id through the legacy route, which does not check existence: an id the API does
-/// not know stays queued (its prefetch fails).
+/// An active image whose data the example API has lost (its store file removed): it can be
+/// queued, and stays queued (every prefetch of it fails).
+async fn unreadable_image(server: &Server, data_dir: &Path) -> String {
+    let client = reqwest::Client::new();
+    let id = upload(&client, &server.url, ADMIN, "private", b"lost bytes").await;
+    std::fs::remove_file(data_dir.join("images").join(&id)).unwrap();
+    id
+}
+
+/// Queues an id through the legacy route (which checks, as `PUT /v2/cache/{id}` does, that the
+/// image exists and is active).
 async fn queue_unknown(server: &Server, id: &str) {
     let client = reqwest::Client::new();
     let response = client
@@ -100,6 +109,7 @@ async fn every_subcommand_against_a_running_server() {
     let server = start(dir.path(), &[]);
     let client = reqwest::Client::new();
     let cache_dir = dir.path().join("cache");
+    let lost = unreadable_image(&server, dir.path()).await;
 
     assert!(ok(&manage(&server, ADMIN, &["list-cached"], "")).contains("No cached images."));
     assert!(ok(&manage(&server, ADMIN, &["list-queued"], "")).contains("No queued images."));
@@ -130,10 +140,10 @@ async fn every_subcommand_against_a_running_server() {
         assert!(listed.contains(column), "{column} in {listed}");
     }
 
-    queue_unknown(&server, UNKNOWN).await;
+    queue_unknown(&server, &lost).await;
     let listed = ok(&manage(&server, ADMIN, &["list-queued"], ""));
     assert!(
-        listed.contains("Found 1 queued images...") && listed.contains(UNKNOWN),
+        listed.contains("Found 1 queued images...") && listed.contains(&lost),
         "{listed}"
     );
 
@@ -153,11 +163,11 @@ async fn every_subcommand_against_a_running_server() {
     ok(&manage(
         &server,
         ADMIN,
-        &["-f", "delete-queued-image", UNKNOWN],
+        &["-f", "delete-queued-image", &lost],
         "",
     ));
     assert!(ok(&manage(&server, ADMIN, &["list-queued"], "")).contains("No queued images."));
-    queue_unknown(&server, UNKNOWN).await;
+    queue_unknown(&server, &lost).await;
     let deleted = ok(&manage(
         &server,
         ADMIN,

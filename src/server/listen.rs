@@ -169,6 +169,9 @@ impl Connection {
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(limits.client_timeout)
+            // One chunk queued at a time per connection: a crowd of slow clients holds the
+            // chunks' budget, not sixteen buffers each.
+            .max_buf_size(64 * 1024)
             .keep_alive(!over);
         let io = TokioIo::new(SendTimeout::new(io, limits.client_timeout));
         let connection = builder.serve_connection(io, service);

@@ -12,6 +12,7 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -25,28 +26,109 @@ pub(crate) const CHUNK_SIZE: usize = 1024 * 1024;
 /// Idle buffers kept for the next reads (this many MiB stay resident after a spike).
 const KEEP_IDLE: usize = 16;
 
+/// The memory all chunks in flight may hold before reads shrink to [`SMALL_CHUNK`]: a burst of
+/// clients that do not read (each holding the chunk waiting for it) costs this plus a small
+/// chunk each, not a megabyte each (2,000 such clients once held 2 GiB).
+pub(crate) const CHUNK_BUDGET: usize = 128 * 1024 * 1024;
+
+/// A read's size once the budget is spent.
+pub(crate) const SMALL_CHUNK: usize = 64 * 1024;
+
+/// Past this, readers wait for chunks in flight to be sent (back-pressure): a crowd of clients
+/// that never read holds at most this much, however large the crowd. The node's
+/// `client_timeout` ends the connections of clients that took nothing for that long.
+pub(crate) const CHUNK_LIMIT: usize = 2 * CHUNK_BUDGET;
+
+/// A reader waiting for room under [`CHUNK_LIMIT`].
+pub(crate) type Waiting = Option<std::pin::Pin<Box<tokio::sync::futures::OwnedNotified>>>;
+
 /// Buffers of [`CHUNK_SIZE`], shared by every reader of one cache.
 #[derive(Debug, Default)]
 pub(crate) struct ChunkPool {
     idle: Mutex<Vec<MmapMut>>,
+    /// Bytes of the chunks handed out and not yet dropped.
+    in_flight: Arc<AtomicUsize>,
+    /// Told whenever a chunk is dropped, for readers waiting for room.
+    freed: Arc<tokio::sync::Notify>,
 }
 
 impl ChunkPool {
-    /// Reads exactly `len` bytes (at most [`CHUNK_SIZE`]) of `file` at `at` into a pooled
-    /// buffer. The buffer comes back to the pool when the returned bytes are dropped.
-    pub(crate) fn read_exact_at(
+    /// Ready when a read may start: the chunks in flight are under [`CHUNK_LIMIT`]. `waiting`
+    /// is the caller's place in line between two polls.
+    pub(crate) fn poll_room(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        waiting: &mut Waiting,
+    ) -> std::task::Poll<()> {
+        use std::future::Future;
+        loop {
+            if self.in_flight.load(Ordering::Acquire) < CHUNK_LIMIT {
+                *waiting = None;
+                return std::task::Poll::Ready(());
+            }
+            let notified =
+                waiting.get_or_insert_with(|| Box::pin(Arc::clone(&self.freed).notified_owned()));
+            // In line before the second look: a chunk dropped in between is not missed.
+            notified.as_mut().enable();
+            if self.in_flight.load(Ordering::Acquire) < CHUNK_LIMIT {
+                *waiting = None;
+                return std::task::Poll::Ready(());
+            }
+            std::task::ready!(notified.as_mut().poll(cx));
+            *waiting = None;
+        }
+    }
+
+    /// Reads the next chunk of `file` at `at`, `remaining` bytes being left to read: a whole
+    /// chunk (at most [`CHUNK_SIZE`]) while the chunks in flight are within [`CHUNK_BUDGET`], a
+    /// [`SMALL_CHUNK`] beyond it. The room is reserved before the read, so a burst of readers
+    /// starting at once cannot all take whole chunks. The buffer comes back to the pool when
+    /// the returned bytes are dropped.
+    pub(crate) fn read_next(
         self: &Arc<Self>,
         file: &File,
         at: u64,
-        len: usize,
+        remaining: u64,
     ) -> io::Result<Bytes> {
-        debug_assert!(len <= CHUNK_SIZE);
-        let mut map = match lock(&self.idle).pop() {
-            Some(map) => map,
-            None => MmapMut::map_anon(CHUNK_SIZE)?,
+        let reserved = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                Some(
+                    held + if held < CHUNK_BUDGET {
+                        CHUNK_SIZE
+                    } else {
+                        SMALL_CHUNK
+                    },
+                )
+            })
+            .map_or(CHUNK_SIZE, |held| {
+                if held < CHUNK_BUDGET {
+                    CHUNK_SIZE
+                } else {
+                    SMALL_CHUNK
+                }
+            });
+        let len = remaining.min(reserved as u64) as usize;
+        let map = if reserved == SMALL_CHUNK {
+            MmapMut::map_anon(SMALL_CHUNK)
+        } else {
+            match lock(&self.idle).pop() {
+                Some(map) => Ok(map),
+                None => MmapMut::map_anon(CHUNK_SIZE),
+            }
         };
-        // On failure the buffer is dropped (unmapped): rare, and nothing to keep it for.
-        file.read_exact_at(&mut map[..len], at)?;
+        let mut map = match map {
+            Ok(map) => map,
+            Err(err) => {
+                self.in_flight.fetch_sub(reserved, Ordering::AcqRel);
+                return Err(err);
+            }
+        };
+        if let Err(err) = file.read_exact_at(&mut map[..len], at) {
+            // The buffer is dropped (unmapped): rare, and nothing to keep it for.
+            self.in_flight.fetch_sub(reserved, Ordering::AcqRel);
+            return Err(err);
+        }
         Ok(Bytes::from_owner(Chunk {
             map: Some(map),
             len,
@@ -55,6 +137,13 @@ impl ChunkPool {
     }
 
     fn give_back(&self, map: MmapMut) {
+        let held = self.in_flight.fetch_sub(map.len(), Ordering::AcqRel);
+        if held >= CHUNK_LIMIT {
+            self.freed.notify_waiters();
+        }
+        if map.len() != CHUNK_SIZE {
+            return; // a small map: unmapped here
+        }
         let mut idle = lock(&self.idle);
         if idle.len() < KEEP_IDLE {
             idle.push(map);
@@ -88,5 +177,72 @@ impl Drop for Chunk {
         if let Some(map) = self.map.take() {
             self.pool.give_back(map);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn past_the_budget_reads_shrink_and_the_memory_comes_back() {
+        let pool = Arc::new(ChunkPool::default());
+        let mut file = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut file, &vec![5u8; CHUNK_SIZE]).unwrap();
+        let whole = CHUNK_BUDGET / CHUNK_SIZE;
+        let held: Vec<Bytes> = (0..whole)
+            .map(|_| pool.read_next(&file, 0, u64::MAX).unwrap())
+            .collect();
+        assert!(held.iter().all(|chunk| chunk.len() == CHUNK_SIZE));
+        // Clients that do not read hold these: the next readers get small chunks.
+        let small = pool.read_next(&file, 0, u64::MAX).unwrap();
+        assert_eq!(small.len(), SMALL_CHUNK);
+        assert_eq!(
+            pool.in_flight.load(Ordering::Relaxed),
+            CHUNK_BUDGET + SMALL_CHUNK
+        );
+        // A failed read gives its room back.
+        assert!(pool.read_next(&file, 10 * CHUNK_SIZE as u64, 100).is_err());
+        drop(held);
+        drop(small);
+        assert_eq!(pool.in_flight.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            pool.read_next(&file, 0, u64::MAX).unwrap().len(),
+            CHUNK_SIZE
+        );
+        assert!(pool.idle() <= KEEP_IDLE);
+    }
+
+    #[tokio::test]
+    async fn past_the_limit_readers_wait_for_a_chunk_to_be_sent() {
+        let pool = Arc::new(ChunkPool::default());
+        let mut file = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut file, &vec![5u8; CHUNK_SIZE]).unwrap();
+        let mut held = Vec::new();
+        while pool.in_flight.load(Ordering::Relaxed) < CHUNK_LIMIT {
+            held.push(pool.read_next(&file, 0, u64::MAX).unwrap());
+        }
+        let mut waiting = None;
+        let room = std::future::poll_fn(|cx| pool.poll_room(cx, &mut waiting));
+        tokio::pin!(room);
+        assert!(
+            futures_poll_once(room.as_mut()).await.is_none(),
+            "no room past the limit"
+        );
+        drop(held.pop());
+        tokio::time::timeout(std::time::Duration::from_secs(5), room)
+            .await
+            .expect("a sent chunk makes room for a waiting reader");
+    }
+
+    /// Polls `future` once.
+    async fn futures_poll_once<F: std::future::Future + Unpin>(mut future: F) -> Option<F::Output> {
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match std::pin::Pin::new(&mut future).poll(cx) {
+                std::task::Poll::Ready(out) => Some(out),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await
     }
 }

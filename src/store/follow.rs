@@ -14,7 +14,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::cache::{ImageCache, Inner};
-use super::chunks::CHUNK_SIZE;
 use super::progress::{FillEnd, Progress};
 use crate::ImageId;
 
@@ -32,6 +31,8 @@ pub struct FillFollower {
     size: u64,
     pos: u64,
     reading: Option<JoinHandle<io::Result<Bytes>>>,
+    /// Waiting for room under the chunks' memory limit.
+    waiting: super::chunks::Waiting,
     changed: Option<Changed>,
 }
 
@@ -73,6 +74,7 @@ impl ImageCache {
             size,
             pos: 0,
             reading: None,
+            waiting: None,
             changed: None,
         }))
     }
@@ -129,11 +131,12 @@ impl FillFollower {
                 }
             };
             if self.pos < readable {
-                let len = (readable - self.pos).min(CHUNK_SIZE as u64) as usize;
+                ready!(self.cache.chunks.poll_room(cx, &mut self.waiting));
+                let remaining = readable - self.pos;
                 let (file, at) = (Arc::clone(&self.file), self.pos);
                 let chunks = Arc::clone(&self.cache.chunks);
                 self.reading = Some(tokio::task::spawn_blocking(move || {
-                    chunks.read_exact_at(&file, at, len)
+                    chunks.read_next(&file, at, remaining)
                 }));
                 continue;
             }

@@ -12,7 +12,6 @@ use bytes::Bytes;
 use tokio::task::JoinHandle;
 
 use super::cache::{ImageCache, Inner};
-use super::chunks::CHUNK_SIZE;
 use super::layout::remove_if_present;
 use super::record::CachedImage;
 use crate::ImageId;
@@ -38,6 +37,8 @@ pub struct ImageReader {
     /// The whole image, when it was small enough to read at open.
     whole: Option<Bytes>,
     pending: Option<JoinHandle<io::Result<Bytes>>>,
+    /// Waiting for room under the chunks' memory limit.
+    waiting: super::chunks::Waiting,
 }
 
 impl fmt::Debug for ImageReader {
@@ -94,6 +95,7 @@ impl ImageCache {
             pos: 0,
             whole,
             pending: None,
+            waiting: None,
         }))
     }
 }
@@ -143,11 +145,12 @@ impl ImageReader {
                 self.cache.record_hit(&self.id, self.generation);
                 return Poll::Ready(Some(Ok(chunk)));
             }
-            let len = (self.end - self.pos).min(CHUNK_SIZE as u64) as usize;
+            ready!(self.cache.chunks.poll_room(cx, &mut self.waiting));
+            let remaining = self.end - self.pos;
             let (file, at) = (Arc::clone(&self.file), self.pos);
             let chunks = Arc::clone(&self.cache.chunks);
             self.pending = Some(tokio::task::spawn_blocking(move || {
-                chunks.read_exact_at(&file, at, len)
+                chunks.read_next(&file, at, remaining)
             }));
         }
         let joined = ready!(std::pin::Pin::new(self.pending.as_mut().unwrap()).poll(cx));

@@ -78,7 +78,7 @@ fn pooled_chunks_hold_the_right_bytes_and_only_a_few_buffers_stay() {
     let chunks: Vec<_> = (0..40)
         .map(|i| {
             let at = (i * 4099) as u64;
-            (at, pool.read_exact_at(&file, at, CHUNK_SIZE).unwrap())
+            (at, pool.read_next(&file, at, CHUNK_SIZE as u64).unwrap())
         })
         .collect();
     assert_eq!(pool.idle(), 0);
@@ -91,13 +91,13 @@ fn pooled_chunks_hold_the_right_bytes_and_only_a_few_buffers_stay() {
     assert!(kept > 0 && kept < 40, "kept {kept} idle buffers");
 
     // A reused buffer holds the new read only, its length exactly what was asked.
-    let tail = pool.read_exact_at(&file, 5, 10).unwrap();
+    let tail = pool.read_next(&file, 5, 10).unwrap();
     assert_eq!(&tail[..], &data[5..15]);
     assert_eq!(pool.idle(), kept - 1);
     drop(tail);
     assert_eq!(pool.idle(), kept);
 
     // A read past the end is an error, never a short chunk.
-    let past = pool.read_exact_at(&file, data.len() as u64 - 3, 10);
+    let past = pool.read_next(&file, data.len() as u64 - 3, 10);
     assert_eq!(past.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
 }
