@@ -114,7 +114,7 @@ impl ServerOptions {
                 .map(|setting| {
                     let n = setting.integer()?;
                     if n > max {
-                        return Err(setting.bad(&format!("must be at most {max}")));
+                        return Err(setting.bad(format!("must be at most {max}")));
                     }
                     Ok(n)
                 })

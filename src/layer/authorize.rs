@@ -20,7 +20,7 @@ pub(crate) enum Authorized<B> {
     /// Serve it (from the cache, or fill it).
     Serve(ImageMeta),
     /// The answer is this: a refusal as the API gave it, a 503 or a 504.
-    Answer(Response<CacheBody<B>>),
+    Answer(Box<Response<CacheBody<B>>>),
     /// The wrapped service decides (the request passes through).
     PassThrough,
 }
@@ -74,7 +74,7 @@ where
                 }
                 // The wrapped service's refusal as it gave it, without a cache header: the
                 // same whatever the cache holds.
-                return Ok(Authorized::Answer(refusal.map(CacheBody::inner)));
+                return Ok(Authorized::Answer(Box::new(refusal.map(CacheBody::inner))));
             }
             Access::PassThrough => return Ok(Authorized::PassThrough),
             Access::Unavailable(answer) => Failure::Status(answer.status()),
@@ -99,9 +99,9 @@ where
         }
     }
     cache.metrics().authorization("unavailable");
-    Ok(Authorized::Answer(unavailable(
+    Ok(Authorized::Answer(Box::new(unavailable(
         settings, id, parts, &failed,
-    )))
+    ))))
 }
 
 enum Failure {

@@ -53,7 +53,7 @@ where
     // cache holds (no existence oracle).
     let meta = match authorize(&settings, inner.clone(), &parts, &id, cached).await? {
         Authorized::Serve(meta) => meta,
-        Authorized::Answer(response) => return Ok(response),
+        Authorized::Answer(response) => return Ok(*response),
         Authorized::PassThrough => {
             return pass(
                 &settings,

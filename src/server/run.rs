@@ -206,7 +206,7 @@ fn connection_limit(configured: usize) -> usize {
     if let Some(hard) = limit.maximum {
         if limit.current.is_some_and(|soft| soft < hard) {
             limit.current = Some(hard);
-            if let Err(err) = setrlimit(Resource::Nofile, limit.clone()) {
+            if let Err(err) = setrlimit(Resource::Nofile, limit) {
                 tracing::debug!(%err, "could not raise the open-files limit");
             }
         }
