@@ -959,3 +959,186 @@ async fn management_answers_are_glances_status_and_words() {
         assert_eq!(answers[0], answers[1], "{what}: Glance, then the node");
     }
 }
+
+/// Glance's default policy lets a `reader` see an image's metadata and refuses it the data:
+/// through the node it gets Glance's 403 for a cached image as for an uncached one, with every
+/// form of download; a `member` of the project gets the HIT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_gets_glances_403_for_a_cached_image_as_for_an_uncached_one() {
+    let test = "a_reader_gets_glances_403_for_a_cached_image_as_for_an_uncached_one";
+    let Some(glance) = Glance::shared(test) else {
+        return;
+    };
+    let node = start_node(glance, 0);
+    let keystone = &glance.keystone.url;
+    let member = log_in(keystone, "demo", DEMO_PASSWORD, "demo").await;
+    let reader = log_in(keystone, "viewer", openstack::READER_PASSWORD, "demo").await;
+    let admin = log_in(keystone, "admin", ADMIN_PASSWORD, "admin").await;
+    let data = vec![9u8; 200_000];
+    let cached = create_image(&glance.url, &member, &data).await;
+    let uncached = create_image(&glance.url, &member, &data).await;
+    let url = |base: &str, id: &str| format!("{base}/v2/images/{id}/file");
+    let miss = get(&url(&node.url, &cached), Some(&member)).await;
+    assert_eq!(miss.status(), 200);
+    assert_eq!(miss.bytes().await.unwrap(), data);
+    wait_cached(&node, &admin, &cached, Duration::from_secs(30)).await;
+    let hit = get(&url(&node.url, &cached), Some(&member)).await;
+    assert_eq!(cache_status(&hit), "HIT");
+    assert_eq!(hit.bytes().await.unwrap(), data);
+    let metadata = get(&format!("{}/v2/images/{cached}", node.url), Some(&reader)).await;
+    assert_eq!(metadata.status(), 200, "a reader sees the metadata");
+
+    let client = reqwest::Client::new();
+    let forms: [(&str, Option<(&str, &str)>); 4] = [
+        ("GET", None),
+        ("HEAD", None),
+        ("GET", Some(("range", "bytes=0-99"))),
+        ("GET", Some(("if-none-match", "\"x\""))),
+    ];
+    for (method, header) in forms {
+        let ask = |base: String, id: String| {
+            let client = client.clone();
+            let reader = reader.clone();
+            async move {
+                let mut request = client
+                    .request(
+                        reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                        url(&base, &id),
+                    )
+                    .header("x-auth-token", reader);
+                if let Some((name, value)) = header {
+                    request = request.header(name, value);
+                }
+                let response = request.send().await.unwrap();
+                let status = response.status().as_u16();
+                let marked = response.headers().contains_key("x-cache-status");
+                (status, marked, response.bytes().await.unwrap().len())
+            }
+        };
+        let from_glance = ask(glance.url.clone(), cached.clone()).await;
+        // Glance answers a HEAD of the data 405, every GET form 403; the node answers its
+        // download decision (the 403) to all, cached or not.
+        let refused = if method == "HEAD" { 405 } else { 403 };
+        assert_eq!(
+            from_glance.0, refused,
+            "Glance refuses a reader the data ({method} {header:?})"
+        );
+        let of_cached = ask(node.url.clone(), cached.clone()).await;
+        let of_uncached = ask(node.url.clone(), uncached.clone()).await;
+        assert_eq!(of_cached, of_uncached, "{method} {header:?}");
+        // The node's answer is Glance's download decision (its 403), cached or not.
+        assert_eq!(of_cached.0, 403, "{method} {header:?}: {of_cached:?}");
+        assert!(
+            !of_cached.1,
+            "a refusal names the cache ({method} {header:?})"
+        );
+    }
+}
+
+/// Glance's uWSGI worker dies in the middle of a 256 MiB download through the node; its master
+/// starts another. The node resumes the fill with Range: the client receives the whole image,
+/// which verifies and is cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn glance_restarting_mid_download_costs_the_client_nothing() {
+    let test = "glance_restarting_mid_download_costs_the_client_nothing";
+    let (Some(venv), Some(keystone)) = (openstack::venv(test), openstack::Keystone::shared(test))
+    else {
+        return;
+    };
+    let glance = Glance::start(&venv, keystone, "close");
+    // Glance's worker takes seconds to load: room for the attempts' backoff (0.25 s doubling).
+    let node = start_node_configured(
+        &glance.url,
+        &keystone.url,
+        "[cache_server]\nupstream_resume_attempts = 8\n",
+        0,
+        &[],
+    );
+    let member = log_in(&keystone.url, "demo", DEMO_PASSWORD, "demo").await;
+    let admin = log_in(&keystone.url, "admin", ADMIN_PASSWORD, "admin").await;
+    let data: Vec<u8> = (0..256 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    let id = create_image(&glance.url, &member, &data).await;
+
+    let url = format!("{}/v2/images/{id}/file", node.url);
+    let download = {
+        let member = member.clone();
+        tokio::spawn(async move {
+            let response = get(&url, Some(&member)).await;
+            assert_eq!(response.status(), 200);
+            assert_eq!(cache_status(&response), "MISS");
+            response.bytes().await
+        })
+    };
+    // Once a fifth of the image is in, the worker serving it dies.
+    let partial = node.dir.path().join("cache").join("incomplete").join(&id);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let len = std::fs::metadata(&partial).map_or(0, |m| m.len());
+        if len > data.len() as u64 / 5 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the fill did not start");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let port = glance.url.rsplit(':').next().unwrap().to_owned();
+    let pids = Command::new("pgrep")
+        .args(["-f", &format!("http-socket 127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    let pids: Vec<u32> = String::from_utf8_lossy(&pids.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    let parent = |pid: u32| -> u32 {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit(')')
+                    .next()?
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    let workers: Vec<u32> = pids
+        .iter()
+        .copied()
+        .filter(|p| pids.contains(&parent(*p)))
+        .collect();
+    assert!(!workers.is_empty(), "no uWSGI worker among {pids:?}");
+    for worker in &workers {
+        Command::new("kill")
+            .args(["-KILL", &worker.to_string()])
+            .status()
+            .unwrap();
+    }
+    let cut_at = std::fs::metadata(&partial).map_or(0, |m| m.len());
+    assert!(
+        cut_at < data.len() as u64,
+        "the download was over before the cut"
+    );
+
+    let body = tokio::time::timeout(Duration::from_secs(180), download)
+        .await
+        .expect("the download finished")
+        .unwrap()
+        .expect("the client never sees the cut");
+    assert!(body == data, "the whole image, byte for byte");
+    wait_cached(&node, &admin, &id, Duration::from_secs(60)).await;
+    assert!(std::fs::read(node.dir.path().join("cache").join(&id)).unwrap() == data);
+    let metrics = get(&format!("{}/metrics", node.url), None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("image_cache_fill_resumes_total{answer=\"partial\"}"),
+        "{metrics}"
+    );
+    let log = std::fs::read_to_string(node.dir.path().join("server.log")).unwrap();
+    assert!(log.contains("asking again from the byte reached"), "{log}");
+}

@@ -156,11 +156,13 @@ where
         Ok(writer) => {
             let without_client = settings.without_client;
             response.map(|body| {
+                // The whole length, to tell a cut from an end: the message's own, else the
+                // metadata's (Glance sends a download chunked, without Content-Length).
                 let source = Source::new(
                     body,
                     resume,
                     settings.limits,
-                    content_length,
+                    content_length.or(meta.size),
                     settings.cache.clone(),
                     id.clone(),
                 );

@@ -14,6 +14,8 @@ use serde_json::{json, Value};
 pub const ADMIN_PASSWORD: &str = "admin-secret";
 pub const DEMO_PASSWORD: &str = "demo-secret";
 pub const OTHER_PASSWORD: &str = "other-secret";
+/// The password of `viewer`: role reader (only) in project demo.
+pub const READER_PASSWORD: &str = "reader-secret";
 
 fn scripts() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openstack")
@@ -102,8 +104,8 @@ fn run_script(
 }
 
 /// A running Keystone with its users: `admin` (role admin in project admin), `demo` (role
-/// member in project demo), `other` (role member in project other), `glance` (roles admin and
-/// service in project service).
+/// member in project demo), `viewer` (role reader in project demo), `other` (role member in
+/// project other), `glance` (roles admin and service in project service).
 pub struct Keystone {
     pub url: String,
     pub admin_app_cred: (String, String),
@@ -212,11 +214,13 @@ async fn populate(url: &str) -> (String, String) {
             }
         }
     };
-    let (member, admin, service) = (
+    let (member, admin, service, reader) = (
         role("member").await,
         role("admin").await,
         role("service").await,
+        role("reader").await,
     );
+    let mut projects = std::collections::HashMap::new();
     for (user, password, project, roles) in [
         ("demo", DEMO_PASSWORD, "demo", vec![member.clone()]),
         ("other", OTHER_PASSWORD, "other", vec![member.clone()]),
@@ -227,6 +231,7 @@ async fn populate(url: &str) -> (String, String) {
             vec![admin.clone(), service.clone()],
         ),
     ] {
+        let name = project;
         let project = id_of(
             &call(
                 Method::POST,
@@ -236,6 +241,7 @@ async fn populate(url: &str) -> (String, String) {
             .await,
             "project",
         );
+        projects.insert(name, project.clone());
         let user = id_of(
             &call(Method::POST, "/users".into(), Some(json!({"user": {"name": user, "password": password, "domain_id": "default", "default_project_id": project}}))).await,
             "user",
@@ -249,6 +255,19 @@ async fn populate(url: &str) -> (String, String) {
             .await;
         }
     }
+    // A reader of project demo: sees its images' metadata, is refused their data by Glance's
+    // default download_image rule.
+    let demo = &projects["demo"];
+    let viewer = id_of(
+        &call(Method::POST, "/users".into(), Some(json!({"user": {"name": "viewer", "password": READER_PASSWORD, "domain_id": "default", "default_project_id": demo}}))).await,
+        "user",
+    );
+    call(
+        Method::PUT,
+        format!("/projects/{demo}/users/{viewer}/roles/{reader}"),
+        None,
+    )
+    .await;
     let admin_id = {
         let response = http
             .get(format!("{url}/auth/tokens"))
