@@ -139,6 +139,17 @@ fn replace_times(text: &str) -> String {
     out
 }
 
+/// The steps where the node answers otherwise than Glance on purpose: what each prints.
+/// A member deleting a cached image of another project is told by Glance that it may not (403),
+/// which tells it the image is cached (it is told 404 when it is not); the node says "not
+/// found" either way.
+fn deliberately_apart(as_member: bool, args: &[&str]) -> Option<(&'static str, &'static str)> {
+    (as_member && args == ["cache-delete", "ACTIVE"]).then_some((
+        "You are not permitted to delete the image 'ACTIVE' from cache.",
+        "HTTP 404 Not Found: Image ACTIVE not found.",
+    ))
+}
+
 /// What each step runs: whether as the member, and the command line (image names for ids).
 const STEPS: &[(bool, &[&str])] = &[
     (false, &["cache-list"]),
@@ -257,6 +268,13 @@ async fn glances_commands_print_the_same_against_glance_and_the_example_server()
             printed[0].0,
             printed[0].1
         );
+        if let Some((glance_says, node_says)) = deliberately_apart(*as_member, args) {
+            // Glance's oracle, on purpose not copied: what the node says depends on the caller
+            // alone, never on what the cache holds.
+            assert!(printed[0].1.contains(glance_says), "{}", printed[0].1);
+            assert!(printed[1].1.contains(node_says), "{}", printed[1].1);
+            continue;
+        }
         if printed[0] != printed[1] {
             differences.push(format!(
                 "{who}: {}\n--- Glance (ok: {}):\n{}\n--- the example server (ok: {}):\n{}",
