@@ -4,6 +4,8 @@
 image cache, on 127.0.0.1; and the digest limit, `openssl speed -evp`, on this machine.
 
     python3 benches/compare.py            # ROUNDS=3 WRK_SECS=6 by default, about 10 minutes
+    python3 benches/compare.py resilience # only the rows of the node's limits (about 3 minutes):
+                                          # 4 KiB hits with remembered decisions, a cut fill
 
 Builds the example in release, installs nginx and wrk with apt-get when they are missing (their
 rows are skipped, saying so, when that is not possible), runs Keystone and Glance from the
@@ -389,6 +391,8 @@ def peak_rss_during(server, work):
 
 
 def main():
+    if sys.argv[1:] == ["resilience"]:
+        return main_resilience()
     ensure_tools()
     features = []
     if subprocess.run(["pkg-config", "--exists", "openssl"], check=False).returncode == 0:
@@ -410,6 +414,235 @@ def main():
             server.stop()
         shutil.rmtree(work, ignore_errors=True)
     print_table(rows)
+
+
+def main_resilience():
+    """The rows of the node's limits: 4 KiB hits with --authorization-cache-time 30 against
+    --access-check trust, the default check and nginx; a 1 GiB fill whose upstream connection is
+    cut at 40% (resumed with Range) against an uncut one, through the same relay."""
+    ensure_tools()
+    log("building the example server and image-cache-server (release)")
+    subprocess.run(["cargo", "build", "--release", "--example", "image_server", "--features",
+                    "server", "--bin", "image-cache-server"], cwd=ROOT, check=True)
+    work = tempfile.mkdtemp(prefix="tic-resilience-")
+    os.chmod(work, 0o755)
+    servers, rows = [], []
+    try:
+        run_resilience(work, servers, rows)
+    finally:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    print_table(rows)
+
+
+class CuttingRelay:
+    """A TCP relay in front of an image API that, when armed, closes the first download it
+    relays (a GET of .../file without Range) after `fraction` of `total` bytes: an upstream
+    connection lost mid-image. Every other exchange is relayed whole."""
+
+    def __init__(self, upstream_port, total, fraction):
+        import socket
+        self.total, self.fraction = total, fraction
+        self.armed = threading.Event()
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.upstream_port = upstream_port
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def pids(self):
+        return []
+
+    def stop(self):
+        self.listener.close()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client):
+        import socket
+        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = client.recv(65536)
+            if not chunk:
+                return
+            head += chunk
+        first = head.split(b"\r\n", 1)[0]
+        lower = head.lower()
+        cut = (first.startswith(b"GET ") and b"/file " in first and b"\r\nrange:" not in lower
+               and self.armed.is_set())
+        if cut:
+            self.armed.clear()
+        upstream.sendall(head)
+
+        def requests():
+            try:
+                while True:
+                    data = client.recv(1 << 20)
+                    if not data:
+                        break
+                    upstream.sendall(data)
+            except OSError:
+                pass
+        threading.Thread(target=requests, daemon=True).start()
+        limit = int(self.total * self.fraction) if cut else None
+        sent = 0
+        buf = bytearray(1 << 20)
+        try:
+            while True:
+                n = upstream.recv_into(buf)
+                if not n:
+                    break
+                if limit is not None and sent + n >= limit:
+                    client.sendall(buf[:limit - sent])
+                    break
+                client.sendall(buf[:n])
+                sent += n
+        except OSError:
+            pass
+        for sock in (client, upstream):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+
+class Node:
+    """image-cache-server in front of `upstream`, as a child process."""
+
+    def __init__(self, work, upstream):
+        binary = os.path.join(ROOT, "target/release/image-cache-server")
+        self.log = open(os.path.join(work, "node.log"), "w")
+        self.proc = subprocess.Popen(
+            [binary, "--bind", "127.0.0.1:0", "--upstream", upstream, "--cache-dir",
+             os.path.join(work, "node-cache")],
+            stdout=subprocess.PIPE, stderr=self.log, text=True,
+            env={**os.environ, "IMAGE_CACHE_SERVICE_TOKEN": TOKEN,
+                 "IMAGE_CACHE_MANAGE_TOKEN": TOKEN, "RUST_LOG": "info"})
+        line = self.proc.stdout.readline()
+        self.url = re.search(r"http://[0-9.:]+", line).group(0)
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+
+    @property
+    def pids(self):
+        return [self.proc.pid]
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def run_resilience(work, servers, rows):
+    data = os.path.join(work, "data")
+    small, big = os.path.join(work, "small.raw"), os.path.join(work, "big.raw")
+    make_file(small, 4096)
+    make_file(big, GIB)
+    uploader = Server("uploader", data, "--no-cache")
+    ids = {"small": upload(uploader, small), "big": upload(uploader, big)}
+    uploader.stop()
+    os.remove(small)
+    os.remove(big)
+
+    def conf(name):
+        path = os.path.join(work, f"{name}.conf")
+        with open(path, "w") as f:
+            f.write(f"[DEFAULT]\nimage_cache_dir = {work}/{name}-cache\n")
+        return path
+
+    checked = Server("metadata", data, "--config-file", conf("metadata"))
+    remembered = Server("remembered", data, "--authorization-cache-time", "30",
+                        "--config-file", conf("remembered"))
+    trust = Server("trust", data, "--access-check", "trust", "--config-file", conf("trust"))
+    servers += [checked, remembered, trust]
+    nginx = Nginx(work, os.path.join(data, "images")) if have("nginx") else None
+    if nginx:
+        servers.append(nginx)
+
+    def file_url(server, name):
+        return f"{server.url}/v2/images/{ids[name]}/file"
+
+    for server in (checked, remembered, trust):
+        download(file_url(server, "small"))
+        time.sleep(0.5)
+        assert download(file_url(server, "small"))[2] == "HIT"
+
+    if have("wrk"):
+        for connections in (16, 64):
+            log(f"4 KiB hits, wrk -c{connections}, {WRK_SECS} s each")
+            rates = {"metadata": [], "remembered": [], "trust": [], "nginx": []}
+            for _ in range(ROUNDS):
+                rates["metadata"].append(wrk(file_url(checked, "small"), connections))
+                rates["remembered"].append(wrk(file_url(remembered, "small"), connections))
+                rates["trust"].append(wrk(file_url(trust, "small"), connections))
+                if nginx:
+                    rates["nginx"].append(wrk(file_url(nginx, "small"), connections))
+            rows.append((f"4 KiB hits, wrk -c{connections}", "authorization_cache_time 30",
+                         f"{med(rates['remembered']):.0f} req/s",
+                         ratio(rates["remembered"], rates["trust"]), ">= 0.8x trust"))
+            rows.append(("", "metadata and download probe, every hit",
+                         f"{med(rates['metadata']):.0f} req/s",
+                         ratio(rates["metadata"], rates["trust"]), ""))
+            rows.append(("", "trust", f"{med(rates['trust']):.0f} req/s",
+                         ratio(rates["trust"], rates["nginx"]), "(vs nginx)"))
+            rows.append(("", "nginx", f"{med(rates['nginx']):.0f} req/s" if nginx else "-",
+                         "", ""))
+    else:
+        rows.append(("4 KiB hits", "-", "skipped: wrk is not installed", "", ""))
+    for server in (checked, remembered, trust):
+        server.stop()
+    servers.clear()
+
+    # A 1 GiB fill through a relay that cuts the upstream connection at 40%, against the same
+    # fill uncut; the node in front of the example API without its own cache.
+    api_server = Server("api", data, "--no-cache")
+    servers.append(api_server)
+    relay = CuttingRelay(int(api_server.url.rsplit(":", 1)[1]), GIB, 0.4)
+    servers.append(relay)
+    node = Node(work, relay.url)
+    servers.append(node)
+    url = f"{node.url}/v2/images/{ids['big']}/file"
+    cache_dir = os.path.join(work, "node-cache")
+
+    def uncache():
+        api("DELETE", f"{node.url}/v2/cache/{ids['big']}")
+        wait_for(lambda: not os.path.exists(os.path.join(cache_dir, ids["big"])), "the delete")
+        wait_for(lambda: not os.listdir(os.path.join(cache_dir, "incomplete")), "no fill")
+
+    def fill(cut):
+        if cut:
+            relay.armed.set()
+        seconds, size, status = download(url)
+        assert size == GIB and status == "MISS", (size, status)
+        wait_for(lambda: os.path.exists(os.path.join(cache_dir, ids["big"])), "the commit")
+        uncache()
+        return seconds
+
+    log("1 GiB fill, uncut and cut at 40% (resumed with Range)")
+    uncut, resumed = [], []
+    for _ in range(ROUNDS):
+        uncut.append(fill(False))
+        resumed.append(fill(True))
+    with open(os.path.join(work, "node.log")) as f:
+        resumes = f.read().count("asking again from the byte reached")
+    rows.append(("1 GiB fill through a relay", "cut at 40%, resumed", f"{med(resumed):.2f} s",
+                 f"{med(resumed) / med(uncut):.2f}x", "<= 1.1x uncut"))
+    rows.append(("", "uncut", f"{med(uncut):.2f} s", "", ""))
+    rows.append(("", "resumes logged", f"{resumes} (of {ROUNDS} cuts)", "", ""))
 
 
 def make_file(path, size):
