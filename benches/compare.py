@@ -83,6 +83,16 @@ def rss_bytes(pids):
     return total
 
 
+def stop_process(proc, log):
+    """SIGTERM, then SIGKILL after 10 s; closes its log."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
 class Server:
     """The example image server, as a child process."""
 
@@ -109,12 +119,7 @@ class Server:
         return [self.proc.pid]
 
     def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
+        stop_process(self.proc, self.log)
 
 
 class Nginx:
@@ -539,12 +544,7 @@ class Node:
         return [self.proc.pid]
 
     def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
+        stop_process(self.proc, self.log)
 
 
 def run_resilience(work, servers, rows):

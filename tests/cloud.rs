@@ -520,32 +520,6 @@ async fn in_front_of_a_stock_uwsgi_glance_200_mixed_requests_all_succeed() {
     assert!(id.starts_with("req-") && id.len() == 40, "{id}");
 }
 
-/// A test CA and a certificate it signed for 127.0.0.1 and localhost, as PEM files in `dir`:
-/// (ca.pem, cert.pem, key.pem).
-fn test_ca(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "tower-image-cache test CA");
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params =
-        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .unwrap();
-    let cert = params.signed_by(&key, &ca).unwrap();
-    let paths = (
-        dir.join("ca.pem"),
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
-    );
-    std::fs::write(&paths.0, ca.pem()).unwrap();
-    std::fs::write(&paths.1, cert.pem()).unwrap();
-    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
-    paths
-}
-
 /// HTTPS in front of `target` (`http://127.0.0.1:PORT`), as a TLS-terminating load balancer in
 /// front of Glance or Keystone would be: each connection decrypted and piped on. Its URL.
 async fn tls_front(target: &str, cert: &Path, key: &Path) -> String {
@@ -594,7 +568,7 @@ async fn glance_and_keystone_over_https_with_a_private_ca() {
         return;
     };
     let certs = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = test_ca(certs.path());
+    let (ca, cert, key) = common::test_ca(certs.path());
     let glance_https = tls_front(&glance.url, &cert, &key).await;
     let keystone_http = glance.keystone.url.trim_end_matches("/v3");
     let keystone_https = format!("{}/v3", tls_front(keystone_http, &cert, &key).await);
@@ -672,7 +646,7 @@ async fn over_https_with_a_private_ca_the_tools_verify_the_node() {
     };
     let keystone = &glance.keystone.url;
     let certs = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = test_ca(certs.path());
+    let (ca, cert, key) = common::test_ca(certs.path());
     let node = start_node_with(
         glance,
         0,

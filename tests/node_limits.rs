@@ -14,29 +14,6 @@ use common::raw_upstream::{Mode, RawUpstream};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A test CA and a certificate it signed for 127.0.0.1 and localhost: (ca.pem, cert.pem,
-/// key.pem) in `dir`.
-fn test_ca(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params =
-        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .unwrap();
-    let cert = params.signed_by(&key, &ca).unwrap();
-    let paths = (
-        dir.join("ca.pem"),
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
-    );
-    std::fs::write(&paths.0, ca.pem()).unwrap();
-    std::fs::write(&paths.1, cert.pem()).unwrap();
-    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
-    paths
-}
-
 /// Sends `request` (which asks for `Connection: close`) and reads the answer to its end.
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, request: &str) -> String {
     stream.write_all(request.as_bytes()).await.unwrap();
@@ -73,7 +50,7 @@ fn addr_of(url: &str) -> String {
 async fn an_https_node_tells_the_upstream_https_and_the_client_its_own_https_urls() {
     let upstream = RawUpstream::start(common::image_data(1000), Mode::Polite).await;
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = test_ca(dir.path());
+    let (ca, cert, key) = common::test_ca(dir.path());
     let (node, _log) = start_logged(
         &upstream.url(),
         &dir.path().join("cache"),

@@ -23,8 +23,10 @@ async fn server() -> TestServer {
     .await
 }
 
-fn metrics(server: &TestServer) -> String {
-    server.cache.render_metrics().unwrap()
+/// Asserts that the metric line starting with `line` (labels included) reads `expected`.
+fn assert_metric(server: &TestServer, line: &str, expected: u64) {
+    let text = server.cache.render_metrics().unwrap();
+    assert_eq!(metric(&text, line), expected, "{line} in {text}");
 }
 
 fn cached(server: &TestServer, image: &str) -> bool {
@@ -77,17 +79,12 @@ async fn an_upstream_error_mid_body_is_resumed_with_range() {
             .load(std::sync::atomic::Ordering::SeqCst),
         1
     );
-    let text = metrics(&server);
-    assert_eq!(
-        metric(&text, "image_cache_fill_resumes_total{answer=\"partial\"}"),
+    assert_metric(
+        &server,
+        "image_cache_fill_resumes_total{answer=\"partial\"}",
         1,
-        "{text}"
     );
-    assert_eq!(
-        metric(&text, "image_cache_fills_total{outcome=\"committed\"}"),
-        1,
-        "{text}"
-    );
+    assert_metric(&server, "image_cache_fills_total{outcome=\"committed\"}", 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,16 +100,15 @@ async fn a_stalled_upstream_body_is_resumed_after_the_idle_limit() {
     }
     server.cache.idle().await;
     assert!(cached(&server, "img"));
-    let text = metrics(&server);
-    assert_eq!(
-        metric(&text, "image_cache_upstream_timeouts_total{phase=\"idle\"}"),
+    assert_metric(
+        &server,
+        "image_cache_upstream_timeouts_total{phase=\"idle\"}",
         1,
-        "{text}"
     );
-    assert_eq!(
-        metric(&text, "image_cache_fill_resumes_total{answer=\"partial\"}"),
+    assert_metric(
+        &server,
+        "image_cache_fill_resumes_total{answer=\"partial\"}",
         1,
-        "{text}"
     );
 }
 
@@ -130,11 +126,10 @@ async fn an_upstream_that_answers_200_to_the_range_is_read_from_byte_n() {
     server.cache.idle().await;
     assert!(cached(&server, "img"));
     assert_eq!(std::fs::read(server.cache_dir().join("img")).unwrap(), data);
-    let text = metrics(&server);
-    assert_eq!(
-        metric(&text, "image_cache_fill_resumes_total{answer=\"whole\"}"),
+    assert_metric(
+        &server,
+        "image_cache_fill_resumes_total{answer=\"whole\"}",
         1,
-        "{text}"
     );
 }
 
@@ -150,11 +145,10 @@ async fn a_206_with_the_wrong_content_range_fails_every_body_and_commits_nothing
     }
     server.cache.idle().await;
     server.assert_not_committed("img");
-    let text = metrics(&server);
-    assert_eq!(
-        metric(&text, "image_cache_fill_resumes_total{answer=\"refused\"}"),
+    assert_metric(
+        &server,
+        "image_cache_fill_resumes_total{answer=\"refused\"}",
         1,
-        "{text}"
     );
     assert_eq!(
         server
@@ -258,14 +252,10 @@ async fn a_download_the_api_never_answers_gets_504_in_glance_s_format() {
             .contains("cannot check access"),
         "{body}"
     );
-    let text = metrics(&server);
-    assert_eq!(
-        metric(
-            &text,
-            "image_cache_upstream_timeouts_total{phase=\"response\"}"
-        ),
+    assert_metric(
+        &server,
+        "image_cache_upstream_timeouts_total{phase=\"response\"}",
         1,
-        "{text}"
     );
     server.cache.idle().await;
     server.assert_not_committed("img");
@@ -324,14 +314,10 @@ async fn misses_beyond_max_concurrent_fills_are_served_through_uncached() {
         .filter(|(name, _)| cached(&server, name))
         .count();
     assert_eq!(cached_count, 4);
-    let text = metrics(&server);
-    assert_eq!(
-        metric(
-            &text,
-            "image_cache_fills_declined_total{limit=\"max_concurrent_fills\"}"
-        ),
+    assert_metric(
+        &server,
+        "image_cache_fills_declined_total{limit=\"max_concurrent_fills\"}",
         96,
-        "{text}"
     );
     // The slots come free as the fills end: the next miss fills.
     let (next, data) = images
