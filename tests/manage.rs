@@ -986,3 +986,43 @@ async fn an_image_larger_than_the_cache_is_never_queued_nor_read_again_and_again
     .await;
     assert_eq!(server.api.body_requests(), reads + 1);
 }
+
+#[tokio::test]
+async fn the_layers_own_requests_are_given_up_at_the_response_timeout() {
+    use axum::routing::get;
+    use tower::Layer;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = ImageCache::open(CacheConfig::new(dir.path())).unwrap();
+    // An image API whose metadata route never answers.
+    let api = axum::Router::new().route(
+        "/v2/images/{id}",
+        get(|| async {
+            std::future::pending::<()>().await;
+            ""
+        }),
+    );
+    let manage = tower_image_cache::manage::CacheManageLayer::new(
+        cache,
+        tower_image_cache::manage::StaticToken::new(ADMIN),
+    )
+    .service_token(ADMIN)
+    .upstream_response_timeout(Some(std::time::Duration::from_millis(300)));
+    let app = axum::Router::new().fallback_service(manage.layer(api));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let started = std::time::Instant::now();
+    let response = reqwest::Client::new()
+        .put(format!("http://{addr}/v2/cache/img"))
+        .header("x-auth-token", ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 504);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(response
+        .text()
+        .await
+        .unwrap()
+        .contains("did not answer within 0.3 s"));
+}

@@ -107,6 +107,7 @@ pub(crate) use access::caller_headers;
 pub use access::{Access, AccessCheck, CheckFuture, TrustAll};
 pub use inner_metadata::{InnerMetadata, MetadataThrough};
 pub use layer::CacheLayer;
+pub(crate) use limits::within;
 pub use routes::Routes;
 pub use service::CacheService;
 pub use settings::X_CACHE_STATUS;

@@ -265,7 +265,13 @@ where
     ResBody: ResponseBody,
 {
     let build = || metadata_request(shared, id);
-    let response = match shared.identity.send(inner, build).await? {
+    let asked = crate::layer::within(shared.response_timeout, shared.identity.send(inner, build));
+    let Some(sent) = asked.await else {
+        let limit = shared.response_timeout.unwrap_or_default().as_secs_f64();
+        let message = format!("The image API did not answer within {limit} s. Try again later.");
+        return Ok(Err(Refusal::new(StatusCode::GATEWAY_TIMEOUT, message)));
+    };
+    let response = match sent? {
         Ok(response) => response,
         Err(reason) => return Ok(Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, reason))),
     };

@@ -82,6 +82,7 @@ impl CacheManageLayer<WrappedService> {
                 interval,
                 prune_every: None,
                 clean_every: None,
+                response_timeout: Some(Duration::from_secs(60)),
             },
             handle: PrefetchHandle::default(),
             wrapped: Census::default(),
@@ -196,6 +197,16 @@ impl<Api> CacheManageLayer<Api> {
         self
     }
 
+    /// How long the layer's own requests (the prefetcher's downloads, the existence checks of
+    /// the queue, `DELETE` and the node list) wait for the image API's response head (default
+    /// 60 s; `None`: no limit). A check past it answers `504`; a prefetch past it fails and the
+    /// image stays queued. The bytes of a prefetch are bounded by the `CacheLayer` it goes
+    /// through ([`CacheLayer::upstream_idle_timeout`](crate::CacheLayer::upstream_idle_timeout)).
+    pub fn upstream_response_timeout(mut self, limit: Option<Duration>) -> Self {
+        self.worker.response_timeout = limit;
+        self
+    }
+
     /// Cleans the cache on a timer, as `image-cache-cleaner` from cron would.
     pub fn clean_every(mut self, period: Duration) -> Self {
         self.worker.clean_every = Some(period);
@@ -246,6 +257,7 @@ impl<Api> CacheManageLayer<Api> {
             wrapped: member,
             api_given,
             prefetching: Arc::clone(&self.prefetching),
+            response_timeout: self.worker.response_timeout,
         };
         CacheManageService::new(
             inner,

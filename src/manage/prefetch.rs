@@ -69,6 +69,8 @@ pub(crate) struct WorkerSettings {
     pub(crate) interval: Duration,
     pub(crate) prune_every: Option<Duration>,
     pub(crate) clean_every: Option<Duration>,
+    /// How long a prefetch waits for the image API's response head.
+    pub(crate) response_timeout: Option<Duration>,
 }
 
 /// Runs the prefetcher (and the prune/clean timers) until `handle` is shut down.
@@ -267,10 +269,15 @@ where
     if cache.is_cached(id) {
         return Ok(());
     }
-    let response = settings
+    let sent = settings
         .identity
-        .send(service, || route_request(&settings.download, id))
+        .send(service, || route_request(&settings.download, id));
+    let response = crate::layer::within(settings.response_timeout, sent)
         .await
+        .ok_or_else(|| {
+            let limit = settings.response_timeout.unwrap_or_default().as_secs_f64();
+            format!("the image API did not answer within {limit} s (upstream_response_timeout)")
+        })?
         .map_err(|err| format!("the image API failed: {}", err.into()))??;
     if response.status() != StatusCode::OK {
         return Err(format!("the image API answered {}", response.status()));

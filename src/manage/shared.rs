@@ -21,6 +21,8 @@ pub(crate) struct Shared {
     pub(crate) api_given: bool,
     /// Set while one service of the layer runs the prefetcher.
     pub(crate) prefetching: Arc<AtomicBool>,
+    /// How long the layer's own requests wait for the image API's response head.
+    pub(crate) response_timeout: Option<std::time::Duration>,
 }
 
 impl Shared {

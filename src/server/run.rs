@@ -107,6 +107,8 @@ async fn serve(settings: ServerSettings) -> Result<ImageCache, String> {
         (None, Some(keystone)) => manage.service_keystone(keystone),
         (None, None) => manage,
     };
+    // The upstream client answers 504 itself past upstream_response_timeout.
+    let manage = manage.upstream_response_timeout(None);
     let service = tower::ServiceBuilder::new()
         .layer(manage)
         .layer(
