@@ -524,14 +524,18 @@ class CuttingRelay:
 
 
 class Node:
-    """image-cache-server in front of `upstream`, as a child process."""
+    """image-cache-server in front of `upstream`, as a child process (no connection reuse)."""
 
     def __init__(self, work, upstream):
         binary = os.path.join(ROOT, "target/release/image-cache-server")
         self.log = open(os.path.join(work, "node.log"), "w")
+        # A connection per upstream request, so the relay sees (and can cut) each one.
+        config = os.path.join(work, "node.conf")
+        with open(config, "w") as f:
+            f.write(f"[DEFAULT]\nimage_cache_dir = {work}/node-cache\n"
+                    f"[cache_server]\nupstream = {upstream}\nupstream_keepalive = false\n")
         self.proc = subprocess.Popen(
-            [binary, "--bind", "127.0.0.1:0", "--upstream", upstream, "--cache-dir",
-             os.path.join(work, "node-cache")],
+            [binary, "--bind", "127.0.0.1:0", "--config-file", config],
             stdout=subprocess.PIPE, stderr=self.log, text=True,
             env={**os.environ, "IMAGE_CACHE_SERVICE_TOKEN": TOKEN,
                  "IMAGE_CACHE_MANAGE_TOKEN": TOKEN, "RUST_LOG": "info"})
