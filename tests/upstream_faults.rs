@@ -225,3 +225,76 @@ async fn resumed_bytes_that_do_not_verify_fail_every_client_and_commit_nothing()
     assert_eq!(again.headers()["x-cache-status"], "MISS");
     assert_eq!(again.bytes().await.unwrap(), data);
 }
+
+/// A listener whose accept queue is full and never drained: the kernel drops further SYNs, so
+/// a connection to it neither succeeds nor fails (an upstream host that went dark).
+fn dark_listener() -> (std::net::TcpListener, Vec<std::net::TcpStream>, u16) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: a plain socket, bound and listened on with libc, then owned by a TcpListener.
+    let listener = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        let bound = libc::bind(
+            fd,
+            &addr as *const libc::sockaddr_in as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(bound, 0);
+        assert_eq!(libc::listen(fd, 0), 0);
+        std::net::TcpListener::from_raw_fd(fd)
+    };
+    let port = listener.local_addr().unwrap().port();
+    // Fill the queue (backlog 0 holds one) so that the next SYN goes unanswered.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let attempt = std::net::TcpStream::connect_timeout(
+            &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_millis(200),
+        );
+        match attempt {
+            Ok(stream) => held.push(stream),
+            Err(_) => break,
+        }
+    }
+    (listener, held, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_cannot_be_connected_to_gets_a_504_at_the_connect_timeout() {
+    let (_listener, _held, port) = dark_listener();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let upstream = format!("http://127.0.0.1:{port}");
+    let (node, log) = start_logged(&upstream, &cache, "upstream_connect_timeout = 1\n", "", &[]);
+
+    let started = Instant::now();
+    let response = get(&format!("{}/v2/images", node.url)).await;
+    let took = started.elapsed();
+    assert_eq!(response.status(), 504);
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    let body: serde_json::Value = response.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("could not be connected to within 1 s"),
+        "{message}"
+    );
+    let text = metrics(&node.url).await;
+    assert_eq!(
+        metric(
+            &text,
+            "image_cache_upstream_timeouts_total{phase=\"connect\"}"
+        ),
+        1,
+        "{text}"
+    );
+    wait_for("the log line", || {
+        log.lock().unwrap().contains("phase=\"connect\"")
+    })
+    .await;
+}
