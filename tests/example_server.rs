@@ -350,3 +350,41 @@ async fn fills_are_verified_with_each_hashing_algorithm() {
         assert!(!committed.exists(), "{algorithm}");
     }
 }
+
+/// The example API answers a range from its store (as Glance does), so a range miss through the
+/// cache is a ranged read (206, its Content-Range), never the whole image sent for one byte (ten
+/// such misses once read 1,280 MiB); the prefetch queued by the first reads the image once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_misses_read_their_range_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let client = reqwest::Client::new();
+    let data: Vec<u8> = (0..16 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let id = upload(&client, &server.url, "u1", "private", &data).await;
+    for at in 0..10u64 {
+        let offset = at * 1_000_003;
+        let response = client
+            .get(format!("{}/v2/images/{id}/file", server.url))
+            .header("x-auth-token", "u1")
+            .header("range", format!("bytes={offset}-{offset}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 206);
+        assert_eq!(
+            response.headers()["content-range"],
+            format!("bytes {offset}-{offset}/{}", data.len()).as_str()
+        );
+        let body = response.bytes().await.unwrap();
+        assert_eq!(&body[..], &data[offset as usize..offset as usize + 1]);
+    }
+    // The whole image, queued by the first range miss, is fetched once and cached.
+    wait_listed(
+        &server.url,
+        "admin-secret",
+        &id,
+        std::time::Duration::from_secs(30),
+        "",
+    )
+    .await;
+}
