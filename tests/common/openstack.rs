@@ -381,18 +381,30 @@ pub async fn create_image_record(api: &str, token: &str) -> String {
         .to_owned()
 }
 
-/// POSTs `body` as `token`; the answer's JSON.
+/// POSTs `body` as `token`; the answer's JSON. A 5xx (Glance's SQLite answers 500 "database is
+/// locked" while another process writes it, as a fleet test's node does) is tried again.
 async fn post_json(url: &str, token: &str, body: Value) -> Value {
-    reqwest::Client::new()
-        .post(url)
-        .header("x-auth-token", token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    let mut last = String::new();
+    for attempt in 0..5 {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        let response = reqwest::Client::new()
+            .post(url)
+            .header("x-auth-token", token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        if !status.is_server_error() {
+            return serde_json::from_str(&text)
+                .unwrap_or_else(|err| panic!("POST {url} answered {status} {text:?}: {err}"));
+        }
+        last = format!("{status} {text:?}");
+    }
+    panic!("POST {url} kept failing: {last}");
 }
 
 /// Runs `command`; whether it succeeded, and its stdout and stderr together.
