@@ -582,3 +582,54 @@ async fn a_long_id_never_stops_replication_on_postgresql() {
 async fn a_long_id_never_stops_replication_on_mariadb() {
     a_long_id_never_stops_replication(Server::MariaDb).await;
 }
+
+/// A delete announced by another node voids the access decisions this node remembered for the
+/// image: the next download asks the image API again instead of trusting the decision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_announced_by_the_fleet_voids_remembered_decisions() {
+    use common::{image_data, metric, FakeImage, TestServer, OWNER};
+    let Some(db) = TestDb::create(Server::Sqlite).await else {
+        return;
+    };
+    let url = db.url.clone();
+    let a = TestServer::start_with_layer(
+        move |dir| node(dir, &url, "http://a:9292"),
+        tower_image_cache::InnerMetadata::new(),
+        |layer| layer.authorization_cache_time(Some(Duration::from_secs(300))),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = node(dir.path(), &db.url, "http://b:9292");
+    a.api.add("img", FakeImage::private(image_data(50_000)));
+    let decided = |text: &str, how: &str| {
+        metric(
+            text,
+            &format!("image_cache_authorization_decisions_total{{decision=\"{how}\"}}"),
+        )
+    };
+    a.get("img", OWNER).await.bytes().await.unwrap();
+    a.cache.idle().await;
+    assert_eq!(common::cache_status(&a.get("img", OWNER).await), "HIT");
+    let text = a.cache.render_metrics().unwrap();
+    assert_eq!(
+        (decided(&text, "asked"), decided(&text, "remembered")),
+        (1, 1),
+        "{text}"
+    );
+    db.wait_rows(&[("http://a:9292", "img", 1, 50_000)]).await;
+    // Every node has read where the evictions start.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    b.image_deleted(&id("img")).unwrap();
+    eventually("node a evicts the image", async || {
+        !a.cache.is_cached(&id("img"))
+    })
+    .await;
+    a.get("img", OWNER).await.bytes().await.unwrap();
+    let text = a.cache.render_metrics().unwrap();
+    assert_eq!(
+        (decided(&text, "asked"), decided(&text, "remembered")),
+        (2, 1),
+        "the decision made before the fleet's delete was used: {text}"
+    );
+}

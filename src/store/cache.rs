@@ -357,6 +357,8 @@ impl Chores for Inner {
     fn apply_fleet_news(&self) {
         let Some(fleet) = &self.fleet else { return };
         for id in fleet.take_evictions() {
+            // Deleted through another node: nobody's remembered access to it stands.
+            self.void_decisions(&id);
             self.fills.cancel(&id);
             let evicted = self
                 .remove_committed([(id.clone(), None)])

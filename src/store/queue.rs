@@ -1,6 +1,6 @@
 //! The prefetch queue, kept by the index driver in the order images will be fetched (FIFO).
 
-use super::cache::ImageCache;
+use super::cache::{ImageCache, Inner};
 use super::error::StoreError;
 use crate::sync::lock;
 use crate::ImageId;
@@ -68,21 +68,7 @@ impl ImageCache {
     /// members changed): access decisions remembered for it before now admit nobody any more.
     /// [`evict`](Self::evict) calls it; the layer calls it for the API's changes it sees.
     pub fn void_access_decisions(&self, id: &ImageId) {
-        /// Decisions live at most a day or two: older voids need not be kept.
-        const FORGET_AFTER: std::time::Duration = std::time::Duration::from_secs(2 * 86_400);
-        /// Bounds the map between two forgettings.
-        const MAX_VOIDED: usize = 100_000;
-        let now = std::time::Instant::now();
-        let mut voided = lock(&self.inner.voided);
-        if voided.len() >= MAX_VOIDED {
-            voided.retain(|_, at| now.duration_since(*at) < FORGET_AFTER);
-            if voided.len() >= MAX_VOIDED {
-                // More voids than a day's worth: forget them all, and every decision with them.
-                voided.clear();
-                *lock(&self.inner.voided_all) = now;
-            }
-        }
-        voided.insert(id.clone(), now);
+        self.inner.void_decisions(id);
     }
 
     /// Whether the access decisions for `id` made at `decided` were voided since.
@@ -116,5 +102,26 @@ impl ImageCache {
     pub fn take_suspects(&self) -> Vec<ImageId> {
         let taken = std::mem::take(&mut *lock(&self.inner.suspects));
         taken.into_iter().filter(|id| self.is_cached(id)).collect()
+    }
+}
+
+impl Inner {
+    /// See [`ImageCache::void_access_decisions`]; fleet evictions call it too.
+    pub(crate) fn void_decisions(&self, id: &ImageId) {
+        /// Decisions live at most a day or two: older voids need not be kept.
+        const FORGET_AFTER: std::time::Duration = std::time::Duration::from_secs(2 * 86_400);
+        /// Bounds the map between two forgettings.
+        const MAX_VOIDED: usize = 100_000;
+        let now = std::time::Instant::now();
+        let mut voided = lock(&self.voided);
+        if voided.len() >= MAX_VOIDED {
+            voided.retain(|_, at| now.duration_since(*at) < FORGET_AFTER);
+            if voided.len() >= MAX_VOIDED {
+                // More voids than a day's worth: forget them all, and every decision with them.
+                voided.clear();
+                *lock(&self.voided_all) = now;
+            }
+        }
+        voided.insert(id.clone(), now);
     }
 }
