@@ -1,5 +1,5 @@
 //! Memory stays bounded under a crowd: 2,000 idle connections, 200 slow readers and 300 clients
-//! that never read a large hit. The chunks in flight have a global budget (past it, reads
+//! that never read a 1 GiB hit. The chunks in flight have a global budget (past it, reads
 //! shrink to 64 KiB, and past twice it readers wait), and resident memory falls back to within
 //! 64 MiB of idle once they close.
 
@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const ADMIN: &str = "admin-secret";
-const SIZE: usize = 128 * 1024 * 1024;
+const SIZE: usize = 1024 * 1024 * 1024;
 
 async fn get_stream(addr: SocketAddr, path: &str) -> TcpStream {
     let mut stream = TcpStream::connect(addr).await.unwrap();
