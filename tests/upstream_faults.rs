@@ -138,10 +138,12 @@ async fn a_body_cut_at_40_percent_is_resumed_with_range_and_cached() {
         1,
         "{text}"
     );
-    assert!(log
-        .lock()
-        .unwrap()
-        .contains("asking again from the byte reached"));
+    wait_for("the resume's log line", || {
+        log.lock()
+            .unwrap()
+            .contains("asking again from the byte reached")
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,8 +167,10 @@ async fn headers_then_a_stall_are_resumed_after_the_idle_limit() {
         1,
         "{text}"
     );
-    let log = log.lock().unwrap().clone();
-    assert!(log.contains("phase=\"idle\""), "{log}");
+    wait_for("the idle timeout's log line", || {
+        log.lock().unwrap().contains("phase=\"idle\"")
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
