@@ -9,6 +9,8 @@ mod common;
 mod glance_commands;
 #[path = "cloud/keystone.rs"]
 mod keystone;
+#[path = "cloud/operators.rs"]
+mod operators;
 
 use std::io::BufRead;
 use std::path::Path;
@@ -366,9 +368,17 @@ async fn image_cache_manage_with_an_openrc_or_clouds_yaml_finds_the_node_in_the_
     };
     let keystone = &glance.keystone.url;
     // The node is registered as the cloud's image endpoint, as the operator guide says.
+    // It names itself in its answers (worker_self_reference_url), so the tool knows the
+    // catalog's endpoint is this one node and not a load balancer.
     let port = openstack::free_port();
-    let node = start_node(glance, port);
-    openstack::register_image_endpoint(keystone, &node.url).await;
+    let itself = format!("[DEFAULT]\nworker_self_reference_url = http://127.0.0.1:{port}\n");
+    let node = start_node_configured(&glance.url, keystone, &itself, port, &[]);
+    openstack::register_image_endpoint(keystone, &node.url, "RegionOne").await;
+    // In another region, the same node under another name: as a load balancer's address would,
+    // it reaches a node that is not the endpoint itself.
+    let region = format!("Region-{port}");
+    let aliased = format!("http://localhost:{port}");
+    openstack::register_image_endpoint(keystone, &aliased, &region).await;
     let demo = log_in(keystone, "demo", DEMO_PASSWORD, "demo").await;
     let id = create_image(&node.url, &demo, b"cached through the catalog").await;
     assert_eq!(
@@ -400,6 +410,21 @@ async fn image_cache_manage_with_an_openrc_or_clouds_yaml_finds_the_node_in_the_
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(listed, "the openrc user lists the node's cache");
+
+    // The catalog's endpoint that is not one node is refused, saying what to do instead.
+    let mut elsewhere = openrc;
+    elsewhere[6] = ("OS_REGION_NAME", region.as_str());
+    let (ok, text) = manage(&["list-cached"], &elsewhere, cwd.path());
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(&format!("the catalog's image endpoint {aliased} is not one cache node (node http://127.0.0.1:{port} answered there)")),
+        "{text}"
+    );
+    assert!(text.contains("Give each node with -H"), "{text}");
+    // With -H the same identity manages the node.
+    let host = format!("127.0.0.1:{port}");
+    let (ok, text) = manage(&["-H", &host, "list-cached"], &elsewhere, cwd.path());
+    assert!(ok && text.contains(&id), "{text}");
 
     // A member's openrc: refused with the reason.
     let member = [

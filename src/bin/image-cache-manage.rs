@@ -39,6 +39,9 @@ struct Args {
     /// Print more verbose output.
     #[arg(short, long)]
     verbose: bool,
+    /// Print debugging output: every request and its answer, on standard error.
+    #[arg(short, long)]
+    debug: bool,
     #[command(flatten)]
     os: OsArgs,
     /// Print JSON instead of tables.
@@ -67,7 +70,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(reason) => {
             if !reason.is_empty() {
-                println!("{reason}");
+                eprintln!("{reason}");
             }
             ExitCode::FAILURE
         }
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: &Args) -> Result<(), String> {
+    tower_image_cache::cli::set_debug(args.debug);
     let name = args.command[0].as_str();
     if name == "help" {
         return help(args.command.get(1).map(String::as_str));
@@ -103,14 +107,19 @@ async fn run(args: &Args) -> Result<(), String> {
     }
     let auth = args.os.auth()?;
     let tls = auth.tls(args.os.tls());
-    let mut hosts = match &args.hosts[..] {
-        [] => vec![auth
-            .image_endpoint()
-            .await?
-            .unwrap_or_else(|| "localhost".to_owned())],
-        given => given.to_vec(),
+    let catalog = match &args.hosts[..] {
+        [] => auth.image_endpoint().await?,
+        _ => None,
+    };
+    let mut hosts = match (&args.hosts[..], &catalog) {
+        ([], Some(endpoint)) => vec![endpoint.clone()],
+        ([], None) => vec!["localhost".to_owned()],
+        (given, _) => given.to_vec(),
     };
     let first = ManageClient::with_auth(&hosts[0], port, auth.clone(), &tls)?;
+    if let (Some(endpoint), false) = (&catalog, args.all_nodes || command.name == "list-nodes") {
+        one_node(&first, endpoint).await?;
+    }
     if command.name == "list-nodes" {
         return list_nodes(fleet.as_ref(), &first, id.unwrap_or_default(), args.json).await;
     }
@@ -171,6 +180,34 @@ async fn run(args: &Args) -> Result<(), String> {
         Ok(())
     } else {
         Err(failures.join("\n"))
+    }
+}
+
+/// Refuses the catalog's image endpoint unless the node answering there names itself with that
+/// very URL: behind a load balancer each request reaches a random node, so a listing would show
+/// one node's cache and a delete would act on one node (python-glanceclient refuses the same).
+async fn one_node(client: &ManageClient, endpoint: &str) -> Result<(), String> {
+    let answering = client
+        .answering_node()
+        .await
+        .map_err(|err| err.to_string())?;
+    let same = |a: &str, b: &str| {
+        a.trim_end_matches('/')
+            .eq_ignore_ascii_case(b.trim_end_matches('/'))
+    };
+    match answering {
+        Some(node) if same(&node, client.base_url()) || same(&node, endpoint) => Ok(()),
+        answering => Err(format!(
+            "the catalog's image endpoint {endpoint} is not one cache node ({}): through a load \
+             balancer every request reaches a random node. Give each node with -H (repeatable), \
+             or use --all-nodes",
+            match answering {
+                Some(node) => format!("node {node} answered there"),
+                None => "the node answering there does not name itself; set \
+                         worker_self_reference_url on the node to its URL"
+                    .to_owned(),
+            }
+        )),
     }
 }
 
@@ -273,9 +310,8 @@ fn act(
             }
             "list-queued" => Outcome::Queued(client.list().await?.queued_images),
             "queue-image" => client.queue(id).await.map(|()| Outcome::Done)?,
-            "delete-cached-image" | "delete-queued-image" => {
-                client.delete(id).await.map(|()| Outcome::Done)?
-            }
+            "delete-cached-image" => client.uncache(id).await.map(|()| Outcome::Done)?,
+            "delete-queued-image" => client.dequeue(id).await.map(|()| Outcome::Done)?,
             "delete-all-cached-images" => {
                 let count = client.list().await?.cached_images.len();
                 client.clear("cache").await?;

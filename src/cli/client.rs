@@ -104,8 +104,14 @@ pub struct InProgress {
 /// A cached image's record.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 pub struct Record {
-    /// The id.
+    /// The record's number in the index (Glance's `id`).
+    #[serde(default)]
+    pub id: Option<i64>,
+    /// The image's id.
     pub image_id: String,
+    /// The image's checksum, where the node knows it.
+    #[serde(default)]
+    pub checksum: Option<String>,
     /// Complete hits.
     pub hits: u64,
     /// Epoch seconds.
@@ -114,6 +120,13 @@ pub struct Record {
     pub last_modified: f64,
     /// Bytes.
     pub size: u64,
+}
+
+static DEBUG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `-d/--debug`: every request and its answer's status are written to standard error.
+pub fn set_debug(on: bool) {
+    DEBUG.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// How long the tools wait between two reads of an answer, by default.
@@ -205,7 +218,12 @@ impl ManageClient {
             node: self.node.clone(),
             reason,
         };
-        match &self.auth {
+        let debug = DEBUG.load(std::sync::atomic::Ordering::Relaxed);
+        if debug {
+            eprintln!("REQ: {method} {url}");
+        }
+        let started = std::time::Instant::now();
+        let sent = match &self.auth {
             Auth::Anonymous => build(None).send().await,
             Auth::Token(token) => build(Some(token)).send().await,
             Auth::Keystone(keystone) => match keystone.send(|token| build(Some(token))).await {
@@ -215,8 +233,18 @@ impl ManageClient {
                     return Err(ClientError::Identity(err.to_string()))
                 }
             },
+        };
+        if debug {
+            match &sent {
+                Ok(response) => eprintln!(
+                    "RESP: {} after {:.3} s",
+                    response.status(),
+                    started.elapsed().as_secs_f64()
+                ),
+                Err(err) => eprintln!("RESP: no answer: {}", error_chain(err)),
+            }
         }
-        .map_err(|err| unreachable(error_chain(&err)))
+        sent.map_err(|err| unreachable(error_chain(&err)))
     }
 
     async fn call(
@@ -280,10 +308,29 @@ impl ManageClient {
         })
     }
 
-    /// `GET /v2/cache`.
+    /// `GET /v2/cache?in_progress=true`: Glance's listing and this cache's fills in progress.
     pub async fn list(&self) -> Result<Listing, ClientError> {
-        let body = self.call(Method::GET, "/v2/cache", None).await?;
+        let body = self
+            .call(Method::GET, "/v2/cache?in_progress=true", None)
+            .await?;
         self.parse(&body)
+    }
+
+    /// Which node answers at this client's address: the `worker_self_reference_url` it names in
+    /// its answers, or `None` (a node without one, a load balancer that strips it, a Glance).
+    pub async fn answering_node(&self) -> Result<Option<String>, ClientError> {
+        let response = self.send(Method::GET, "/v2/cache", None).await?;
+        let node = response
+            .headers()
+            .get(crate::manage::NODE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let status = response.status();
+        if !status.is_success() {
+            // The refusal's words, as every other call gives them.
+            self.call(Method::GET, "/v2/cache", None).await?;
+        }
+        Ok(node)
     }
 
     /// `GET /v2/cache/nodes/{id}`: the fleet's nodes holding the image.
@@ -307,6 +354,22 @@ impl ManageClient {
     /// `PUT /v2/cache/{id}`.
     pub async fn queue(&self, id: &str) -> Result<(), ClientError> {
         self.call(Method::PUT, &format!("/v2/cache/{id}"), None)
+            .await
+            .map(drop)
+    }
+
+    /// `DELETE /v2/cached_images/{id}`: from the cache only (the queue keeps it), as Glance's
+    /// `delete-cached-image`.
+    pub async fn uncache(&self, id: &str) -> Result<(), ClientError> {
+        self.call(Method::DELETE, &format!("/v2/cached_images/{id}"), None)
+            .await
+            .map(drop)
+    }
+
+    /// `DELETE /v2/queued_images/{id}`: from the queue only (a cached copy stays), as Glance's
+    /// `delete-queued-image`.
+    pub async fn dequeue(&self, id: &str) -> Result<(), ClientError> {
+        self.call(Method::DELETE, &format!("/v2/queued_images/{id}"), None)
             .await
             .map(drop)
     }

@@ -13,13 +13,25 @@ pub struct OsArgs {
     #[arg(long, env = "OS_CLOUD", value_name = "NAME")]
     pub os_cloud: Option<String>,
     /// Keystone's URL.
-    #[arg(long, env = "OS_AUTH_URL", value_name = "URL")]
+    #[arg(
+        long,
+        short = 'N',
+        alias = "os_auth_url",
+        env = "OS_AUTH_URL",
+        value_name = "URL"
+    )]
     pub os_auth_url: Option<String>,
     /// password, v3applicationcredential or token (default: from the options given).
     #[arg(long, env = "OS_AUTH_TYPE", value_name = "TYPE")]
     pub os_auth_type: Option<String>,
     /// The user's name.
-    #[arg(long, env = "OS_USERNAME", value_name = "NAME")]
+    #[arg(
+        long,
+        short = 'I',
+        alias = "os_username",
+        env = "OS_USERNAME",
+        value_name = "NAME"
+    )]
     pub os_username: Option<String>,
     /// The user's id.
     #[arg(long, env = "OS_USER_ID", value_name = "ID")]
@@ -27,16 +39,29 @@ pub struct OsArgs {
     /// The user's password.
     #[arg(
         long,
+        short = 'K',
+        alias = "os_password",
         env = "OS_PASSWORD",
         hide_env_values = true,
         value_name = "PASSWORD"
     )]
     pub os_password: Option<String>,
     /// The project's name.
-    #[arg(long, env = "OS_PROJECT_NAME", value_name = "NAME")]
+    #[arg(
+        long,
+        short = 'T',
+        alias = "os_project_name",
+        env = "OS_PROJECT_NAME",
+        value_name = "NAME"
+    )]
     pub os_project_name: Option<String>,
     /// The project's id.
-    #[arg(long, env = "OS_PROJECT_ID", value_name = "ID")]
+    #[arg(
+        long,
+        alias = "os_project_id",
+        env = "OS_PROJECT_ID",
+        value_name = "ID"
+    )]
     pub os_project_id: Option<String>,
     /// The user's domain, by name.
     #[arg(long, env = "OS_USER_DOMAIN_NAME", value_name = "NAME")]
@@ -63,14 +88,20 @@ pub struct OsArgs {
     pub os_application_credential_secret: Option<String>,
     /// A token: used as given (with --os-auth-url, checked with Keystone and its catalog used).
     #[arg(
-        long,
+        long, short = 'A', aliases = ["os_auth_token", "auth-token", "auth_token"],
         env = "OS_AUTH_TOKEN",
         hide_env_values = true,
         value_name = "TOKEN"
     )]
     pub os_auth_token: Option<String>,
     /// The region whose image endpoint to use.
-    #[arg(long, env = "OS_REGION_NAME", value_name = "REGION")]
+    #[arg(
+        long,
+        short = 'R',
+        alias = "os_region_name",
+        env = "OS_REGION_NAME",
+        value_name = "REGION"
+    )]
     pub os_region_name: Option<String>,
     /// public, internal or admin: which image endpoint of the catalog to use.
     #[arg(long, env = "OS_INTERFACE", value_name = "INTERFACE")]
@@ -79,8 +110,17 @@ pub struct OsArgs {
     #[arg(long, env = "OS_CACERT", value_name = "FILE")]
     pub os_cacert: Option<PathBuf>,
     /// Do not verify HTTPS certificates (tests and emergencies only).
-    #[arg(long)]
+    #[arg(short = 'k', long)]
     pub insecure: bool,
+    /// glance-cache-manage's `-S`: `keystone` (the default) or `noauth` (the token as given,
+    /// or none, without Keystone).
+    #[arg(
+        short = 'S',
+        long = "os_auth_strategy",
+        value_name = "STRATEGY",
+        hide = true
+    )]
+    pub os_auth_strategy: Option<String>,
 }
 
 /// How requests are authenticated.
@@ -132,9 +172,18 @@ impl OsArgs {
     /// Who to be: a Keystone identity with `--os-cloud` or `--os-auth-url`; else the token as
     /// given; else nobody.
     pub fn auth(&self) -> Result<Auth, String> {
-        let options = if let Some(cloud) = &self.os_cloud {
+        let noauth = match self.os_auth_strategy.as_deref() {
+            None | Some("keystone") => false,
+            Some("noauth") => true,
+            Some(other) => {
+                return Err(format!(
+                    "unknown auth strategy '{other}': give -S keystone or -S noauth"
+                ))
+            }
+        };
+        let options = if let (false, Some(cloud)) = (noauth, &self.os_cloud) {
             AuthOptions::from_cloud(cloud, |key| self.get(key))
-        } else if self.os_auth_url.is_some() {
+        } else if !noauth && self.os_auth_url.is_some() {
             AuthOptions::from_lookup("the --os-* options and OS_* variables", |key| self.get(key))
         } else {
             return Ok(match &self.os_auth_token {

@@ -11,7 +11,7 @@ pub mod report;
 mod table;
 mod tool;
 
-pub use client::{ClientError, InProgress, Listing, ManageClient, Record};
+pub use client::{set_debug, ClientError, InProgress, Listing, ManageClient, Record};
 pub use identity::{Auth, OsArgs};
 pub use table::{utc_time, Table};
 pub use tool::{bind_port, run_maintenance, tool_main, Chore, ToolArgs};

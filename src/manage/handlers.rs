@@ -16,6 +16,10 @@ use crate::image_meta::ImageState;
 use crate::store::{ImageCache, StoreError};
 use crate::ImageId;
 
+/// The header naming the node that answered a management request (its
+/// `worker_self_reference_url`), where it has one.
+pub const NODE_HEADER: &str = "x-image-cache-node";
+
 /// Runs a store operation on the blocking pool; a failure becomes a 500 with its reason.
 async fn store<T>(
     cache: &ImageCache,
@@ -56,7 +60,14 @@ where
         Op::Nodes(id) => nodes(shared, inner, id).await?,
         op => manage(op, shared, prefetcher).await,
     };
-    Ok(answered.unwrap_or_else(|refusal| refusal.into_response(format)))
+    let mut answer = answered.unwrap_or_else(|refusal| refusal.into_response(format));
+    // Which node answered, so a tool given a load balancer's address can tell it is not one.
+    if let Some(node) = shared.cache.config().worker_self_reference_url.as_deref() {
+        if let Ok(value) = http::HeaderValue::from_str(node) {
+            answer.headers_mut().insert(NODE_HEADER, value);
+        }
+    }
+    Ok(answer)
 }
 
 async fn queue<S, ReqBody, ResBody, B>(
@@ -182,15 +193,17 @@ async fn manage<B>(
 ) -> Result<Answer<B>, Refusal> {
     let cache = &shared.cache;
     Ok(match op {
-        Op::List => {
+        Op::List { in_progress } => {
             let (cached, queued) =
                 store(cache, |c| Ok((c.cached_images(), c.queued_images()?))).await?;
-            let in_progress = cache.fills_in_progress();
             let queued: Vec<&str> = queued.iter().map(ImageId::as_str).collect();
-            json(
-                StatusCode::OK,
-                &serde_json::json!({ "cached_images": cached, "queued_images": queued, "in_progress": in_progress }),
-            )
+            // Exactly Glance's keys unless asked: python-glanceclient prints every key as rows.
+            let mut listing =
+                serde_json::json!({ "cached_images": cached, "queued_images": queued });
+            if in_progress {
+                listing["in_progress"] = serde_json::json!(cache.fills_in_progress());
+            }
+            json(StatusCode::OK, &listing)
         }
         Op::Queue(_) | Op::LegacyQueue(_) | Op::Delete(_) | Op::Nodes(_) => {
             unreachable!("answered with the image API")

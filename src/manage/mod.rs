@@ -2,7 +2,7 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET /v2/cache` | 200 `{"cached_images": [...], "queued_images": [...], "in_progress": [...]}` |
+//! | `GET /v2/cache` | 200 `{"cached_images": [...], "queued_images": [...]}`, exactly Glance's keys; with `?in_progress=true` (this crate's) also `"in_progress": [...]`, the fills running now |
 //! | `PUT /v2/cache/{id}` | 202, queued and the prefetcher woken; 404 unknown image, 400 not active |
 //! | `DELETE /v2/cache/{id}` | 204 (also for a known image in neither, as Glance); 404 unknown image |
 //! | `DELETE /v2/cache` | 204; `x-image-cache-clear-target`: `cache`, `queue`, `both`/empty/absent |
@@ -18,6 +18,9 @@
 //! | `GET /v2/queued_images` | 200 `{"queued_images": [...]}` |
 //! | `DELETE /v2/queued_images/{id}` | 200 `null` |
 //! | `DELETE /v2/queued_images` | 200 `{"num_deleted": n}` |
+//!
+//! Every answer names the node that gave it in [`NODE_HEADER`] when the cache's configuration
+//! has a `worker_self_reference_url`, so a tool can tell one node from a load balancer.
 //!
 //! Every route first asks the [`ManageAccess`] check (403 when denied), then checks the method
 //! (405 with `Allow`), the id (400) and that no request body was sent (400). As in Glance, a
@@ -67,6 +70,7 @@ pub use prefetch::PrefetchHandle;
 
 // The fuzz targets drive the route matcher directly.
 pub use access::{Decide, Decision, ManageAccess, RoleHeader, StaticToken};
+pub use handlers::NODE_HEADER;
 #[cfg(feature = "keystone")]
 pub use keystone_access::KeystoneAccess;
 pub use layer::{ApiThrough, CacheManageLayer, WrappedService};

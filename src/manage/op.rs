@@ -12,7 +12,10 @@ use crate::ImageId;
 /// A management request that passed policy, method, id and body checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Op {
-    List,
+    /// `GET /v2/cache`; with `?in_progress=true` (this crate's), the fills in progress too.
+    List {
+        in_progress: bool,
+    },
     Queue(ImageId),
     Delete(ImageId),
     Clear(ClearTarget),
@@ -126,7 +129,9 @@ pub(crate) fn admit(
     };
     let method = &parts.method;
     Ok(match endpoint {
-        Endpoint::Cache if method == Method::GET => Op::List,
+        Endpoint::Cache if method == Method::GET => Op::List {
+            in_progress: asks_for_in_progress(parts.uri.query()),
+        },
         Endpoint::Cache => Op::Clear(clear_target(&parts.headers)?),
         Endpoint::CacheImage(raw) if method == Method::PUT => Op::Queue(id(raw)?),
         Endpoint::CacheImage(raw) => Op::Delete(id(raw)?),
@@ -142,6 +147,15 @@ pub(crate) fn admit(
         Endpoint::QueuedImages => Op::LegacyDeleteAllQueued,
         Endpoint::QueuedImage(raw) if method == Method::PUT => Op::LegacyQueue(id(raw)?),
         Endpoint::QueuedImage(raw) => Op::LegacyDeleteQueued(id(raw)?),
+    })
+}
+
+/// Whether the query asks for the fills in progress: `in_progress=true` (or `1`, or bare).
+/// Glance's clients never send it, so what they print stays Glance's.
+fn asks_for_in_progress(query: Option<&str>) -> bool {
+    query.unwrap_or_default().split('&').any(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        key == "in_progress" && matches!(value, "" | "1" | "true" | "True" | "yes")
     })
 }
 

@@ -159,12 +159,25 @@ pub async fn log_in(url: &str, user: &str, password: &str, project: &str) -> Str
         "identity": {"methods": ["password"], "password": {"user": {
             "name": user, "domain": {"id": "default"}, "password": password}}},
         "scope": {"project": {"name": project, "domain": {"id": "default"}}}}});
-    let response = reqwest::Client::new()
-        .post(format!("{url}/auth/tokens"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    // Keystone's uWSGI has closed a connection without answering under CI's load (once, at the
+    // start of the cloud tests): a login that got no answer at all is tried again.
+    let mut attempt = 0;
+    let response = loop {
+        attempt += 1;
+        match reqwest::Client::new()
+            .post(format!("{url}/auth/tokens"))
+            .json(&body)
+            .send()
+            .await
+        {
+            Ok(response) => break response,
+            Err(err) if attempt < 5 => {
+                eprintln!("logging {user} in got no answer ({err}); trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+            }
+            Err(err) => panic!("{user} could not log in: Keystone at {url} did not answer: {err}"),
+        }
+    };
     assert_eq!(response.status(), 201, "{user} could not log in");
     response.headers()["x-subject-token"]
         .to_str()
@@ -419,9 +432,17 @@ pub fn run_output(command: &mut Command) -> (bool, String) {
 }
 
 /// Registers `url` as the catalog's public and internal image endpoint in RegionOne.
-pub async fn register_image_endpoint(keystone: &str, url: &str) {
+pub async fn register_image_endpoint(keystone: &str, url: &str, region: &str) {
     let token = log_in(keystone, "admin", ADMIN_PASSWORD, "admin").await;
     let http = reqwest::Client::new();
+    if region != "RegionOne" {
+        post_json(
+            &format!("{keystone}/regions"),
+            &token,
+            json!({"region": {"id": region}}),
+        )
+        .await;
+    }
     let service = post_json(
         &format!("{keystone}/services"),
         &token,
@@ -433,7 +454,7 @@ pub async fn register_image_endpoint(keystone: &str, url: &str) {
         let response = http
             .post(format!("{keystone}/endpoints"))
             .header("x-auth-token", &token)
-            .json(&json!({"endpoint": {"service_id": service, "interface": interface, "region_id": "RegionOne", "url": url}}))
+            .json(&json!({"endpoint": {"service_id": service, "interface": interface, "region_id": region, "url": url}}))
             .send()
             .await
             .unwrap();
