@@ -50,6 +50,16 @@ fn fill(cache: &ImageCache, name: &str, len: usize) {
 }
 
 /// Reads the image whole from the cache: one hit.
+/// The value of the unlabelled gauge `name` in a metrics text.
+fn gauge(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+        .parse()
+        .unwrap()
+}
+
 async fn hit(cache: &ImageCache, name: &str) {
     let mut reader = cache.open_for_read(&id(name)).unwrap().expect("cached");
     while let Some(chunk) = reader.next_chunk().await {
@@ -258,6 +268,14 @@ async fn an_outage_is_survived_and_converged(server: Server) {
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(cache.is_cached(&id("during")));
     assert_eq!(cache.fleet_reachable(), Some(false));
+    // The metrics an alert reads: the database down, the changes waiting for seconds.
+    let metrics = cache.render_metrics().unwrap();
+    assert!(
+        metrics.contains("image_cache_central_database_up 0\n"),
+        "{metrics}"
+    );
+    let lag = gauge(&metrics, "image_cache_replication_lag_seconds");
+    assert!(lag >= 3.0, "lag {lag} s after 4 s down:\n{metrics}");
     let port = format!(":{}/", proxy.port);
     let said = logs.text();
     let outages = said
@@ -276,6 +294,12 @@ async fn an_outage_is_survived_and_converged(server: Server) {
     .await;
     eventually("reachable again", async || {
         cache.fleet_reachable() == Some(true)
+    })
+    .await;
+    eventually("the lag back to zero", async || {
+        let metrics = cache.render_metrics().unwrap();
+        metrics.contains("image_cache_central_database_up 1\n")
+            && gauge(&metrics, "image_cache_replication_lag_seconds") == 0.0
     })
     .await;
     let said = logs.text();

@@ -5,6 +5,7 @@ mod database;
 mod error;
 mod files;
 mod ini;
+mod logging;
 mod options;
 mod server;
 
@@ -14,6 +15,7 @@ pub use files::database_connection;
 #[cfg(feature = "keystone")]
 pub(crate) use ini::{read_files, read_section, Setting};
 pub use ini::{with_glance_files, GLANCE_FILES};
+pub use logging::LogOptions;
 pub(crate) use options::{db_name_problem, INCOMPLETE_DIR, INVALID_DIR};
 pub use options::{
     CacheConfig, IndexDriverKind, DEFAULT_DB_CACHE_CAPACITY, DEFAULT_DB_NAME, DEFAULT_MAX_SIZE,

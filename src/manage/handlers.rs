@@ -286,7 +286,10 @@ where
     };
     let response = match sent? {
         Ok(response) => response,
-        Err(reason) => return Ok(Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, reason))),
+        Err(reason) => {
+            shared.cache.metrics().keystone_failure("service_login");
+            return Ok(Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, reason)));
+        }
     };
     let status = response.status();
     if status == StatusCode::NOT_FOUND {

@@ -158,10 +158,14 @@ impl ManageAccess for KeystoneAccess {
                         .into(),
                 ),
                 Err(err) => {
-                    tracing::warn!(error = %err, "a management request's token could not be checked");
-                    Decision::Unavailable(format!(
-                        "the token cannot be checked now: {err}; try again later"
-                    ))
+                    // The caller is told what happened; where Keystone is and why it failed
+                    // are the operator's, in the log.
+                    tracing::warn!(error = %err, "a management request's token could not be checked with Keystone");
+                    Decision::Unavailable(
+                        "The token cannot be checked now: the identity service does not answer. \
+                         Try again later."
+                            .into(),
+                    )
                 }
             }
         })

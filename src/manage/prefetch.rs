@@ -185,6 +185,7 @@ async fn check_suspects<S, ReqBody, ResBody>(
         let status = match settings.identity.send(service.clone(), build).await {
             Ok(Ok(response)) => response.status(),
             Ok(Err(reason)) => {
+                cache.metrics().keystone_failure("service_login");
                 tracing::warn!(image = %id, %reason, "cannot ask the image API whether a cached image still exists");
                 continue;
             }
@@ -278,7 +279,8 @@ where
             let limit = settings.response_timeout.unwrap_or_default().as_secs_f64();
             format!("the image API did not answer within {limit} s (upstream_response_timeout)")
         })?
-        .map_err(|err| format!("the image API failed: {}", err.into()))??;
+        .map_err(|err| format!("the image API failed: {}", err.into()))?
+        .inspect_err(|_| cache.metrics().keystone_failure("service_login"))?;
     if response.status() != StatusCode::OK {
         return Err(format!("the image API answered {}", response.status()));
     }

@@ -150,6 +150,9 @@ where
         let (shared, wake) = (Arc::clone(&self.shared), self.worker.handle.clone());
         ResponseFuture::cache(Box::pin(async move {
             let decision = decision.await;
+            if let crate::manage::Decision::Unavailable(_) = decision {
+                shared.cache.metrics().keystone_failure("token_validation");
+            }
             let endpoint = Endpoint::parse(parts.uri.path()).expect("parsed above");
             if let Some(refusal) = refusal(&decision, &parts.method) {
                 let hidden =

@@ -80,12 +80,13 @@ fn in_block(addr: IpAddr, block: IpAddr, bits: u8) -> bool {
 /// trusted proxy, its `X-Forwarded-For` is kept (the peer appended), and its `-Proto` and
 /// `-Host` win; from anyone else, what it sent in them is dropped. `Forwarded` is always
 /// dropped: oslo.middleware prefers it and keeps the quotes RFC 7239 puts around `host:port`.
+/// Returns the `X-Forwarded-For` chain a trusted proxy sent, for the access log.
 pub(crate) fn at_the_edge(
     headers: &mut HeaderMap,
     peer: SocketAddr,
     tls: bool,
     trusted: &TrustedProxies,
-) {
+) -> Option<String> {
     headers.remove(FORWARDED);
     let peer_ip = canonical(peer.ip());
     let believed = trusted.contains(peer_ip);
@@ -99,7 +100,7 @@ pub(crate) fn at_the_edge(
             sent.join(", ")
         })
         .filter(|chain| !chain.trim().is_empty());
-    let value = match chain {
+    let value = match &chain {
         Some(chain) => format!("{chain}, {peer_ip}"),
         None => peer_ip.to_string(),
     };
@@ -127,6 +128,7 @@ pub(crate) fn at_the_edge(
             }
         }
     }
+    chain
 }
 
 #[cfg(test)]

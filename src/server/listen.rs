@@ -26,8 +26,10 @@ use tokio::time::Sleep;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+use super::access_log::Arrival;
 use super::forwarded::{at_the_edge, TrustedProxies};
 use crate::error_page::{ErrorFormat, Refusal};
+use crate::ImageCache;
 
 /// What a client may take of the node.
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +47,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     acceptor: Option<TlsAcceptor>,
     app: Router,
+    cache: ImageCache,
     trusted: TrustedProxies,
     limits: ClientLimits,
     stop: impl Future<Output = ()>,
@@ -81,6 +84,7 @@ pub(crate) async fn serve(
         }
         let connection = Connection {
             app: app.clone(),
+            cache: cache.clone(),
             trusted: Arc::clone(&trusted),
             peer,
             tls: acceptor.is_some(),
@@ -133,6 +137,8 @@ impl Drop for Counted {
 
 struct Connection {
     app: Router,
+    /// Whose histograms the requests' timings go to.
+    cache: ImageCache,
     trusted: Arc<TrustedProxies>,
     peer: SocketAddr,
     tls: bool,
@@ -148,6 +154,7 @@ impl Connection {
     {
         let Connection {
             app,
+            cache,
             trusted,
             peer,
             tls,
@@ -155,14 +162,16 @@ impl Connection {
             limits,
         } = self;
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-            let app = app.clone();
+            let (app, cache) = (app.clone(), cache.clone());
             let trusted = Arc::clone(&trusted);
             async move {
+                let forwarded_for = at_the_edge(request.headers_mut(), peer, tls, &trusted);
+                let arrival = Arrival::new(&request, peer.ip(), forwarded_for);
                 if over {
-                    return Ok(busy(&request));
+                    return Ok(arrival.answered(&cache, busy(&request)));
                 }
-                at_the_edge(request.headers_mut(), peer, tls, &trusted);
-                app.oneshot(request.map(Body::new)).await
+                let response = app.oneshot(request.map(Body::new)).await;
+                response.map(|response| arrival.answered(&cache, response))
             }
         });
         let mut builder = http1::Builder::new();

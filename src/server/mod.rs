@@ -2,8 +2,10 @@
 //!
 //! Internals of the binary, not a stable API.
 
+mod access_log;
 mod forwarded;
 mod listen;
+mod logging;
 mod options;
 mod run;
 mod tls;

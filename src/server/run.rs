@@ -23,14 +23,15 @@ const ROLLBACK_WAIT: Duration = Duration::from_secs(30);
 
 /// The whole of `image-cache-server`'s `main`.
 pub fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let args = ServerArgs::parse();
+    let logging =
+        crate::config::LogOptions::from_files(crate::config::with_glance_files(&args.config_files))
+            .map_err(|err| err.to_string())
+            .and_then(|options| super::logging::init(&options));
+    if let Err(reason) = logging {
+        eprintln!("image-cache-server: {reason}");
+        return ExitCode::FAILURE;
+    }
     let settings = match args.resolve() {
         Ok(settings) => settings,
         Err(reason) => {
@@ -71,6 +72,7 @@ pub fn main() -> ExitCode {
 /// Serves until SIGTERM or SIGINT, then stops accepting and gives requests in flight the grace
 /// period; returns the cache, for the caller to close once the runtime has stopped.
 async fn serve(settings: ServerSettings) -> Result<ImageCache, String> {
+    super::logging::reopen_on_sighup();
     let dir = settings.cache.image_cache_dir.clone();
     let config = settings.cache.clone();
     let cache = tokio::task::spawn_blocking(move || ImageCache::open(config))
@@ -174,8 +176,18 @@ async fn serve(settings: ServerSettings) -> Result<ImageCache, String> {
         client_timeout: settings.client_timeout,
     };
     let trusted = settings.trusted_proxies.clone();
+    let cache_for_log = cache.clone();
     let server = async move {
-        super::listen::serve(listener, acceptor, app, trusted, limits, stop).await;
+        super::listen::serve(
+            listener,
+            acceptor,
+            app,
+            cache_for_log,
+            trusted,
+            limits,
+            stop,
+        )
+        .await;
         Ok::<(), std::io::Error>(())
     };
     let grace = settings.shutdown_grace;

@@ -173,6 +173,9 @@ impl Upstream {
                 Ok(self.timed_out(&parts.method, &path, "response", limit))
             }
             Some(Ok(response)) => {
+                if let (Some(cache), true) = (&self.cache, response.status().is_server_error()) {
+                    cache.metrics().upstream_error("status_5xx");
+                }
                 let idle = self.timeouts.idle;
                 let cache = self.cache.clone();
                 let upstream = self.base.to_string();
@@ -188,12 +191,20 @@ impl Upstream {
                 Ok(self.timed_out(&parts.method, &path, "connect", limit))
             }
             Some(Err(err)) => {
+                let kind = if err.is_connect() {
+                    "connect"
+                } else {
+                    "connection"
+                };
+                if let Some(cache) = &self.cache {
+                    cache.metrics().upstream_error(kind);
+                }
                 let cause = error_chain(&err);
-                tracing::warn!(upstream = %self.base, %cause, "the upstream image API could not be reached");
-                Ok(bad_gateway(&format!(
-                    "the upstream image API at {} could not be reached: {cause}",
-                    self.base
-                )))
+                tracing::warn!(upstream = %self.base, %cause, kind, method = %parts.method, path, "the upstream image API could not be reached; answering 502");
+                // The caller is told what failed, not where the node's upstream is.
+                Ok(bad_gateway(
+                    "The image API behind this node could not be reached. Try again later.",
+                ))
             }
         }
     }

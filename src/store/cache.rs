@@ -288,20 +288,6 @@ impl ImageCache {
         self.inner.fills.settled(id).await;
     }
 
-    /// What the cache has done and holds, in the Prometheus text format (counters of responses,
-    /// bytes, fills by outcome, followers, prunes and cleans; gauges of size, limit, images and
-    /// queue), for a `/metrics` route. Reads the queue from the index: call it off the runtime.
-    pub fn render_metrics(&self) -> Result<String, StoreError> {
-        let queued = self.queued_images()?.len();
-        let catalog = &self.inner.catalog;
-        Ok(self.inner.metrics.render(
-            catalog.total_size(),
-            self.inner.config.image_cache_max_size,
-            catalog.len(),
-            queued,
-        ))
-    }
-
     /// The cache's counters, for the layers to count into.
     pub(crate) fn metrics(&self) -> &CacheMetrics {
         &self.inner.metrics

@@ -328,6 +328,23 @@ pub(crate) fn parse_time(text: &str) -> Option<f64> {
     Some(time.and_utc().timestamp_micros() as f64 / 1e6)
 }
 
+/// An id longer than Glance's tables hold: logged (once per id, for the first thousand), and
+/// kept out of the database.
+pub(crate) fn too_long(id: &crate::ImageId) {
+    static WARNED: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashSet<crate::ImageId>>,
+    > = std::sync::OnceLock::new();
+    let mut warned = crate::sync::lock(WARNED.get_or_init(std::sync::Mutex::default));
+    if warned.len() < 1000 && warned.insert(id.clone()) {
+        tracing::warn!(
+            image = %id,
+            max = MAX_IMAGE_ID,
+            "this image id is longer than Glance's central tables hold; it is cached on this \
+             node only, never listed in the central database"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,6 +41,7 @@ pub struct FillWriter {
     written: u64,
     /// Whether the fill's end was counted in the metrics.
     counted: bool,
+    started: std::time::Instant,
 }
 
 impl fmt::Debug for FillWriter {
@@ -88,6 +89,7 @@ impl ImageCache {
         let file = inner.io.create(&path).map_err(undo)?;
         let digests = Digests::start(&expected).map_err(undo)?;
         inner.metrics.fill_started();
+        tracing::info!(image = %id, expected_size = expected.size, "fill started");
         Ok(FillWriter {
             cache: Arc::clone(inner),
             id: id.clone(),
@@ -97,6 +99,7 @@ impl ImageCache {
             digests: Some(digests),
             written: 0,
             counted: false,
+            started: std::time::Instant::now(),
         })
     }
 }
@@ -274,9 +277,20 @@ impl FillWriter {
 
     /// Counts how the fill ended, once (the first word stands, as for its readers).
     fn count_end(&mut self, failure: Option<&'static str>) {
-        if !self.counted {
-            self.counted = true;
-            self.cache.metrics.fill_ended(failure);
+        if self.counted {
+            return;
+        }
+        self.counted = true;
+        let seconds = self.started.elapsed().as_secs_f64();
+        let size = self.written;
+        self.cache.metrics.fill_ended(failure, seconds, size);
+        let mb_per_s = format!("{:.1}", size as f64 / 1e6 / seconds.max(1e-6));
+        let seconds = format!("{seconds:.3}");
+        match failure {
+            None => tracing::info!(image = %self.id, size, seconds, mb_per_s, "fill committed"),
+            Some(reason) => {
+                tracing::info!(image = %self.id, reason, written = size, seconds, "fill ended uncommitted")
+            }
         }
     }
 

@@ -43,6 +43,7 @@
 //! | `catalog.rs` | the in-memory mirror of the index, ordered writes, hit counters |
 //! | `progress.rs` | running fills and how they end ([`FillEnd`], [`FillOutcome`]) |
 //! | `housekeeping.rs` | the background thread (hit flushes, prunes) |
+//! | `live_metrics.rs` | `/metrics`: the counters, and the gauges read when scraped |
 //! | `reconcile.rs` | index ↔ files at open |
 //! | `open_index.rs` | opening the index `image_cache_driver` names; a node's fleet link |
 //! | `cache.rs` | [`ImageCache`]: open, lookups, deletes |
@@ -89,6 +90,7 @@ mod follow;
 mod fs;
 mod housekeeping;
 mod layout;
+mod live_metrics;
 mod maintenance;
 #[cfg(test)]
 pub(crate) mod memory_driver;

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use super::central_db::CentralDb;
-use super::central_sql::{fits_the_tables, MAX_IMAGE_ID};
+use super::central_sql::{fits_the_tables, too_long};
 use super::clock::now;
 use super::converge::converge;
 use super::driver::IndexRecord;
@@ -73,6 +73,8 @@ struct Pending {
     changes: HashMap<ImageId, Option<IndexRecord>>,
     /// Deleted images to announce, with the time.
     announcements: Vec<(ImageId, f64)>,
+    /// Since when something gathered waits to be written (the replication lag).
+    since: Option<Instant>,
 }
 
 /// What the loop knows between rounds.
@@ -133,9 +135,16 @@ impl Replicator {
         if !fits_the_tables(id) {
             return too_long(id);
         }
+        let mut pending = lock(&self.shared.pending);
+        pending.changes.insert(id.clone(), record);
+        pending.since.get_or_insert_with(Instant::now);
+    }
+
+    /// How long the oldest change not yet in the central database has waited (zero: none).
+    pub(crate) fn lag(&self) -> Duration {
         lock(&self.shared.pending)
-            .changes
-            .insert(id.clone(), record);
+            .since
+            .map_or(Duration::ZERO, |since| since.elapsed())
     }
 
     /// Asks for the gathered changes to be written now.
@@ -148,9 +157,10 @@ impl Replicator {
         if !fits_the_tables(id) {
             return too_long(id);
         }
-        lock(&self.shared.pending)
-            .announcements
-            .push((id.clone(), now()));
+        let mut pending = lock(&self.shared.pending);
+        pending.announcements.push((id.clone(), now()));
+        pending.since.get_or_insert_with(Instant::now);
+        drop(pending);
         self.nudge();
     }
 
@@ -216,8 +226,13 @@ impl Shared {
             if stopping && down {
                 break;
             }
+            let started = Instant::now();
             match self.round(&mut session).await {
                 Ok(()) => {
+                    let mut pending = lock(&self.pending);
+                    let written = pending.changes.is_empty() && pending.announcements.is_empty();
+                    pending.since = (!written).then_some(started);
+                    drop(pending);
                     if down {
                         tracing::info!(
                             database = %self.db.url(),
@@ -367,21 +382,5 @@ impl Shared {
                 .map_err(|err| err.to_string())?;
         }
         Ok(())
-    }
-}
-
-/// An id longer than Glance's tables hold: logged (once per id, for the first thousand), and
-/// kept out of the database.
-fn too_long(id: &ImageId) {
-    static WARNED: std::sync::OnceLock<Mutex<std::collections::HashSet<ImageId>>> =
-        std::sync::OnceLock::new();
-    let mut warned = lock(WARNED.get_or_init(Mutex::default));
-    if warned.len() < 1000 && warned.insert(id.clone()) {
-        tracing::warn!(
-            image = %id,
-            max = MAX_IMAGE_ID,
-            "this image id is longer than Glance's central tables hold; it is cached on this \
-             node only, never listed in the central database"
-        );
     }
 }

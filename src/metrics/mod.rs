@@ -1,16 +1,20 @@
-//! [`CacheMetrics`]: what a cache has done, as Prometheus counters and gauges.
+//! [`CacheMetrics`]: what a cache has done, as Prometheus counters, gauges and histograms.
 //!
-//! Every `ImageCache` has its own (the layers, the management routes and
-//! the prefetcher sharing it count into it); `ImageCache::render_metrics`
-//! writes them in the Prometheus text format for a `/metrics` route.
+//! Every `ImageCache` has its own (the layers, the management routes and the prefetcher sharing
+//! it count into it); `ImageCache::render_metrics` writes them in the OpenMetrics text format
+//! for a `/metrics` route, and `ImageCache::register_metrics` adds them to an application's own
+//! `prometheus_client` registry.
+
+mod timing;
 
 use std::fmt;
 
-use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+pub(crate) use timing::{status_label, Timings};
 
 type Labels = Vec<(&'static str, &'static str)>;
 
@@ -25,13 +29,14 @@ pub(crate) enum Served {
     Bypass(&'static str),
 }
 
-/// The counters and gauges of one cache.
+/// The counters and histograms of one cache (its gauges are read when the metrics are
+/// encoded, by the store's collector).
 pub(crate) struct CacheMetrics {
-    registry: Registry,
     responses: Family<Labels, Counter>,
     // The counters the hit path moves, looked up once: a hit, a chunk never builds a label set.
     hits: Counter,
     misses: Counter,
+    bytes: Family<Labels, Counter>,
     bytes_from_cache: Counter,
     bytes_from_upstream: Counter,
     fills_started: Counter,
@@ -39,15 +44,18 @@ pub(crate) struct CacheMetrics {
     followers: Counter,
     removed: Family<Labels, Counter>,
     removed_bytes: Counter,
-    size_bytes: Gauge,
-    max_size_bytes: Gauge,
-    images: Gauge,
-    queued: Gauge,
     health_probes: Counter,
     upstream_timeouts: Family<Labels, Counter>,
+    upstream_errors: Family<Labels, Counter>,
     resumes: Family<Labels, Counter>,
     fills_declined: Family<Labels, Counter>,
     authorization: Family<Labels, Counter>,
+    keystone_failures: Family<Labels, Counter>,
+    fill_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    fill_size: Histogram,
+    /// Request duration and time to first byte, by cache status (the server's front records
+    /// them; a library user's own middleware may too, through `ImageCache::observe_request`).
+    pub(crate) timings: Timings,
 }
 
 impl fmt::Debug for CacheMetrics {
@@ -56,127 +64,136 @@ impl fmt::Debug for CacheMetrics {
     }
 }
 
+/// Fill durations, in seconds: from a small image on a LAN to a large one over a WAN.
+const FILL_SECONDS: [f64; 13] = [
+    0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+
+fn fill_duration_histogram() -> Histogram {
+    Histogram::new(FILL_SECONDS)
+}
+
 impl Default for CacheMetrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("image_cache");
         let responses = Family::<Labels, Counter>::default();
-        registry.register(
-            "responses",
-            "Responses on image download routes: hit, miss, or bypass with its reason",
-            responses.clone(),
-        );
         let bytes = Family::<Labels, Counter>::default();
-        registry.register(
-            "bytes",
-            "Image bytes sent to clients from the cache, and read from the wrapped service for fills",
-            bytes.clone(),
-        );
-        let fills_started = Counter::default();
-        registry.register(
-            "fills_started",
-            "Fills begun (one upstream read each)",
-            fills_started.clone(),
-        );
-        let fills = Family::<Labels, Counter>::default();
-        registry.register(
-            "fills",
-            "Fills ended: committed, or failed with the reason",
-            fills.clone(),
-        );
-        let followers = Counter::default();
-        registry.register(
-            "followers",
-            "Downloads served by following a fill in progress instead of a read of their own",
-            followers.clone(),
-        );
-        let removed = Family::<Labels, Counter>::default();
-        registry.register(
-            "removed_files",
-            "Files removed by prune (images), and by clean (invalid and stalled fills)",
-            removed.clone(),
-        );
-        let removed_bytes = Counter::default();
-        registry.register(
-            "pruned_bytes",
-            "Bytes of the images prune removed",
-            removed_bytes.clone(),
-        );
-        let size_bytes = Gauge::default();
-        registry.register(
-            "size_bytes",
-            "Bytes of the committed images",
-            size_bytes.clone(),
-        );
-        let max_size_bytes = Gauge::default();
-        registry.register(
-            "max_size_bytes",
-            "image_cache_max_size",
-            max_size_bytes.clone(),
-        );
-        let images = Gauge::default();
-        registry.register("images", "Committed images", images.clone());
-        let queued = Gauge::default();
-        registry.register(
-            "queued_images",
-            "Images queued for the prefetcher",
-            queued.clone(),
-        );
-        let health_probes = Counter::default();
-        registry.register(
-            "health_probes",
-            "Disk and index probes of the health check (at most one every few seconds)",
-            health_probes.clone(),
-        );
-        let upstream_timeouts = Family::<Labels, Counter>::default();
-        registry.register(
-            "upstream_timeouts",
-            "Upstream requests that timed out, by phase (connect, response, idle)",
-            upstream_timeouts.clone(),
-        );
-        let resumes = Family::<Labels, Counter>::default();
-        registry.register(
-            "fill_resumes",
-            "Fills asked again with Range after their upstream body was cut, by how the upstream answered",
-            resumes.clone(),
-        );
-        let fills_declined = Family::<Labels, Counter>::default();
-        registry.register(
-            "fills_declined",
-            "Misses served through without caching because of an admission limit, by limit",
-            fills_declined.clone(),
-        );
-        let authorization = Family::<Labels, Counter>::default();
-        registry.register(
-            "authorization_decisions",
-            "Access checks of downloads: asked upstream, reused from memory, or admitted stale while the upstream failed",
-            authorization.clone(),
-        );
         CacheMetrics {
-            registry,
-            health_probes,
-            upstream_timeouts,
-            resumes,
-            fills_declined,
-            authorization,
             hits: responses.get_or_create_owned(&vec![("status", "hit")]),
             misses: responses.get_or_create_owned(&vec![("status", "miss")]),
             bytes_from_cache: bytes.get_or_create_owned(&vec![("source", "cache")]),
             bytes_from_upstream: bytes.get_or_create_owned(&vec![("source", "upstream")]),
             responses,
-            fills_started,
-            fills,
-            followers,
-            removed,
-            removed_bytes,
-            size_bytes,
-            max_size_bytes,
-            images,
-            queued,
+            bytes,
+            fills_started: Counter::default(),
+            fills: Family::default(),
+            followers: Counter::default(),
+            removed: Family::default(),
+            removed_bytes: Counter::default(),
+            health_probes: Counter::default(),
+            upstream_timeouts: Family::default(),
+            upstream_errors: Family::default(),
+            resumes: Family::default(),
+            fills_declined: Family::default(),
+            authorization: Family::default(),
+            keystone_failures: Family::default(),
+            fill_duration: Family::new_with_constructor(fill_duration_histogram),
+            // 1 MiB to 64 GiB, by fours.
+            fill_size: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                1024.0 * 1024.0,
+                4.0,
+                9,
+            )),
+            timings: Timings::default(),
         }
     }
 }
 
 impl CacheMetrics {
+    /// Adds every counter and histogram to `registry` (shared: they go on counting there).
+    pub(crate) fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "responses",
+            "Responses on image download routes: hit, miss, or bypass with its reason",
+            self.responses.clone(),
+        );
+        registry.register(
+            "bytes",
+            "Image bytes sent to clients from the cache, and read from the wrapped service for fills",
+            self.bytes.clone(),
+        );
+        registry.register(
+            "fills_started",
+            "Fills begun (one upstream read each)",
+            self.fills_started.clone(),
+        );
+        registry.register(
+            "fills",
+            "Fills ended: committed, or failed with the reason",
+            self.fills.clone(),
+        );
+        registry.register(
+            "fill_duration_seconds",
+            "How long fills took, from the first byte asked to the commit or the failure, by outcome",
+            self.fill_duration.clone(),
+        );
+        registry.register(
+            "fill_size_bytes",
+            "Sizes of the images fills committed",
+            self.fill_size.clone(),
+        );
+        registry.register(
+            "followers",
+            "Downloads served by following a fill in progress instead of a read of their own",
+            self.followers.clone(),
+        );
+        registry.register(
+            "removed_files",
+            "Files removed by prune (images), and by clean (invalid and stalled fills)",
+            self.removed.clone(),
+        );
+        registry.register(
+            "pruned_bytes",
+            "Bytes of the images prune removed",
+            self.removed_bytes.clone(),
+        );
+        registry.register(
+            "health_probes",
+            "Disk and index probes of the health check (at most one every few seconds)",
+            self.health_probes.clone(),
+        );
+        registry.register(
+            "upstream_timeouts",
+            "Upstream requests that timed out, by phase (connect, response, idle)",
+            self.upstream_timeouts.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Upstream requests that failed, by kind (connect, connection, status_5xx, timeout)",
+            self.upstream_errors.clone(),
+        );
+        registry.register(
+            "fill_resumes",
+            "Fills asked again with Range after their upstream body was cut, by how the upstream answered",
+            self.resumes.clone(),
+        );
+        registry.register(
+            "fills_declined",
+            "Misses served through without caching because of an admission limit, by limit",
+            self.fills_declined.clone(),
+        );
+        registry.register(
+            "authorization_decisions",
+            "Access checks of downloads: asked upstream, reused from memory, or admitted stale while the upstream failed",
+            self.authorization.clone(),
+        );
+        registry.register(
+            "keystone_failures",
+            "Keystone checks that could not be made (Keystone unreachable or failing), by check",
+            self.keystone_failures.clone(),
+        );
+        self.timings.register(registry);
+    }
+
     pub(crate) fn served(&self, served: Served) {
         match served {
             Served::Hit => self.hits.inc(),
@@ -200,13 +217,39 @@ impl CacheMetrics {
         self.fills_started.inc();
     }
 
-    /// A fill ended: `None` when it committed, else why it did not.
-    pub(crate) fn fill_ended(&self, failure: Option<&'static str>) {
+    /// A fill ended after `seconds` with `size` bytes written: `None` when it committed, else
+    /// why it did not.
+    pub(crate) fn fill_ended(&self, failure: Option<&'static str>, seconds: f64, size: u64) {
         let labels = match failure {
             None => vec![("outcome", "committed")],
             Some(reason) => vec![("outcome", "failed"), ("reason", reason)],
         };
         self.fills.get_or_create(&labels).inc();
+        let outcome = if failure.is_none() {
+            "committed"
+        } else {
+            "failed"
+        };
+        self.fill_duration
+            .get_or_create(&vec![("outcome", outcome)])
+            .observe(seconds);
+        if failure.is_none() {
+            self.fill_size.observe(size as f64);
+        }
+    }
+
+    /// An upstream request failed: `kind` is `connect`, `connection`, `status_5xx` or `timeout`.
+    pub(crate) fn upstream_error(&self, kind: &'static str) {
+        self.upstream_errors
+            .get_or_create(&vec![("kind", kind)])
+            .inc();
+    }
+
+    /// A Keystone `check` (`token_validation`, `service_login`) could not be made.
+    pub(crate) fn keystone_failure(&self, check: &'static str) {
+        self.keystone_failures
+            .get_or_create(&vec![("check", check)])
+            .inc();
     }
 
     pub(crate) fn followed(&self) {
@@ -238,6 +281,7 @@ impl CacheMetrics {
         self.upstream_timeouts
             .get_or_create(&vec![("phase", phase)])
             .inc();
+        self.upstream_error("timeout");
     }
 
     /// A fill asked its upstream again from the byte it had; `answer` is how it was met
@@ -259,17 +303,5 @@ impl CacheMetrics {
         self.authorization
             .get_or_create(&vec![("decision", decided)])
             .inc();
-    }
-
-    /// The text exposition, with the gauges set to the values given now.
-    pub(crate) fn render(&self, size: u64, max_size: u64, images: usize, queued: usize) -> String {
-        let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
-        self.size_bytes.set(gauge(size));
-        self.max_size_bytes.set(gauge(max_size));
-        self.images.set(gauge(images as u64));
-        self.queued.set(gauge(queued as u64));
-        let mut text = String::new();
-        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
-        text
     }
 }
