@@ -32,7 +32,7 @@ async fn downloads_and_fills_log_inside_the_request_span() {
     assert!(answered[1].contains("cache_status=\"HIT\""), "{text}");
     let cached = lines
         .iter()
-        .find(|l| l.contains("image cached"))
+        .find(|l| l.contains("fill committed"))
         .unwrap_or_else(|| panic!("no fill outcome in:\n{text}"));
     assert!(
         cached.contains(" INFO image_request{image=img method=GET}"),

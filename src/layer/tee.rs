@@ -201,7 +201,8 @@ async fn write_fill(
     let ended = tokio::task::spawn_blocking(move || {
         span.in_scope(|| match ending {
             Outcome::Complete => match writer.finish() {
-                Ok(record) => tracing::info!(image = %id, size = record.size, "image cached"),
+                // The store logs the commit, with its duration and rate.
+                Ok(record) => tracing::debug!(image = %id, size = record.size, "image cached"),
                 Err(err) => tracing::warn!(image = %id, %err, "image not cached"),
             },
             Outcome::Failed(reason) => writer.abort(&reason),

@@ -73,10 +73,22 @@ fn fill_duration_histogram() -> Histogram {
     Histogram::new(FILL_SECONDS)
 }
 
+/// Label sets shown at zero from the start, so that `rate()` and alerts see them before the
+/// first failure.
+fn at_zero(label: &'static str, values: &[&'static str]) -> Family<Labels, Counter> {
+    let family = Family::<Labels, Counter>::default();
+    for value in values {
+        drop(family.get_or_create(&vec![(label, *value)]));
+    }
+    family
+}
+
 impl Default for CacheMetrics {
     fn default() -> Self {
         let responses = Family::<Labels, Counter>::default();
         let bytes = Family::<Labels, Counter>::default();
+        let fills = Family::<Labels, Counter>::default();
+        drop(fills.get_or_create(&vec![("outcome", "committed")]));
         CacheMetrics {
             hits: responses.get_or_create_owned(&vec![("status", "hit")]),
             misses: responses.get_or_create_owned(&vec![("status", "miss")]),
@@ -85,17 +97,17 @@ impl Default for CacheMetrics {
             responses,
             bytes,
             fills_started: Counter::default(),
-            fills: Family::default(),
+            fills,
             followers: Counter::default(),
             removed: Family::default(),
             removed_bytes: Counter::default(),
             health_probes: Counter::default(),
-            upstream_timeouts: Family::default(),
-            upstream_errors: Family::default(),
+            upstream_timeouts: at_zero("phase", &["connect", "response", "idle"]),
+            upstream_errors: at_zero("kind", &["connect", "connection", "status_5xx", "timeout"]),
             resumes: Family::default(),
             fills_declined: Family::default(),
             authorization: Family::default(),
-            keystone_failures: Family::default(),
+            keystone_failures: at_zero("check", &["token_validation", "service_login"]),
             fill_duration: Family::new_with_constructor(fill_duration_histogram),
             // 1 MiB to 64 GiB, by fours.
             fill_size: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(

@@ -110,12 +110,17 @@ impl Drop for Record {
             status = self.status,
             cache_status = self.cache_status.as_deref().unwrap_or("-"),
             bytes = self.bytes,
-            seconds = format_args!("{seconds:.3}"),
-            first_byte_seconds = format_args!("{:.3}", self.first_byte),
+            seconds = millis(seconds),
+            first_byte_seconds = millis(self.first_byte),
             request_id = self.request_id.as_deref().unwrap_or("-"),
             outcome = self.ended.unwrap_or("aborted"),
         );
     }
+}
+
+/// Seconds to the millisecond, as a number (JSON lines keep it one).
+fn millis(seconds: f64) -> f64 {
+    (seconds * 1000.0).round() / 1000.0
 }
 
 /// A response body that counts what it sends, for its [`Record`].

@@ -284,8 +284,8 @@ impl FillWriter {
         let seconds = self.started.elapsed().as_secs_f64();
         let size = self.written;
         self.cache.metrics.fill_ended(failure, seconds, size);
-        let mb_per_s = format!("{:.1}", size as f64 / 1e6 / seconds.max(1e-6));
-        let seconds = format!("{seconds:.3}");
+        let mb_per_s = (size as f64 / 1e6 / seconds.max(1e-6) * 10.0).round() / 10.0;
+        let seconds = (seconds * 1000.0).round() / 1000.0;
         match failure {
             None => tracing::info!(image = %self.id, size, seconds, mb_per_s, "fill committed"),
             Some(reason) => {

@@ -110,6 +110,20 @@ impl Collector for CacheGauges {
             let help = "Images queued for the prefetcher";
             gauge(e, "queued_images", help, whole(queued.len()))?;
         }
+        // The filesystem under image_cache_dir: what the cache may still grow into.
+        if let Ok(fs) = rustix::fs::statvfs(&inner.layout.base) {
+            let block = fs.f_frsize.max(1);
+            let help = "Bytes available to the cache's user on the filesystem of image_cache_dir";
+            let avail = whole(fs.f_bavail.saturating_mul(block));
+            gauge(e, "filesystem_avail_bytes", help, avail)?;
+            let help = "Size in bytes of the filesystem of image_cache_dir";
+            gauge(
+                e,
+                "filesystem_size_bytes",
+                help,
+                whole(fs.f_blocks.saturating_mul(block)),
+            )?;
+        }
         let filling = whole(inner.fills.progress().len());
         gauge(e, "fills_in_progress", "Fills running now", filling)?;
         #[cfg(feature = "centralized-db")]
@@ -153,7 +167,7 @@ impl Collector for ProcessGauges {
                 rest.trim()
                     .trim_end_matches("kB")
                     .trim()
-                    .parse::<f64>()
+                    .parse::<i64>()
                     .ok()
             });
         if let Some(kb) = rss_kb {
@@ -162,7 +176,7 @@ impl Collector for ProcessGauges {
                 &mut encoder,
                 "process_resident_memory_bytes",
                 help,
-                kb * 1024.0,
+                kb * 1024,
             )?;
         }
         if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
