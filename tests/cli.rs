@@ -542,6 +542,52 @@ async fn the_prefetcher_runs_the_queue_online_and_offline() {
     .await;
 }
 
+/// With its node stopped, the prefetcher fetches the queue from the node's `[cache_server]
+/// upstream as the node's identity (its `service_token`), not from the stopped node's port.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_offline_prefetcher_fetches_from_the_nodes_upstream_as_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let api_dir = tempfile::tempdir().unwrap();
+    let api = start(api_dir.path(), &["--no-cache"]);
+    let id = upload(&client, &api.url, ADMIN, "private", &[8u8; 1300]).await;
+    // The node's port: nothing listens there (the node is stopped).
+    let stopped = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = stopped.local_addr().unwrap().port();
+    drop(stopped);
+    let conf = dir.path().join("glance-api.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[DEFAULT]\nimage_cache_dir = {}\nbind_port = {dead_port}\n\n\
+             [cache_server]\nupstream = {}\nservice_token = {ADMIN}\n",
+            dir.path().join("cache").display(),
+            api.url
+        ),
+    )
+    .unwrap();
+    {
+        let cache = ImageCache::open(CacheConfig::new(dir.path().join("cache"))).unwrap();
+        cache.queue_image(&ImageId::new(&id).unwrap()).unwrap();
+    }
+    let prefetcher = env!("CARGO_BIN_EXE_image-cache-prefetcher");
+    let output = run(prefetcher, &["--config-file", conf.to_str().unwrap()], "");
+    let said = ok(&output);
+    assert!(
+        said.contains("prefetched 1 of 1 queued images")
+            && said.contains(&format!("from the upstream {}", api.url)),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("fetched {id}: 1300 bytes in ")),
+        "{said}"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("cache").join(&id)).unwrap(),
+        vec![8u8; 1300]
+    );
+}
+
 /// An image API that sends each image's MD5 in one header form: RFC 1864's base64
 /// `Content-MD5` (`b64`), Glance v1's hex `x-image-meta-checksum` (`v1`), or a wrong
 /// `x-image-meta-checksum` (`wrong`).
@@ -813,6 +859,15 @@ async fn list_cached_shows_fills_and_queue_image_waits_for_the_cache() {
         "{}",
         text(&queued)
     );
+    // Not a terminal (as under cron): progress as lines, never a bar redrawn with \r.
+    let said = ok(&queued);
+    let progress: Vec<&str> = said
+        .lines()
+        .filter(|l| {
+            l.starts_with(&format!("{waited} ")) && l.contains(&format!(" of {} bytes (", 3 << 20))
+        })
+        .collect();
+    assert!(!progress.is_empty() && !said.contains('\r'), "{said}");
     assert!(
         cache_dir.join(&waited).exists(),
         "cached when --wait returns"

@@ -39,8 +39,12 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
-/// Waits until `id` is cached on `client`'s node, showing its fill's progress (redrawn in place
-/// in a terminal). Fails when `timeout` passes first, or when the node no longer has the image
+/// How often a line of progress is printed when standard output is not a terminal (cron, a
+/// pipe), at the most; also at every tenth of the image.
+const LINE_EVERY: Duration = Duration::from_secs(10);
+
+/// Waits until `id` is cached on `client`'s node, showing its fill's progress: redrawn in place
+/// in a terminal, else as lines (every tenth of the image, or every 10 s). Fails when `timeout` passes first, or when the node no longer has the image
 /// queued, filling or cached.
 pub async fn wait_until_cached(
     client: &ManageClient,
@@ -52,6 +56,8 @@ pub async fn wait_until_cached(
     let node = client.node().to_owned();
     let mut shown = false;
     let mut gone_for = 0;
+    // The last line printed without a terminal: when, and at which tenth.
+    let mut last_line: Option<(Instant, u64)> = None;
     loop {
         let listing = client.list().await.map_err(|err: ClientError| match err {
             ClientError::Unreachable { .. } => err.to_string(),
@@ -64,10 +70,25 @@ pub async fn wait_until_cached(
             return Ok(());
         }
         let filling = listing.in_progress.iter().find(|f| f.image_id == id);
-        if let (Some(fill), true) = (filling, terminal) {
-            print!("\r{id} {}", describe(fill, true));
-            let _ = std::io::stdout().flush();
-            shown = true;
+        match (filling, terminal) {
+            (Some(fill), true) => {
+                print!("\r{id} {}", describe(fill, true));
+                let _ = std::io::stdout().flush();
+                shown = true;
+            }
+            (Some(fill), false) => {
+                let tenth = match fill.expected_size.filter(|t| *t > 0) {
+                    Some(total) => fill.bytes_written.min(total) * 10 / total,
+                    None => 0,
+                };
+                let due =
+                    last_line.is_none_or(|(at, seen)| tenth > seen || at.elapsed() >= LINE_EVERY);
+                if due {
+                    println!("{id} {}", describe(fill, false));
+                    last_line = Some((Instant::now(), tenth));
+                }
+            }
+            (None, _) => {}
         }
         let queued = listing.queued_images.iter().any(|q| q == id);
         // A prefetch that ended moves the image from the queue to the cache between two looks.

@@ -85,6 +85,29 @@ impl ToolArgs {
         let tls = auth.tls(TlsOptions::default());
         ManageClient::with_auth(&self.host, self.port()?, auth, &tls)
     }
+
+    /// Where an offline prefetch downloads from: the node's `[cache_server] upstream` as the
+    /// node's own identity (`--os-auth-token`, else its `service_token`, else its Keystone
+    /// identity) with its upstream TLS options, when the files name one; else the image API at
+    /// `--host`/`--port` (a Glance that holds the cache itself).
+    fn source(&self) -> Result<(ManageClient, String), String> {
+        let options = ServerOptions::from_files(self.files()).map_err(|err| err.to_string())?;
+        let Some(upstream) = &options.upstream else {
+            let client = self.client()?;
+            let from = format!("from the image API at {}", client.base_url());
+            return Ok((client, from));
+        };
+        let auth = match (&self.os_auth_token, &options.service_token) {
+            (Some(token), _) | (None, Some(token)) => Auth::Token(token.clone()),
+            (None, None) => self.auth()?,
+        };
+        let tls = TlsOptions {
+            cafile: options.upstream_cafile.clone(),
+            insecure: options.upstream_insecure.unwrap_or(false),
+        };
+        let client = ManageClient::with_auth(upstream, self.port()?, auth, &tls)?;
+        Ok((client, format!("from the upstream {upstream}")))
+    }
 }
 
 /// `bind_port` from Glance's files (its own in `/etc/glance` when present, then `files`), else
@@ -176,19 +199,24 @@ async fn store<T: Send + 'static>(
     cache.blocking(work).await.map_err(|err| err.to_string())
 }
 
-/// With no server holding the cache, downloads each queued image from the image API at
-/// `--host`/`--port` straight into the cache, verified as any fill.
+/// With no server holding the cache, downloads each queued image straight into the cache,
+/// verified as any fill: from the node's upstream when the files name one (the node itself is
+/// stopped), else from the image API at `--host`/`--port`.
 async fn prefetch_offline(
     cache: ImageCache,
     args: &ToolArgs,
     directly: &str,
 ) -> Result<String, String> {
     let queued = store(&cache, ImageCache::queued_images).await?;
-    let client = args.client()?;
+    let (client, from) = args.source()?;
     let mut failures = Vec::new();
     for id in &queued {
+        let started = std::time::Instant::now();
         match fetch_into(&cache, &client, id).await {
-            Ok(()) => {
+            Ok(size) => {
+                // A line per image: cron mails, and journald keeps, what was done.
+                let seconds = started.elapsed().as_secs_f64();
+                println!("fetched {id}: {size} bytes in {seconds:.1} s");
                 let id = id.clone();
                 store(&cache, move |c| c.delete_queued_image(&id)).await?;
             }
@@ -197,7 +225,7 @@ async fn prefetch_offline(
     }
     let fetched = queued.len() - failures.len();
     let summary = format!(
-        "prefetched {fetched} of {} queued images ({directly})",
+        "prefetched {fetched} of {} queued images ({directly}, {from})",
         queued.len()
     );
     if failures.is_empty() {
@@ -207,9 +235,14 @@ async fn prefetch_offline(
     }
 }
 
-async fn fetch_into(cache: &ImageCache, client: &ManageClient, id: &ImageId) -> Result<(), String> {
-    if cache.is_cached(id) {
-        return Ok(());
+/// Downloads `id` into the cache, verified; its size.
+async fn fetch_into(
+    cache: &ImageCache,
+    client: &ManageClient,
+    id: &ImageId,
+) -> Result<u64, String> {
+    if let Some(cached) = cache.cached_image(id) {
+        return Ok(cached.size);
     }
     let mut response = client
         .download(id.as_str())
@@ -226,7 +259,7 @@ async fn fetch_into(cache: &ImageCache, client: &ManageClient, id: &ImageId) -> 
         tokio::task::block_in_place(|| fill.write(&chunk)).map_err(|err| err.to_string())?;
     }
     tokio::task::block_in_place(|| fill.finish())
-        .map(drop)
+        .map(|cached| cached.size)
         .map_err(|err| err.to_string())
 }
 
