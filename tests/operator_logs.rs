@@ -309,3 +309,50 @@ async fn json_lines_in_log_dir_with_debug_and_the_histograms_after_a_miss_a_hit_
         );
     }
 }
+
+/// What the node says when it cannot start: the operation and the path that failed and what to
+/// do, never a Debug dump of the system's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_cannot_open_its_cache_names_the_operation_and_the_path() {
+    let upstream = RawUpstream::start(image(), Mode::Polite).await;
+    let dir = tempfile::tempdir().unwrap();
+    // A regular file where a directory should be: its "subdirectory" cannot be created.
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, b"x").unwrap();
+    let cache_dir = blocker.join("cache");
+    let output = Command::new(server_binary())
+        .args(["--bind", "127.0.0.1:0", "--upstream", &upstream.url()])
+        .arg("--cache-dir")
+        .arg(&cache_dir)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.contains(&format!(
+            "cannot open the cache at {0}: cannot create the directory {0}: ",
+            cache_dir.display()
+        )),
+        "{said}"
+    );
+    assert!(!said.contains("Os {") && !said.contains("kind:"), "{said}");
+
+    // A second node on the first one's directory: told who holds it, in a sentence.
+    let first = start(dir.path(), &upstream.url(), "", "");
+    let output = Command::new(server_binary())
+        .args(["--bind", "127.0.0.1:0", "--upstream", &upstream.url()])
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(said.contains("held by another process"), "{said}");
+    assert!(
+        !said.contains("Os {") && !said.contains("WouldBlock"),
+        "{said}"
+    );
+    drop(first);
+}

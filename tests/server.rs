@@ -180,7 +180,7 @@ async fn healthz_says_when_the_cache_directory_turns_read_only() {
     fs.set_read_only(true);
     let (status, reason) = health_within(&health, 503).await;
     assert_eq!(status, 503, "{reason}");
-    assert!(reason.contains("cannot write in"), "{reason}");
+    assert!(reason.contains("cannot write a probe file in "), "{reason}");
     assert!(reason.contains("Read-only file system"), "{reason}");
 
     fs.set_read_only(false);

@@ -107,10 +107,11 @@ impl IndexError {
 impl fmt::Display for IndexError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind {
-            IndexErrorKind::Locked => write!(
-                f,
-                "the cache index is held by another process (is the API server running?): {}",
-                self.source
+            // The lock's own error (sled's) is a Debug dump of the system's: nothing in it
+            // helps more than this sentence.
+            IndexErrorKind::Locked => f.write_str(
+                "the cache index is held by another process (an image-cache-server or a tool \
+                 running on this image_cache_dir): stop it, or go through it",
             ),
             IndexErrorKind::Failed => write!(f, "the cache index failed: {}", self.source),
         }

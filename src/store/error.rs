@@ -10,9 +10,17 @@ use super::verify::Verification;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// A file operation failed.
-    #[error("a cache file operation failed: {0}")]
-    Io(#[from] io::Error),
+    /// A file operation failed: which, on which path.
+    #[error("cannot {operation} {}: {source}{}", path.display(), advice(source))]
+    Io {
+        /// What was being done (`create the directory`, `read`, `remove`, ...).
+        operation: &'static str,
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// The system's error.
+        #[source]
+        source: io::Error,
+    },
     /// The index failed, or another process holds it (see [`StoreError::is_locked`]).
     #[error("{0}")]
     Index(#[from] IndexError),
@@ -21,7 +29,32 @@ pub enum StoreError {
     InvalidConfig(String),
 }
 
+/// What to do about the common file errors, as a sentence's tail.
+fn advice(err: &io::Error) -> &'static str {
+    match err.kind() {
+        io::ErrorKind::PermissionDenied => {
+            "; the user running the cache must own image_cache_dir and everything in it"
+        }
+        io::ErrorKind::StorageFull => "; free space on that disk or lower image_cache_max_size",
+        io::ErrorKind::ReadOnlyFilesystem => "; the filesystem is read-only",
+        _ => "",
+    }
+}
+
 impl StoreError {
+    /// A file operation's error, naming the operation and the path.
+    pub(crate) fn io(
+        operation: &'static str,
+        path: impl Into<std::path::PathBuf>,
+    ) -> impl FnOnce(io::Error) -> Self {
+        let path = path.into();
+        move |source| StoreError::Io {
+            operation,
+            path,
+            source,
+        }
+    }
+
     /// Whether another process (a running API server) holds the cache's index: the cache is in
     /// use, and maintenance goes through that server instead.
     pub fn is_locked(&self) -> bool {

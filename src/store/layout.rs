@@ -6,6 +6,7 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use super::error::StoreError;
 use crate::config::{INCOMPLETE_DIR, INVALID_DIR};
 use crate::ImageId;
 
@@ -82,9 +83,9 @@ impl Layout {
         }
     }
 
-    pub(crate) fn create_dirs(&self) -> io::Result<()> {
+    pub(crate) fn create_dirs(&self) -> Result<(), StoreError> {
         for dir in [&self.base, &self.incomplete, &self.invalid] {
-            create_private_dir(dir)?;
+            create_private_dir(dir).map_err(StoreError::io("create the directory", dir))?;
         }
         Ok(())
     }
@@ -92,9 +93,10 @@ impl Layout {
     /// Makes the index's directory private before its driver opens it (sled makes it with the
     /// umask's mode). Anything else there, such as Glance's SQLite file, is the driver's to
     /// judge.
-    pub(crate) fn prepare_private_index(&self, db_path: &Path) -> io::Result<()> {
+    pub(crate) fn prepare_private_index(&self, db_path: &Path) -> Result<(), StoreError> {
         if std::fs::symlink_metadata(db_path).is_err() {
-            create_private_dir(db_path)?;
+            create_private_dir(db_path)
+                .map_err(StoreError::io("create the index directory", db_path))?;
         }
         Ok(())
     }
@@ -126,15 +128,20 @@ impl Layout {
     /// Removes everything in `incomplete/`: fills a process left when it stopped. Only for the
     /// one process that holds the cache (nothing else can be writing there). Returns how many
     /// entries and bytes went.
-    pub(crate) fn reclaim_incomplete(&self) -> io::Result<(usize, u64)> {
+    pub(crate) fn reclaim_incomplete(&self) -> Result<(usize, u64), StoreError> {
         let (mut count, mut bytes) = (0, 0);
-        for entry in std::fs::read_dir(&self.incomplete)? {
-            let entry = entry?;
-            let meta = entry.metadata()?;
+        let dir = &self.incomplete;
+        let entries = std::fs::read_dir(dir).map_err(StoreError::io("read the directory", dir))?;
+        for entry in entries {
+            let entry = entry.map_err(StoreError::io("read the directory", dir))?;
+            let path = entry.path();
+            let meta = entry
+                .metadata()
+                .map_err(StoreError::io("read the metadata of", &path))?;
             let removed = if meta.is_dir() {
-                std::fs::remove_dir_all(entry.path())
+                std::fs::remove_dir_all(&path)
             } else {
-                std::fs::remove_file(entry.path())
+                std::fs::remove_file(&path)
             };
             match removed {
                 Ok(()) => {
@@ -142,14 +149,14 @@ impl Layout {
                     bytes += meta.len();
                 }
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-                Err(err) => return Err(err),
+                Err(err) => return Err(StoreError::io("remove", path)(err)),
             }
         }
         Ok((count, bytes))
     }
 
     /// Writes, syncs and removes a probe file in `incomplete/` (whose entries are never ids).
-    pub(crate) fn probe_writable(&self) -> io::Result<()> {
+    pub(crate) fn probe_writable(&self) -> Result<(), StoreError> {
         // A name no image id can take (`+` is not an id character), so no fill collides with it.
         let probe = self
             .incomplete
@@ -159,12 +166,9 @@ impl Layout {
             file.sync_all()
         });
         let removed = remove_if_present(&probe).map(drop);
-        written.and(removed).map_err(|err| {
-            io::Error::new(
-                err.kind(),
-                format!("cannot write in {}: {err}", self.incomplete.display()),
-            )
-        })
+        written
+            .and(removed)
+            .map_err(StoreError::io("write a probe file in", &self.incomplete))
     }
 
     pub(crate) fn committed(&self, id: &ImageId) -> PathBuf {
@@ -192,28 +196,30 @@ pub(crate) fn remove_if_present(path: &Path) -> io::Result<bool> {
 /// Removes many files, treating "already gone" as done. An unlink waits on the filesystem's
 /// journal more than on the CPU, so a large batch (a prune) is spread over a few threads: on
 /// ext4, 50,000 unlinks take about 5 s on one thread and 2 s on four.
-pub(crate) fn remove_all_present(paths: &[PathBuf]) -> io::Result<()> {
+pub(crate) fn remove_all_present(paths: &[PathBuf]) -> Result<(), StoreError> {
     const THREADS: usize = 8;
     const PER_THREAD: usize = 256;
+    let remove = |p: &PathBuf| {
+        remove_if_present(p)
+            .map(drop)
+            .map_err(StoreError::io("remove", p))
+    };
     if paths.len() < 2 * PER_THREAD {
-        return paths
-            .iter()
-            .try_for_each(|p| remove_if_present(p).map(drop));
+        return paths.iter().try_for_each(remove);
     }
     let threads = (paths.len() / PER_THREAD).min(THREADS);
     let share = paths.len().div_ceil(threads);
     std::thread::scope(|scope| {
         let workers: Vec<_> = paths
             .chunks(share)
-            .map(|part| {
-                scope.spawn(move || part.iter().try_for_each(|p| remove_if_present(p).map(drop)))
-            })
+            .map(|part| scope.spawn(move || part.iter().try_for_each(remove)))
             .collect();
         // The scope joins every worker; the first error is the answer.
         workers.into_iter().try_for_each(|worker| {
-            worker
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("a file removal thread panicked")))
+            worker.join().unwrap_or_else(|_| {
+                let panicked = io::Error::other("a file removal thread panicked");
+                Err(StoreError::io("remove the files of", &paths[0])(panicked))
+            })
         })
     })
 }

@@ -49,37 +49,52 @@ impl ImageCache {
     pub fn clean(&self) -> Result<Cleaned, StoreError> {
         let inner = &self.inner;
         let mut cleaned = Cleaned::default();
-        for entry in std::fs::read_dir(&inner.layout.invalid)? {
-            let entry = entry?;
-            let removed = if entry.file_type()?.is_dir() {
-                std::fs::remove_dir_all(entry.path())
+        let invalid = &inner.layout.invalid;
+        let listing = StoreError::io("read the directory", invalid);
+        for entry in std::fs::read_dir(invalid).map_err(listing)? {
+            let entry = entry.map_err(StoreError::io("read the directory", invalid))?;
+            let path = entry.path();
+            let file_type = entry
+                .file_type()
+                .map_err(StoreError::io("read the metadata of", &path))?;
+            let removed = if file_type.is_dir() {
+                std::fs::remove_dir_all(&path)
             } else {
-                std::fs::remove_file(entry.path())
+                std::fs::remove_file(&path)
             };
             match removed {
                 Ok(()) => cleaned.invalid_removed += 1,
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-                Err(err) => return Err(err.into()),
+                Err(err) => return Err(StoreError::io("remove", path)(err)),
             }
         }
         let stalled_before = SystemTime::now()
             .checked_sub(inner.config.image_cache_stall_time)
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        for entry in std::fs::read_dir(&inner.layout.incomplete)? {
-            let entry = entry?;
-            let modified = entry.metadata()?.modified()?;
+        let incomplete = &inner.layout.incomplete;
+        let listing = StoreError::io("read the directory", incomplete);
+        for entry in std::fs::read_dir(incomplete).map_err(listing)? {
+            let entry = entry.map_err(StoreError::io("read the directory", incomplete))?;
+            let path = entry.path();
+            let modified = entry
+                .metadata()
+                .and_then(|meta| meta.modified())
+                .map_err(StoreError::io("read the metadata of", &path))?;
             if modified > stalled_before {
                 continue;
             }
             let name = entry.file_name();
             let id = name.to_str().and_then(|n| ImageId::new(n).ok());
             // Checked and removed while no fill can start, so none starts in between.
-            let removed = inner.fills.while_locked(|is_running| {
-                if id.as_ref().is_some_and(is_running) {
-                    return Ok(false);
-                }
-                remove_if_present(&entry.path())
-            })?;
+            let removed = inner
+                .fills
+                .while_locked(|is_running| {
+                    if id.as_ref().is_some_and(is_running) {
+                        return Ok(false);
+                    }
+                    remove_if_present(&path)
+                })
+                .map_err(StoreError::io("remove", &path))?;
             if removed {
                 cleaned.stalled_removed += 1;
             }

@@ -28,8 +28,9 @@ pub(crate) fn reconcile(
     let mut adopted = Vec::new();
     let mut damaged = Vec::new();
 
-    for dir_entry in fs::read_dir(&layout.base)? {
-        let dir_entry = dir_entry?;
+    let base = &layout.base;
+    for dir_entry in fs::read_dir(base).map_err(StoreError::io("read the directory", base))? {
+        let dir_entry = dir_entry.map_err(StoreError::io("read the directory", base))?;
         let name = dir_entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if config.is_reserved_name(name) {
@@ -42,7 +43,9 @@ pub(crate) fn reconcile(
             );
             continue;
         };
-        let meta = dir_entry.metadata()?;
+        let meta = dir_entry
+            .metadata()
+            .map_err(StoreError::io("read the metadata of", dir_entry.path()))?;
         if !meta.is_file() {
             continue;
         }
@@ -53,7 +56,8 @@ pub(crate) fn reconcile(
             Some(entry) => {
                 tracing::warn!(image = %id, indexed = entry.size, on_disk = meta.len(),
                     "removing a cached file whose size disagrees with the index");
-                remove_if_present(&layout.committed(&id))?;
+                let path = layout.committed(&id);
+                remove_if_present(&path).map_err(StoreError::io("remove", path))?;
                 damaged.push(id);
             }
             None => {
