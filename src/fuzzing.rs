@@ -101,7 +101,7 @@ pub fn config(texts: &[&str]) {
         .enumerate()
         .map(|(i, text)| (PathBuf::from(format!("fuzz-{i}.conf")), (*text).to_owned()))
         .collect();
-    if let Ok(config) = CacheConfig::from_texts(&texts) {
+    if let Ok(config) = CacheConfig::from_texts(&texts, None) {
         let db = config.db_path();
         assert_eq!(db.parent(), Some(config.image_cache_dir.as_path()));
         assert!(crate::config::db_name_problem(&config.image_cache_sqlite_db).is_none());

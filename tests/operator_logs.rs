@@ -356,3 +356,75 @@ async fn a_node_that_cannot_open_its_cache_names_the_operation_and_the_path() {
     );
     drop(first);
 }
+
+/// The command line wins over the files (`--cache-dir` with a file that names no
+/// `image_cache_dir`), and Glance's own `cert_file` and `key_file` serve HTTPS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_overrides_the_files_and_glances_cert_file_serves_https() {
+    let upstream = RawUpstream::start(image(), Mode::Polite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_ca, cert, key) = common::test_ca(dir.path());
+    let config = dir.path().join("glance-api.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "[DEFAULT]\nbind_host = 127.0.0.1\nbind_port = 0\ncert_file = {}\nkey_file = {}\n\n\
+             [cache_server]\nupstream = {}\n",
+            cert.display(),
+            key.display(),
+            upstream.url()
+        ),
+    )
+    .unwrap();
+    let cache_dir = dir.path().join("from-the-command-line");
+    let mut child = Command::new(server_binary())
+        .arg("--cache-dir")
+        .arg(&cache_dir)
+        .arg("--config-file")
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().and_then(Result::ok);
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    let first = first.unwrap_or_else(|| {
+        panic!(
+            "the node did not start: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    assert!(
+        first.starts_with("listening on https://127.0.0.1:"),
+        "{first}"
+    );
+    assert!(
+        cache_dir.join("incomplete").is_dir(),
+        "the command line's cache directory"
+    );
+
+    // Only one of the pair: a sentence.
+    std::fs::write(
+        &config,
+        format!(
+            "[DEFAULT]\nimage_cache_dir = {}\ncert_file = {}\n\n[cache_server]\nupstream = {}\n",
+            cache_dir.display(),
+            cert.display(),
+            upstream.url()
+        ),
+    )
+    .unwrap();
+    let output = Command::new(server_binary())
+        .arg("--config-file")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.contains("cert_file and key_file go together"),
+        "{said}"
+    );
+}

@@ -8,8 +8,8 @@ use clap::Parser;
 use tower_image_cache::cli::commands::{help, image_id, Command, COMMANDS};
 use tower_image_cache::cli::progress::wait_until_cached;
 use tower_image_cache::cli::report::{report, Outcome, Style};
-use tower_image_cache::cli::{bind_port, ClientError, ManageClient, OsArgs, Table};
-use tower_image_cache::config::{database_connection, with_glance_files};
+use tower_image_cache::cli::{ClientError, ManageClient, OsArgs, Table};
+use tower_image_cache::config::{database_connection, with_config_dirs, ServerOptions};
 use tower_image_cache::store::Fleet;
 use tower_image_cache::ImageId;
 
@@ -33,6 +33,10 @@ struct Args {
     /// when present.
     #[arg(long = "config-file", value_name = "FILE")]
     config_files: Vec<std::path::PathBuf>,
+    /// A directory of *.conf files read after the --config-file files, sorted by name
+    /// (oslo.config's --config-dir); repeatable.
+    #[arg(long = "config-dir", value_name = "DIR")]
+    config_dirs: Vec<std::path::PathBuf>,
     /// Do not ask for confirmation.
     #[arg(short, long)]
     force: bool,
@@ -92,13 +96,15 @@ async fn run(args: &Args) -> Result<(), String> {
             return Ok(());
         }
     }
+    let files =
+        with_config_dirs(&args.config_files, &args.config_dirs).map_err(|err| err.to_string())?;
     let port = match args.port {
         Some(port) => port,
-        None => bind_port(&args.config_files)?,
+        None => ServerOptions::from_files(&files)
+            .map_err(|err| err.to_string())?
+            .port(),
     };
-    let fleet = match database_connection(with_glance_files(&args.config_files))
-        .map_err(|err| err.to_string())?
-    {
+    let fleet = match database_connection(&files).map_err(|err| err.to_string())? {
         Some(url) => Some(Fleet::connect(&url).map_err(|err| err.to_string())?),
         None => None,
     };

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{with_glance_files, ServerOptions};
+use crate::config::{with_config_dirs, with_glance_files, ServerOptions};
 use crate::image_meta::expected_download;
 use crate::store::{ImageCache, StoreError};
 use crate::{CacheConfig, ImageId};
@@ -21,6 +21,10 @@ pub struct ToolArgs {
     /// when present.
     #[arg(long = "config-file", value_name = "FILE")]
     pub config_files: Vec<PathBuf>,
+    /// A directory of *.conf files read after the --config-file files, sorted by name
+    /// (oslo.config's --config-dir); repeatable.
+    #[arg(long = "config-dir", value_name = "DIR")]
+    pub config_dirs: Vec<PathBuf>,
     /// The local API server, used when it holds the cache.
     #[arg(short = 'H', long, default_value = "127.0.0.1")]
     pub host: String,
@@ -47,12 +51,12 @@ pub enum Chore {
 }
 
 impl ToolArgs {
-    fn files(&self) -> Vec<PathBuf> {
-        with_glance_files(&self.config_files)
+    fn files(&self) -> Result<Vec<PathBuf>, String> {
+        with_config_dirs(&self.config_files, &self.config_dirs).map_err(|err| err.to_string())
     }
 
     fn config(&self) -> Result<CacheConfig, String> {
-        let files = self.files();
+        let files = self.files()?;
         if files.is_empty() {
             return Err("no configuration: pass --config-file FILE (a glance-cache.conf with image_cache_dir)".into());
         }
@@ -63,7 +67,10 @@ impl ToolArgs {
     fn port(&self) -> Result<u16, String> {
         match self.port {
             Some(port) => Ok(port),
-            None => bind_port(&self.config_files),
+            None => {
+                let options = ServerOptions::from_files(self.files()?);
+                Ok(options.map_err(|err| err.to_string())?.port())
+            }
         }
     }
 
@@ -72,7 +79,7 @@ impl ToolArgs {
         if let Some(token) = &self.os_auth_token {
             return Ok(Auth::Token(token.clone()));
         }
-        match AuthOptions::from_files(self.files()).map_err(|err| err.to_string())? {
+        match AuthOptions::from_files(self.files()?).map_err(|err| err.to_string())? {
             Some(options) => Keystone::new(options)
                 .map(Auth::Keystone)
                 .map_err(|err| err.to_string()),
@@ -91,7 +98,7 @@ impl ToolArgs {
     /// identity) with its upstream TLS options, when the files name one; else the image API at
     /// `--host`/`--port` (a Glance that holds the cache itself).
     fn source(&self) -> Result<(ManageClient, String), String> {
-        let options = ServerOptions::from_files(self.files()).map_err(|err| err.to_string())?;
+        let options = ServerOptions::from_files(self.files()?).map_err(|err| err.to_string())?;
         let Some(upstream) = &options.upstream else {
             let client = self.client()?;
             let from = format!("from the image API at {}", client.base_url());

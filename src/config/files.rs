@@ -27,13 +27,30 @@ impl CacheConfig {
     pub fn from_files<P: AsRef<Path>>(
         files: impl IntoIterator<Item = P>,
     ) -> Result<Self, ConfigError> {
-        Self::from_texts(&read_files(files)?)
+        Self::from_texts(&read_files(files)?, None)
+    }
+
+    /// [`CacheConfig::from_files`] with `image_cache_dir` given on a command line, which wins
+    /// over the files (as a command-line option does with oslo.config); the files then need
+    /// not name one.
+    pub fn from_files_with_dir<P: AsRef<Path>>(
+        files: impl IntoIterator<Item = P>,
+        image_cache_dir: impl Into<PathBuf>,
+    ) -> Result<Self, ConfigError> {
+        Self::from_texts(&read_files(files)?, Some(image_cache_dir.into()))
     }
 
     /// [`CacheConfig::from_files`] on texts already read, each with the file it came from.
-    pub(crate) fn from_texts(texts: &[(PathBuf, String)]) -> Result<Self, ConfigError> {
+    pub(crate) fn from_texts(
+        texts: &[(PathBuf, String)],
+        given_dir: Option<PathBuf>,
+    ) -> Result<Self, ConfigError> {
         let settings = read_section(texts, "DEFAULT")?;
-        let Some(dir) = settings.get("image_cache_dir") else {
+        let from_files = settings
+            .get("image_cache_dir")
+            .map(Setting::text)
+            .transpose()?;
+        let Some(dir) = given_dir.or(from_files.map(PathBuf::from)) else {
             return Err(ConfigError {
                 file: None,
                 section: "DEFAULT",
@@ -42,7 +59,7 @@ impl CacheConfig {
                 reason: "is required: set it in the [DEFAULT] section".into(),
             });
         };
-        let mut config = CacheConfig::new(dir.text()?);
+        let mut config = CacheConfig::new(dir);
         if let Some(driver) = settings.get("image_cache_driver") {
             config.image_cache_driver = driver_kind(driver)?;
         }

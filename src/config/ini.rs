@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::error::ConfigError;
+use super::oslo_ini;
 
 /// One option, with the file and section it came from.
 #[derive(Debug, Clone)]
@@ -77,6 +78,30 @@ pub fn with_glance_files(given: &[PathBuf]) -> Vec<PathBuf> {
         .collect()
 }
 
+/// [`with_glance_files`], then the `*.conf` files of each of `dirs` (oslo.config's
+/// `--config-dir`), each directory's sorted by name: the later a file, the more it wins.
+pub fn with_config_dirs(files: &[PathBuf], dirs: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigError> {
+    let mut all = with_glance_files(files);
+    for dir in dirs {
+        let entries = std::fs::read_dir(dir).map_err(|err| {
+            ConfigError::in_file(
+                dir,
+                format!(
+                    "cannot be read as a --config-dir ({err}): give a directory of *.conf files"
+                ),
+            )
+        })?;
+        let mut confs: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|e| e == "conf") && path.is_file())
+            .collect();
+        confs.sort();
+        all.extend(confs);
+    }
+    Ok(all)
+}
+
 /// Each file's text, with its path.
 pub(crate) fn read_files<P: AsRef<Path>>(
     files: impl IntoIterator<Item = P>,
@@ -91,29 +116,40 @@ pub(crate) fn read_files<P: AsRef<Path>>(
     Ok(texts)
 }
 
-/// The options of `section` in every file, later files overriding earlier ones.
+/// The options of `section` in every file as oslo.config reads them: later files (and later
+/// lines) overriding earlier ones, a section given twice being one section, and each value's
+/// `$name` substitutions made.
 pub(crate) fn read_section(
     texts: &[(PathBuf, String)],
     section: &'static str,
 ) -> Result<HashMap<String, Setting>, ConfigError> {
+    let mut sections: HashMap<String, HashMap<String, String>> = HashMap::new();
     let mut settings = HashMap::new();
     for (file, text) in texts {
-        let ini = ini::Ini::load_from_str(text).map_err(|err| {
-            ConfigError::in_file(file, format!("is not a valid configuration file: {err}"))
-        })?;
-        // A section given twice in one file is one section, as oslo.config reads it.
-        for (key, value) in ini
-            .section_all(Some(section))
-            .flat_map(|options| options.iter())
-        {
-            let setting = Setting {
-                file: file.to_path_buf(),
-                section,
-                key: key.to_owned(),
-                value: value.to_owned(),
-            };
-            settings.insert(key.to_owned(), setting);
+        for assignment in oslo_ini::parse(file, text)? {
+            if assignment.section == section {
+                let setting = Setting {
+                    file: file.to_path_buf(),
+                    section,
+                    key: assignment.key.clone(),
+                    value: assignment.value.clone(),
+                };
+                settings.insert(assignment.key.clone(), setting);
+            }
+            sections
+                .entry(assignment.section)
+                .or_default()
+                .insert(assignment.key, assignment.value);
         }
+    }
+    let scope = oslo_ini::Scope {
+        sections: &sections,
+    };
+    for setting in settings.values_mut() {
+        let value = scope
+            .substitute(section, &setting.value)
+            .map_err(|reason| setting.bad(reason))?;
+        setting.value = value;
     }
     Ok(settings)
 }

@@ -7,6 +7,7 @@ mod files;
 mod ini;
 mod logging;
 mod options;
+mod oslo_ini;
 mod server;
 
 pub use database::{DatabaseKind, DatabaseUrl};
@@ -14,7 +15,7 @@ pub use error::ConfigError;
 pub use files::database_connection;
 #[cfg(feature = "keystone")]
 pub(crate) use ini::{read_files, read_section, Setting};
-pub use ini::{with_glance_files, GLANCE_FILES};
+pub use ini::{with_config_dirs, with_glance_files, GLANCE_FILES};
 pub use logging::LogOptions;
 pub(crate) use options::{db_name_problem, INCOMPLETE_DIR, INVALID_DIR};
 pub use options::{

@@ -27,6 +27,10 @@ pub struct ServerOptions {
     pub bind_host: Option<String>,
     /// `[DEFAULT] bind_port`: the port the server listens on (and the tools call).
     pub bind_port: Option<u16>,
+    /// `[DEFAULT] cert_file`: Glance's certificate (PEM) for serving HTTPS.
+    pub cert_file: Option<std::path::PathBuf>,
+    /// `[DEFAULT] key_file`: the private key of `cert_file` (PEM).
+    pub key_file: Option<std::path::PathBuf>,
     /// `[cache_server] upstream`: the image API the server caches, e.g. `http://glance:9292`.
     pub upstream: Option<String>,
     /// `[cache_server] service_token`: the identity the prefetcher uses upstream.
@@ -123,6 +127,16 @@ impl ServerOptions {
         Ok(ServerOptions {
             bind_host: defaults.get("bind_host").map(Setting::text).transpose()?,
             bind_port: defaults.get("bind_port").map(port).transpose()?,
+            cert_file: defaults
+                .get("cert_file")
+                .map(Setting::text)
+                .transpose()?
+                .map(Into::into),
+            key_file: defaults
+                .get("key_file")
+                .map(Setting::text)
+                .transpose()?
+                .map(Into::into),
             upstream: text("upstream")?,
             service_token: text("service_token")?,
             manage_token: text("manage_token")?,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::Uri;
 
 use super::forwarded::TrustedProxies;
-use crate::config::{with_glance_files, ServerOptions};
+use crate::config::{with_config_dirs, ServerOptions};
 use crate::keystone::{AuthOptions, TlsOptions};
 use crate::CacheConfig;
 
@@ -46,6 +46,10 @@ pub struct ServerArgs {
     /// come from them.
     #[arg(long = "config-file", value_name = "FILE")]
     pub config_files: Vec<PathBuf>,
+    /// A directory of *.conf files read after the --config-file files, sorted by name
+    /// (oslo.config's --config-dir); repeatable.
+    #[arg(long = "config-dir", value_name = "DIR")]
+    pub config_dirs: Vec<PathBuf>,
     /// The address to listen on, over bind_host and bind_port (port 0 picks one; the address
     /// is printed as `listening on http://ADDR`).
     #[arg(long, value_name = "ADDR")]
@@ -81,7 +85,8 @@ pub struct ServerArgs {
     /// for a scraper and a load balancer on a private network. Both are on the main address too.
     #[arg(long, value_name = "ADDR")]
     pub metrics_bind: Option<SocketAddr>,
-    /// Serve HTTPS with this certificate chain (PEM), with --tls-key.
+    /// Serve HTTPS with this certificate chain (PEM), with --tls-key; over Glance's [DEFAULT]
+    /// cert_file and key_file.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// The private key (PEM) of --tls-cert.
@@ -154,8 +159,14 @@ fn limit(configured: Option<Duration>, default: Duration) -> Option<Duration> {
 impl ServerArgs {
     /// The settings: the command line over the configuration files over Glance's defaults.
     /// An error is a sentence naming the option at fault and what to do.
+    /// Every configuration file, in the order read: Glance's own, `--config-file`s, then the
+    /// `--config-dir`s' files.
+    pub fn files(&self) -> Result<Vec<PathBuf>, String> {
+        with_config_dirs(&self.config_files, &self.config_dirs).map_err(|err| err.to_string())
+    }
+
     pub fn resolve(&self) -> Result<ServerSettings, String> {
-        let files = with_glance_files(&self.config_files);
+        let files = self.files()?;
         let options = ServerOptions::from_files(&files).map_err(|err| err.to_string())?;
         let cache = if files.is_empty() {
             let dir = self.cache_dir.clone().ok_or(
@@ -164,11 +175,12 @@ impl ServerArgs {
             )?;
             CacheConfig::new(dir)
         } else {
-            let mut config = CacheConfig::from_files(&files).map_err(|err| err.to_string())?;
-            if let Some(dir) = &self.cache_dir {
-                config.image_cache_dir = dir.clone();
+            // The command line wins over the files, as with oslo.config.
+            match &self.cache_dir {
+                Some(dir) => CacheConfig::from_files_with_dir(&files, dir),
+                None => CacheConfig::from_files(&files),
             }
-            config
+            .map_err(|err| err.to_string())?
         };
         let bind = match self.bind {
             Some(bind) => bind,
@@ -243,7 +255,19 @@ impl ServerArgs {
                 .client_timeout
                 .filter(|d| !d.is_zero())
                 .unwrap_or(DEFAULT_CLIENT_TIMEOUT),
-            tls: self.tls_cert.clone().zip(self.tls_key.clone()),
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+                // Glance's own options, when the command line names no certificate.
+                _ => match (&options.cert_file, &options.key_file) {
+                    (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+                    (None, None) => None,
+                    _ => {
+                        return Err("[DEFAULT] cert_file and key_file go together: set both to \
+                                    serve HTTPS, or neither"
+                            .into())
+                    }
+                },
+            },
             keystone,
             upstream_keepalive: options.upstream_keepalive.unwrap_or(true),
             upstream_tls,

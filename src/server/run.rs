@@ -24,10 +24,10 @@ const ROLLBACK_WAIT: Duration = Duration::from_secs(30);
 /// The whole of `image-cache-server`'s `main`.
 pub fn main() -> ExitCode {
     let args = ServerArgs::parse();
-    let logging =
-        crate::config::LogOptions::from_files(crate::config::with_glance_files(&args.config_files))
-            .map_err(|err| err.to_string())
-            .and_then(|options| super::logging::init(&options));
+    let logging = args.files().and_then(|files| {
+        let options = crate::config::LogOptions::from_files(files).map_err(|e| e.to_string())?;
+        super::logging::init(&options)
+    });
     if let Err(reason) = logging {
         eprintln!("image-cache-server: {reason}");
         return ExitCode::FAILURE;
