@@ -198,6 +198,12 @@ impl CacheConfig {
     /// Whether `name` is one the cache uses for itself in `image_cache_dir`: the index
     /// (`image_cache_sqlite_db`), `incomplete` or `invalid`. No image of that id is cached.
     pub fn is_reserved_name(&self, name: &str) -> bool {
-        name == self.image_cache_sqlite_db || name == INCOMPLETE_DIR || name == INVALID_DIR
+        let db = self.image_cache_sqlite_db.as_str();
+        // The index's name, and names beside it: Glance's SQLite journal (`cache.db-journal`),
+        // this cache's index beside Glance's file (`cache.db.sled`).
+        let beside_the_index = name
+            .strip_prefix(db)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '-']));
+        beside_the_index || name == INCOMPLETE_DIR || name == INVALID_DIR
     }
 }

@@ -109,7 +109,7 @@ impl ImageCache {
         }
         let layout = Layout::new(&config.image_cache_dir);
         layout.create_dirs()?;
-        let db_path = config.db_path();
+        let db_path = super::glance_import::index_path(&config);
         layout.prepare_private_index(&db_path)?;
         let index = open_index(&config, &layout)?;
         layout.make_private(&db_path);

@@ -88,6 +88,7 @@ mod fill;
 mod fleet;
 mod follow;
 mod fs;
+mod glance_import;
 mod housekeeping;
 mod layout;
 mod live_metrics;

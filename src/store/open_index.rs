@@ -1,7 +1,7 @@
 //! Opening the index `image_cache_driver` names, and the link to the fleet a `centralized_db`
 //! node keeps ([`FleetLink`]).
 
-use super::driver::{IndexDriver, IndexError};
+use super::driver::IndexDriver;
 use super::error::StoreError;
 use super::layout::Layout;
 use super::sled_driver::SledIndex;
@@ -41,15 +41,16 @@ pub(crate) fn open_index(config: &CacheConfig, layout: &Layout) -> Result<Opened
     if let Some(problem) = config.problem() {
         return Err(StoreError::InvalidConfig(problem.to_owned()));
     }
-    let local = || -> Result<SledIndex, IndexError> {
-        SledIndex::open_or_rebuild(&config.db_path(), config.db_cache_capacity, &layout.invalid)
-    };
+    let path = super::glance_import::index_path(config);
+    let local = SledIndex::open_or_rebuild(&path, config.db_cache_capacity, &layout.invalid)?;
+    // A directory Glance's own cache filled: its records and queue, once.
+    super::glance_import::import_once(&local, config, &layout.base.join("queue"))?;
     match config.image_cache_driver {
         IndexDriverKind::Sled => Ok(OpenedIndex {
-            driver: Box::new(local()?),
+            driver: Box::new(local),
             fleet: None,
         }),
-        IndexDriverKind::Centralized => open_central(config, local()?),
+        IndexDriverKind::Centralized => open_central(config, local),
     }
 }
 

@@ -186,15 +186,18 @@ impl SledIndex {
         self.load_records().map_err(IndexError::failed)
     }
 
+    /// Makes the next `load` read the records again (after writes made before it).
+    pub(crate) fn reload(&self) {
+        *lock(&self.opened_with) = None;
+    }
+
     /// A number kept beside the records under `key` (not a record, not the queue).
-    #[cfg_attr(not(feature = "centralized-db"), allow(dead_code))]
     pub(crate) fn number(&self, key: &str) -> Result<Option<u64>, IndexError> {
         let value = self.db.get(key).map_err(IndexError::failed)?;
         Ok(value.and_then(|v| Some(u64::from_be_bytes(v.as_ref().try_into().ok()?))))
     }
 
     /// Keeps `value` under `key`.
-    #[cfg_attr(not(feature = "centralized-db"), allow(dead_code))]
     pub(crate) fn set_number(&self, key: &str, value: u64) -> Result<(), IndexError> {
         self.db
             .insert(key, &value.to_be_bytes()[..])

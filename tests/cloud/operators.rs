@@ -314,3 +314,154 @@ async fn glance_cache_manages_flags_are_ours_and_errors_go_to_stderr() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let _: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
 }
+
+/// Glance's rows of `cached_images` in `db`, read with Python's sqlite3: (image_id, hits,
+/// last_accessed, size).
+fn glance_rows(venv: &Path, db: &Path) -> Vec<(String, u64, f64, u64)> {
+    let script = "import json, sqlite3, sys\n\
+                  rows = sqlite3.connect(sys.argv[1]).execute('SELECT image_id, hits, last_accessed, size FROM cached_images').fetchall()\n\
+                  print(json.dumps(rows))";
+    let output = Command::new(venv.join("bin/python"))
+        .args(["-c", script])
+        .arg(db)
+        .output()
+        .unwrap();
+    let rows: Vec<(String, u64, f64, u64)> = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|err| panic!("{err}: {}", String::from_utf8_lossy(&output.stderr)));
+    rows
+}
+
+/// A node opened on a directory that real Glance 33's `sqlite` cache driver filled imports its
+/// hit counts, times and queue once, logs it, and leaves Glance's `cache.db` untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_moves_into_a_directory_glances_sqlite_cache_filled() {
+    use crate::common::openstack::{create_image, log_in, Glance, Keystone, ADMIN_PASSWORD};
+    let test = "a_node_moves_into_a_directory_glances_sqlite_cache_filled";
+    let (Some(venv), Some(keystone)) = (openstack::venv(test), Keystone::shared(test)) else {
+        return;
+    };
+    let glance = Glance::start(&venv, keystone, "sqlite");
+    let admin = log_in(&keystone.url, "admin", ADMIN_PASSWORD, "admin").await;
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+    let cached = create_image(&glance.url, &admin, &data).await;
+    let queued = create_image(&glance.url, &admin, b"queued in Glance's cache").await;
+    let glance_cache = glance.dir.join("image-cache");
+    let http = reqwest::Client::new();
+    // Three downloads from Glance: the first fills its cache, the next two are its hits.
+    for round in 0..3 {
+        let got = http
+            .get(format!("{}/v2/images/{cached}/file", glance.url))
+            .header("x-auth-token", &admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.status(), 200, "round {round}");
+        assert!(got.bytes().await.unwrap() == data);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while glance_rows(&venv, &glance_cache.join("cache.db")).is_empty() {
+            assert!(Instant::now() < deadline, "Glance never cached the image");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let put = http
+        .put(format!("{}/v2/cache/{queued}", glance.url))
+        .header("x-auth-token", &admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 202);
+    assert!(
+        glance_cache.join("queue").join(&queued).exists(),
+        "Glance queued it in queue/"
+    );
+
+    // The operator moves the directory to the node (a copy here; Glance keeps running).
+    let moved = tempfile::tempdir().unwrap();
+    let dir = moved.path().join("image-cache");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(&glance_cache)
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let glance_db = dir.join("cache.db");
+    let before = std::fs::read(&glance_db).unwrap();
+    let rows = glance_rows(&venv, &glance_db);
+    let (_, glance_hits, glance_accessed, size) = rows
+        .iter()
+        .find(|(id, ..)| *id == cached)
+        .cloned()
+        .unwrap_or_else(|| panic!("{rows:?}"));
+    assert!(glance_hits >= 1, "Glance counted its hits: {rows:?}");
+
+    // The node starts on it and says what it imported.
+    let output = Command::new(crate::common::example::server_binary())
+        .args(["--bind", "127.0.0.1:0", "--upstream", &glance.url])
+        .arg("--cache-dir")
+        .arg(&dir)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut node = output;
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(node.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert!(first.starts_with("listening on "), "{first}");
+    let _ = node.kill();
+    let logged = node.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&logged.stderr);
+    let line = log
+        .lines()
+        .find(|l| l.contains("imported Glance's cache records"))
+        .unwrap_or_else(|| panic!("no import line in:\n{log}"));
+    assert!(
+        line.contains("records=1") && line.contains("queued=1"),
+        "{line}"
+    );
+    assert!(
+        !log.contains("corrupt"),
+        "Glance's database is not taken for a broken index:\n{log}"
+    );
+
+    // What the cache now holds: Glance's counts and times, and its queue.
+    let open =
+        || tower_image_cache::ImageCache::open(tower_image_cache::CacheConfig::new(&dir)).unwrap();
+    let cache = open();
+    let id = tower_image_cache::ImageId::new(&cached).unwrap();
+    let record = cache
+        .cached_image(&id)
+        .expect("the image Glance cached is cached");
+    assert_eq!(record.hits, glance_hits);
+    assert_eq!(record.size, size);
+    assert!(
+        (record.last_accessed - glance_accessed).abs() < 0.01,
+        "{record:?}"
+    );
+    let queue: Vec<String> = cache
+        .queued_images()
+        .unwrap()
+        .iter()
+        .map(|q| q.as_str().to_owned())
+        .collect();
+    assert_eq!(queue, [queued.clone()]);
+    assert!(std::fs::read(dir.join(&cached)).unwrap() == data);
+    drop(cache);
+    // Imported once: opened again, the counts are not added twice.
+    let cache = open();
+    assert_eq!(cache.cached_image(&id).unwrap().hits, glance_hits);
+    drop(cache);
+    assert!(
+        std::fs::read(&glance_db).unwrap() == before,
+        "Glance's cache.db is untouched"
+    );
+    assert!(
+        dir.join("cache.db.sled").is_dir(),
+        "the node's index is beside it"
+    );
+}

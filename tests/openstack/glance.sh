@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs a real Glance for the tests, behind the tests' Keystone, until its parent process exits.
 #
-#   tests/openstack/glance.sh VENV DIR PORT KEYSTONE_URL [stock|close]
+#   tests/openstack/glance.sh VENV DIR PORT KEYSTONE_URL [stock|close|sqlite]
 #
 # VENV is what install.sh printed; DIR an empty working directory; KEYSTONE_URL Keystone's
 # http://127.0.0.1:PORT/v3, with the user "glance" (password "glance-secret", roles admin and
@@ -9,7 +9,9 @@
 # 127.0.0.1:PORT under uWSGI with the flavor keystone+cachemanagement, SQLite, the filesystem
 # store and its own image cache. "stock" (the default) runs Glance and uWSGI as Glance's
 # documentation does; "close" adds "Connection: close" to each answer, which Python clients
-# talking to it directly need, and turns on [oslo_middleware] enable_proxy_headers_parsing.
+# talking to it directly need, and turns on [oslo_middleware] enable_proxy_headers_parsing;
+# "sqlite" is "close" with the image cache's sqlite driver (cache.db and queue/ in the cache
+# directory) instead of Glance's default centralized_db.
 # Prints "ready" once Glance answers.
 set -euo pipefail
 
@@ -47,6 +49,10 @@ user_domain_name = Default
 project_domain_name = Default
 CONF
 
+if [ "$mode" = sqlite ]; then
+    printf '[DEFAULT]\nimage_cache_driver = sqlite\n' >>"$dir/glance-api.conf"
+    mode=close
+fi
 if [ "$mode" = close ]; then
     # What the operator guide asks for: Glance builds its URLs from X-Forwarded-Host/-Proto.
     printf '[oslo_middleware]\nenable_proxy_headers_parsing = true\n' >>"$dir/glance-api.conf"
