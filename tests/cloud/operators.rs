@@ -449,7 +449,7 @@ async fn a_node_moves_into_a_directory_glances_sqlite_cache_filled() {
         .iter()
         .map(|q| q.as_str().to_owned())
         .collect();
-    assert_eq!(queue, [queued.clone()]);
+    assert_eq!(queue, std::slice::from_ref(&queued));
     assert!(std::fs::read(dir.join(&cached)).unwrap() == data);
     drop(cache);
     // Imported once: opened again, the counts are not added twice.
