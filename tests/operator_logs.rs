@@ -428,3 +428,83 @@ async fn the_command_line_overrides_the_files_and_glances_cert_file_serves_https
         "{said}"
     );
 }
+
+/// `use_journal`: without a journal the node says so and logs to standard error; with one (a
+/// socket of the test's own at journald's address, where none runs) the entries arrive there
+/// with the program's identifier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn use_journal_writes_to_the_journal_or_says_why_not() {
+    const SOCKET: &str = "/run/systemd/journal/socket";
+    if Path::new(SOCKET).exists() {
+        println!("SKIPPED: a journald runs here; this test fakes one where none does");
+        return;
+    }
+    let upstream = RawUpstream::start(image(), Mode::Polite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), &upstream.url(), "use_journal = true", "");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !node.stderr.lock().unwrap().contains("serving") {
+        assert!(Instant::now() < deadline, "{}", node.stderr.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        node.stderr
+            .lock()
+            .unwrap()
+            .contains("use_journal is set but the systemd journal cannot be reached"),
+        "{}",
+        node.stderr.lock().unwrap()
+    );
+    drop(node);
+
+    std::fs::create_dir_all("/run/systemd/journal").unwrap();
+    let journal = std::os::unix::net::UnixDatagram::bind(SOCKET).unwrap();
+    struct Remove;
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(SOCKET);
+        }
+    }
+    let _remove = Remove;
+    journal
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), &upstream.url(), "use_journal = true", "");
+    get(&format!("{}/v2/images/img-j/file", node.url), &[])
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let mut entries = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while !entries
+        .iter()
+        .any(|e: &String| e.contains("tower_image_cache::access"))
+    {
+        let n = journal
+            .recv(&mut buf)
+            .unwrap_or_else(|err| panic!("no access entry in the journal ({err}): {entries:?}"));
+        entries.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let access = entries
+        .iter()
+        .find(|e| e.contains("tower_image_cache::access"))
+        .unwrap();
+    // journald's native protocol: KEY=value, or KEY, a length and the value for binary-safe ones.
+    for (key, value) in [
+        ("SYSLOG_IDENTIFIER", "image-cache-server"),
+        ("F_PATH", "/v2/images/img-j/file"),
+        ("F_CACHE_STATUS", "MISS"),
+    ] {
+        let at = access
+            .find(key)
+            .unwrap_or_else(|| panic!("no {key}: {access:?}"));
+        assert!(access[at..].contains(value), "{key}: {access:?}");
+    }
+    assert!(
+        node.stderr.lock().unwrap().trim().is_empty(),
+        "with a journal, nothing on stderr: {}",
+        node.stderr.lock().unwrap()
+    );
+}
