@@ -102,7 +102,8 @@ async fn a_cache_node_in_front_of_an_image_api() {
     let message = reason["error"]["message"].as_str().unwrap();
     assert_eq!(
         message,
-        "The image API behind this node could not be reached. Try again later."
+        "The image API behind this node could not be reached (the connection was refused). Try \
+         again later."
     );
     assert!(!message.contains("127.0.0.1"), "{reason}");
 }

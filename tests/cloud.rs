@@ -330,6 +330,20 @@ async fn the_cron_tools_log_in_as_the_nodes_identity_and_an_unreachable_keystone
     assert_eq!(refused.status(), 503);
     let reason = refused.text().await.unwrap();
     assert!(reason.contains("cannot be checked now"), "{reason}");
+    // The caller is not shown where the node's Keystone is; the metric and the log say it.
+    assert!(!reason.contains(&nowhere), "{reason}");
+    let metrics = get(&format!("{}/metrics", cut_off.url), None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        common::metric(
+            &metrics,
+            "image_cache_keystone_failures_total{check=\"token_validation\"}"
+        ) >= 1,
+        "{metrics}"
+    );
     let demo = log_in(&glance.keystone.url, "demo", DEMO_PASSWORD, "demo").await;
     let id = create_image(&glance.url, &demo, b"still served").await;
     let download = get(&format!("{}/v2/images/{id}/file", cut_off.url), Some(&demo)).await;

@@ -4,6 +4,7 @@
 
 mod access_log;
 mod forwarded;
+mod gateway_errors;
 mod listen;
 mod logging;
 mod options;

@@ -14,6 +14,7 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 
 use super::forwarded::{X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use super::gateway_errors::{bad_gateway, cause_in_words, gateway_error};
 use super::options::UpstreamTimeouts;
 use super::upstream_body::{Announced, IdleLimited};
 use crate::keystone::{error_chain, TlsOptions};
@@ -202,9 +203,10 @@ impl Upstream {
                 let cause = error_chain(&err);
                 tracing::warn!(upstream = %self.base, %cause, kind, method = %parts.method, path, "the upstream image API could not be reached; answering 502");
                 // The caller is told what failed, not where the node's upstream is.
-                Ok(bad_gateway(
-                    "The image API behind this node could not be reached. Try again later.",
-                ))
+                Ok(bad_gateway(&format!(
+                    "The image API behind this node could not be reached{}. Try again later.",
+                    cause_in_words(&cause)
+                )))
             }
         }
     }
@@ -390,21 +392,5 @@ fn server_options() -> Response<Body> {
     response
         .headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
-    response
-}
-
-fn bad_gateway(reason: &str) -> Response<Body> {
-    gateway_error(StatusCode::BAD_GATEWAY, reason)
-}
-
-fn gateway_error(status: StatusCode, reason: &str) -> Response<Body> {
-    let title = status.canonical_reason().unwrap_or("Error");
-    let body = serde_json::json!({ "error": { "code": status.as_u16(), "title": title, "message": reason } });
-    let mut response = Response::new(Body::from(body.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
     response
 }
