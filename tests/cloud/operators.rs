@@ -45,6 +45,13 @@ fn glance_cache_manage(venv: &Path, port: &str, args: &[&str]) -> (bool, String)
     openstack::run_output(&mut command)
 }
 
+/// Our `image-cache-manage -H 127.0.0.1 -p PORT -A ADMIN args...`.
+fn ours_at(port: &str, args: &[&str]) -> Output {
+    let mut all = vec!["-H", "127.0.0.1", "-p", port, "-A", ADMIN];
+    all.extend_from_slice(args);
+    ours(&all)
+}
+
 /// Our `image-cache-manage` with exactly `args`; its output, stdout and stderr apart.
 fn ours(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_image-cache-manage"))
@@ -110,7 +117,7 @@ async fn glances_clients_print_glances_listing_during_a_fill_and_the_legacy_dele
     );
     // Our tool shows the fill, with its progress.
     let port = server.url.rsplit(':').next().unwrap().to_owned();
-    let out = ours(&["-H", "127.0.0.1", "-p", &port, "-A", ADMIN, "list-cached"]);
+    let out = ours_at(&port, &["list-cached"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stdout).contains(&filling),
@@ -127,17 +134,7 @@ async fn glances_clients_print_glances_listing_during_a_fill_and_the_legacy_dele
         glance_cache_manage(&venv, &port, &["delete-queued-image", &small])
     });
     assert!(ok, "{said}");
-    let out = ours(&[
-        "-H",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-A",
-        ADMIN,
-        "-f",
-        "delete-queued-image",
-        &small,
-    ]);
+    let out = ours_at(&port, &["-f", "delete-queued-image", &small]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let listing = example::json_as(&http, &format!("{}/v2/cache", server.url), ADMIN).await;
     let cached: Vec<&str> = listing["cached_images"]
@@ -158,37 +155,17 @@ async fn glances_clients_print_glances_listing_during_a_fill_and_the_legacy_dele
         .await
         .unwrap();
     assert_eq!(put.status(), 200);
-    let out = ours(&[
-        "-H",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-A",
-        ADMIN,
-        "-f",
-        "delete-cached-image",
-        &queued,
-    ]);
+    let out = ours_at(&port, &["-f", "delete-cached-image", &queued]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = ours(&["-H", "127.0.0.1", "-p", &port, "-A", ADMIN, "list-queued"]);
+    let out = ours_at(&port, &["list-queued"]);
     assert!(
         text(&out.stdout).contains(&queued),
         "still queued: {}",
         text(&out.stdout)
     );
-    let out = ours(&[
-        "-H",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-A",
-        ADMIN,
-        "-f",
-        "delete-queued-image",
-        &queued,
-    ]);
+    let out = ours_at(&port, &["-f", "delete-queued-image", &queued]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = ours(&["-H", "127.0.0.1", "-p", &port, "-A", ADMIN, "list-queued"]);
+    let out = ours_at(&port, &["list-queued"]);
     assert!(
         !text(&out.stdout).contains(&queued),
         "dequeued: {}",
@@ -196,28 +173,9 @@ async fn glances_clients_print_glances_listing_during_a_fill_and_the_legacy_dele
     );
 
     // delete-cached-image uncaches.
-    let out = ours(&[
-        "-H",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-A",
-        ADMIN,
-        "-f",
-        "delete-cached-image",
-        &small,
-    ]);
+    let out = ours_at(&port, &["-f", "delete-cached-image", &small]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = ours(&[
-        "-H",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-A",
-        ADMIN,
-        "--json",
-        "list-cached",
-    ]);
+    let out = ours_at(&port, &["--json", "list-cached"]);
     let records: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let ids: Vec<&str> = records["cached_images"]
         .as_array()
@@ -250,19 +208,7 @@ async fn glance_cache_manages_flags_are_ours_and_errors_go_to_stderr() {
     let data_dir = tempfile::tempdir().unwrap();
     let server = example::start(data_dir.path(), &[]);
     let port = server.url.rsplit(':').next().unwrap().to_owned();
-    let out = ours(&[
-        "-H",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-A",
-        ADMIN,
-        "-k",
-        "-v",
-        "-d",
-        "-f",
-        "list-cached",
-    ]);
+    let out = ours_at(&port, &["-k", "-v", "-d", "-f", "list-cached"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let errors = text(&out.stderr);
     assert!(
@@ -301,16 +247,7 @@ async fn glance_cache_manages_flags_are_ours_and_errors_go_to_stderr() {
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty(), "stdout: {}", text(&out.stdout));
     assert!(!text(&out.stderr).trim().is_empty());
-    let out = ours(&[
-        "-H",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-A",
-        ADMIN,
-        "--json",
-        "list-cached",
-    ]);
+    let out = ours_at(&port, &["--json", "list-cached"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let _: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
 }
