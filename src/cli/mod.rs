@@ -3,6 +3,7 @@
 //!
 //! Internals of the binaries behind the `cli` feature, not a stable API.
 
+mod answers;
 mod client;
 pub mod commands;
 pub mod identity;
@@ -11,7 +12,8 @@ pub mod report;
 mod table;
 mod tool;
 
-pub use client::{set_debug, ClientError, InProgress, Listing, ManageClient, Record};
+pub use answers::{ClientError, InProgress, Listing, Record};
+pub use client::{set_debug, ManageClient};
 pub use identity::{Auth, OsArgs};
 pub use table::{utc_time, Table};
 pub use tool::{bind_port, run_maintenance, tool_main, Chore, ToolArgs};

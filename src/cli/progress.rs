@@ -4,7 +4,8 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use super::client::{ClientError, InProgress, ManageClient};
+use super::answers::{ClientError, InProgress};
+use super::client::ManageClient;
 
 /// How often `--wait` asks the node.
 const POLL: Duration = Duration::from_millis(250);

@@ -1,6 +1,6 @@
 //! What `image-cache-manage` prints: each node's [`Outcome`], as Glance's tables or as JSON.
 
-use super::client::{InProgress, Record};
+use super::answers::{InProgress, Record};
 use super::progress::describe;
 use super::table::{utc_time, Table};
 

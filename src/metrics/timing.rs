@@ -4,7 +4,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use super::Labels;
+type Labels = Vec<(&'static str, &'static str)>;
 
 type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
 
