@@ -106,4 +106,18 @@ async fn a_cache_node_in_front_of_an_image_api() {
          again later."
     );
     assert!(!message.contains("127.0.0.1"), "{reason}");
+    // What the operator's alert reads.
+    let metrics = reqwest::get(format!("{}/metrics", proxy.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        common::metric(
+            &metrics,
+            "image_cache_upstream_errors_total{kind=\"connect\"}"
+        ) >= 1,
+        "{metrics}"
+    );
 }

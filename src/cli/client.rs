@@ -151,11 +151,16 @@ impl ManageClient {
         path: &str,
         target: Option<&str>,
     ) -> Result<Vec<u8>, ClientError> {
+        let response = self.send(method, path, target).await?;
+        self.answer(response).await
+    }
+
+    /// A response's body when it succeeded, else the refusal in Glance's tools' words.
+    async fn answer(&self, response: reqwest::Response) -> Result<Vec<u8>, ClientError> {
         let unreachable = |reason: String| ClientError::Unreachable {
             node: self.node.clone(),
             reason,
         };
-        let response = self.send(method, path, target).await?;
         let status = response.status();
         let body = response
             .bytes()
@@ -223,11 +228,7 @@ impl ManageClient {
             .get(crate::manage::NODE_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let status = response.status();
-        if !status.is_success() {
-            // The refusal's words, as every other call gives them.
-            self.call(Method::GET, "/v2/cache", None).await?;
-        }
+        self.answer(response).await?;
         Ok(node)
     }
 
