@@ -143,6 +143,63 @@ async fn a_checksum_mismatch_fails_every_body_and_commits_nothing() {
     assert!(!server.cache_dir().join("img").exists());
 }
 
+/// The cache file is written a mebibyte at a time (direct I/O); a fill whose upstream pauses
+/// puts what it has in the file, so its followers are not a block behind meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_gets_what_a_paused_fill_has_while_its_upstream_pauses() {
+    let server = Arc::new(TestServer::start().await);
+    let data = image_data(4 * 1024 * 1024);
+    let gate = Arc::new(Semaphore::new(5)); // 320 KiB, then the upstream pauses
+    server.api.add(
+        "img",
+        FakeImage::private(data.clone()).behavior(Behavior::Gated(gate.clone())),
+    );
+    let first = {
+        let server = Arc::clone(&server);
+        tokio::spawn(async move { download(&server, "img").await })
+    };
+    let taken = || {
+        server
+            .cache
+            .fills_in_progress()
+            .first()
+            .map_or(0, |fill| fill.bytes_written)
+    };
+    eventually("the fill took the first 320 KiB", || {
+        taken() >= 5 * CHUNK as u64
+    })
+    .await;
+
+    let mut late = server.get("img", OWNER).await;
+    assert_eq!(
+        cache_status(&late),
+        "HIT",
+        "served from the fill in progress"
+    );
+    let mut got = Vec::new();
+    let paused = tokio::time::timeout(Duration::from_secs(10), async {
+        while got.len() < 5 * CHUNK - 1 {
+            got.extend_from_slice(&late.chunk().await.unwrap().expect("more bytes"));
+        }
+    })
+    .await;
+    assert!(
+        paused.is_ok(),
+        "the follower got {} bytes while the upstream paused",
+        got.len()
+    );
+    assert_eq!(got, data[..got.len()]);
+    assert_eq!(taken(), 5 * CHUNK as u64, "the upstream was still paused");
+
+    gate.add_permits(1000);
+    while let Some(chunk) = late.chunk().await.unwrap() {
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(got, data);
+    assert_eq!(first.await.unwrap().unwrap(), data);
+    assert_eq!(server.api.body_requests(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_joining_halfway_gets_the_whole_image_from_byte_zero() {
     let server = Arc::new(TestServer::start().await);

@@ -93,6 +93,7 @@ mod routes;
 mod service;
 mod settings;
 mod single_flight;
+mod sink;
 mod source;
 mod tee;
 #[cfg(test)]

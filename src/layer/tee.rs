@@ -1,7 +1,7 @@
 //! The miss that fills: a task of its own reads the wrapped service's body, writes it into the
-//! cache (in batches, each on a blocking thread borrowed for that write) and relays it to the
-//! client that asked. When the body is cut, the source asks again from the byte reached
-//! (`source.rs`), and nobody reading sees the cut.
+//! cache (through the writer of `sink.rs`) and relays it to the client that asked. When the body
+//! is cut, the source asks again from the byte reached (`source.rs`), and nobody reading sees
+//! the cut.
 //!
 //! The fill does not belong to that client: when it goes away the task reads on, for the cache
 //! and for the requests following the fill (see [`FillFollower`](crate::store::FillFollower)).
@@ -13,33 +13,19 @@
 //! fill: the fill hands it a [`FillFollower`] at the byte it has reached, and the client reads on
 //! from the growing file at its own pace.
 
-use std::sync::{Arc, Mutex};
-
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::sink::{CacheSink, Outcome};
 use super::source::Source;
 use crate::body::{BoxError, RelayBody, ResponseBody};
 use crate::store::{FillEnd, FillFollower, FillOutcome, FillWriter};
-use crate::sync::lock;
 use crate::{ImageCache, ImageId};
 
-/// Chunks in flight towards the cache writer, and towards the client.
+/// Chunks in flight towards the client.
 const CHANNEL_CHUNKS: usize = 4;
-
-/// How the source body ended, as far as the cache writer is concerned.
-#[derive(Debug, Default)]
-enum Outcome {
-    /// The fill task stopped before the body ended (the runtime is shutting down).
-    #[default]
-    Unfinished,
-    /// Every byte arrived.
-    Complete,
-    /// The source failed or sent the wrong number of bytes.
-    Failed(String),
-}
 
 /// The body ended with more or fewer bytes than its `Content-Length`.
 #[derive(Debug)]
@@ -118,98 +104,6 @@ struct Client {
     handoff: oneshot::Sender<FillFollower>,
     /// Bytes put into `chunks` so far: where a follower takes over.
     sent: u64,
-}
-
-/// The writer's end of the fill: a task appending chunks to the file in batches, each batch
-/// on a blocking thread borrowed for its write only (a fill waiting on its upstream holds none).
-struct CacheSink {
-    chunks: mpsc::Sender<Bytes>,
-    outcome: Arc<Mutex<Outcome>>,
-}
-
-/// Bytes gathered into one blocking write, at most.
-const WRITE_BATCH: usize = 4 * 1024 * 1024;
-
-impl CacheSink {
-    /// `slot` is held until the fill is committed or rolled back.
-    fn start(writer: FillWriter, slot: Option<OwnedSemaphorePermit>) -> CacheSink {
-        let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
-        let outcome = Arc::new(Mutex::new(Outcome::Unfinished));
-        let ended = Arc::clone(&outcome);
-        let write = async move {
-            let _slot = slot;
-            write_fill(writer, rx, ended).await;
-        };
-        tokio::spawn(write.instrument(tracing::Span::current()));
-        CacheSink {
-            chunks: tx,
-            outcome,
-        }
-    }
-
-    fn end(self, outcome: Outcome) {
-        *lock(&self.outcome) = outcome;
-    }
-}
-
-async fn write_fill(
-    writer: FillWriter,
-    mut chunks: mpsc::Receiver<Bytes>,
-    outcome: Arc<Mutex<Outcome>>,
-) {
-    let id = writer.id().clone();
-    let mut writer = Some(writer);
-    while let Some(first) = chunks.recv().await {
-        let mut batch = vec![first];
-        let mut bytes = batch[0].len();
-        while bytes < WRITE_BATCH {
-            match chunks.try_recv() {
-                Ok(chunk) => {
-                    bytes += chunk.len();
-                    batch.push(chunk);
-                }
-                Err(_) => break,
-            }
-        }
-        let Some(mut taken) = writer.take() else {
-            return;
-        };
-        let span = tracing::Span::current();
-        let written = tokio::task::spawn_blocking(move || {
-            let _entered = span.enter();
-            let result = batch
-                .into_iter()
-                .try_for_each(|chunk| taken.write_bytes(chunk));
-            (taken, result)
-        })
-        .await;
-        match written {
-            Ok((back, Ok(()))) => writer = Some(back),
-            Ok((back, Err(err))) => {
-                tracing::warn!(image = %id, %err, "cache write failed; the download goes on uncached");
-                // Dropping the writer rolls the fill back (on this thread: a small unlink).
-                let _ = tokio::task::spawn_blocking(move || drop(back)).await;
-                return;
-            }
-            // The runtime is going away: the writer was dropped with the closure.
-            Err(_) => return,
-        }
-    }
-    let Some(writer) = writer else { return };
-    let ending = std::mem::take(&mut *lock(&outcome));
-    let span = tracing::Span::current();
-    let ended = tokio::task::spawn_blocking(move || {
-        span.in_scope(|| match ending {
-            Outcome::Complete => match writer.finish() {
-                // The store logs the commit, with its duration and rate.
-                Ok(record) => tracing::debug!(image = %id, size = record.size, "image cached"),
-                Err(err) => tracing::warn!(image = %id, %err, "image not cached"),
-            },
-            Outcome::Failed(reason) => writer.abort(&reason),
-            Outcome::Unfinished => writer.abort("the fill was stopped before the image ended"),
-        })
-    });
-    let _ = ended.await;
 }
 
 /// The fill task: source → (cache, client).

@@ -1,7 +1,6 @@
 //! The fill cycle: begin → write → finish (verify, then commit or roll back).
 
 use std::fmt;
-use std::fs::File;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
@@ -10,6 +9,7 @@ use bytes::Bytes;
 
 use super::cache::{ImageCache, Inner};
 use super::clock::now;
+use super::direct::StagedFile;
 use super::driver::IndexRecord;
 use super::error::{FillError, FillStep};
 use super::layout::remove_if_present;
@@ -34,7 +34,7 @@ pub struct FillWriter {
     id: ImageId,
     state: Arc<FillState>,
     /// `None` once the fill failed or ended.
-    file: Option<File>,
+    file: Option<StagedFile>,
     expected: Expected,
     /// `None` once the fill was verified.
     digests: Option<Digests>,
@@ -86,7 +86,7 @@ impl ImageCache {
             let _ = remove_if_present(&path);
             io_error(FillStep::Create, source)
         };
-        let file = inner.io.create(&path).map_err(undo)?;
+        let file = StagedFile::new(inner.io.create(&path).map_err(undo)?);
         let digests = Digests::start(&expected).map_err(undo)?;
         inner.metrics.fill_started();
         tracing::info!(image = %id, expected_size = expected.size, "fill started");
@@ -142,15 +142,46 @@ impl FillWriter {
                 io::Error::other("the fill already ended"),
             ));
         };
-        if let Err(source) = self.cache.io.write(file, chunk) {
-            self.count_end(Some("write"));
-            self.discard(Discard::Remove, &format!("write failed: {source}"));
-            return Err(io_error(FillStep::Write, source));
+        if let Err(source) = file.append(&*self.cache.io, chunk) {
+            return Err(self.write_failed(source));
         }
         digests.update(chunk, shared);
         self.written += chunk.len() as u64;
-        self.state.set_written(self.written);
+        self.state.set_received(self.written);
+        self.state.set_written(file.in_file());
         Ok(())
+    }
+
+    /// Puts the bytes written so far in the file, where followers read them, but for the last
+    /// partial page. The file is written a mebibyte at a time where it takes direct I/O; a fill
+    /// whose source pauses calls this so that its followers are not held a block behind.
+    pub fn flush(&mut self) -> Result<(), FillError> {
+        self.flush_with(StagedFile::flush_pages)
+    }
+
+    /// Whether [`flush`](Self::flush) has bytes to write.
+    pub fn has_unflushed(&self) -> bool {
+        self.file.as_ref().is_some_and(StagedFile::has_pages)
+    }
+
+    fn flush_with(
+        &mut self,
+        flush: fn(&mut StagedFile, &dyn super::fs::FillIo) -> io::Result<()>,
+    ) -> Result<(), FillError> {
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
+        if let Err(source) = flush(file, &*self.cache.io) {
+            return Err(self.write_failed(source));
+        }
+        self.state.set_written(file.in_file());
+        Ok(())
+    }
+
+    fn write_failed(&mut self, source: io::Error) -> FillError {
+        self.count_end(Some("write"));
+        self.discard(Discard::Remove, &format!("write failed: {source}"));
+        io_error(FillStep::Write, source)
     }
 
     /// Gives the fill up because its source failed: the partial file goes to `invalid/`.
@@ -185,6 +216,9 @@ impl FillWriter {
     }
 
     fn verify_and_commit(&mut self) -> Result<CachedImage, FillError> {
+        if self.file.is_some() {
+            self.flush_with(StagedFile::flush_all)?;
+        }
         let (Some(file), Some(digests)) = (self.file.take(), self.digests.take()) else {
             return Err(io_error(
                 FillStep::Finish,
@@ -203,7 +237,7 @@ impl FillWriter {
                 return Err(FillError::Verification(mismatch));
             }
         };
-        if let Err(source) = self.cache.io.sync_file(&file) {
+        if let Err(source) = self.cache.io.sync_file(file.file()) {
             self.file = Some(file);
             self.discard(Discard::Remove, &format!("fsync failed: {source}"));
             return Err(io_error(FillStep::Fsync, source));

@@ -28,6 +28,7 @@
 //! | `clock.rs` | epoch-seconds time |
 //! | `layout.rs` | paths under `image_cache_dir`, file removal |
 //! | `fs.rs` | [`FillIo`]: a fill's file steps, to fail in tests |
+//! | `direct.rs` | a fill's file written with direct I/O, in aligned blocks |
 //! | `chunks.rs` | the pooled buffers hits and followers read into |
 //! | `driver.rs` | the index driver seam, [`IndexError`] |
 //! | `sled_driver.rs` | the sled driver |
@@ -81,6 +82,7 @@ mod clock;
 #[cfg(feature = "centralized-db")]
 mod converge;
 mod digest;
+mod direct;
 mod driver;
 mod error;
 mod fill;

@@ -2,7 +2,7 @@
 //! progress and verdict ([`FillEnd`]), which readers following it wait on.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
@@ -42,6 +42,9 @@ pub(crate) struct FillState {
     /// What readers following the fill see: bytes written so far, and how it ended.
     progress: watch::Sender<Progress>,
     cancelled: AtomicBool,
+    /// The bytes the fill took so far: those in the file, and those gathered for its next
+    /// block (what the listing of fills in progress shows).
+    received: AtomicU64,
     /// Held across the commit's rename and index write, and by `cancel`, so a delete either
     /// stops the commit or runs after it — never between rename and index write.
     commit: Mutex<()>,
@@ -55,6 +58,7 @@ impl FillState {
         FillState {
             progress: watch::Sender::new(Progress::default()),
             cancelled: AtomicBool::new(false),
+            received: AtomicU64::new(0),
             commit: Mutex::new(()),
             expected_size,
             joined: tokio::sync::Notify::new(),
@@ -69,6 +73,11 @@ impl FillState {
         self.expected_size
     }
 
+    pub(crate) fn set_received(&self, received: u64) {
+        self.received.store(received, Ordering::Relaxed);
+    }
+
+    /// Tells the readers that the file holds `written` bytes.
     pub(crate) fn set_written(&self, written: u64) {
         self.progress
             .send_modify(|progress| progress.written = written);
@@ -184,7 +193,7 @@ impl Fills {
             .iter()
             .map(|(id, state)| FillProgress {
                 image_id: id.clone(),
-                bytes_written: state.progress.borrow().written,
+                bytes_written: state.received.load(Ordering::Relaxed),
                 expected_size: state.expected_size,
             })
             .collect()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs a real Glance for the tests, behind the tests' Keystone, until its parent process exits.
 #
-#   tests/openstack/glance.sh VENV DIR PORT KEYSTONE_URL [stock|close|sqlite]
+#   tests/openstack/glance.sh VENV DIR PORT KEYSTONE_URL [stock|close|sqlite|noauth]
 #
 # VENV is what install.sh printed; DIR an empty working directory; KEYSTONE_URL Keystone's
 # http://127.0.0.1:PORT/v3, with the user "glance" (password "glance-secret", roles admin and
@@ -11,7 +11,9 @@
 # documentation does; "close" adds "Connection: close" to each answer, which Python clients
 # talking to it directly need, and turns on [oslo_middleware] enable_proxy_headers_parsing;
 # "sqlite" is "close" with the image cache's sqlite driver (cache.db and queue/ in the cache
-# directory) instead of Glance's default centralized_db.
+# directory) instead of Glance's default centralized_db; "noauth" is "stock" without Keystone
+# (the flavor cachemanagement: every caller is an admin; KEYSTONE_URL is ignored, pass "-"),
+# as benches/compare.py runs it beside the example server.
 # Prints "ready" once Glance answers.
 set -euo pipefail
 
@@ -49,6 +51,18 @@ user_domain_name = Default
 project_domain_name = Default
 CONF
 
+if [ "$mode" = noauth ]; then
+    sed -i -e 's/^flavor = keystone+cachemanagement$/flavor = cachemanagement/' \
+        -e '/^\[keystone_authtoken\]$/,$d' "$dir/glance-api.conf"
+    # The unauthenticated context has no roles: the legacy policy admits it to the image API,
+    # and the cache's rules (admin only) are opened to it.
+    printf '[oslo_policy]\nenforce_new_defaults = false\nenforce_scope = false\n' \
+        >>"$dir/glance-api.conf"
+    printf 'policy_file = %s\n' "$dir/policy.yaml" >>"$dir/glance-api.conf"
+    printf '"%s": ""\n' cache_image cache_list cache_delete manage_image_cache \
+        >"$dir/policy.yaml"
+    mode=stock
+fi
 if [ "$mode" = sqlite ]; then
     printf '[DEFAULT]\nimage_cache_driver = sqlite\n' >>"$dir/glance-api.conf"
     mode=close

@@ -26,7 +26,9 @@ fn a_failing_write_removes_the_partial_file_and_a_retry_succeeds() {
     let mut writer = cache.begin_fill(&id("img"), Expected::default()).unwrap();
     writer.write(b"first").unwrap();
     io.full.store(true, Ordering::SeqCst);
-    let err = writer.write(b"second").unwrap_err();
+    // The file is written a block (1 MiB) at a time where it takes direct I/O: the write of
+    // the block that fills up fails.
+    let err = writer.write(&vec![7u8; 2 << 20]).unwrap_err();
     assert!(
         matches!(
             err,

@@ -60,6 +60,7 @@ async fn read_all(reader: &mut ImageReader) -> Vec<u8> {
     out
 }
 
+mod direct_io;
 mod driver;
 mod file_faults;
 mod fill;
