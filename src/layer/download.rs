@@ -46,7 +46,9 @@ where
         .await;
     }
     let cache = &settings.cache;
-    let cached = cache.is_cached(&id);
+    // The one catalog lookup of a hit: the access check, and then the open, use its entry.
+    let entry = cache.cached_entry(&id);
+    let cached = entry.is_some();
     let is_get = request.method() == Method::GET;
     let (mut parts, body) = request.into_parts();
     // Every download is checked first, cached or not: a refusal is the same whatever the
@@ -73,8 +75,10 @@ where
         return pass(&settings, inner, request, CacheStatus::Miss).await;
     }
 
-    if cached {
-        if let Some(response) = hit::serve(&settings, &id, &parts.method, &parts.headers).await {
+    if let Some(entry) = entry {
+        if let Some(response) =
+            hit::serve(&settings, &id, entry, &parts.method, &parts.headers).await
+        {
             return Ok(response);
         }
         // Evicted since the lookup: fetch it like any miss.
@@ -89,9 +93,9 @@ where
                     return Ok(response);
                 }
             }
-            if cache.is_cached(&id) {
+            if let Some(entry) = cache.cached_entry(&id) {
                 if let Some(response) =
-                    hit::serve(&settings, &id, &parts.method, &parts.headers).await
+                    hit::serve(&settings, &id, entry, &parts.method, &parts.headers).await
                 {
                     return Ok(response);
                 }

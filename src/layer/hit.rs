@@ -15,7 +15,7 @@ use http_range_header::RangeUnsatisfiableError;
 
 use super::settings::{CacheStatus, Settings};
 use crate::body::CacheBody;
-use crate::store::CachedImage;
+use crate::store::{CachedEntry, CachedImage};
 use crate::ImageId;
 
 /// Conditional headers the cache cannot evaluate (it has no `Last-Modified` to compare);
@@ -102,6 +102,7 @@ fn matches_any(list: &str, etag: &str) -> bool {
 pub(crate) async fn serve<A, B>(
     settings: &Settings<A>,
     id: &ImageId,
+    entry: CachedEntry,
     method: &Method,
     headers: &HeaderMap,
 ) -> Option<Response<CacheBody<B>>> {
@@ -110,13 +111,13 @@ pub(crate) async fn serve<A, B>(
     // bytes sent, even if the image was evicted and cached again a moment ago. A HEAD reads no
     // file and asks the index.
     let (record, reader) = if *method == Method::GET {
-        let opened = if cache.opens_in_place(id)? {
+        let opened = if entry.opens_in_place() {
             // A small image: open and read it in place, as a page-cache copy costs less than two
             // thread hand-offs (which were most of a small hit's time).
-            cache.open_for_read(id).map_err(|err| err.to_string())
+            cache.open_entry(id, entry).map_err(|err| err.to_string())
         } else {
             let opening = id.clone();
-            let opened = cache.blocking(move |c| c.open_for_read(&opening)).await;
+            let opened = cache.blocking(move |c| c.open_entry(&opening, entry)).await;
             opened.map_err(|err| err.to_string())
         };
         let reader = match opened {
@@ -129,7 +130,7 @@ pub(crate) async fn serve<A, B>(
         };
         (reader.record().clone(), Some(reader))
     } else {
-        (cache.cached_image(id)?, None)
+        (entry.record(id), None)
     };
     let answer = decide(headers, &record);
     let body = match (reader, &answer) {

@@ -120,6 +120,7 @@ pub use follow::FillFollower;
 pub use fs::{FillIo, IndexStep, StdFillIo};
 pub use maintenance::{Cleaned, Pruned};
 pub use progress::{FillEnd, FillOutcome};
+pub(crate) use read::CachedEntry;
 pub use read::ImageReader;
 pub use record::{CachedImage, FillProgress};
 pub use verify::{Expected, Verification};

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use tokio::task::JoinHandle;
 
 use super::cache::{ImageCache, Inner};
+use super::driver::IndexRecord;
 use super::layout::remove_if_present;
 use super::record::CachedImage;
 use crate::ImageId;
@@ -57,9 +58,26 @@ impl ImageCache {
     /// This opens a file: call it from a blocking context (for instance
     /// `tokio::task::spawn_blocking`). Reading the returned handle needs a tokio runtime.
     pub fn open_for_read(&self, id: &ImageId) -> io::Result<Option<ImageReader>> {
-        let Some(entry) = self.inner.catalog.get(id) else {
-            return Ok(None);
-        };
+        match self.inner.catalog.get(id) {
+            Some(entry) => self.open_entry(id, CachedEntry(entry)),
+            None => Ok(None),
+        }
+    }
+
+    /// The index entry of a committed `id`: what a hit looks up once, to decide on and then
+    /// [`open_entry`](Self::open_entry).
+    pub(crate) fn cached_entry(&self, id: &ImageId) -> Option<CachedEntry> {
+        self.inner.catalog.get(id).map(CachedEntry)
+    }
+
+    /// [`open_for_read`](Self::open_for_read) of the entry a lookup gave: no second lookup. A
+    /// copy evicted meanwhile is `None`; one evicted and cached again opens with the record
+    /// looked up, which its size on disk must match (an image's bytes never change).
+    pub(crate) fn open_entry(
+        &self,
+        id: &ImageId,
+        CachedEntry(entry): CachedEntry,
+    ) -> io::Result<Option<ImageReader>> {
         let record = CachedImage::new(id, &entry);
         let file = match File::open(self.inner.layout.committed(id)) {
             Ok(file) => file,
@@ -100,13 +118,21 @@ impl ImageCache {
     }
 }
 
-impl ImageCache {
-    /// Whether `id` is cached and small enough that [`open_for_read`](Self::open_for_read)
-    /// reads it whole at once: opening it costs a few microseconds (a page-cache copy), less
-    /// than handing the open to a blocking thread and back. `None` when it is not cached.
-    pub fn opens_in_place(&self, id: &ImageId) -> Option<bool> {
-        let size = self.inner.catalog.get(id)?.size;
-        Some(size <= READ_AT_OPEN)
+/// A committed image's index entry, as one lookup found it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CachedEntry(IndexRecord);
+
+impl CachedEntry {
+    /// Whether [`ImageCache::open_entry`] reads it whole at once: opening it costs a few
+    /// microseconds (a page-cache copy), less than handing the open to a blocking thread and
+    /// back.
+    pub(crate) fn opens_in_place(&self) -> bool {
+        self.0.size <= READ_AT_OPEN
+    }
+
+    /// The record, as a HEAD answers it.
+    pub(crate) fn record(&self, id: &ImageId) -> CachedImage {
+        CachedImage::new(id, &self.0)
     }
 }
 
