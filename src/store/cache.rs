@@ -67,6 +67,8 @@ pub(crate) struct Inner {
     pub(crate) housekeeper: Housekeeper,
     /// The buffers hits and followers read into.
     pub(crate) chunks: Arc<ChunkPool>,
+    /// The bytes of small images, after their first hit.
+    pub(crate) small: super::small_images::SmallImages,
     /// The fleet of a `centralized_db` node.
     pub(crate) fleet: Option<FleetLink>,
 }
@@ -169,6 +171,7 @@ impl ImageCache {
             voided_all: std::sync::Mutex::new(std::time::Instant::now()),
             metrics: CacheMetrics::default(),
             chunks: Arc::default(),
+            small: Default::default(),
             fleet,
             housekeeper: Housekeeper::start(weak.clone()),
         });

@@ -41,6 +41,7 @@
 //! | `verify.rs` | [`Expected`], [`Verification`], the digests |
 //! | `error.rs` | [`StoreError`], [`FillError`], [`FillStep`], [`BlockingError`] |
 //! | `record.rs` | [`CachedImage`], [`FillProgress`] |
+//! | `small_images.rs` | the bytes of small images, kept after their first hit |
 //! | `catalog.rs` | the in-memory mirror of the index, ordered writes, hit counters |
 //! | `progress.rs` | running fills and how they end ([`FillEnd`], [`FillOutcome`]) |
 //! | `housekeeping.rs` | the background thread (hit flushes, prunes) |
@@ -106,6 +107,7 @@ mod record;
 #[cfg(feature = "centralized-db")]
 mod replicator;
 mod sled_driver;
+mod small_images;
 #[cfg(test)]
 mod tests;
 mod verify;

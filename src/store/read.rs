@@ -32,7 +32,8 @@ pub struct ImageReader {
     /// The commit this reader reads; a hit never counts for a later commit of the same id.
     generation: u64,
     record: CachedImage,
-    file: Arc<File>,
+    /// `None` when the whole image came from memory.
+    file: Option<Arc<File>>,
     pos: u64,
     end: u64,
     /// The whole image, when it was small enough to read at open.
@@ -79,6 +80,15 @@ impl ImageCache {
         CachedEntry(entry): CachedEntry,
     ) -> io::Result<Option<ImageReader>> {
         let record = CachedImage::new(id, &entry);
+        if let Some(whole) = self.inner.small.get(id, entry.generation) {
+            return Ok(Some(self.reader(
+                id,
+                entry.generation,
+                record,
+                None,
+                Some(whole),
+            )));
+        }
         let file = match File::open(self.inner.layout.committed(id)) {
             Ok(file) => file,
             // Evicted between the lookup and the open.
@@ -98,23 +108,39 @@ impl ImageCache {
             // Not the bytes that were verified: drop it so the next request fills it afresh. The
             // index learns it behind: this may run on the hit path, which never waits on it.
             tracing::error!(image = %id, indexed = record.size, on_disk, "a cached file has the wrong size; removing it");
+            self.inner.small.forget(id);
             if self.inner.catalog.forget(id, entry.generation) {
                 remove_if_present(&self.inner.layout.committed(id))?;
             }
             return Ok(None);
         }
-        Ok(Some(ImageReader {
+        if let Some(whole) = &whole {
+            self.inner.small.keep(id, entry.generation, whole);
+        }
+        let file = Some(Arc::new(file));
+        Ok(Some(self.reader(id, entry.generation, record, file, whole)))
+    }
+
+    fn reader(
+        &self,
+        id: &ImageId,
+        generation: u64,
+        record: CachedImage,
+        file: Option<Arc<File>>,
+        whole: Option<Bytes>,
+    ) -> ImageReader {
+        ImageReader {
             cache: Arc::clone(&self.inner),
             id: id.clone(),
-            generation: entry.generation,
+            generation,
             end: record.size,
             record,
-            file: Arc::new(file),
+            file,
             pos: 0,
             whole,
             pending: None,
             waiting: None,
-        }))
+        }
     }
 }
 
@@ -173,7 +199,11 @@ impl ImageReader {
             }
             ready!(self.cache.chunks.poll_room(cx, &mut self.waiting));
             let remaining = self.end - self.pos;
-            let (file, at) = (Arc::clone(&self.file), self.pos);
+            let Some(file) = self.file.clone() else {
+                // Only a reader of a whole image from memory has no file, and it ended above.
+                return Poll::Ready(Some(Err(io::Error::other("the image's bytes are gone"))));
+            };
+            let at = self.pos;
             let chunks = Arc::clone(&self.cache.chunks);
             self.pending = Some(tokio::task::spawn_blocking(move || {
                 chunks.read_next(&file, at, remaining)
