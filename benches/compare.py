@@ -206,6 +206,7 @@ class Glance:
     scripts (tests/openstack): uWSGI, one process, SQLite, the filesystem store."""
 
     SCRIPTS = os.path.join(ROOT, "tests", "openstack")
+    STARTING = "starting Keystone and Glance 33 (tests/openstack)"
 
     @classmethod
     def start(cls, work, image_file):
@@ -216,7 +217,7 @@ class Glance:
             reason = (install.stderr.strip().splitlines() or ["install.sh failed"])[-1]
             log(f"SKIPPING the Glance rows: {reason}")
             return None
-        log("starting Keystone and Glance 33 (tests/openstack)")
+        log(cls.STARTING)
         return cls(work, install.stdout.strip().splitlines()[-1], image_file)
 
     def __init__(self, work, venv, image_file):
@@ -293,16 +294,7 @@ class NoauthGlance(Glance):
     """Real Glance 33 without Keystone (tests/openstack/glance.sh noauth): every caller is an
     admin; uWSGI, one process, SQLite, the filesystem store, its own image cache."""
 
-    @classmethod
-    def start(cls, work, image_file):
-        install = subprocess.run(["bash", os.path.join(cls.SCRIPTS, "install.sh")],
-                                 capture_output=True, text=True)
-        if install.returncode != 0:
-            reason = (install.stderr.strip().splitlines() or ["install.sh failed"])[-1]
-            log(f"SKIPPING the Glance rows: {reason}")
-            return None
-        log("starting Glance 33 without Keystone (tests/openstack/glance.sh noauth)")
-        return cls(work, install.stdout.strip().splitlines()[-1], image_file)
+    STARTING = "starting Glance 33 without Keystone (tests/openstack/glance.sh noauth)"
 
     def __init__(self, work, venv, image_file):
         self.name = "glance"
@@ -611,10 +603,22 @@ def run_table(work, servers, rows):
         rows.append(("", "openssl speed -multi 2 -evp md5, per core", f"{md5_two:.0f} MB/s",
                      ratio(fills["fill-md5"], [md5_two * 1e6]), ""))
 
-    for server, cache_dir in ((cache, f"{data}/cache"), (trust, f"{work}/trust-cache")):
+    warm_hits(((cache, f"{data}/cache"), (trust, f"{work}/trust-cache")), file_url, cached)
+    big_hit_rows(cache, nginx, file_url, rows)
+    if have("wrk"):
+        small_hit_rows(cache, trust, nginx, file_url, 16, rows)
+
+
+def warm_hits(servers, file_url, cached):
+    """Caches the 1 GiB and the 4 KiB image on each (server, cache_dir)."""
+    for server, cache_dir in servers:
         for name in ("big", "small"):
             download(file_url(server, name))
             wait_for(lambda: cached(cache_dir, name), f"{server.name} caches {name}")
+
+
+def big_hit_rows(cache, nginx, file_url, rows):
+    """A 1 GiB hit, one client, interleaved with nginx: throughput and server CPU per GiB."""
     log("1 GiB hits, interleaved with nginx")
     hit_rate, hit_cpu, ngx_rate, ngx_cpu = [], [], [], []
     for _ in range(ROUNDS):
@@ -632,22 +636,24 @@ def run_table(work, servers, rows):
     rows.append(("  server CPU per GiB", "cache", f"{med(hit_cpu):.2f} s",
                  ratio(hit_cpu, ngx_cpu), "<= 1.2x nginx"))
     rows.append(("", "nginx", f"{med(ngx_cpu):.2f} s" if nginx else "-", "", ""))
+    return hit_rate
 
-    if have("wrk"):
-        log(f"4 KiB hits, wrk -c16, {WRK_SECS} s each, interleaved")
-        rates = {"metadata": [], "trust": [], "nginx": []}
-        for _ in range(ROUNDS):
-            rates["metadata"].append(wrk(file_url(cache, "small"), 16))
-            rates["trust"].append(wrk(file_url(trust, "small"), 16))
-            if nginx:
-                rates["nginx"].append(wrk(file_url(nginx, "small"), 16))
-        rows.append(("4 KiB hits, wrk -c16", "cache, metadata check",
-                     f"{med(rates['metadata']):.0f} req/s",
-                     ratio(rates["metadata"], rates["nginx"]), ">= 0.6x nginx"))
-        rows.append(("", "cache, trust", f"{med(rates['trust']):.0f} req/s",
-                     ratio(rates["trust"], rates["nginx"]), ">= 0.9x nginx"))
-        rows.append(("", "nginx", f"{med(rates['nginx']):.0f} req/s" if nginx else "-", "",
-                     ""))
+
+def small_hit_rows(cache, trust, nginx, file_url, connections, rows):
+    """4 KiB hits with wrk, interleaved: the metadata check, trust, nginx."""
+    log(f"4 KiB hits, wrk -c{connections}, {WRK_SECS} s each, interleaved")
+    rates = {"metadata": [], "trust": [], "nginx": []}
+    for _ in range(ROUNDS):
+        rates["metadata"].append(wrk(file_url(cache, "small"), connections))
+        rates["trust"].append(wrk(file_url(trust, "small"), connections))
+        if nginx:
+            rates["nginx"].append(wrk(file_url(nginx, "small"), connections))
+    rows.append((f"4 KiB hits, wrk -c{connections}", "cache, metadata check",
+                 f"{med(rates['metadata']):.0f} req/s", ratio(rates["metadata"], rates["nginx"]),
+                 ">= 0.6x nginx"))
+    rows.append(("", "cache, trust", f"{med(rates['trust']):.0f} req/s",
+                 ratio(rates["trust"], rates["nginx"]), ">= 0.9x nginx"))
+    rows.append(("", "nginx", f"{med(rates['nginx']):.0f} req/s" if nginx else "-", "", ""))
 
 
 class CuttingRelay:
@@ -910,30 +916,8 @@ def run(work, servers, rows):
     def cached(server_dir, name):
         return os.path.exists(os.path.join(server_dir, ids[name]))
 
-    # Warm the hits.
-    for server, cache_dir in ((cache, f"{data}/cache"), (trust, f"{work}/trust-cache")):
-        for name in ("big", "small"):
-            download(file_url(server, name))
-            wait_for(lambda: cached(cache_dir, name), f"{server.name} caches {name}")
-
-    # 1 GiB hit, one client, against nginx: throughput and server CPU per GiB.
-    log("1 GiB hits")
-    hit_rate, hit_cpu, ngx_rate, ngx_cpu = [], [], [], []
-    for _ in range(ROUNDS):
-        (secs, size, status), cpu = measured([cache], lambda: download(file_url(cache, "big")))
-        assert status == "HIT", status
-        hit_rate.append(size / secs)
-        hit_cpu.append(cpu / (size / GIB))
-        if nginx:
-            (secs, size, _), cpu = measured([nginx], lambda: download(file_url(nginx, "big")))
-            ngx_rate.append(size / secs)
-            ngx_cpu.append(cpu / (size / GIB))
-    rows.append(("1 GiB hit, one client", "cache", f"{mb(hit_rate)} MB/s",
-                 ratio(hit_rate, ngx_rate), ">= 1.0x nginx"))
-    rows.append(("", "nginx (sendfile)", f"{mb(ngx_rate)} MB/s", "", ""))
-    rows.append(("  server CPU per GiB", "cache", f"{med(hit_cpu):.2f} s",
-                 ratio(hit_cpu, ngx_cpu), "<= 1.2x nginx"))
-    rows.append(("", "nginx", f"{med(ngx_cpu):.2f} s", "", ""))
+    warm_hits(((cache, f"{data}/cache"), (trust, f"{work}/trust-cache")), file_url, cached)
+    hit_rate = big_hit_rows(cache, nginx, file_url, rows)
 
     if glance:
         log("Glance 33: 1 GiB miss (its cache fills) and hit")
@@ -1006,20 +990,7 @@ def run(work, servers, rows):
     # 4 KiB hits with wrk.
     if have("wrk"):
         for connections in (16, 64):
-            log(f"4 KiB hits, wrk -c{connections}, {WRK_SECS} s each")
-            rates = {"metadata": [], "trust": [], "nginx": []}
-            for _ in range(ROUNDS):
-                rates["metadata"].append(wrk(file_url(cache, "small"), connections))
-                rates["trust"].append(wrk(file_url(trust, "small"), connections))
-                if nginx:
-                    rates["nginx"].append(wrk(file_url(nginx, "small"), connections))
-            label = f"4 KiB hits, wrk -c{connections}"
-            rows.append((label, "cache, metadata check", f"{med(rates['metadata']):.0f} req/s",
-                         ratio(rates["metadata"], rates["nginx"]), ">= 0.6x nginx"))
-            rows.append(("", "cache, trust", f"{med(rates['trust']):.0f} req/s",
-                         ratio(rates["trust"], rates["nginx"]), ">= 0.9x nginx"))
-            rows.append(("", "nginx", f"{med(rates['nginx']):.0f} req/s" if nginx else "-",
-                         "", ""))
+            small_hit_rows(cache, trust, nginx, file_url, connections, rows)
 
     # 32 concurrent cold GETs of one 256 MiB image against 32 concurrent hits of it.
     log("32 concurrent GETs of 256 MiB, cold and cached")

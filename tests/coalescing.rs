@@ -29,6 +29,34 @@ async fn download(server: &TestServer, image: &str) -> Result<bytes::Bytes, reqw
     server.get(image, OWNER).await.bytes().await
 }
 
+type Download = tokio::task::JoinHandle<Result<bytes::Bytes, reqwest::Error>>;
+
+/// A server whose 4 MiB image "img" streams `permits` chunks and then waits on the gate, and
+/// the download that started its fill.
+async fn gated_fill(permits: usize) -> (Arc<TestServer>, bytes::Bytes, Arc<Semaphore>, Download) {
+    let server = Arc::new(TestServer::start().await);
+    let data = image_data(4 * 1024 * 1024);
+    let gate = Arc::new(Semaphore::new(permits));
+    server.api.add(
+        "img",
+        FakeImage::private(data.clone()).behavior(Behavior::Gated(gate.clone())),
+    );
+    let first = {
+        let server = Arc::clone(&server);
+        tokio::spawn(async move { download(&server, "img").await })
+    };
+    (server, data, gate, first)
+}
+
+/// The bytes the fill in progress took so far.
+fn bytes_taken(server: &TestServer) -> u64 {
+    server
+        .cache
+        .fills_in_progress()
+        .first()
+        .map_or(0, |fill| fill.bytes_written)
+}
+
 /// `n` downloads of `image` at once, each its own task.
 fn concurrently(
     server: &Arc<TestServer>,
@@ -147,24 +175,8 @@ async fn a_checksum_mismatch_fails_every_body_and_commits_nothing() {
 /// puts what it has in the file, so its followers are not a block behind meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_gets_what_a_paused_fill_has_while_its_upstream_pauses() {
-    let server = Arc::new(TestServer::start().await);
-    let data = image_data(4 * 1024 * 1024);
-    let gate = Arc::new(Semaphore::new(5)); // 320 KiB, then the upstream pauses
-    server.api.add(
-        "img",
-        FakeImage::private(data.clone()).behavior(Behavior::Gated(gate.clone())),
-    );
-    let first = {
-        let server = Arc::clone(&server);
-        tokio::spawn(async move { download(&server, "img").await })
-    };
-    let taken = || {
-        server
-            .cache
-            .fills_in_progress()
-            .first()
-            .map_or(0, |fill| fill.bytes_written)
-    };
+    let (server, data, gate, first) = gated_fill(5).await; // 320 KiB, then the upstream pauses
+    let taken = || bytes_taken(&server);
     eventually("the fill took the first 320 KiB", || {
         taken() >= 5 * CHUNK as u64
     })
@@ -202,26 +214,9 @@ async fn a_follower_gets_what_a_paused_fill_has_while_its_upstream_pauses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_joining_halfway_gets_the_whole_image_from_byte_zero() {
-    let server = Arc::new(TestServer::start().await);
-    let data = image_data(4 * 1024 * 1024);
-    let half = data.len() / CHUNK / 2;
-    let gate = Arc::new(Semaphore::new(half));
-    server.api.add(
-        "img",
-        FakeImage::private(data.clone()).behavior(Behavior::Gated(gate.clone())),
-    );
-
-    let first = {
-        let server = Arc::clone(&server);
-        tokio::spawn(async move { download(&server, "img").await })
-    };
-    let written = || {
-        server
-            .cache
-            .fills_in_progress()
-            .first()
-            .map_or(0, |fill| fill.bytes_written)
-    };
+    let half = 4 * 1024 * 1024 / CHUNK / 2;
+    let (server, data, gate, first) = gated_fill(half).await;
+    let written = || bytes_taken(&server);
     eventually("half the image is written", || {
         written() >= (half * CHUNK) as u64
     })
