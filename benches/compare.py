@@ -550,10 +550,7 @@ def run_table(work, servers, rows):
         servers.append(glance)
     for path in files.values():
         os.remove(path)
-    trust_conf = os.path.join(work, "trust.conf")
-    with open(trust_conf, "w") as f:
-        f.write(f"[DEFAULT]\nimage_cache_dir = {work}/trust-cache\n")
-    trust = Server("trust", data, "--access-check", "trust", "--config-file", trust_conf)
+    trust = trust_server(work, data)
     servers.append(trust)
     nginx = Nginx(work, os.path.join(data, "images")) if have("nginx") else None
     if nginx:
@@ -607,6 +604,14 @@ def run_table(work, servers, rows):
     big_hit_rows(cache, nginx, file_url, rows)
     if have("wrk"):
         small_hit_rows(cache, trust, nginx, file_url, 16, rows)
+
+
+def trust_server(work, data):
+    """The example with --access-check trust over the same store, its cache in trust-cache/."""
+    conf = os.path.join(work, "trust.conf")
+    with open(conf, "w") as f:
+        f.write(f"[DEFAULT]\nimage_cache_dir = {work}/trust-cache\n")
+    return Server("trust", data, "--access-check", "trust", "--config-file", conf)
 
 
 def warm_hits(servers, file_url, cached):
@@ -900,10 +905,7 @@ def run(work, servers, rows):
         servers.append(glance)
     for path in files.values():
         os.remove(path)
-    trust_conf = os.path.join(work, "trust.conf")
-    with open(trust_conf, "w") as f:
-        f.write(f"[DEFAULT]\nimage_cache_dir = {work}/trust-cache\n")
-    trust = Server("trust", data, "--access-check", "trust", "--config-file", trust_conf)
+    trust = trust_server(work, data)
     plain = Server("no-cache", data, "--no-cache")
     servers += [trust, plain]
     nginx = Nginx(work, os.path.join(data, "images")) if have("nginx") else None
