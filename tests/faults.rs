@@ -173,3 +173,51 @@ async fn a_real_full_disk_spares_the_client_and_commits_nothing() {
     assert_eq!(hit.bytes().await.unwrap(), small);
     assert_eq!(server.api.body_requests(), 2);
 }
+
+/// The cache file is written a mebibyte at a time; while the upstream pauses the fill puts
+/// what it has in the file for its followers. A disk failing at that write rolls the fill back
+/// at once, spares the client and commits nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_failing_while_the_upstream_pauses_spares_every_download() {
+    let io = Arc::new(FailOnce {
+        step: Step::Write,
+        armed: AtomicBool::new(true),
+    });
+    let injected = Arc::clone(&io);
+    let server = Arc::new(
+        TestServer::start_with(move |dir| {
+            ImageCache::open_with_io(CacheConfig::new(dir), injected).unwrap()
+        })
+        .await,
+    );
+    let gate = Arc::new(tokio::sync::Semaphore::new(5)); // 5 chunks of 64 KiB, then a pause
+    let data = image_data(3 * 1024 * 1024);
+    server.api.add(
+        "img",
+        FakeImage::private(data.clone()).behavior(Behavior::Gated(gate.clone())),
+    );
+    let first = {
+        let server = Arc::clone(&server);
+        tokio::spawn(async move { server.get("img", OWNER).await.bytes().await })
+    };
+    // The first write to the file is the one for the pause: it fails.
+    eventually("the write during the pause was tried", || {
+        !io.armed.load(Ordering::SeqCst)
+    })
+    .await;
+    assert!(
+        server.cache.fills_in_progress().is_empty(),
+        "the fill was rolled back"
+    );
+    assert!(listing(&server.cache_dir().join("incomplete")).is_empty());
+
+    gate.add_permits(1000);
+    assert_eq!(first.await.unwrap().unwrap(), data, "the client's bytes");
+    server.cache.idle().await;
+    assert!(!server.cache.is_cached(&ImageId::new("img").unwrap()));
+    assert!(listing(&server.cache_dir().join("incomplete")).is_empty());
+    // The disk recovered: the next download fills the cache.
+    assert_eq!(server.get("img", OWNER).await.bytes().await.unwrap(), data);
+    server.cache.idle().await;
+    assert!(server.cache.is_cached(&ImageId::new("img").unwrap()));
+}

@@ -109,7 +109,7 @@ pub(crate) async fn serve<A, B>(
     let cache = &settings.cache;
     // A GET decides from the record of the copy it opened, so the headers always describe the
     // bytes sent, even if the image was evicted and cached again a moment ago. A HEAD reads no
-    // file and asks the index.
+    // file and answers from the entry looked up.
     let (record, reader) = if *method == Method::GET {
         let opened = if entry.opens_in_place() {
             // A small image: open and read it in place, as a page-cache copy costs less than two

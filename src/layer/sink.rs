@@ -8,7 +8,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tracing::Instrument;
 
-use crate::store::FillWriter;
+use crate::store::{FillError, FillWriter};
 use crate::sync::lock;
 use crate::ImageId;
 
@@ -45,7 +45,8 @@ impl CacheSink {
         let ended = Arc::clone(&outcome);
         let write = async move {
             let _slot = slot;
-            write_fill(writer, rx, ended).await;
+            // `None`: the writer gave up (it said why) or the runtime is going away.
+            let _ = write_fill(writer, rx, ended).await;
         };
         tokio::spawn(write.instrument(tracing::Span::current()));
         CacheSink {
@@ -59,20 +60,20 @@ impl CacheSink {
     }
 }
 
+/// The writer's task: batches of chunks written on blocking threads, whole pages flushed when
+/// the source pauses, then the verdict; `None` when a step failed (the fill was rolled back).
 async fn write_fill(
-    writer: FillWriter,
+    mut writer: FillWriter,
     mut chunks: mpsc::Receiver<Bytes>,
     outcome: Arc<Mutex<Outcome>>,
-) {
+) -> Option<()> {
     let id = writer.id().clone();
-    let mut writer = Some(writer);
     loop {
-        let pending = writer.as_ref().is_some_and(FillWriter::has_unflushed);
-        let first = if pending {
+        let first = if writer.has_unflushed() {
             match tokio::time::timeout(FLUSH_WHEN_IDLE, chunks.recv()).await {
                 Ok(received) => received,
                 Err(_idle) => {
-                    writer = flush(writer, &id).await;
+                    writer = on_blocking(writer, &id, FillWriter::flush).await?;
                     continue;
                 }
             }
@@ -91,31 +92,13 @@ async fn write_fill(
                 Err(_) => break,
             }
         }
-        let Some(mut taken) = writer.take() else {
-            return;
-        };
-        let span = tracing::Span::current();
-        let written = tokio::task::spawn_blocking(move || {
-            let _entered = span.enter();
-            let result = batch
+        writer = on_blocking(writer, &id, move |writer| {
+            batch
                 .into_iter()
-                .try_for_each(|chunk| taken.write_bytes(chunk));
-            (taken, result)
+                .try_for_each(|chunk| writer.write_bytes(chunk))
         })
-        .await;
-        match written {
-            Ok((back, Ok(()))) => writer = Some(back),
-            Ok((back, Err(err))) => {
-                tracing::warn!(image = %id, %err, "cache write failed; the download goes on uncached");
-                // Dropping the writer rolls the fill back (on this thread: a small unlink).
-                let _ = tokio::task::spawn_blocking(move || drop(back)).await;
-                return;
-            }
-            // The runtime is going away: the writer was dropped with the closure.
-            Err(_) => return,
-        }
+        .await?;
     }
-    let Some(writer) = writer else { return };
     let ending = std::mem::take(&mut *lock(&outcome));
     let span = tracing::Span::current();
     let ended = tokio::task::spawn_blocking(move || {
@@ -130,29 +113,36 @@ async fn write_fill(
         })
     });
     let _ = ended.await;
+    Some(())
+}
+
+/// Runs `step` on the writer on a blocking thread borrowed for it; `None` when it failed (the
+/// fill is rolled back, and the download goes on uncached) or the runtime is going away.
+async fn on_blocking(
+    mut writer: FillWriter,
+    id: &ImageId,
+    step: impl FnOnce(&mut FillWriter) -> Result<(), FillError> + Send + 'static,
+) -> Option<FillWriter> {
+    let span = tracing::Span::current();
+    let stepped = tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
+        let result = step(&mut writer);
+        (writer, result)
+    })
+    .await;
+    match stepped {
+        Ok((writer, Ok(()))) => Some(writer),
+        Ok((back, Err(err))) => {
+            tracing::warn!(image = %id, %err, "cache write failed; the download goes on uncached");
+            // Dropping the writer rolls the fill back (on this thread: a small unlink).
+            let _ = tokio::task::spawn_blocking(move || drop(back)).await;
+            None
+        }
+        // The runtime is going away: the writer was dropped with the closure.
+        Err(_) => None,
+    }
 }
 
 /// How long a fill's source may pause before the bytes written are put in the file for its
 /// followers (they are written a block at a time otherwise).
 const FLUSH_WHEN_IDLE: std::time::Duration = std::time::Duration::from_millis(20);
-
-/// [`FillWriter::flush`] on a blocking thread; `None` when the fill ended on an error.
-async fn flush(writer: Option<FillWriter>, id: &ImageId) -> Option<FillWriter> {
-    let mut writer = writer?;
-    let span = tracing::Span::current();
-    let flushed = tokio::task::spawn_blocking(move || {
-        let _entered = span.enter();
-        let result = writer.flush();
-        (writer, result)
-    })
-    .await;
-    match flushed {
-        Ok((writer, Ok(()))) => Some(writer),
-        Ok((back, Err(err))) => {
-            tracing::warn!(image = %id, %err, "cache write failed; the download goes on uncached");
-            let _ = tokio::task::spawn_blocking(move || drop(back)).await;
-            None
-        }
-        Err(_) => None,
-    }
-}

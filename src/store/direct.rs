@@ -72,7 +72,7 @@ impl StagedFile {
             *gathered += take;
             chunk = &chunk[take..];
             if *gathered == BLOCK {
-                self.write_gathered(io, usize::MAX)?;
+                self.write_gathered(io, 1)?;
             }
         }
         Ok(())
@@ -82,13 +82,15 @@ impl StagedFile {
     /// block that is not whole pages is written buffered, and direct I/O ends: this is the
     /// file's end.
     pub(crate) fn flush_all(&mut self, io: &dyn FillIo) -> io::Result<()> {
-        if self.staged.as_ref().is_some_and(|(_, n)| *n % ALIGN != 0) {
+        let unaligned = self.staged.as_ref().is_some_and(|(_, n)| *n % ALIGN != 0);
+        if unaligned {
             set_direct(&self.file, false)?;
-            self.write_gathered(io, usize::MAX)?;
-            self.staged = None;
-            return Ok(());
         }
-        self.write_gathered(io, usize::MAX)
+        self.write_gathered(io, 1)?;
+        if unaligned {
+            self.staged = None;
+        }
+        Ok(())
     }
 
     /// Whether whole pages are gathered that [`flush_pages`](Self::flush_pages) would write.
@@ -102,18 +104,14 @@ impl StagedFile {
         self.write_gathered(io, ALIGN)
     }
 
-    /// Writes the gathered bytes, a multiple of `unit` of them (the rest moves to the block's
-    /// start), directly when it can; a direct write the file system refuses is written again
+    /// Writes the gathered bytes, as many as make a multiple of `unit` (the rest moves to the
+    /// block's start), directly when it can; a direct write the file system refuses is written again
     /// buffered, and direct I/O stays off.
     fn write_gathered(&mut self, io: &dyn FillIo, unit: usize) -> io::Result<()> {
         let Some((buffer, gathered)) = self.staged.as_mut() else {
             return Ok(());
         };
-        let length = if unit == usize::MAX {
-            *gathered
-        } else {
-            *gathered / unit * unit
-        };
+        let length = *gathered / unit * unit;
         if length == 0 {
             return Ok(());
         }

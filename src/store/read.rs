@@ -32,12 +32,9 @@ pub struct ImageReader {
     /// The commit this reader reads; a hit never counts for a later commit of the same id.
     generation: u64,
     record: CachedImage,
-    /// `None` when the whole image came from memory.
-    file: Option<Arc<File>>,
+    bytes: Stored,
     pos: u64,
     end: u64,
-    /// The whole image, when it was small enough to read at open.
-    whole: Option<Bytes>,
     pending: Option<JoinHandle<io::Result<Bytes>>>,
     /// Waiting for room under the chunks' memory limit.
     waiting: super::chunks::Waiting,
@@ -81,13 +78,8 @@ impl ImageCache {
     ) -> io::Result<Option<ImageReader>> {
         let record = CachedImage::new(id, &entry);
         if let Some(whole) = self.inner.small.get(id, entry.generation) {
-            return Ok(Some(self.reader(
-                id,
-                entry.generation,
-                record,
-                None,
-                Some(whole),
-            )));
+            let bytes = Stored::Whole(whole);
+            return Ok(Some(self.reader(id, entry.generation, record, bytes)));
         }
         let file = match File::open(self.inner.layout.committed(id)) {
             Ok(file) => file,
@@ -114,11 +106,14 @@ impl ImageCache {
             }
             return Ok(None);
         }
-        if let Some(whole) = &whole {
-            self.inner.small.keep(id, entry.generation, whole);
-        }
-        let file = Some(Arc::new(file));
-        Ok(Some(self.reader(id, entry.generation, record, file, whole)))
+        let bytes = match whole {
+            Some(whole) => {
+                self.inner.small.keep(id, entry.generation, &whole);
+                Stored::Whole(whole) // the file closes here: it has nothing more to give
+            }
+            None => Stored::File(Arc::new(file)),
+        };
+        Ok(Some(self.reader(id, entry.generation, record, bytes)))
     }
 
     fn reader(
@@ -126,8 +121,7 @@ impl ImageCache {
         id: &ImageId,
         generation: u64,
         record: CachedImage,
-        file: Option<Arc<File>>,
-        whole: Option<Bytes>,
+        bytes: Stored,
     ) -> ImageReader {
         ImageReader {
             cache: Arc::clone(&self.inner),
@@ -135,13 +129,20 @@ impl ImageCache {
             generation,
             end: record.size,
             record,
-            file,
+            bytes,
             pos: 0,
-            whole,
             pending: None,
             waiting: None,
         }
     }
+}
+
+/// Where a reader's bytes come from.
+enum Stored {
+    /// The whole image, read at open (or kept in memory after an earlier hit).
+    Whole(Bytes),
+    /// The open file, read chunk by chunk.
+    File(Arc<File>),
 }
 
 /// A committed image's index entry, as one lookup found it.
@@ -190,20 +191,18 @@ impl ImageReader {
             if self.pos >= self.end {
                 return Poll::Ready(None);
             }
-            if let Some(whole) = self.whole.take() {
-                let chunk = whole.slice(self.pos as usize..self.end as usize);
-                self.cache.metrics.bytes_from_cache(chunk.len() as u64);
-                self.pos = self.end;
-                self.cache.record_hit(&self.id, self.generation);
-                return Poll::Ready(Some(Ok(chunk)));
-            }
-            ready!(self.cache.chunks.poll_room(cx, &mut self.waiting));
-            let remaining = self.end - self.pos;
-            let Some(file) = self.file.clone() else {
-                // Only a reader of a whole image from memory has no file, and it ended above.
-                return Poll::Ready(Some(Err(io::Error::other("the image's bytes are gone"))));
+            let file = match &self.bytes {
+                Stored::Whole(whole) => {
+                    let chunk = whole.slice(self.pos as usize..self.end as usize);
+                    self.cache.metrics.bytes_from_cache(chunk.len() as u64);
+                    self.pos = self.end;
+                    self.cache.record_hit(&self.id, self.generation);
+                    return Poll::Ready(Some(Ok(chunk)));
+                }
+                Stored::File(file) => Arc::clone(file),
             };
-            let at = self.pos;
+            ready!(self.cache.chunks.poll_room(cx, &mut self.waiting));
+            let (remaining, at) = (self.end - self.pos, self.pos);
             let chunks = Arc::clone(&self.cache.chunks);
             self.pending = Some(tokio::task::spawn_blocking(move || {
                 chunks.read_next(&file, at, remaining)
