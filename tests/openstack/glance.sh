@@ -37,6 +37,25 @@ filesystem_store_datadir = $dir/images
 filesystem_store_datadir = $dir/staging
 [os_glance_tasks_store]
 filesystem_store_datadir = $dir/tasks
+CONF
+
+if [ "$mode" = noauth ]; then
+    # No Keystone: the unauthenticated context has no roles; the legacy policy admits it to the
+    # image API, and the cache's rules (admin only) are opened to it.
+    cat >>"$dir/glance-api.conf" <<CONF
+[paste_deploy]
+flavor = cachemanagement
+config_file = $dir/glance-api-paste.ini
+[oslo_policy]
+enforce_new_defaults = false
+enforce_scope = false
+policy_file = $dir/policy.yaml
+CONF
+    printf '"%s": ""\n' cache_image cache_list cache_delete manage_image_cache \
+        >"$dir/policy.yaml"
+    mode=stock
+else
+    cat >>"$dir/glance-api.conf" <<CONF
 [paste_deploy]
 flavor = keystone+cachemanagement
 config_file = $dir/glance-api-paste.ini
@@ -50,18 +69,6 @@ project_name = service
 user_domain_name = Default
 project_domain_name = Default
 CONF
-
-if [ "$mode" = noauth ]; then
-    sed -i -e 's/^flavor = keystone+cachemanagement$/flavor = cachemanagement/' \
-        -e '/^\[keystone_authtoken\]$/,$d' "$dir/glance-api.conf"
-    # The unauthenticated context has no roles: the legacy policy admits it to the image API,
-    # and the cache's rules (admin only) are opened to it.
-    printf '[oslo_policy]\nenforce_new_defaults = false\nenforce_scope = false\n' \
-        >>"$dir/glance-api.conf"
-    printf 'policy_file = %s\n' "$dir/policy.yaml" >>"$dir/glance-api.conf"
-    printf '"%s": ""\n' cache_image cache_list cache_delete manage_image_cache \
-        >"$dir/policy.yaml"
-    mode=stock
 fi
 if [ "$mode" = sqlite ]; then
     printf '[DEFAULT]\nimage_cache_driver = sqlite\n' >>"$dir/glance-api.conf"
