@@ -305,6 +305,7 @@ impl Inner {
         victims: impl IntoIterator<Item = (ImageId, Option<u64>)>,
     ) -> Result<Vec<IndexRecord>, StoreError> {
         let removed = self.catalog.remove(victims)?;
+        self.small.forget(removed.iter().map(|(id, _)| id));
         let files: Vec<_> = removed
             .iter()
             .map(|(id, _)| self.layout.committed(id))

@@ -53,11 +53,11 @@ impl Catalog {
     }
 
     fn read(&self) -> RwLockReadGuard<'_, HashMap<ImageId, IndexRecord>> {
-        self.records.read().unwrap_or_else(|e| e.into_inner())
+        crate::sync::read(&self.records)
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, HashMap<ImageId, IndexRecord>> {
-        self.records.write().unwrap_or_else(|e| e.into_inner())
+        crate::sync::write(&self.records)
     }
 
     pub(crate) fn get(&self, id: &ImageId) -> Option<IndexRecord> {

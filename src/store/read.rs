@@ -100,7 +100,7 @@ impl ImageCache {
             // Not the bytes that were verified: drop it so the next request fills it afresh. The
             // index learns it behind: this may run on the hit path, which never waits on it.
             tracing::error!(image = %id, indexed = record.size, on_disk, "a cached file has the wrong size; removing it");
-            self.inner.small.forget(id);
+            self.inner.small.forget([id]);
             if self.inner.catalog.forget(id, entry.generation) {
                 remove_if_present(&self.inner.layout.committed(id))?;
             }

@@ -101,3 +101,27 @@ fn pooled_chunks_hold_the_right_bytes_and_only_a_few_buffers_stay() {
     let past = pool.read_next(&file, data.len() as u64 - 3, 10);
     assert_eq!(past.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
 }
+
+#[tokio::test]
+async fn a_small_image_is_kept_in_memory_after_its_first_hit_and_goes_with_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path());
+    fill(&cache, "img", b"small bytes");
+    let generation = cache.inner.catalog.get(&id("img")).unwrap().generation;
+    assert!(cache.inner.small.get(&id("img"), generation).is_none());
+    let mut reader = cache.open_for_read(&id("img")).unwrap().unwrap();
+    assert_eq!(read_all(&mut reader).await, b"small bytes");
+    let kept = cache.inner.small.get(&id("img"), generation);
+    assert_eq!(kept.as_deref(), Some(&b"small bytes"[..]));
+
+    // Served from memory while the file is away: the open reads no file.
+    let moved = dir.path().join("moved");
+    std::fs::rename(dir.path().join("img"), &moved).unwrap();
+    let mut reader = cache.open_for_read(&id("img")).unwrap().unwrap();
+    assert_eq!(read_all(&mut reader).await, b"small bytes");
+    std::fs::rename(&moved, dir.path().join("img")).unwrap();
+
+    assert!(cache.delete_cached_image(&id("img")).unwrap());
+    assert!(cache.inner.small.get(&id("img"), generation).is_none());
+    assert!(cache.open_for_read(&id("img")).unwrap().is_none());
+}
