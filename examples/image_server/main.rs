@@ -9,6 +9,8 @@
 //! token (printed at start) and any `--user TOKEN=PROJECT:ROLE[,ROLE]`.
 
 mod api;
+mod data;
+mod images;
 mod store;
 
 use std::collections::HashMap;
@@ -25,7 +27,7 @@ use tower_image_cache::layer::AccessCheck;
 use tower_image_cache::manage::{CacheManageLayer, StaticToken};
 use tower_image_cache::{CacheConfig, CacheLayer, ImageCache, InnerMetadata, TrustAll};
 
-use api::{AppState, Caller, HashingAlgorithm};
+use images::{AppState, Caller, HashingAlgorithm};
 
 #[derive(Parser, Debug)]
 #[command(about = "A Glance-v2-style image API with tower-image-cache in front")]
