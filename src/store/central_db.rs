@@ -11,6 +11,7 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+use super::central_error::CentralError;
 use super::central_sql::{parse_time, time_text, Dialect, ROWS_PER_STATEMENT};
 use super::driver::IndexRecord;
 use crate::config::DatabaseUrl;
@@ -40,8 +41,8 @@ pub(crate) struct CentralDb {
     tables_made: Arc<AtomicBool>,
 }
 
-/// A failed statement, as a sentence naming the database.
-pub(crate) type DbResult<T> = Result<T, String>;
+/// A statement's answer, or what failed.
+pub(crate) type DbResult<T> = Result<T, CentralError>;
 
 impl CentralDb {
     /// A pool that connects when first used (so a node starts while the database is down).
@@ -53,7 +54,10 @@ impl CentralDb {
             .min_connections(0)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy(url.client_url())
-            .map_err(|err| format!("cannot use the central database {url}: {err}"))?;
+            .map_err(|source| CentralError::Unusable {
+                url: url.to_string(),
+                source,
+            })?;
         Ok(CentralDb {
             pool,
             sql: Dialect::new(url.kind()),
@@ -67,8 +71,12 @@ impl CentralDb {
         &self.url
     }
 
-    fn failed(&self, doing: &str, err: sqlx::Error) -> String {
-        format!("the central database {} failed {doing}: {err}", self.url)
+    fn failed(&self, doing: &'static str, source: sqlx::Error) -> CentralError {
+        CentralError::Statement {
+            url: self.url.to_string(),
+            doing,
+            source,
+        }
     }
 
     /// Creates the tables that are missing. Nodes starting together may race to create one

@@ -1,5 +1,5 @@
-//! The `centralized_db` [`IndexDriver`]: the node's embedded sled index, mirrored into the
-//! central database by a [`Replicator`].
+//! The `centralized_db` [`IndexDriver`]: a decorator over the node's own index (any driver;
+//! sled today), mirrored into the central database by a [`Replicator`].
 //!
 //! Every call is answered by the local index, so the cache behaves exactly as with `sled`
 //! whatever the database does; each change of a record is then handed to the replicator, which
@@ -9,17 +9,16 @@ use std::sync::Arc;
 
 use super::driver::{IndexDriver, IndexError, IndexRecord};
 use super::replicator::Replicator;
-use super::sled_driver::SledIndex;
 use crate::ImageId;
 
 #[derive(Debug)]
 pub(crate) struct CentralIndex {
-    local: Arc<SledIndex>,
+    local: Arc<dyn IndexDriver>,
     replicator: Arc<Replicator>,
 }
 
 impl CentralIndex {
-    pub(crate) fn new(local: Arc<SledIndex>, replicator: Arc<Replicator>) -> Self {
+    pub(crate) fn new(local: Arc<dyn IndexDriver>, replicator: Arc<Replicator>) -> Self {
         CentralIndex { local, replicator }
     }
 }
@@ -27,6 +26,18 @@ impl CentralIndex {
 impl IndexDriver for CentralIndex {
     fn load(&self) -> Result<Vec<(ImageId, IndexRecord)>, IndexError> {
         self.local.load()
+    }
+
+    fn records(&self) -> Result<Vec<(ImageId, IndexRecord)>, IndexError> {
+        self.local.records()
+    }
+
+    fn number(&self, key: &str) -> Result<Option<u64>, IndexError> {
+        self.local.number(key)
+    }
+
+    fn set_number(&self, key: &str, value: u64) -> Result<(), IndexError> {
+        self.local.set_number(key, value)
     }
 
     fn put(&self, id: &ImageId, record: &IndexRecord) -> Result<(), IndexError> {

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use super::central_db::{CentralDb, CentralRow};
-use super::driver::IndexRecord;
-use super::sled_driver::SledIndex;
+use super::central_error::CentralError;
+use super::driver::{IndexDriver, IndexRecord};
 use crate::ImageId;
 
 /// Makes the rows of node `node` equal the records of `local`: rows of images it no longer
@@ -13,13 +13,12 @@ use crate::ImageId;
 /// rows are read or written.
 pub(crate) async fn converge(
     db: &CentralDb,
-    local: &SledIndex,
+    local: &dyn IndexDriver,
     node: i64,
     node_url: &str,
-) -> Result<(), String> {
+) -> Result<(), CentralError> {
     let local: HashMap<ImageId, IndexRecord> = local
-        .records()
-        .map_err(|err| err.to_string())?
+        .records()?
         .into_iter()
         .filter(|(id, _)| super::central_sql::fits_the_tables(id))
         .collect();

@@ -28,10 +28,71 @@ pub(crate) struct IndexRecord {
     pub(crate) md5: Option<[u8; 16]>,
 }
 
+/// The version byte in front of an [`IndexRecord::encode`]d record.
+const RECORD_VERSION: u8 = 1;
+/// The length of an encoded record.
+pub(crate) const RECORD_LEN: usize = 1 + 8 * 5 + 1 + 16;
+
+impl IndexRecord {
+    /// The record as a driver stores it: fixed-size, with a version byte in front, so a future
+    /// layout can be told apart.
+    pub(crate) fn encode(&self) -> [u8; RECORD_LEN] {
+        let mut out = [0u8; RECORD_LEN];
+        out[0] = RECORD_VERSION;
+        out[1..9].copy_from_slice(&self.size.to_be_bytes());
+        out[9..17].copy_from_slice(&self.hits.to_be_bytes());
+        out[17..25].copy_from_slice(&self.last_accessed.to_be_bytes());
+        out[25..33].copy_from_slice(&self.last_modified.to_be_bytes());
+        out[33..41].copy_from_slice(&self.generation.to_be_bytes());
+        if let Some(md5) = self.md5 {
+            out[41] = 1;
+            out[42..58].copy_from_slice(&md5);
+        }
+        out
+    }
+
+    /// A record [`encode`](Self::encode) wrote; `None` for anything else (another version, a
+    /// truncated value), which a driver drops rather than trusts.
+    pub(crate) fn decode(raw: &[u8]) -> Option<IndexRecord> {
+        if raw.len() != RECORD_LEN || raw[0] != RECORD_VERSION {
+            return None;
+        }
+        let u64_at = |at: usize| u64::from_be_bytes(raw[at..at + 8].try_into().unwrap());
+        let f64_at = |at: usize| f64::from_be_bytes(raw[at..at + 8].try_into().unwrap());
+        let md5 = match raw[41] {
+            0 => None,
+            1 => Some(raw[42..58].try_into().unwrap()),
+            _ => return None,
+        };
+        Some(IndexRecord {
+            size: u64_at(1),
+            hits: u64_at(9),
+            last_accessed: f64_at(17),
+            last_modified: f64_at(25),
+            generation: u64_at(33),
+            md5,
+        })
+    }
+}
+
 /// Where the cache keeps its records and its queue. Calls run on a blocking thread.
+///
+/// A driver may be decorated: the `centralized_db` mirror wraps any driver, answers every call
+/// from it, and keeps its own bookkeeping in it ([`number`](Self::number)).
 pub(crate) trait IndexDriver: Send + Sync + fmt::Debug + 'static {
     /// Every readable record. Unreadable ones are dropped (their files are adopted again).
     fn load(&self) -> Result<Vec<(ImageId, IndexRecord)>, IndexError>;
+
+    /// Every readable record, read now (`load` may answer with the records read at open).
+    #[cfg_attr(not(feature = "centralized-db"), allow(dead_code))]
+    fn records(&self) -> Result<Vec<(ImageId, IndexRecord)>, IndexError>;
+
+    /// A number kept beside the records under `key` (not a record, not the queue): what a
+    /// decorator of the driver keeps across restarts.
+    fn number(&self, key: &str) -> Result<Option<u64>, IndexError>;
+
+    /// Keeps `value` under `key` (durably at the next [`flush`](Self::flush)).
+    fn set_number(&self, key: &str, value: u64) -> Result<(), IndexError>;
 
     /// Records (or replaces) one image's record.
     fn put(&self, id: &ImageId, record: &IndexRecord) -> Result<(), IndexError>;
@@ -121,5 +182,41 @@ impl fmt::Display for IndexError {
 impl std::error::Error for IndexError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&*self.source)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trips() {
+        let entry = IndexRecord {
+            size: 42,
+            hits: 7,
+            last_accessed: 1.5,
+            last_modified: 2.25,
+            generation: 9,
+            md5: Some([3; 16]),
+        };
+        assert_eq!(IndexRecord::decode(&entry.encode()), Some(entry));
+        let no_md5 = IndexRecord { md5: None, ..entry };
+        assert_eq!(IndexRecord::decode(&no_md5.encode()), Some(no_md5));
+    }
+
+    #[test]
+    fn unknown_versions_and_lengths_are_not_trusted() {
+        let mut raw = IndexRecord {
+            size: 1,
+            hits: 0,
+            last_accessed: 0.0,
+            last_modified: 0.0,
+            generation: 0,
+            md5: None,
+        }
+        .encode();
+        raw[0] = 2;
+        assert_eq!(IndexRecord::decode(&raw), None);
+        assert_eq!(IndexRecord::decode(&raw[..10]), None);
     }
 }

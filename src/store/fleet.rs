@@ -5,6 +5,7 @@ use std::fmt;
 
 use super::cache::ImageCache;
 use super::central_db::{CentralDb, CentralRow};
+use super::central_error::CentralError;
 use crate::config::DatabaseUrl;
 use crate::ImageId;
 
@@ -30,6 +31,12 @@ impl fmt::Display for FleetError {
 }
 
 impl std::error::Error for FleetError {}
+
+impl From<CentralError> for FleetError {
+    fn from(err: CentralError) -> Self {
+        FleetError(err.to_string())
+    }
+}
 
 /// One image cached on one node of the fleet (a `cached_images` row).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -64,12 +71,11 @@ impl Fleet {
     /// Connects to the fleet's database at `url` (connections are made when first needed).
     /// Must be called on a tokio runtime, which the queries then run on.
     pub fn connect(url: &DatabaseUrl) -> Result<Fleet, FleetError> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
-            FleetError("Fleet::connect must be called on a tokio runtime".to_owned())
-        })?;
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| FleetError::from(CentralError::NoRuntime))?;
         let db = {
             let _entered = runtime.enter();
-            CentralDb::lazy(url, 2).map_err(FleetError)?
+            CentralDb::lazy(url, 2)?
         };
         Ok(Fleet {
             db,
@@ -90,7 +96,7 @@ impl Fleet {
 
     async fn run<T, F>(&self, query: impl FnOnce(CentralDb) -> F) -> Result<T, FleetError>
     where
-        F: std::future::Future<Output = Result<T, String>> + Send + 'static,
+        F: std::future::Future<Output = Result<T, CentralError>> + Send + 'static,
         T: Send + 'static,
     {
         let db = self.db.clone();
@@ -105,10 +111,8 @@ impl Fleet {
             answer.await
         });
         match running.await {
-            Ok(answer) => answer.map_err(FleetError),
-            Err(err) => Err(FleetError(format!(
-                "the fleet query was stopped before it finished ({err}): is the node stopping?"
-            ))),
+            Ok(answer) => Ok(answer?),
+            Err(err) => Err(CentralError::Stopped(err.to_string()).into()),
         }
     }
 

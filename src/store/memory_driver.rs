@@ -27,6 +27,7 @@ pub(crate) struct MemoryDriver {
 #[derive(Debug, Default)]
 struct Shared {
     records: Mutex<HashMap<ImageId, IndexRecord>>,
+    numbers: Mutex<HashMap<String, u64>>,
     queue: Mutex<Vec<ImageId>>,
     generation: AtomicU64,
     /// Calls that fail, each entry once.
@@ -96,8 +97,21 @@ impl MemoryDriver {
 
 impl IndexDriver for MemoryDriver {
     fn load(&self) -> Result<Vec<(ImageId, IndexRecord)>, IndexError> {
+        self.records()
+    }
+
+    fn records(&self) -> Result<Vec<(ImageId, IndexRecord)>, IndexError> {
         let records = lock(&self.shared.records);
         Ok(records.iter().map(|(id, r)| (id.clone(), *r)).collect())
+    }
+
+    fn number(&self, key: &str) -> Result<Option<u64>, IndexError> {
+        Ok(lock(&self.shared.numbers).get(key).copied())
+    }
+
+    fn set_number(&self, key: &str, value: u64) -> Result<(), IndexError> {
+        lock(&self.shared.numbers).insert(key.to_owned(), value);
+        Ok(())
     }
 
     fn put(&self, id: &ImageId, record: &IndexRecord) -> Result<(), IndexError> {

@@ -77,6 +77,8 @@ mod central_db;
 #[cfg(feature = "centralized-db")]
 mod central_driver;
 #[cfg(feature = "centralized-db")]
+mod central_error;
+#[cfg(feature = "centralized-db")]
 mod central_sql;
 mod chunks;
 mod clock;

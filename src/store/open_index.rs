@@ -50,12 +50,16 @@ pub(crate) fn open_index(config: &CacheConfig, layout: &Layout) -> Result<Opened
             driver: Box::new(local),
             fleet: None,
         }),
-        IndexDriverKind::Centralized => open_central(config, local),
+        IndexDriverKind::Centralized => open_central(config, Box::new(local)),
     }
 }
 
 #[cfg(feature = "centralized-db")]
-fn open_central(config: &CacheConfig, local: SledIndex) -> Result<OpenedIndex, StoreError> {
+/// `local` (any driver) mirrored into the central database.
+fn open_central(
+    config: &CacheConfig,
+    local: Box<dyn IndexDriver>,
+) -> Result<OpenedIndex, StoreError> {
     use super::central_driver::CentralIndex;
     use super::replicator::Replicator;
     use std::sync::Arc;
@@ -68,9 +72,10 @@ fn open_central(config: &CacheConfig, local: SledIndex) -> Result<OpenedIndex, S
                        worker_self_reference_url";
         return Err(StoreError::InvalidConfig(problem.to_owned()));
     };
-    let local = Arc::new(local);
+    let local: Arc<dyn IndexDriver> = Arc::from(local);
     let replicator = Arc::new(
-        Replicator::start(url, node_url, local.clone()).map_err(StoreError::InvalidConfig)?,
+        Replicator::start(url, node_url, local.clone())
+            .map_err(|err| StoreError::InvalidConfig(err.to_string()))?,
     );
     Ok(OpenedIndex {
         driver: Box::new(CentralIndex::new(local, replicator.clone())),
@@ -79,7 +84,10 @@ fn open_central(config: &CacheConfig, local: SledIndex) -> Result<OpenedIndex, S
 }
 
 #[cfg(not(feature = "centralized-db"))]
-fn open_central(_config: &CacheConfig, _local: SledIndex) -> Result<OpenedIndex, StoreError> {
+fn open_central(
+    _config: &CacheConfig,
+    _local: Box<dyn IndexDriver>,
+) -> Result<OpenedIndex, StoreError> {
     Err(StoreError::InvalidConfig(
         "image_cache_driver = centralized_db needs this crate built with its centralized-db \
          feature"

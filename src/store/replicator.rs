@@ -23,11 +23,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use super::central_db::CentralDb;
+use super::central_error::CentralError;
 use super::central_sql::{fits_the_tables, too_long};
 use super::clock::now;
 use super::converge::converge;
-use super::driver::IndexRecord;
-use super::sled_driver::SledIndex;
+use super::driver::{IndexDriver, IndexRecord};
 use crate::config::DatabaseUrl;
 use crate::sync::lock;
 use crate::ImageId;
@@ -43,7 +43,7 @@ const EVICTIONS_KEPT: f64 = 86_400.0;
 /// How long a stopping node waits for its last write.
 const LAST_WRITE_WAIT: Duration = Duration::from_secs(3);
 /// Where the last eviction read is kept in the local index.
-const EVICTION_SEEN_KEY: &str = "central-eviction-seen";
+pub(crate) const EVICTION_SEEN_KEY: &str = "central-eviction-seen";
 
 /// Mirrors one node's records into the central database (see the module docs).
 #[derive(Debug)]
@@ -57,7 +57,7 @@ pub(crate) struct Replicator {
 struct Shared {
     node_url: String,
     db: CentralDb,
-    local: Arc<SledIndex>,
+    local: Arc<dyn IndexDriver>,
     pending: Mutex<Pending>,
     wake: Notify,
     stop: AtomicBool,
@@ -92,14 +92,14 @@ impl Replicator {
     pub(crate) fn start(
         url: &DatabaseUrl,
         node_url: &str,
-        local: Arc<SledIndex>,
-    ) -> Result<Replicator, String> {
+        local: Arc<dyn IndexDriver>,
+    ) -> Result<Replicator, CentralError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("image-cache-central")
             .enable_all()
             .build()
-            .map_err(|err| format!("cannot start the central index's thread: {err}"))?;
+            .map_err(CentralError::Thread)?;
         // One connection per node: a fleet of 50 nodes holds 50 of the server's connections
         // (PostgreSQL allows 100 by default). Fleet queries wait behind a round, for
         // milliseconds.
@@ -280,7 +280,7 @@ impl Shared {
 
     /// One round: connect and converge when needed, write the changes, announce deletions,
     /// read other nodes' evictions.
-    async fn round(&self, session: &mut Session) -> Result<(), String> {
+    async fn round(&self, session: &mut Session) -> Result<(), CentralError> {
         let node = match session.node {
             Some(node) => node,
             None => {
@@ -315,7 +315,7 @@ impl Shared {
         Ok(())
     }
 
-    async fn write_changes(&self, node: i64) -> Result<(), String> {
+    async fn write_changes(&self, node: i64) -> Result<(), CentralError> {
         let changes = std::mem::take(&mut lock(&self.pending).changes);
         if changes.is_empty() {
             return Ok(());
@@ -336,13 +336,13 @@ impl Shared {
     }
 
     /// Makes this node's rows equal its local records.
-    async fn converge(&self, node: i64) -> Result<(), String> {
+    async fn converge(&self, node: i64) -> Result<(), CentralError> {
         // Taken before the local records are read: every change gathered so far is in them.
         lock(&self.pending).changes.clear();
-        converge(&self.db, &self.local, node, &self.node_url).await
+        converge(&self.db, &*self.local, node, &self.node_url).await
     }
 
-    async fn announce(&self, node: i64) -> Result<(), String> {
+    async fn announce(&self, node: i64) -> Result<(), CentralError> {
         let announcements = std::mem::take(&mut lock(&self.pending).announcements);
         for (at, (id, time)) in announcements.iter().enumerate() {
             if let Err(err) = self.db.announce_eviction(node, id, *time).await {
@@ -357,7 +357,7 @@ impl Shared {
         Ok(())
     }
 
-    async fn read_evictions(&self, node: i64, session: &mut Session) -> Result<(), String> {
+    async fn read_evictions(&self, node: i64, session: &mut Session) -> Result<(), CentralError> {
         let Some(seen) = session.seen_eviction else {
             session.seen_eviction = Some(self.db.last_eviction().await?);
             return self.keep_seen(session);
@@ -374,12 +374,10 @@ impl Shared {
         self.keep_seen(session)
     }
 
-    fn keep_seen(&self, session: &Session) -> Result<(), String> {
+    fn keep_seen(&self, session: &Session) -> Result<(), CentralError> {
         let seen = session.seen_eviction.and_then(|s| u64::try_from(s).ok());
         if let Some(seen) = seen {
-            self.local
-                .set_number(EVICTION_SEEN_KEY, seen)
-                .map_err(|err| err.to_string())?;
+            self.local.set_number(EVICTION_SEEN_KEY, seen)?;
         }
         Ok(())
     }

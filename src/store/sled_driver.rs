@@ -13,53 +13,10 @@ use super::driver::{IndexDriver, IndexError, IndexRecord};
 use crate::sync::lock;
 use crate::ImageId;
 
-const RECORD_VERSION: u8 = 1;
-const RECORD_LEN: usize = 1 + 8 * 5 + 1 + 16;
 const IMAGES_TREE: &str = "images";
 const QUEUE_TREE: &str = "queue";
 /// Written by a health check, in the default tree (not a record, not the queue).
 const HEALTH_KEY: &str = "health-probe";
-
-/// The stored form of a record.
-struct Encoded;
-
-impl Encoded {
-    fn encode(record: &IndexRecord) -> [u8; RECORD_LEN] {
-        let mut out = [0u8; RECORD_LEN];
-        out[0] = RECORD_VERSION;
-        out[1..9].copy_from_slice(&record.size.to_be_bytes());
-        out[9..17].copy_from_slice(&record.hits.to_be_bytes());
-        out[17..25].copy_from_slice(&record.last_accessed.to_be_bytes());
-        out[25..33].copy_from_slice(&record.last_modified.to_be_bytes());
-        out[33..41].copy_from_slice(&record.generation.to_be_bytes());
-        if let Some(md5) = record.md5 {
-            out[41] = 1;
-            out[42..58].copy_from_slice(&md5);
-        }
-        out
-    }
-
-    fn decode(raw: &[u8]) -> Option<IndexRecord> {
-        if raw.len() != RECORD_LEN || raw[0] != RECORD_VERSION {
-            return None;
-        }
-        let u64_at = |at: usize| u64::from_be_bytes(raw[at..at + 8].try_into().unwrap());
-        let f64_at = |at: usize| f64::from_be_bytes(raw[at..at + 8].try_into().unwrap());
-        let md5 = match raw[41] {
-            0 => None,
-            1 => Some(raw[42..58].try_into().unwrap()),
-            _ => return None,
-        };
-        Some(IndexRecord {
-            size: u64_at(1),
-            hits: u64_at(9),
-            last_accessed: f64_at(17),
-            last_modified: f64_at(25),
-            generation: u64_at(33),
-            md5,
-        })
-    }
-}
 
 /// The sled database holding the records and the queue.
 #[derive(Debug)]
@@ -168,7 +125,7 @@ impl SledIndex {
             let id = std::str::from_utf8(&key)
                 .ok()
                 .and_then(|k| ImageId::new(k).ok());
-            match (id, Encoded::decode(&value)) {
+            match (id, IndexRecord::decode(&value)) {
                 (Some(id), Some(entry)) => entries.push((id, entry)),
                 _ => unreadable.push(key),
             }
@@ -180,29 +137,9 @@ impl SledIndex {
         Ok(entries)
     }
 
-    /// Every readable record, read now (not the ones read at open).
-    #[cfg_attr(not(feature = "centralized-db"), allow(dead_code))]
-    pub(crate) fn records(&self) -> Result<Vec<(ImageId, IndexRecord)>, IndexError> {
-        self.load_records().map_err(IndexError::failed)
-    }
-
     /// Makes the next `load` read the records again (after writes made before it).
     pub(crate) fn reload(&self) {
         *lock(&self.opened_with) = None;
-    }
-
-    /// A number kept beside the records under `key` (not a record, not the queue).
-    pub(crate) fn number(&self, key: &str) -> Result<Option<u64>, IndexError> {
-        let value = self.db.get(key).map_err(IndexError::failed)?;
-        Ok(value.and_then(|v| Some(u64::from_be_bytes(v.as_ref().try_into().ok()?))))
-    }
-
-    /// Keeps `value` under `key`.
-    pub(crate) fn set_number(&self, key: &str, value: u64) -> Result<(), IndexError> {
-        self.db
-            .insert(key, &value.to_be_bytes()[..])
-            .map(drop)
-            .map_err(IndexError::failed)
     }
 
     /// The queue in the order it will be fetched, with each entry's key.
@@ -225,6 +162,22 @@ impl SledIndex {
 }
 
 impl IndexDriver for SledIndex {
+    fn records(&self) -> Result<Vec<(ImageId, IndexRecord)>, IndexError> {
+        self.load_records().map_err(IndexError::failed)
+    }
+
+    fn number(&self, key: &str) -> Result<Option<u64>, IndexError> {
+        let value = self.db.get(key).map_err(IndexError::failed)?;
+        Ok(value.and_then(|v| Some(u64::from_be_bytes(v.as_ref().try_into().ok()?))))
+    }
+
+    fn set_number(&self, key: &str, value: u64) -> Result<(), IndexError> {
+        self.db
+            .insert(key, &value.to_be_bytes()[..])
+            .map(drop)
+            .map_err(IndexError::failed)
+    }
+
     fn load(&self) -> Result<Vec<(ImageId, IndexRecord)>, IndexError> {
         match lock(&self.opened_with).take() {
             Some(records) => Ok(records),
@@ -234,7 +187,7 @@ impl IndexDriver for SledIndex {
 
     fn put(&self, id: &ImageId, record: &IndexRecord) -> Result<(), IndexError> {
         self.images
-            .insert(id.as_str(), &Encoded::encode(record)[..])
+            .insert(id.as_str(), &record.encode()[..])
             .map(drop)
             .map_err(IndexError::failed)
     }
@@ -242,7 +195,7 @@ impl IndexDriver for SledIndex {
     fn put_all(&self, records: &[(ImageId, IndexRecord)]) -> Result<(), IndexError> {
         let mut batch = sled::Batch::default();
         for (id, record) in records {
-            batch.insert(id.as_str(), &Encoded::encode(record)[..]);
+            batch.insert(id.as_str(), &record.encode()[..]);
         }
         self.images.apply_batch(batch).map_err(IndexError::failed)
     }
@@ -356,40 +309,5 @@ fn move_aside(path: &Path, aside_dir: &Path) -> Option<PathBuf> {
             let _ = std::fs::remove_dir_all(path).or_else(|_| std::fs::remove_file(path));
             None
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn record_round_trips() {
-        let entry = IndexRecord {
-            size: 42,
-            hits: 7,
-            last_accessed: 1.5,
-            last_modified: 2.25,
-            generation: 9,
-            md5: Some([3; 16]),
-        };
-        assert_eq!(Encoded::decode(&Encoded::encode(&entry)), Some(entry));
-        let no_md5 = IndexRecord { md5: None, ..entry };
-        assert_eq!(Encoded::decode(&Encoded::encode(&no_md5)), Some(no_md5));
-    }
-
-    #[test]
-    fn unknown_versions_and_lengths_are_not_trusted() {
-        let mut raw = Encoded::encode(&IndexRecord {
-            size: 1,
-            hits: 0,
-            last_accessed: 0.0,
-            last_modified: 0.0,
-            generation: 0,
-            md5: None,
-        });
-        raw[0] = 2;
-        assert_eq!(Encoded::decode(&raw), None);
-        assert_eq!(Encoded::decode(&raw[..10]), None);
     }
 }

@@ -60,6 +60,8 @@ async fn read_all(reader: &mut ImageReader) -> Vec<u8> {
     out
 }
 
+#[cfg(feature = "centralized-db")]
+mod central_mirror;
 mod direct_io;
 mod driver;
 mod file_faults;
