@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use super::driver::{IndexDriver, IndexRecord};
 use super::error::StoreError;
-use super::sled_driver::SledIndex;
 use crate::{CacheConfig, ImageId};
 
 /// Marks an index that imported (or looked for) Glance's records, so it happens once.
@@ -51,18 +50,20 @@ pub(crate) struct GlanceRow {
     pub(crate) checksum: Option<String>,
 }
 
-/// Imports Glance's records and queue into `index`, once: when Glance's database is there and
-/// this index has not imported before. Glance's files are only read.
+/// Imports Glance's records and queue into `index` (any driver), once: when Glance's database
+/// is there and this index has not imported before. Glance's files are only read. Returns
+/// whether it wrote anything (a driver that answers `load` with what it read at open must then
+/// read again).
 pub(crate) fn import_once(
-    index: &SledIndex,
+    index: &dyn IndexDriver,
     config: &CacheConfig,
     queue_dir: &Path,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let Some(database) = glance_database(config) else {
-        return Ok(());
+        return Ok(false);
     };
     if index.number(IMPORTED_KEY)?.is_some() {
-        return Ok(());
+        return Ok(false);
     }
     let rows = match read_rows(&database) {
         Ok(rows) => rows,
@@ -102,8 +103,6 @@ pub(crate) fn import_once(
     }
     index.set_number(IMPORTED_KEY, 1)?;
     index.flush()?;
-    // The reconciliation that follows reads the records written here.
-    index.reload();
     tracing::info!(
         database = %database.display(),
         records = records.len(),
@@ -112,7 +111,7 @@ pub(crate) fn import_once(
         "imported Glance's cache records (hit counts, access and cache times) and its queue; \
          Glance's database is left as it was, beside this cache's index"
     );
-    Ok(())
+    Ok(true)
 }
 
 /// Glance's queue: the image ids named by the files of `queue/`, oldest first.

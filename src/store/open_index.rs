@@ -44,7 +44,10 @@ pub(crate) fn open_index(config: &CacheConfig, layout: &Layout) -> Result<Opened
     let path = super::glance_import::index_path(config);
     let local = SledIndex::open_or_rebuild(&path, config.db_cache_capacity, &layout.invalid)?;
     // A directory Glance's own cache filled: its records and queue, once.
-    super::glance_import::import_once(&local, config, &layout.base.join("queue"))?;
+    if super::glance_import::import_once(&local, config, &layout.base.join("queue"))? {
+        // The reconciliation that follows reads the records written there.
+        local.reload();
+    }
     match config.image_cache_driver {
         IndexDriverKind::Sled => Ok(OpenedIndex {
             driver: Box::new(local),
