@@ -67,6 +67,23 @@ async fn hit(cache: &ImageCache, name: &str) {
     }
 }
 
+/// Waits until each node has finished a round with the database: each then knows where the
+/// fleet's evictions start, so it hears of every deletion announced after this.
+async fn rounds_done(nodes: &[&ImageCache]) {
+    eventually("every node's first round with the database", async || {
+        nodes
+            .iter()
+            .all(|node| node.fleet_reachable() == Some(true))
+    })
+    .await;
+}
+
+/// The rounds with the database that `cache` saw fail, from its metrics.
+fn failed_rounds(cache: &ImageCache) -> f64 {
+    let metrics = cache.render_metrics().unwrap();
+    gauge(&metrics, "image_cache_central_database_failed_rounds_total")
+}
+
 async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !done().await {
@@ -257,6 +274,7 @@ async fn an_outage_is_survived_and_converged(server: Server) {
     ])
     .await;
 
+    let failed_before = failed_rounds(&cache);
     proxy.cut();
     fill(&cache, "during", 30);
     hit(&cache, "before").await;
@@ -264,8 +282,13 @@ async fn an_outage_is_survived_and_converged(server: Server) {
     hit(&cache, "during").await;
     cache.delete_cached_image(&id("doomed")).unwrap();
     cache.flush_hits().unwrap();
-    // Several rounds fail meanwhile.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Several rounds fail meanwhile (with backoff: 1 s, then 2 s, ...), and the changes wait.
+    eventually("three failed rounds and 3 s of lag", async || {
+        let metrics = cache.render_metrics().unwrap();
+        failed_rounds(&cache) >= failed_before + 3.0
+            && gauge(&metrics, "image_cache_replication_lag_seconds") >= 3.0
+    })
+    .await;
     assert!(cache.is_cached(&id("during")));
     assert_eq!(cache.fleet_reachable(), Some(false));
     // The metrics an alert reads: the database down, the changes waiting for seconds.
@@ -275,7 +298,10 @@ async fn an_outage_is_survived_and_converged(server: Server) {
         "{metrics}"
     );
     let lag = gauge(&metrics, "image_cache_replication_lag_seconds");
-    assert!(lag >= 3.0, "lag {lag} s after 4 s down:\n{metrics}");
+    assert!(
+        lag >= 3.0,
+        "lag {lag} s after three failed rounds:\n{metrics}"
+    );
     let port = format!(":{}/", proxy.port);
     let said = logs.text();
     let outages = said
@@ -351,9 +377,9 @@ async fn a_fleet_query_before_the_first_round_finds_the_tables() {
     proxy.cut();
     let dir = tempfile::tempdir().unwrap();
     let cache = node(dir.path(), &db.url_via(proxy.port), "http://early:9292");
-    // The node's attempts fail at once (the proxy drops them) at about 0 s, 1 s and 3 s; the
-    // next is at about 7 s. Restore and ask halfway between.
-    tokio::time::sleep(Duration::from_millis(4500)).await;
+    // The node's attempts fail at once (the proxy drops them), at about 0 s, 1 s and 3 s; the
+    // next one waits 4 s. Restore right after the third, and ask.
+    eventually("three failed rounds", async || failed_rounds(&cache) >= 3.0).await;
     proxy.restore();
     let fleet = cache.fleet().unwrap();
     assert_eq!(fleet.nodes_caching(&id("any")).await, Ok(vec![]));
@@ -389,8 +415,7 @@ async fn deleted_images_leave_every_node(server: Server) {
         ("http://n2:9292", "y", 0, 10),
     ])
     .await;
-    // Every node has read where the evictions start.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    rounds_done(&[&one, &two, &three]).await;
     let deleted = Instant::now();
     assert!(
         !three.image_deleted(&id("x")).unwrap(),
@@ -582,8 +607,7 @@ async fn a_long_id_never_stops_replication(server: Server) {
     ])
     .await;
     assert!(one.is_cached(&id(&long)), "cached here all the same");
-    // Every node has read where the evictions start.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    rounds_done(&[&one, &two]).await;
     // The node holding the long id announces a deletion: the other node hears of it.
     one.image_deleted(&id("gone")).unwrap();
     one.image_deleted(&id(&long)).unwrap();
@@ -641,8 +665,7 @@ async fn a_delete_announced_by_the_fleet_voids_remembered_decisions() {
         "{text}"
     );
     db.wait_rows(&[("http://a:9292", "img", 1, 50_000)]).await;
-    // Every node has read where the evictions start.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    rounds_done(&[&a.cache, &b]).await;
 
     b.image_deleted(&id("img")).unwrap();
     eventually("node a evicts the image", async || {

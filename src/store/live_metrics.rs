@@ -5,6 +5,7 @@ use std::sync::Weak;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
@@ -139,6 +140,13 @@ impl Collector for CacheGauges {
                 help,
                 fleet.lag().as_secs_f64(),
             )?;
+            let metric = e.encode_descriptor(
+                "central_database_failed_rounds",
+                "Rounds with the central database that failed (each is retried with backoff)",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(fleet.failed_rounds()).encode(metric)?;
         }
         let mut metric = e.encode_descriptor(
             "build_info",

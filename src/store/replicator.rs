@@ -16,7 +16,7 @@
 //!   which the cache's background thread applies ([`Replicator::take_evictions`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -65,6 +65,8 @@ struct Shared {
     news: Mutex<Vec<ImageId>>,
     /// Whether the database answered the last round.
     reachable: AtomicBool,
+    /// Rounds that failed since the start.
+    failed_rounds: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -116,6 +118,7 @@ impl Replicator {
             stop: AtomicBool::new(false),
             news: Mutex::default(),
             reachable: AtomicBool::new(false),
+            failed_rounds: AtomicU64::new(0),
         });
         let (done, finished) = std::sync::mpsc::channel();
         let looping = shared.clone();
@@ -184,6 +187,11 @@ impl Replicator {
         self.shared.reachable.load(Ordering::Relaxed)
     }
 
+    /// How many rounds failed since the start (each is retried with backoff).
+    pub(crate) fn failed_rounds(&self) -> u64 {
+        self.shared.failed_rounds.load(Ordering::Relaxed)
+    }
+
     /// A handle on the runtime the database calls run on.
     pub(crate) fn handle(&self) -> Option<tokio::runtime::Handle> {
         lock(&self.runtime).as_ref().map(|r| r.handle().clone())
@@ -244,6 +252,7 @@ impl Shared {
                     backoff = Duration::from_secs(1);
                 }
                 Err(reason) => {
+                    self.failed_rounds.fetch_add(1, Ordering::Relaxed);
                     session.node = None;
                     session.converged = false;
                     if !down {
