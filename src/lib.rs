@@ -10,10 +10,12 @@
 //!
 //! # Example
 //!
+//! With axum (feature `axum`), around the whole router in one line (`ImageCacheRouter`):
+//!
 //! ```
+//! # #[cfg(feature = "axum")] {
 //! use axum::{routing::get, Router};
-//! use tower::Layer;
-//! use tower_image_cache::{CacheConfig, CacheLayer, ImageCache, InnerMetadata};
+//! use tower_image_cache::{CacheConfig, CacheLayer, ImageCache, ImageCacheRouter, InnerMetadata};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let dir = tempfile::tempdir()?;
@@ -25,15 +27,19 @@
 //!     .route("/v2/images/{id}", get(|| async { r#"{"status": "active"}"# }))
 //!     .route("/v2/images/{id}/file", get(|| async { "image bytes" }));
 //!
-//! let cached = CacheLayer::new(cache, InnerMetadata::new()).layer(api);
-//! let app = Router::new().fallback_service(cached);
+//! let app = api.with_image_cache(CacheLayer::new(cache, InnerMetadata::new()));
 //! // axum::serve(listener, app).await?;
 //! # let _: Router = app;
 //! # Ok(()) }
+//! # main().unwrap(); }
 //! ```
+//!
+//! Any tower `Service` takes the layer the same way: `CacheLayer::new(cache, check).layer(api)`.
 #![deny(unsafe_code, unreachable_pub)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+#[cfg(feature = "axum")]
+mod axum_router;
 mod body;
 #[cfg(feature = "cli")]
 #[doc(hidden)]
@@ -58,13 +64,15 @@ pub mod server;
 pub mod store;
 mod sync;
 
+#[cfg(feature = "axum")]
+pub use axum_router::ImageCacheRouter;
 pub use config::CacheConfig;
 pub use image_id::{ImageId, InvalidImageId};
 pub use layer::{CacheLayer, CacheService, InnerMetadata, TrustAll};
 pub use manage::CacheManageLayer;
 pub use store::ImageCache;
 
-// The README's examples are compiled as doc tests.
-#[cfg(doctest)]
+// The README's examples are compiled as doc tests (they use the axum one-liner).
+#[cfg(all(doctest, feature = "axum"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

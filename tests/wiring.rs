@@ -1,5 +1,5 @@
-//! The ways an axum user wires `CacheLayer`: each one caches, or says at `warn` (once) why it
-//! cannot and what to write instead.
+//! The ways an axum user wires `CacheLayer` and `CacheManageLayer`: each one caches, or panics
+//! when the router is built, saying what to write instead (as axum does for a bad route).
 
 mod common;
 
@@ -9,7 +9,7 @@ use common::Captured;
 use tower::Layer;
 use tower_image_cache::layer::MetadataThrough;
 use tower_image_cache::manage::{CacheManageLayer, StaticToken};
-use tower_image_cache::{CacheConfig, CacheLayer, ImageCache, InnerMetadata};
+use tower_image_cache::{CacheConfig, CacheLayer, ImageCache, ImageCacheRouter, InnerMetadata};
 
 const IMAGE: &str = "the bytes of a small image";
 
@@ -54,33 +54,123 @@ fn open() -> (tempfile::TempDir, ImageCache) {
     (dir, cache)
 }
 
-#[tokio::test]
-async fn router_layer_with_the_default_check_warns_once_naming_the_fix() {
-    let (logs, _guard) = Captured::start();
+/// What a panic said, or `None` when `build` did not panic.
+fn panic_of(build: impl FnOnce()) -> Option<String> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(build));
+    std::panic::set_hook(hook);
+    let payload = outcome.err()?;
+    Some(
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_default(),
+    )
+}
 
+#[tokio::test]
+async fn router_layer_with_the_default_check_panics_when_built_naming_the_one_liner() {
+    for route_layer in [false, true] {
+        let (_dir, cache) = open();
+        let layer = CacheLayer::new(cache.clone(), InnerMetadata::new());
+        let said = panic_of(|| {
+            let _ = if route_layer {
+                api().route_layer(layer)
+            } else {
+                api().layer(layer)
+            };
+        })
+        .unwrap_or_else(|| panic!("route_layer {route_layer}: built without a panic"));
+        assert!(said.contains("router.with_image_cache(layer)"), "{said}");
+        assert!(
+            said.contains("MetadataThrough::new(router.clone()"),
+            "{said}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_one_liners_cache_manage_and_prefetch() {
+    let (logs, _guard) = Captured::start();
     let (_dir, cache) = open();
-    let app = api().layer(CacheLayer::new(cache.clone(), InnerMetadata::new()));
-    let built = logs.text();
-    assert_eq!(
-        built.matches("ERROR").count(),
-        1,
-        "said when built: {built}"
-    );
-    assert!(
-        built.contains("MetadataThrough::new(router.clone()"),
-        "{built}"
+    let app = api()
+        .with_image_cache(CacheLayer::new(cache.clone(), InnerMetadata::new()))
+        .with_cache_management(
+            CacheManageLayer::new(cache.clone(), StaticToken::new("admin")).service_token("admin"),
+        );
+    let url = serve(app).await;
+    assert_eq!(twice(&url, &cache).await, ["MISS", "HIT"]);
+
+    let manage = url.replace("/v2/images/img/file", "/v2/cache/img");
+    let deleted = reqwest::Client::new()
+        .delete(&manage)
+        .header("x-auth-token", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    queue_and_wait_for_prefetch(&manage, &cache, &logs).await;
+    assert!(logs.text().is_empty(), "{}", logs.text());
+}
+
+/// What an outer auth layer found out about the caller.
+#[derive(Clone)]
+struct Claims {
+    project: &'static str,
+}
+
+/// The API of `api()`, answering only requests an outer layer gave `Claims` (axum answers 500
+/// without them).
+fn api_needing_claims() -> Router {
+    use axum::Extension;
+    Router::new()
+        .route(
+            "/v2/images/{id}",
+            get(|Extension(claims): Extension<Claims>| async move {
+                assert_eq!(claims.project, "demo");
+                r#"{"status": "active"}"#
+            }),
+        )
+        .route(
+            "/v2/images/{id}/file",
+            get(|Extension(_): Extension<Claims>| async { IMAGE }),
+        )
+}
+
+#[tokio::test]
+async fn an_outer_layer_s_extension_reaches_the_check_when_carried() {
+    let with_claims = |app: Router| {
+        app.layer(axum::middleware::from_fn(
+            |mut request: axum::extract::Request, next: axum::middleware::Next| async move {
+                request.extensions_mut().insert(Claims { project: "demo" });
+                next.run(request).await
+            },
+        ))
+    };
+    // Not carried: the check's requests lack the claims, the API cannot answer them, and the
+    // image is never served from the cache.
+    let (_dir, cache) = open();
+    let app = with_claims(
+        api_needing_claims().with_image_cache(CacheLayer::new(cache.clone(), InnerMetadata::new())),
     );
     let url = serve(app).await;
-    assert_eq!(twice(&url, &cache).await, ["BYPASS", "BYPASS"]);
-    assert_eq!(twice(&url, &cache).await, ["BYPASS", "BYPASS"]);
+    for _ in 0..2 {
+        let response = reqwest::get(&url).await.unwrap();
+        assert_eq!(
+            response.status(),
+            503,
+            "the API cannot decide for the cache"
+        );
+    }
+    assert!(!cache.is_cached(&tower_image_cache::ImageId::new("img").unwrap()));
 
-    let logged = logs.text();
-    assert_eq!(logged.matches("WARN").count(), 1, "{logged}");
-    assert!(logged.contains("Router::layer"), "{logged}");
-    assert!(
-        logged.contains("MetadataThrough::new(router.clone()"),
-        "{logged}"
-    );
+    // Carried: the check asks as the caller, and the image is cached.
+    let (_dir, cache) = open();
+    let layer = CacheLayer::new(cache.clone(), InnerMetadata::new()).carry_extension::<Claims>();
+    let url = serve(with_claims(api_needing_claims().with_image_cache(layer))).await;
+    assert_eq!(twice(&url, &cache).await, ["MISS", "HIT"]);
 }
 
 #[tokio::test]
@@ -120,29 +210,19 @@ async fn the_layer_around_the_whole_router_caches() {
 }
 
 #[tokio::test]
-async fn management_on_single_routes_is_an_error_at_construction_and_refuses_to_answer() {
-    let (logs, _guard) = Captured::start();
+async fn management_on_single_routes_panics_when_built_naming_the_one_liner() {
     let (_dir, cache) = open();
     let manage =
         CacheManageLayer::new(cache.clone(), StaticToken::new("admin")).service_token("admin");
-    let app = api().layer(manage);
-    let logged = logs.text();
-    assert_eq!(logged.matches("ERROR").count(), 1, "{logged}");
-    assert!(logged.contains("Wrap the whole router"), "{logged}");
-
-    let url = serve(app)
-        .await
-        .replace("/v2/images/img/file", "/v2/cache/img");
-    let queued = reqwest::Client::new()
-        .put(url)
-        .header("x-auth-token", "admin")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(queued.status(), 500);
-    let body = queued.text().await.unwrap();
-    assert!(body.contains("wrap the"), "{body}");
-    assert!(body.contains("whole router once instead"), "{body}");
+    let said = panic_of(|| {
+        let _ = api().layer(manage);
+    })
+    .expect("built without a panic");
+    assert!(
+        said.contains(".with_cache_management(manage_layer)"),
+        "{said}"
+    );
+    assert!(said.contains("api_through"), "{said}");
 }
 
 #[tokio::test]

@@ -54,6 +54,7 @@ struct Args {
     /// Run the command on every node of the fleet (image_cache_driver = centralized_db): the
     /// nodes are read from the central database when a --config-file names [database]
     /// connection, else asked of the node given with --host.
+    #[allow(rustdoc::broken_intra_doc_links)] // clap's help text: the brackets are the file's
     #[arg(long)]
     all_nodes: bool,
     /// With queue-image: wait until the image is cached on every node, showing its progress.

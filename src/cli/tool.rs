@@ -35,6 +35,7 @@ pub struct ToolArgs {
     /// The admin token for the API server. Without it, the identity in the configuration files
     /// logs in to Keystone: admin_user, admin_password, admin_tenant_name and auth_url in
     /// [DEFAULT], else keystoneauth's options in [keystone_authtoken].
+    #[allow(rustdoc::broken_intra_doc_links)] // clap's help text: the brackets are the file's
     #[arg(long, env = "OS_AUTH_TOKEN", hide_env_values = true)]
     pub os_auth_token: Option<String>,
 }

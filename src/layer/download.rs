@@ -10,6 +10,7 @@ use tower_service::Service;
 
 use super::access::{caller_headers, AccessCheck};
 use super::authorize::{authorize, Authorized};
+use super::carried::carried;
 use super::forward::pass;
 use super::hit;
 use super::limits::{gateway_timeout, within};
@@ -51,6 +52,7 @@ where
     let cached = entry.is_some();
     let is_get = request.method() == Method::GET;
     let (mut parts, body) = request.into_parts();
+    settings.carried.keep(&mut parts);
     // Every download is checked first, cached or not: a refusal is the same whatever the
     // cache holds (no existence oracle).
     let meta = match authorize(&settings, inner.clone(), &parts, &id, cached).await? {
@@ -226,8 +228,10 @@ where
     let version = parts.version;
     let mut headers = caller_headers(&parts.headers);
     ask_for_identity(&mut headers);
+    let extensions = carried(parts);
     Box::new(move |from: u64| {
         let mut request = Request::new(ReqBody::default());
+        *request.extensions_mut() = extensions.clone();
         *request.uri_mut() = uri.clone();
         *request.version_mut() = version;
         *request.headers_mut() = headers.clone();

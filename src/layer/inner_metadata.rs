@@ -11,6 +11,7 @@ use tower::ServiceExt;
 use tower_service::Service;
 
 use super::access::{caller_headers, Access, AccessCheck, CheckFuture};
+use super::carried::carried;
 use crate::body::{BoxError, ResponseBody};
 use crate::image_meta::ImageState;
 use crate::route::RouteTemplate;
@@ -19,7 +20,8 @@ use crate::ImageId;
 /// The largest metadata document the default check reads.
 const MAX_METADATA_BYTES: usize = 1024 * 1024;
 
-/// Asks the wrapped service, with the caller's own headers (not its request extensions), what
+/// Asks the wrapped service, with the caller's own headers (and only the request extensions
+/// named with [`CacheLayer::carry_extension`](super::CacheLayer::carry_extension)), what
 /// it would decide for this download: the image's metadata (`GET /v2/images/{id}` by default)
 /// and, at the same time, a probe of the download itself (the caller's own download URI with
 /// `Range: bytes=0-0`). It serves from the cache only when the metadata answers `200` with
@@ -88,6 +90,7 @@ impl InnerMetadata {
         let mut probe = Request::new(B::default());
         *probe.uri_mut() = request.uri.clone();
         *probe.version_mut() = request.version;
+        *probe.extensions_mut() = carried(request);
         let headers = probe.headers_mut();
         *headers = caller_headers(&request.headers);
         headers.insert(header::RANGE, http::HeaderValue::from_static("bytes=0-0"));
@@ -110,8 +113,11 @@ impl InnerMetadata {
                 http::HeaderValue::from_static("application/json"),
             );
         }
-        // Extensions are not copied: routers keep their match state there (axum appends the
-        // path parameters it finds to those already present).
+        if let Some(extensions) = builder.extensions_mut() {
+            // Only those named with CacheLayer::carry_extension: routers keep their match
+            // state in extensions (axum appends the path parameters it finds).
+            *extensions = carried(request);
+        }
         builder
             .body(B::default())
             .expect("a rendered route is a valid URI")

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use tower_layer::Layer;
 
+use super::carried::CarriedTypes;
 use super::inner_metadata::InnerMetadata;
 use super::limits::{UpstreamLimits, DEFAULT_MAX_CONCURRENT_FILLS};
 use super::routes::Routes;
@@ -30,6 +31,7 @@ pub struct CacheLayer<A> {
     max_concurrent_fills: usize,
     authorization_cache_time: Option<Duration>,
     authorization_stale_if_error: Option<Duration>,
+    carried: CarriedTypes,
     /// The services of this layer (and its clones) alive now.
     live: Census,
 }
@@ -48,6 +50,7 @@ impl<A> CacheLayer<A> {
             max_concurrent_fills: DEFAULT_MAX_CONCURRENT_FILLS,
             authorization_cache_time: None,
             authorization_stale_if_error: None,
+            carried: CarriedTypes::default(),
             live: Census::default(),
         }
     }
@@ -135,6 +138,22 @@ impl<A> CacheLayer<A> {
         self
     }
 
+    /// Carries the caller's request extension of type `T` (set by a layer outside this one: an
+    /// auth layer's claims, axum's `ConnectInfo`) into the requests the layer makes on the
+    /// caller's behalf: [`InnerMetadata`]'s metadata request and download probe, and a fill's
+    /// resumed request. By default they carry no extension (routers keep their match state
+    /// there), so a wrapped service that needs one would refuse every check and nothing would
+    /// be cached. Repeat for each type. A custom [`AccessCheck`](super::AccessCheck) sees all
+    /// of the caller's extensions in the parts it is given.
+    ///
+    /// Remembered decisions ([`authorization_cache_time`](Self::authorization_cache_time)) are
+    /// keyed by the caller's credentials in its headers: with an API that tells callers apart
+    /// by a carried extension alone (a client address), do not remember decisions.
+    pub fn carry_extension<T: Clone + Send + Sync + 'static>(mut self) -> Self {
+        self.carried = self.carried.with::<T>();
+        self
+    }
+
     /// How many fills may run at once (default 16); a miss beyond is served through uncached
     /// (`X-Cache-Status: BYPASS`, counted in `image_cache_fills_declined_total`).
     pub fn max_concurrent_fills(mut self, fills: usize) -> Self {
@@ -149,13 +168,15 @@ impl<S, A: Clone + 'static> Layer<S> for CacheLayer<A> {
     fn layer(&self, inner: S) -> Self::Service {
         let (member, live) = self.live.enlist();
         let asks_wrapped_service = (&self.access as &dyn Any).is::<InnerMetadata>();
-        if live == 2 && asks_wrapped_service {
-            tracing::error!(
-                "CacheLayer with InnerMetadata wraps more than one service at once. With axum's \
-                 Router::layer or route_layer it wraps each route alone, where the image's \
-                 metadata route cannot be asked, and every download passes through uncached. \
-                 Give the check the router (MetadataThrough::new(router.clone(), \
-                 InnerMetadata::new())), or wrap the whole router once."
+        if live >= 2 && asks_wrapped_service {
+            // As axum refuses a bad route: when the router is built, not at the first request.
+            panic!(
+                "CacheLayer with InnerMetadata wraps more than one service at once: axum's \
+                 Router::layer or route_layer wraps each route alone, where the image's \
+                 metadata route cannot be asked, and no download would ever be cached. Wrap the \
+                 whole router once: router.with_image_cache(layer) (use \
+                 tower_image_cache::ImageCacheRouter, feature axum), or give the check the \
+                 router: MetadataThrough::new(router.clone(), InnerMetadata::new())."
             );
         }
         CacheService::from_settings(
@@ -172,6 +193,7 @@ impl<S, A: Clone + 'static> Layer<S> for CacheLayer<A> {
                     self.authorization_cache_time,
                     self.authorization_stale_if_error,
                 ),
+                carried: self.carried.clone(),
                 fill_slots: Arc::new(tokio::sync::Semaphore::new(self.max_concurrent_fills)),
                 leaders: Default::default(),
                 shutdown: Default::default(),

@@ -80,6 +80,7 @@
 
 mod access;
 mod authorize;
+mod carried;
 mod decisions;
 mod download;
 mod forward;

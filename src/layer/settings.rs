@@ -44,6 +44,8 @@ pub(crate) struct Settings<A> {
     pub(crate) without_client: WithoutClient,
     pub(crate) limits: UpstreamLimits,
     pub(crate) decisions: super::decisions::Decisions,
+    /// The caller's extensions the layer's own requests carry.
+    pub(crate) carried: super::carried::CarriedTypes,
     /// One permit per fill that may run at once (`max_concurrent_fills`).
     pub(crate) fill_slots: std::sync::Arc<tokio::sync::Semaphore>,
     pub(crate) leaders: Leaders,

@@ -239,14 +239,15 @@ impl<S, T: Clone> Layer<S> for CacheManageLayer<ApiThrough<T>> {
 impl<Api> CacheManageLayer<Api> {
     fn build<S, T>(&self, inner: S, api: T, api_given: bool) -> CacheManageService<S, T> {
         let (member, alive) = self.wrapped.enlist();
-        if alive == 2 && !api_given {
-            tracing::error!(
-                "CacheManageLayer wraps more than one service. With axum's Router::layer or \
-                 route_layer it wraps each route alone, where PUT /v2/cache/{{id}} and the \
-                 prefetcher cannot reach the image API: the management routes answer 500 and \
-                 the prefetcher does not run. Wrap the whole router once instead: \
-                 Router::new().fallback_service(ServiceBuilder::new().layer(manage).layer(cache).service(router)), \
-                 or give the layer the router with api_through."
+        if alive >= 2 && !api_given {
+            // As axum refuses a bad route: when the router is built, not at the first request.
+            panic!(
+                "CacheManageLayer wraps more than one service at once: axum's Router::layer or \
+                 route_layer wraps each route alone, where PUT /v2/cache/{{id}} and the \
+                 prefetcher cannot reach the image API. Wrap the whole router once: \
+                 router.with_image_cache(cache_layer).with_cache_management(manage_layer) (use \
+                 tower_image_cache::ImageCacheRouter, feature axum), or give the layer the \
+                 router with api_through."
             );
         }
         let shared = Shared {

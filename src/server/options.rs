@@ -56,6 +56,7 @@ pub struct ServerArgs {
     pub bind: Option<SocketAddr>,
     /// The image API to cache, over [cache_server] upstream, e.g. http://glance:9292 or
     /// https://glance.example.com:9292.
+    #[allow(rustdoc::bare_urls)] // clap's help text, where a URL is plain text
     #[arg(long, value_name = "URL")]
     pub upstream: Option<Uri>,
     /// CA certificates (PEM) trusted besides the system's for an https:// upstream, over
@@ -111,7 +112,7 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// The second listener for `/metrics` and `/healthz`, if any.
     pub metrics_bind: Option<SocketAddr>,
-    /// The node's Keystone identity ([DEFAULT] admin_* or [keystone_authtoken]), if any: the
+    /// The node's Keystone identity (`[DEFAULT]` admin_* or `[keystone_authtoken]`), if any: the
     /// prefetcher's identity upstream, and the one that checks management callers' tokens.
     pub keystone: Option<AuthOptions>,
     /// The Keystone roles that may manage the cache.
