@@ -1,6 +1,7 @@
 //! A fault at each step of a fill (its file operations, then the index insert and flush), through
 //! the layer: the client still gets every byte, nothing is committed, and a later download fills
 //! the cache.
+#![cfg(feature = "fuzzing")] // the fault seam (ImageCache::open_with_io)
 
 mod common;
 

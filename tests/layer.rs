@@ -223,6 +223,7 @@ async fn an_upstream_error_mid_stream_fails_the_client_and_commits_nothing() {
     assert!(server.cache_dir().join("invalid/img").exists());
 }
 
+#[cfg(feature = "fuzzing")]
 #[tokio::test]
 async fn a_failing_cache_writer_never_reaches_the_client() {
     let server = TestServer::start_with(|dir| {
@@ -697,14 +698,17 @@ async fn works_under_hyper_util_with_any_tower_service() {
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
+#[cfg(feature = "fuzzing")]
 struct FailingCreate;
 
+#[cfg(feature = "fuzzing")]
 impl tower_image_cache::store::FillIo for FailingCreate {
     fn create(&self, _: &std::path::Path) -> std::io::Result<std::fs::File> {
         Err(std::io::Error::from_raw_os_error(13))
     }
 }
 
+#[cfg(feature = "fuzzing")]
 #[tokio::test]
 async fn a_cache_file_that_cannot_be_created_never_reaches_the_client() {
     let server = TestServer::start_with(|dir| {

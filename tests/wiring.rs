@@ -9,7 +9,9 @@ use common::Captured;
 use tower::Layer;
 use tower_image_cache::layer::MetadataThrough;
 use tower_image_cache::manage::{CacheManageLayer, StaticToken};
-use tower_image_cache::{CacheConfig, CacheLayer, ImageCache, ImageCacheRouter, InnerMetadata};
+#[cfg(feature = "axum")]
+use tower_image_cache::ImageCacheRouter;
+use tower_image_cache::{CacheConfig, CacheLayer, ImageCache, InnerMetadata};
 
 const IMAGE: &str = "the bytes of a small image";
 
@@ -91,6 +93,7 @@ async fn router_layer_with_the_default_check_panics_when_built_naming_the_one_li
     }
 }
 
+#[cfg(feature = "axum")]
 #[tokio::test]
 async fn the_one_liners_cache_manage_and_prefetch() {
     let (logs, _guard) = Captured::start();
@@ -116,6 +119,7 @@ async fn the_one_liners_cache_manage_and_prefetch() {
 }
 
 /// What an outer auth layer found out about the caller.
+#[cfg(feature = "axum")]
 #[derive(Clone)]
 struct Claims {
     project: &'static str,
@@ -123,6 +127,7 @@ struct Claims {
 
 /// The API of `api()`, answering only requests an outer layer gave `Claims` (axum answers 500
 /// without them).
+#[cfg(feature = "axum")]
 fn api_needing_claims() -> Router {
     use axum::Extension;
     Router::new()
@@ -139,6 +144,7 @@ fn api_needing_claims() -> Router {
         )
 }
 
+#[cfg(feature = "axum")]
 #[tokio::test]
 async fn an_outer_layer_s_extension_reaches_the_check_when_carried() {
     let with_claims = |app: Router| {

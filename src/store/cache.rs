@@ -97,12 +97,17 @@ impl ImageCache {
     /// files. Fails only when the directory cannot be created or another process holds the
     /// index ([`StoreError::is_locked`]).
     pub fn open(config: CacheConfig) -> Result<Self, StoreError> {
-        Self::open_with_io(config, Arc::new(StdFillIo))
+        Self::open_io(config, Arc::new(StdFillIo))
     }
 
-    /// Like [`open`](Self::open), with the file operations of fills supplied by `io` (used to
-    /// inject faults in tests).
+    /// Like [`open`](Self::open), with the file operations of fills supplied by `io`: the fault
+    /// seam of the crate's tests and benches (feature `fuzzing`; not covered by semver).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn open_with_io(config: CacheConfig, io: Arc<dyn FillIo>) -> Result<Self, StoreError> {
+        Self::open_io(config, io)
+    }
+
+    fn open_io(config: CacheConfig, io: Arc<dyn FillIo>) -> Result<Self, StoreError> {
         if let Some(problem) = db_name_problem(&config.image_cache_sqlite_db) {
             return Err(StoreError::InvalidConfig(format!(
                 "image_cache_sqlite_db {problem}, not {:?}",
@@ -287,7 +292,7 @@ impl ImageCache {
     }
 
     /// Resolves once no fill of `id` is running.
-    pub async fn fill_settled(&self, id: &ImageId) {
+    pub(crate) async fn fill_settled(&self, id: &ImageId) {
         self.inner.fills.settled(id).await;
     }
 

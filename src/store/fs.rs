@@ -9,6 +9,7 @@ use std::path::Path;
 /// The store calls these and nothing else to write an image, so an implementation that fails
 /// one step (a full disk on `write`, a failing `rename`, ...) shows what a fill does then.
 /// [`StdFillIo`] is the real thing and the default.
+#[cfg_attr(not(feature = "fuzzing"), allow(unreachable_pub))]
 pub trait FillIo: Send + Sync + 'static {
     /// Creates (or truncates) the `incomplete/` file a fill writes to, readable by nobody but
     /// the owner and its group (mode 0640 at most, whatever the umask).
@@ -48,6 +49,7 @@ pub trait FillIo: Send + Sync + 'static {
 /// The index steps of a commit, for [`FillIo::index_step`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(not(feature = "fuzzing"), allow(unreachable_pub))]
 pub enum IndexStep {
     /// The index insert of the committed image's record.
     Insert,
@@ -57,6 +59,7 @@ pub enum IndexStep {
 
 /// The real file operations.
 #[derive(Debug, Clone, Copy, Default)]
+#[cfg_attr(not(feature = "fuzzing"), allow(unreachable_pub))]
 pub struct StdFillIo;
 
 impl FillIo for StdFillIo {}

@@ -121,7 +121,10 @@ pub use fill::FillWriter;
 #[cfg(feature = "centralized-db")]
 pub use fleet::{Fleet, FleetError, FleetImage};
 pub use follow::FillFollower;
+#[cfg(feature = "fuzzing")]
 pub use fs::{FillIo, IndexStep, StdFillIo};
+#[cfg(all(test, not(feature = "fuzzing")))]
+pub(crate) use fs::{FillIo, StdFillIo};
 pub use maintenance::{Cleaned, Pruned};
 pub use progress::{FillEnd, FillOutcome};
 pub(crate) use read::CachedEntry;

@@ -20,7 +20,7 @@ impl ImageCache {
     }
 
     /// Resolves when an image is queued (or was queued since the last call returned).
-    pub async fn image_queued(&self) {
+    pub(crate) async fn image_queued(&self) {
         self.inner.queued.notified().await;
     }
 
@@ -67,7 +67,7 @@ impl ImageCache {
     /// Who may download `id` may have changed (it was deleted, deactivated, re-uploaded, its
     /// members changed): access decisions remembered for it before now admit nobody any more.
     /// [`evict`](Self::evict) calls it; the layer calls it for the API's changes it sees.
-    pub fn void_access_decisions(&self, id: &ImageId) {
+    pub(crate) fn void_access_decisions(&self, id: &ImageId) {
         self.inner.void_decisions(id);
     }
 
@@ -84,7 +84,7 @@ impl ImageCache {
     /// A caller's access check answered 404 for the cached `id`: the image may be gone, or only
     /// hidden from that caller. The management layer checks with its own identity and evicts
     /// it when the image API does not know it either ([`take_suspects`](Self::take_suspects)).
-    pub fn suspect_deleted(&self, id: &ImageId) {
+    pub(crate) fn suspect_deleted(&self, id: &ImageId) {
         let mut suspects = lock(&self.inner.suspects);
         if !suspects.contains(id) {
             suspects.push(id.clone());
@@ -94,12 +94,12 @@ impl ImageCache {
     }
 
     /// Resolves when an image was reported by [`suspect_deleted`](Self::suspect_deleted).
-    pub async fn suspects_reported(&self) {
+    pub(crate) async fn suspects_reported(&self) {
         self.inner.suspected.notified().await;
     }
 
     /// The images reported since the last call that are still cached.
-    pub fn take_suspects(&self) -> Vec<ImageId> {
+    pub(crate) fn take_suspects(&self) -> Vec<ImageId> {
         let taken = std::mem::take(&mut *lock(&self.inner.suspects));
         taken.into_iter().filter(|id| self.is_cached(id)).collect()
     }

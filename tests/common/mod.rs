@@ -29,6 +29,7 @@ use tokio::sync::Semaphore;
 use tower::Layer;
 use tower_image_cache::layer::AccessCheck;
 use tower_image_cache::manage::{CacheManageLayer, StaticToken};
+#[cfg(feature = "fuzzing")]
 use tower_image_cache::store::FillIo;
 use tower_image_cache::{CacheConfig, CacheLayer, ImageCache, InnerMetadata};
 
@@ -555,8 +556,10 @@ pub async fn raw_status(addr: SocketAddr, method: &str, target: &str, token: &st
 }
 
 /// A fill's file operations where writing always fails, as on a full disk.
+#[cfg(feature = "fuzzing")]
 pub struct FullDisk;
 
+#[cfg(feature = "fuzzing")]
 impl FillIo for FullDisk {
     fn write(&self, _: &mut std::fs::File, _: &[u8]) -> std::io::Result<()> {
         Err(std::io::Error::from_raw_os_error(28))
