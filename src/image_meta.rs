@@ -81,6 +81,22 @@ struct Document<'a> {
 }
 
 /// A message's `Content-Length`, when it has a readable one.
+/// The largest image document the cache reads.
+const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
+
+/// Reads an image document's body, up to 1 MiB (a larger one is an error).
+pub(crate) async fn read_document<B>(body: B) -> Result<bytes::Bytes, crate::body::BoxError>
+where
+    B: http_body::Body,
+    B::Error: Into<crate::body::BoxError>,
+{
+    use http_body_util::BodyExt;
+    let collected = http_body_util::Limited::new(body, MAX_DOCUMENT_BYTES)
+        .collect()
+        .await?;
+    Ok(collected.to_bytes())
+}
+
 pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)?

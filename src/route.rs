@@ -85,6 +85,17 @@ impl RouteTemplate {
     }
 
     /// Fills the template in with `id`.
+    /// `GET` of this route for `id`, with an empty body and no header (the caller adds them).
+    pub(crate) fn get_request<B: Default>(&self, id: &ImageId) -> http::Request<B> {
+        let mut request = http::Request::new(B::default());
+        *request.uri_mut() = self
+            .render(id)
+            .parse()
+            .expect("a rendered route is a valid URI");
+        request
+    }
+
+    /// The route with `id` in its place.
     pub fn render(&self, id: &ImageId) -> String {
         let mut path = String::new();
         for segment in &self.segments {

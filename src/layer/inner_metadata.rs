@@ -4,21 +4,17 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use http::{header, request, Method, Request, Response, StatusCode};
+use http::{header, request, Request, Response, StatusCode};
 use http_body::Body;
-use http_body_util::{BodyExt, Limited};
 use tower::ServiceExt;
 use tower_service::Service;
 
 use super::access::{caller_headers, Access, AccessCheck, CheckFuture};
 use super::carried::carried;
 use crate::body::{BoxError, ResponseBody};
-use crate::image_meta::ImageState;
+use crate::image_meta::{read_document, ImageState};
 use crate::route::RouteTemplate;
 use crate::ImageId;
-
-/// The largest metadata document the default check reads.
-const MAX_METADATA_BYTES: usize = 1024 * 1024;
 
 /// Asks the wrapped service, with the caller's own headers (and only the request extensions
 /// named with [`CacheLayer::carry_extension`](super::CacheLayer::carry_extension)), what
@@ -102,25 +98,18 @@ impl InnerMetadata {
     }
 
     fn metadata_request<B: Default>(&self, request: &request::Parts, id: &ImageId) -> Request<B> {
-        let mut builder = Request::builder()
-            .method(Method::GET)
-            .uri(self.route.render(id))
-            .version(request.version);
-        if let Some(headers) = builder.headers_mut() {
-            *headers = caller_headers(&request.headers);
-            headers.insert(
-                header::ACCEPT,
-                http::HeaderValue::from_static("application/json"),
-            );
-        }
-        if let Some(extensions) = builder.extensions_mut() {
-            // Only those named with CacheLayer::carry_extension: routers keep their match
-            // state in extensions (axum appends the path parameters it finds).
-            *extensions = carried(request);
-        }
-        builder
-            .body(B::default())
-            .expect("a rendered route is a valid URI")
+        let mut metadata = self.route.get_request(id);
+        *metadata.version_mut() = request.version;
+        let headers = metadata.headers_mut();
+        *headers = caller_headers(&request.headers);
+        headers.insert(
+            header::ACCEPT,
+            http::HeaderValue::from_static("application/json"),
+        );
+        // Only those named with CacheLayer::carry_extension: routers keep their match state in
+        // extensions (axum appends the path parameters it finds).
+        *metadata.extensions_mut() = carried(request);
+        metadata
     }
 }
 
@@ -306,11 +295,8 @@ where
             return Ok(Access::PassThrough);
         }
     }
-    let document = match Limited::new(response.into_body(), MAX_METADATA_BYTES)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
+    let document = match read_document(response.into_body()).await {
+        Ok(document) => document,
         Err(err) => {
             let reason = format!("the answer to GET {route} could not be read: {err}");
             check.inconclusive(&id, &reason);
@@ -369,7 +355,7 @@ mod tests {
         let request: Request<String> =
             InnerMetadata::new().metadata_request(&parts, &ImageId::new("x").unwrap());
         assert_eq!(request.uri(), "/v2/images/x");
-        assert_eq!(request.method(), Method::GET);
+        assert_eq!(request.method(), http::Method::GET);
         assert_eq!(request.headers()["x-auth-token"], "secret");
         assert!(request.headers().get(header::RANGE).is_none());
         assert!(request.headers().get(header::IF_NONE_MATCH).is_none());

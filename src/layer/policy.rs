@@ -6,6 +6,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 use http_body::Body;
 
+use super::transform::has_cache_directive;
 use crate::image_meta::content_length;
 
 /// Why a response is not filled into the cache.
@@ -64,13 +65,7 @@ pub(crate) fn not_fillable<B: Body>(response: &Response<B>) -> Option<NotFillabl
             String::from_utf8_lossy(coding.as_bytes()).into_owned(),
         ));
     }
-    let no_store = headers
-        .get_all(header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|directive| directive.trim().eq_ignore_ascii_case("no-store"));
-    if no_store {
+    if has_cache_directive(headers, "no-store") {
         return Some(NotFillable::NoStore);
     }
     if response.body().is_end_stream() || content_length(headers) == Some(0) {

@@ -14,23 +14,16 @@ use crate::sync::Member;
 /// `X-Cache-Status`: `HIT`, `MISS` or `BYPASS`.
 pub const X_CACHE_STATUS: HeaderName = HeaderName::from_static("x-cache-status");
 
-/// How a response came to be, for `X-Cache-Status` (and the metrics).
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum CacheStatus {
-    Hit,
-    Miss,
-    /// Past the cache, for this reason (a metrics label).
-    Bypass(&'static str),
-}
+/// How a response came to be, for `X-Cache-Status`: what the metrics count it as.
+pub(crate) type CacheStatus = Served;
 
-impl CacheStatus {
-    fn value(self) -> HeaderValue {
-        HeaderValue::from_static(match self {
-            CacheStatus::Hit => "HIT",
-            CacheStatus::Miss => "MISS",
-            CacheStatus::Bypass(_) => "BYPASS",
-        })
-    }
+/// The `X-Cache-Status` of `status`.
+fn header_value(status: CacheStatus) -> HeaderValue {
+    HeaderValue::from_static(match status {
+        CacheStatus::Hit => "HIT",
+        CacheStatus::Miss => "MISS",
+        CacheStatus::Bypass(_) => "BYPASS",
+    })
 }
 
 /// What every clone of a [`CacheService`](super::CacheService) shares.
@@ -66,7 +59,7 @@ impl<A> Settings<A> {
     /// Adds `X-Cache-Status` (when enabled).
     pub(crate) fn mark<B>(&self, mut response: Response<B>, status: CacheStatus) -> Response<B> {
         tracing::debug!(
-            cache_status = status.value().to_str().unwrap_or_default(),
+            cache_status = header_value(status).to_str().unwrap_or_default(),
             reason = match status {
                 CacheStatus::Bypass(reason) => reason,
                 _ => "",
@@ -74,18 +67,14 @@ impl<A> Settings<A> {
             http_status = response.status().as_u16(),
             "answered"
         );
-        self.cache.metrics().served(match status {
-            CacheStatus::Hit => Served::Hit,
-            CacheStatus::Miss => Served::Miss,
-            CacheStatus::Bypass(reason) => Served::Bypass(reason),
-        });
+        self.cache.metrics().served(status);
         super::transform::forbid_transform(&mut response);
         // A refusal tells nothing of what the cache holds.
         let refusal = matches!(response.status().as_u16(), 401 | 403 | 404);
         if self.cache_status_header && !refusal {
             response
                 .headers_mut()
-                .insert(X_CACHE_STATUS, status.value());
+                .insert(X_CACHE_STATUS, header_value(status));
         }
         response
     }

@@ -29,12 +29,18 @@ const NO_TRANSFORM: &str = "no-transform";
 /// # let _ = compression;
 /// ```
 pub fn forbids_transform(headers: &HeaderMap) -> bool {
+    has_cache_directive(headers, NO_TRANSFORM)
+}
+
+/// Whether `Cache-Control` (any of its fields) holds `directive` (case-insensitive, without
+/// arguments: `no-store`, `no-transform`).
+pub(crate) fn has_cache_directive(headers: &HeaderMap, directive: &str) -> bool {
     headers
         .get_all(header::CACHE_CONTROL)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
-        .any(|directive| directive.trim().eq_ignore_ascii_case(NO_TRANSFORM))
+        .any(|given| given.trim().eq_ignore_ascii_case(directive))
 }
 
 /// Adds `no-transform` to a plain (not content-coded) successful answer, keeping whatever

@@ -1,7 +1,6 @@
 //! What each management route does.
 
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use tower::ServiceExt;
 use tower_service::Service;
 
@@ -12,7 +11,7 @@ use super::response::{empty, json, Answer, ErrorFormat, Refusal};
 use super::routes::Endpoint;
 use super::shared::Shared;
 use crate::body::ResponseBody;
-use crate::image_meta::ImageState;
+use crate::image_meta::{read_document, ImageState};
 use crate::store::{ImageCache, StoreError};
 use crate::ImageId;
 
@@ -300,10 +299,7 @@ where
         let reason = format!("the image API answered {status} to the cache's service identity");
         return Ok(Err(Refusal::new(StatusCode::BAD_GATEWAY, &reason)));
     }
-    let document = Limited::new(response.into_body(), 1024 * 1024)
-        .collect()
-        .await
-        .map(|c| c.to_bytes());
+    let document = read_document(response.into_body()).await;
     Ok(Ok(
         document.map_or(ImageState::Unreadable, |d| ImageState::read(&d))
     ))
@@ -311,13 +307,7 @@ where
 
 /// `GET` of the image's metadata route, with no credential yet.
 fn metadata_request<B: Default>(shared: &Shared, id: &ImageId) -> Request<B> {
-    let mut request = Request::new(B::default());
-    *request.uri_mut() = shared
-        .metadata
-        .render(id)
-        .parse()
-        .expect("a rendered route is a valid URI");
-    request
+    shared.metadata.get_request(id)
 }
 
 /// Before a policy refusal (`decision`) of `PUT` or `DELETE /v2/cache/{id}`: Glance first looks

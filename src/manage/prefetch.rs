@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -217,13 +217,7 @@ fn log_panic(done: Option<Result<(), tokio::task::JoinError>>) {
 
 /// `GET` of `route` for `id`, with an empty body.
 fn route_request<B: Default>(route: &RouteTemplate, id: &ImageId) -> Request<B> {
-    let mut request = Request::new(B::default());
-    *request.method_mut() = Method::GET;
-    *request.uri_mut() = route
-        .render(id)
-        .parse()
-        .expect("a rendered route is a valid URI");
-    request
+    route.get_request(id)
 }
 
 async fn fetch_one<S, ReqBody, ResBody>(
