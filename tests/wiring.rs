@@ -105,17 +105,7 @@ async fn the_one_liners_cache_manage_and_prefetch() {
         );
     let url = serve(app).await;
     assert_eq!(twice(&url, &cache).await, ["MISS", "HIT"]);
-
-    let manage = url.replace("/v2/images/img/file", "/v2/cache/img");
-    let deleted = reqwest::Client::new()
-        .delete(&manage)
-        .header("x-auth-token", "admin")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 204);
-    queue_and_wait_for_prefetch(&manage, &cache, &logs).await;
-    assert!(logs.text().is_empty(), "{}", logs.text());
+    uncache_then_prefetch(&url, &cache, &logs).await;
 }
 
 /// What an outer auth layer found out about the caller.
@@ -266,10 +256,14 @@ async fn management_on_single_routes_works_given_the_router() {
     );
     let url = serve(app).await;
     assert_eq!(twice(&url, &cache).await, ["MISS", "HIT"]);
+    uncache_then_prefetch(&url, &cache, &logs).await;
+}
 
-    let client = reqwest::Client::new();
+/// Through the management routes beside the download `url`, as the admin: `DELETE` the cached
+/// image (204, gone), then queue it and wait for the prefetcher, with nothing logged.
+async fn uncache_then_prefetch(url: &str, cache: &ImageCache, logs: &Captured) {
     let manage = url.replace("/v2/images/img/file", "/v2/cache/img");
-    let deleted = client
+    let deleted = reqwest::Client::new()
         .delete(&manage)
         .header("x-auth-token", "admin")
         .send()
@@ -278,7 +272,7 @@ async fn management_on_single_routes_works_given_the_router() {
     assert_eq!(deleted.status(), 204);
     let id = tower_image_cache::ImageId::new("img").unwrap();
     assert!(!cache.is_cached(&id));
-    queue_and_wait_for_prefetch(&manage, &cache, &logs).await;
+    queue_and_wait_for_prefetch(&manage, cache, logs).await;
     assert!(logs.text().is_empty(), "{}", logs.text());
 }
 
