@@ -35,6 +35,7 @@
 //! ```
 //!
 //! Any tower `Service` takes the layer the same way: `CacheLayer::new(cache, check).layer(api)`.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_code, unreachable_pub)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
