@@ -374,3 +374,74 @@ async fn metrics_and_health_on_a_listener_of_their_own() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// Under `Type=notify`: the node says `READY=1` once its index is reconciled and it listens
+/// (a request then finds it answering), and `STOPPING=1` at SIGTERM; to a path socket and to an
+/// abstract one, as systemd may pass either in `NOTIFY_SOCKET`.
+#[test]
+fn the_node_tells_systemd_when_it_is_ready_and_when_it_stops() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &dir.path().join("cache"), "http://127.0.0.1:9");
+    let path = dir.path().join("notify");
+    let abstract_name = format!("tower-image-cache-test-{}", std::process::id());
+    let sockets = [
+        (
+            UnixDatagram::bind(&path).unwrap(),
+            path.display().to_string(),
+        ),
+        (
+            UnixDatagram::bind_addr(
+                &SocketAddr::from_abstract_name(abstract_name.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+            format!("@{abstract_name}"),
+        ),
+    ];
+    for (socket, notify_socket) in sockets {
+        socket
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut child = Command::new(server_binary())
+            .arg("--config-file")
+            .arg(&config)
+            .env("NOTIFY_SOCKET", &notify_socket)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut said = [0u8; 256];
+        let len = socket.recv(&mut said).expect("no READY=1 within 30 s");
+        let said = String::from_utf8_lossy(&said[..len]).into_owned();
+        assert!(said.starts_with("READY=1\n"), "{notify_socket}: {said:?}");
+        // Ready means listening: the first line is printed, and /healthz answers.
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+        let url = first
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap()
+            .to_owned();
+        let addr = url.strip_prefix("http://").unwrap().parse().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let health = runtime.block_on(common::raw_status(addr, "GET", "/healthz", ""));
+        assert_eq!(health, 200, "{notify_socket}");
+
+        let killed = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let mut said = [0u8; 256];
+        let len = socket.recv(&mut said).expect("no STOPPING=1 at SIGTERM");
+        let said = String::from_utf8_lossy(&said[..len]).into_owned();
+        assert!(
+            said.starts_with("STOPPING=1\n"),
+            "{notify_socket}: {said:?}"
+        );
+        assert!(child.wait().unwrap().success(), "{notify_socket}");
+    }
+}

@@ -7,6 +7,7 @@ mod forwarded;
 mod gateway_errors;
 mod listen;
 mod logging;
+mod notify;
 mod options;
 mod run;
 mod tls;

@@ -161,6 +161,8 @@ async fn serve(settings: ServerSettings) -> Result<ImageCache, String> {
         });
     }
     tracing::info!(%addr, upstream = %settings.upstream, cache = %settings.cache.image_cache_dir.display(), "serving");
+    // The index is reconciled (ImageCache::open) and the listeners are bound.
+    super::notify::ready();
 
     let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
     let stop = async move {
@@ -169,6 +171,7 @@ async fn serve(settings: ServerSettings) -> Result<ImageCache, String> {
             signal,
             "stopping: no new connections; requests in flight may finish"
         );
+        super::notify::stopping();
         let _ = stopping.send(());
     };
     let limits = ClientLimits {
