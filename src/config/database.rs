@@ -44,7 +44,7 @@ impl DatabaseKind {
 /// let url = DatabaseUrl::parse("sqlite:////var/lib/glance/glance.sqlite")?;
 /// assert_eq!(url.kind(), DatabaseKind::Sqlite);
 /// assert!(DatabaseUrl::parse("oracle://db/glance").is_err());
-/// # Ok::<(), String>(())
+/// # Ok::<(), tower_image_cache::config::InvalidDatabaseUrl>(())
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct DatabaseUrl {
@@ -55,16 +55,29 @@ pub struct DatabaseUrl {
     shown: String,
 }
 
+/// A `[database] connection` URL the central index cannot use: what is wrong with it, as the
+/// end of a sentence naming the URL ("is not a database URL: write it as Glance does, ...").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidDatabaseUrl(String);
+
+impl fmt::Display for InvalidDatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InvalidDatabaseUrl {}
+
 impl DatabaseUrl {
-    /// Parses an SQLAlchemy URL; the error is a sentence saying what is wrong with it.
-    pub fn parse(text: &str) -> Result<DatabaseUrl, String> {
+    /// Parses an SQLAlchemy URL; the error says what is wrong with it.
+    pub fn parse(text: &str) -> Result<DatabaseUrl, InvalidDatabaseUrl> {
         let text = text.trim();
         let Some((scheme, rest)) = text.split_once("://") else {
-            return Err(
+            return Err(InvalidDatabaseUrl(
                 "is not a database URL: write it as Glance does, for example \
                  mysql+pymysql://glance:PASSWORD@HOST/glance"
                     .into(),
-            );
+            ));
         };
         let dialect = scheme
             .split('+')
@@ -76,10 +89,10 @@ impl DatabaseUrl {
             "mysql" | "mariadb" => DatabaseKind::MySql,
             "sqlite" => DatabaseKind::Sqlite,
             _ => {
-                return Err(format!(
+                return Err(InvalidDatabaseUrl(format!(
                     "names the database {dialect:?}, which the central cache index does not \
                      support: use postgresql://, mysql:// (MariaDB too) or sqlite://"
-                ))
+                )))
             }
         };
         let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
@@ -91,10 +104,14 @@ impl DatabaseUrl {
             .rsplit_once('@')
             .map_or(authority, |(_, host)| host);
         if host.is_empty() || host.starts_with(':') {
-            return Err("has no host: write user:password@HOST/database".into());
+            return Err(InvalidDatabaseUrl(
+                "has no host: write user:password@HOST/database".into(),
+            ));
         }
         if database.is_empty() || database.contains('/') {
-            return Err("has no database name: write user:password@host/DATABASE".into());
+            return Err(InvalidDatabaseUrl(
+                "has no database name: write user:password@host/DATABASE".into(),
+            ));
         }
         let kept: Vec<&str> = query
             .split('&')
@@ -116,17 +133,19 @@ impl DatabaseUrl {
         })
     }
 
-    fn sqlite(location: &str) -> Result<DatabaseUrl, String> {
+    fn sqlite(location: &str) -> Result<DatabaseUrl, InvalidDatabaseUrl> {
         // sqlite:////abs/path → "/abs/path"; sqlite:///rel → "rel" (SQLAlchemy's rule).
         let Some(path) = location.strip_prefix('/') else {
-            return Err("is not an SQLite URL: write sqlite:////absolute/path.sqlite".into());
+            return Err(InvalidDatabaseUrl(
+                "is not an SQLite URL: write sqlite:////absolute/path.sqlite".into(),
+            ));
         };
         if path.is_empty() || path == ":memory:" {
-            return Err(
+            return Err(InvalidDatabaseUrl(
                 "names no SQLite file (an in-memory database cannot be shared): write \
                  sqlite:////absolute/path.sqlite"
                     .into(),
-            );
+            ));
         }
         let path = PathBuf::from(path);
         Ok(DatabaseUrl {
@@ -233,7 +252,7 @@ mod tests {
             ("sqlite://", "SQLite"),
             ("sqlite:///:memory:", "in-memory"),
         ] {
-            let err = DatabaseUrl::parse(text).unwrap_err();
+            let err = DatabaseUrl::parse(text).unwrap_err().to_string();
             assert!(err.contains(says), "{text}: {err}");
         }
     }

@@ -108,7 +108,7 @@ pub fn database_connection<P: AsRef<Path>>(
     };
     DatabaseUrl::parse(&connection.text()?)
         .map(Some)
-        .map_err(|reason| connection.bad(reason))
+        .map_err(|reason| connection.bad(reason.to_string()))
 }
 
 /// `[database] connection`, required by `centralized_db`.
@@ -124,7 +124,7 @@ fn central_database(
              URL as Glance's, for example mysql+pymysql://glance:PASSWORD@HOST/glance)",
         ));
     };
-    DatabaseUrl::parse(&connection.text()?).map_err(|reason| connection.bad(reason))
+    DatabaseUrl::parse(&connection.text()?).map_err(|reason| connection.bad(reason.to_string()))
 }
 
 fn driver_kind(driver: &Setting) -> Result<IndexDriverKind, ConfigError> {

@@ -10,7 +10,7 @@ mod options;
 mod oslo_ini;
 mod server;
 
-pub use database::{DatabaseKind, DatabaseUrl};
+pub use database::{DatabaseKind, DatabaseUrl, InvalidDatabaseUrl};
 pub use error::ConfigError;
 pub use files::database_connection;
 #[cfg(feature = "keystone")]
