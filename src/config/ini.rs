@@ -148,7 +148,7 @@ pub(crate) fn read_section(
     for setting in settings.values_mut() {
         let value = scope
             .substitute(section, &setting.value)
-            .map_err(|reason| setting.bad(reason))?;
+            .map_err(|reason| setting.bad(reason.to_string()))?;
         setting.value = value;
     }
     Ok(settings)

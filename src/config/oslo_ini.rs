@@ -128,7 +128,11 @@ impl Scope<'_> {
 
     /// `value` of an option in `section` with every `$name` and `${name}` replaced (`$$` and
     /// `\$` are a `$`; a `$` before anything else stays); an unknown name is the error's reason.
-    pub(crate) fn substitute(&self, section: &str, value: &str) -> Result<String, String> {
+    pub(crate) fn substitute(
+        &self,
+        section: &str,
+        value: &str,
+    ) -> Result<String, SubstitutionError> {
         self.substitute_within(section, value, 0)
     }
 
@@ -137,9 +141,9 @@ impl Scope<'_> {
         section: &str,
         value: &str,
         depth: usize,
-    ) -> Result<String, String> {
+    ) -> Result<String, SubstitutionError> {
         if depth > 16 {
-            return Err("its substitutions refer to each other in a loop".into());
+            return Err(SubstitutionError::Loop);
         }
         let value = value.replace("\\$", "$$");
         let mut out = String::with_capacity(value.len());
@@ -175,16 +179,39 @@ impl Scope<'_> {
                 continue;
             }
             let Some((found_in, referenced)) = self.lookup(section, name) else {
-                return Err(format!(
-                    "${name} is not an option of [{section}] or [DEFAULT] (write $$ for a \
-                     literal $)"
-                ));
+                return Err(SubstitutionError::Unknown {
+                    name: name.to_owned(),
+                    section: section.to_owned(),
+                });
             };
             out.push_str(&self.substitute_within(&found_in, &referenced, depth + 1)?);
             rest = tail;
         }
         out.push_str(rest);
         Ok(out)
+    }
+}
+
+/// Why a value's `$name` substitutions could not be made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SubstitutionError {
+    /// The substitutions refer to each other in a loop.
+    Loop,
+    /// `$name` names no option of the section or of `[DEFAULT]`.
+    Unknown { name: String, section: String },
+}
+
+impl std::fmt::Display for SubstitutionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SubstitutionError::Loop => {
+                f.write_str("its substitutions refer to each other in a loop")
+            }
+            SubstitutionError::Unknown { name, section } => write!(
+                f,
+                "${name} is not an option of [{section}] or [DEFAULT] (write $$ for a literal $)"
+            ),
+        }
     }
 }
 
@@ -269,7 +296,7 @@ mod tests {
             scope.substitute("db", "$host/$state_path").unwrap(),
             "db1//var/lib/glance"
         );
-        let err = sub("$nope/x").unwrap_err();
+        let err = sub("$nope/x").unwrap_err().to_string();
         assert!(err.contains("$nope is not an option"), "{err}");
     }
 }

@@ -44,14 +44,31 @@ pub struct Endpoint {
     pub url: String,
 }
 
+/// Why a token document could not be read.
+#[derive(Debug)]
+pub(crate) enum TokenDocumentError {
+    /// Not the JSON of a token.
+    Json(serde_json::Error),
+    /// A time in it is not in Keystone's format.
+    Time(String),
+}
+
+impl std::fmt::Display for TokenDocumentError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenDocumentError::Json(err) => err.fmt(f),
+            TokenDocumentError::Time(text) => write!(f, "{text:?} is not a time Keystone sends"),
+        }
+    }
+}
+
 impl Token {
     /// Parses Keystone's `{"token": {...}}` answer for the token `id`.
-    pub(crate) fn parse(id: Secret, body: &[u8]) -> Result<Token, String> {
-        let wire: Wire = serde_json::from_slice(body).map_err(|err| err.to_string())?;
+    pub(crate) fn parse(id: Secret, body: &[u8]) -> Result<Token, TokenDocumentError> {
+        let wire: Wire = serde_json::from_slice(body).map_err(TokenDocumentError::Json)?;
         let token = wire.token;
-        let time = |text: &str| {
-            parse_time(text).ok_or_else(|| format!("{text:?} is not a time Keystone sends"))
-        };
+        let time =
+            |text: &str| parse_time(text).ok_or_else(|| TokenDocumentError::Time(text.to_owned()));
         let catalog = token
             .catalog
             .into_iter()

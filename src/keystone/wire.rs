@@ -91,7 +91,11 @@ pub(super) async fn body(response: reqwest::Response, url: &str) -> Result<Vec<u
         })
 }
 
-pub(super) fn unexpected(url: &str, status: StatusCode, reason: String) -> KeystoneError {
+pub(super) fn unexpected(
+    url: &str,
+    status: StatusCode,
+    reason: impl std::fmt::Display,
+) -> KeystoneError {
     KeystoneError::Answer {
         url: url.to_owned(),
         status,

@@ -287,6 +287,7 @@ where
         Ok(response) => response,
         Err(reason) => {
             shared.cache.metrics().keystone_failure("service_login");
+            let reason = reason.to_string();
             return Ok(Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, reason)));
         }
     };

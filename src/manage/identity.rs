@@ -7,7 +7,35 @@ use http::{HeaderName, HeaderValue};
 use tower::{Service, ServiceExt};
 
 #[cfg(feature = "keystone")]
-use crate::keystone::Keystone;
+use crate::keystone::{Keystone, KeystoneError};
+
+/// Why the cache's own identity has no credential to send now.
+#[derive(Debug)]
+pub(crate) enum IdentityError {
+    /// Keystone gave no token (unreachable, or the credential refused).
+    #[cfg(feature = "keystone")]
+    NoToken(KeystoneError),
+    /// Keystone's token cannot be sent in a header.
+    #[cfg(feature = "keystone")]
+    TokenNotAHeader,
+}
+
+impl std::fmt::Display for IdentityError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            #[cfg(feature = "keystone")]
+            IdentityError::NoToken(err) => {
+                write!(f, "the cache's service identity has no token: {err}")
+            }
+            #[cfg(feature = "keystone")]
+            IdentityError::TokenNotAHeader => {
+                f.write_str("Keystone issued a token that is not a header value")
+            }
+            #[cfg(not(feature = "keystone"))]
+            _ => match *self {},
+        }
+    }
+}
 
 /// Who the cache is when it asks the image API itself.
 #[derive(Debug, Clone)]
@@ -24,17 +52,14 @@ const X_AUTH_TOKEN: HeaderName = HeaderName::from_static("x-auth-token");
 
 impl Identity {
     /// The headers to send now; an error names why no token could be had.
-    pub(crate) async fn headers(&self) -> Result<HeaderMap, String> {
+    pub(crate) async fn headers(&self) -> Result<HeaderMap, IdentityError> {
         match self {
             Identity::Headers(headers) => Ok(headers.clone()),
             #[cfg(feature = "keystone")]
             Identity::Keystone(keystone) => {
-                let token = keystone
-                    .token()
-                    .await
-                    .map_err(|err| format!("the cache's service identity has no token: {err}"))?;
+                let token = keystone.token().await.map_err(IdentityError::NoToken)?;
                 let mut value = HeaderValue::from_str(token.id.expose())
-                    .map_err(|_| "Keystone issued a token that is not a header value".to_owned())?;
+                    .map_err(|_| IdentityError::TokenNotAHeader)?;
                 value.set_sensitive(true);
                 Ok(HeaderMap::from_iter([(X_AUTH_TOKEN, value)]))
             }
@@ -75,7 +100,7 @@ impl Identity {
         &self,
         service: S,
         build: impl Fn() -> Request<B>,
-    ) -> Result<Result<Response<R>, String>, S::Error>
+    ) -> Result<Result<Response<R>, IdentityError>, S::Error>
     where
         S: Service<Request<B>, Response = Response<R>> + Clone,
     {

@@ -20,7 +20,7 @@ use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
-use super::identity::Identity;
+use super::identity::{Identity, IdentityError};
 use crate::body::{BoxError, ResponseBody};
 use crate::route::RouteTemplate;
 use crate::store::ImageCache;
@@ -249,12 +249,49 @@ async fn fetch_one<S, ReqBody, ResBody>(
     }
 }
 
+/// Why a prefetch failed (the image stays queued, unless it can never fit).
+#[derive(Debug)]
+enum PrefetchError {
+    TimedOut(Duration),
+    ApiFailed(BoxError),
+    Identity(IdentityError),
+    Status(StatusCode),
+    LargerThanTheCache { size: u64, max_size: u64 },
+    Download(BoxError),
+    NotCached,
+}
+
+impl std::fmt::Display for PrefetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PrefetchError::TimedOut(limit) => write!(
+                f,
+                "the image API did not answer within {} s (upstream_response_timeout)",
+                limit.as_secs_f64()
+            ),
+            PrefetchError::ApiFailed(err) => write!(f, "the image API failed: {err}"),
+            PrefetchError::Identity(err) => err.fmt(f),
+            PrefetchError::Status(status) => write!(f, "the image API answered {status}"),
+            PrefetchError::LargerThanTheCache { size, max_size } => write!(
+                f,
+                "the image ({size} bytes) is larger than the whole cache (image_cache_max_size = \
+                 {max_size} bytes); removed from the queue"
+            ),
+            PrefetchError::Download(err) => write!(f, "the download failed: {err}"),
+            PrefetchError::NotCached => f.write_str(
+                "the download was not cached (a verification failure, or no CacheLayer inside \
+                 the management layer; see the log)",
+            ),
+        }
+    }
+}
+
 async fn fetch<S, ReqBody, ResBody>(
     cache: &ImageCache,
     service: S,
     settings: &WorkerSettings,
     id: &ImageId,
-) -> Result<(), String>
+) -> Result<(), PrefetchError>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
@@ -269,14 +306,12 @@ where
         .send(service, || route_request(&settings.download, id));
     let response = crate::layer::within(settings.response_timeout, sent)
         .await
-        .ok_or_else(|| {
-            let limit = settings.response_timeout.unwrap_or_default().as_secs_f64();
-            format!("the image API did not answer within {limit} s (upstream_response_timeout)")
-        })?
-        .map_err(|err| format!("the image API failed: {}", err.into()))?
-        .inspect_err(|_| cache.metrics().keystone_failure("service_login"))?;
+        .ok_or_else(|| PrefetchError::TimedOut(settings.response_timeout.unwrap_or_default()))?
+        .map_err(|err| PrefetchError::ApiFailed(err.into()))?
+        .inspect_err(|_| cache.metrics().keystone_failure("service_login"))
+        .map_err(PrefetchError::Identity)?;
     if response.status() != StatusCode::OK {
-        return Err(format!("the image API answered {}", response.status()));
+        return Err(PrefetchError::Status(response.status()));
     }
     let max_size = cache.config().image_cache_max_size;
     if let Some(size) =
@@ -287,19 +322,16 @@ where
         let _ = cache
             .blocking(move |c| c.delete_queued_image(&dequeueing))
             .await;
-        return Err(format!(
-            "the image ({size} bytes) is larger than the whole cache (image_cache_max_size = \
-             {max_size} bytes); removed from the queue"
-        ));
+        return Err(PrefetchError::LargerThanTheCache { size, max_size });
     }
     let mut body = std::pin::pin!(response.into_body());
     while let Some(frame) = body.frame().await {
-        frame.map_err(|err| format!("the download failed: {}", err.into()))?;
+        frame.map_err(|err| PrefetchError::Download(err.into()))?;
     }
     cache.fill_settled(id).await;
     if cache.is_cached(id) {
         Ok(())
     } else {
-        Err("the download was not cached (a verification failure, or no CacheLayer inside the management layer; see the log)".into())
+        Err(PrefetchError::NotCached)
     }
 }
