@@ -124,13 +124,15 @@ impl ManageClient {
         let sent = match &self.auth {
             Auth::Anonymous => build(None).send().await,
             Auth::Token(token) => build(Some(token)).send().await,
-            Auth::Keystone(keystone) => match keystone.send(|token| build(Some(token))).await {
-                Ok(response) => Ok(response),
-                Err(SendError::Request(err)) => Err(err),
-                Err(SendError::Identity(err)) => {
-                    return Err(ClientError::Identity(err.to_string()))
+            Auth::Keystone(keystone) => {
+                match keystone.send_with(|token| build(Some(token))).await {
+                    Ok(response) => Ok(response),
+                    Err(SendError::Request(err)) => Err(err.into_inner()),
+                    Err(SendError::Identity(err)) => {
+                        return Err(ClientError::Identity(err.to_string()))
+                    }
                 }
-            },
+            }
         };
         if debug {
             match &sent {

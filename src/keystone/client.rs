@@ -32,21 +32,40 @@ struct Shared {
 
 /// Why [`Keystone::send`] failed.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum SendError {
     /// No token could be had.
     Identity(KeystoneError),
-    /// The request itself failed (the service could not be reached).
-    Request(reqwest::Error),
+    /// The request itself failed (the service could not be reached, or its answer was cut).
+    Request(RequestError),
 }
+
+/// A request [`Keystone::send`] sent that failed on the way: what failed, as a sentence naming
+/// the service's URL.
+#[derive(Debug)]
+pub struct RequestError(reqwest::Error);
+
+impl RequestError {
+    /// The HTTP client's own error, for the crate's tools.
+    pub(crate) fn into_inner(self) -> reqwest::Error {
+        self.0
+    }
+}
+
+impl std::fmt::Display for RequestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = self.0.url().map(|u| u.as_str()).unwrap_or("the service");
+        write!(f, "{url} cannot be reached: {}", error_chain(&self.0))
+    }
+}
+
+impl std::error::Error for RequestError {}
 
 impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SendError::Identity(err) => err.fmt(f),
-            SendError::Request(err) => {
-                let url = err.url().map(|u| u.as_str()).unwrap_or("the service");
-                write!(f, "{url} cannot be reached: {}", error_chain(err))
-            }
+            SendError::Request(err) => err.fmt(f),
         }
     }
 }
@@ -97,12 +116,6 @@ impl Keystone {
         &self.shared.options
     }
 
-    /// The HTTP client Keystone is called with (its TLS settings apply): for the requests made
-    /// with [`Keystone::send`].
-    pub fn http(&self) -> &reqwest::Client {
-        &self.shared.http
-    }
-
     /// Whether a refused token can be replaced by logging in again.
     pub fn renewable(&self) -> bool {
         !matches!(self.shared.options.credential, Credential::Token(_))
@@ -134,9 +147,43 @@ impl Keystone {
         }
     }
 
-    /// Sends the request `build` makes with a token; on a 401, logs in again and sends it once
+    /// Sends `request` with this identity's token in `X-Auth-Token` (through the TLS settings
+    /// of its options) and reads the whole answer; on a 401, logs in again and sends it once
     /// more (when the credential is renewable).
     pub async fn send(
+        &self,
+        request: http::Request<bytes::Bytes>,
+    ) -> Result<http::Response<bytes::Bytes>, SendError> {
+        let (parts, body) = request.into_parts();
+        let url = parts.uri.to_string();
+        let answer = self
+            .send_with(|token| {
+                let mut headers = parts.headers.clone();
+                if let Ok(mut value) = http::HeaderValue::from_str(token) {
+                    value.set_sensitive(true);
+                    headers.insert("x-auth-token", value);
+                }
+                self.shared
+                    .http
+                    .request(parts.method.clone(), &url)
+                    .headers(headers)
+                    .body(body.clone())
+            })
+            .await?;
+        let mut response = http::Response::new(bytes::Bytes::new());
+        *response.status_mut() = answer.status();
+        *response.version_mut() = answer.version();
+        *response.headers_mut() = answer.headers().clone();
+        *response.body_mut() = answer
+            .bytes()
+            .await
+            .map_err(|err| SendError::Request(RequestError(err)))?;
+        Ok(response)
+    }
+
+    /// Sends the request `build` makes with a token; on a 401, logs in again and sends it once
+    /// more (when the credential is renewable).
+    pub(crate) async fn send_with(
         &self,
         build: impl Fn(&str) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, SendError> {
@@ -144,7 +191,7 @@ impl Keystone {
         let response = build(token.id.expose())
             .send()
             .await
-            .map_err(SendError::Request)?;
+            .map_err(|err| SendError::Request(RequestError(err)))?;
         if response.status() != StatusCode::UNAUTHORIZED || !self.renewable() {
             return Ok(response);
         }
@@ -157,7 +204,7 @@ impl Keystone {
         build(token.id.expose())
             .send()
             .await
-            .map_err(SendError::Request)
+            .map_err(|err| SendError::Request(RequestError(err)))
     }
 
     /// The URL of the catalog's `service_type` endpoint for `interface` (and `region`, when
@@ -200,7 +247,7 @@ impl Keystone {
     pub async fn validate(&self, subject: &str) -> Result<Validation, KeystoneError> {
         let url = format!("{}/auth/tokens?nocatalog", self.shared.base);
         let response = self
-            .send(|token| {
+            .send_with(|token| {
                 self.shared
                     .http
                     .get(&url)
@@ -210,7 +257,7 @@ impl Keystone {
             .await
             .map_err(|err| match err {
                 SendError::Identity(err) => err,
-                SendError::Request(err) => unreachable(&err),
+                SendError::Request(err) => unreachable(&err.into_inner()),
             })?;
         let status = response.status();
         let body = body(response, &url).await?;

@@ -16,9 +16,8 @@
 //! let options = AuthOptions::from_env()?;
 //! let keystone = Keystone::new(options)?;
 //! let glance = keystone.endpoint("image", Interface::Public, None).await?;
-//! let images = keystone
-//!     .send(|token| keystone.http().get(format!("{glance}/v2/images")).header("x-auth-token", token))
-//!     .await?;
+//! let request = http::Request::get(format!("{glance}/v2/images")).body(bytes::Bytes::new())?;
+//! let images = keystone.send(request).await?;
 //! println!("{}", images.status());
 //! # Ok(()) }
 //! ```
@@ -33,7 +32,7 @@ mod tls;
 mod token;
 mod wire;
 
-pub use client::{Keystone, SendError, Validation};
+pub use client::{Keystone, RequestError, SendError, Validation};
 pub use error::KeystoneError;
 pub use options::{AuthOptions, Credential, Domain, Interface, Named};
 pub use secret::Secret;

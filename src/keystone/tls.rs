@@ -28,7 +28,7 @@ impl TlsOptions {
     }
 
     /// An HTTP client (HTTP and HTTPS) that verifies certificates as these options say.
-    pub fn client_builder(&self) -> Result<reqwest::ClientBuilder, KeystoneError> {
+    pub(crate) fn client_builder(&self) -> Result<reqwest::ClientBuilder, KeystoneError> {
         let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
         if let Some(cafile) = &self.cafile {
             let pem = std::fs::read(cafile).map_err(|err| KeystoneError::Tls {
@@ -51,14 +51,5 @@ impl TlsOptions {
             builder = builder.tls_danger_accept_invalid_certs(true);
         }
         Ok(builder)
-    }
-
-    /// [`TlsOptions::client_builder`], built.
-    pub fn client(&self) -> Result<reqwest::Client, KeystoneError> {
-        self.client_builder()?
-            .build()
-            .map_err(|err| KeystoneError::Tls {
-                reason: format!("the HTTPS client cannot be set up: {err}"),
-            })
     }
 }
