@@ -80,7 +80,6 @@ struct Document<'a> {
     size: Option<u64>,
 }
 
-/// A message's `Content-Length`, when it has a readable one.
 /// The largest image document the cache reads.
 const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 
@@ -97,6 +96,7 @@ where
     Ok(collected.to_bytes())
 }
 
+/// A message's `Content-Length`, when it has a readable one.
 pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)?

@@ -88,11 +88,15 @@ impl RouteTemplate {
     /// `GET` of this route for `id`, with an empty body and no header (the caller adds them).
     pub(crate) fn get_request<B: Default>(&self, id: &ImageId) -> http::Request<B> {
         let mut request = http::Request::new(B::default());
-        *request.uri_mut() = self
-            .render(id)
-            .parse()
-            .expect("a rendered route is a valid URI");
+        *request.uri_mut() = self.uri(id);
         request
+    }
+
+    /// The route with `id` in its place, as a request's URI.
+    pub(crate) fn uri(&self, id: &ImageId) -> http::Uri {
+        self.render(id)
+            .parse()
+            .expect("a rendered route is a valid URI")
     }
 
     /// The route with `id` in its place.

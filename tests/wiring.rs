@@ -297,3 +297,74 @@ async fn queue_and_wait_for_prefetch(url: &str, cache: &ImageCache, logs: &Captu
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+/// A fill cut mid-body is resumed with `Range` by a request of the layer's own: it carries the
+/// claims too (the API below refuses a download without them), so the client gets the whole
+/// image and it is cached.
+#[cfg(feature = "axum")]
+#[tokio::test]
+async fn a_resumed_fill_carries_the_extension_too() {
+    use axum::body::Body;
+    use axum::http::{header, HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+    use axum::Extension;
+
+    const DATA: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let downloads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = downloads.clone();
+    let file = move |Extension(_): Extension<Claims>, headers: HeaderMap| {
+        let counted = counted.clone();
+        async move {
+            let range = headers
+                .get(header::RANGE)
+                .map(|v| v.to_str().unwrap().to_owned());
+            let from = match range.as_deref() {
+                Some("bytes=0-0") => {
+                    let answer = [(header::CONTENT_RANGE, format!("bytes 0-0/{}", DATA.len()))];
+                    return (StatusCode::PARTIAL_CONTENT, answer, &DATA[..1]).into_response();
+                }
+                Some(range) => range["bytes=".len()..range.len() - 1]
+                    .parse::<usize>()
+                    .unwrap(),
+                None => 0,
+            };
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if from == 0 {
+                // The whole image announced, half of it sent, then the connection's error.
+                let half: Result<bytes::Bytes, std::io::Error> =
+                    Ok(bytes::Bytes::from_static(&DATA[..DATA.len() / 2]));
+                let cut = Err(std::io::Error::other("the upstream connection was cut"));
+                let body = Body::from_stream(futures_util::stream::iter([half, cut]));
+                return ([(header::CONTENT_LENGTH, DATA.len().to_string())], body).into_response();
+            }
+            let content_range = format!("bytes {from}-{}/{}", DATA.len() - 1, DATA.len());
+            let answer = [(header::CONTENT_RANGE, content_range)];
+            (StatusCode::PARTIAL_CONTENT, answer, &DATA[from..]).into_response()
+        }
+    };
+    let api = Router::new()
+        .route(
+            "/v2/images/{id}",
+            get(|Extension(_): Extension<Claims>| async { r#"{"status": "active"}"# }),
+        )
+        .route("/v2/images/{id}/file", get(file));
+    let (_dir, cache) = open();
+    let layer = CacheLayer::new(cache.clone(), InnerMetadata::new()).carry_extension::<Claims>();
+    let app = api.with_image_cache(layer).layer(axum::middleware::from_fn(
+        |mut request: axum::extract::Request, next: axum::middleware::Next| async move {
+            request.extensions_mut().insert(Claims { project: "demo" });
+            next.run(request).await
+        },
+    ));
+    let url = serve(app).await;
+    let response = reqwest::get(&url).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.bytes().await.unwrap(), DATA, "the cut is not seen");
+    cache.idle().await;
+    assert_eq!(
+        downloads.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "one read, one resume"
+    );
+    assert!(cache.is_cached(&tower_image_cache::ImageId::new("img").unwrap()));
+}

@@ -10,6 +10,7 @@ use std::pin::Pin;
 use http::{header, request, HeaderMap, Request};
 use tower_service::Service;
 
+use super::carried::carried;
 use crate::image_meta::ImageMeta;
 use crate::ImageId;
 
@@ -73,6 +74,19 @@ pub(crate) fn caller_headers(headers: &HeaderMap) -> HeaderMap {
         copy.remove(name);
     }
     copy
+}
+
+/// A request to `uri` made on behalf of the caller of `parts`: its HTTP version, its headers
+/// minus those describing its own download ([`caller_headers`]), and only the extensions named
+/// with `CacheLayer::carry_extension`; an empty body. The access check's metadata request and
+/// download probe, and a fill's resumed request, start from it.
+pub(crate) fn on_behalf_of<B: Default>(parts: &request::Parts, uri: http::Uri) -> Request<B> {
+    let mut request = Request::new(B::default());
+    *request.uri_mut() = uri;
+    *request.version_mut() = parts.version;
+    *request.headers_mut() = caller_headers(&parts.headers);
+    *request.extensions_mut() = carried(parts);
+    request
 }
 
 /// Serves every cached image to every caller, without asking anyone.

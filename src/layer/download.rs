@@ -8,9 +8,8 @@ use http::{Method, Request, Response};
 use tower::ServiceExt;
 use tower_service::Service;
 
-use super::access::{caller_headers, AccessCheck};
+use super::access::{on_behalf_of, AccessCheck};
 use super::authorize::{authorize, Authorized};
-use super::carried::carried;
 use super::forward::pass;
 use super::hit;
 use super::limits::{gateway_timeout, within};
@@ -224,17 +223,16 @@ where
     ReqBody: Default + Send + 'static,
     ResBody: ResponseBody,
 {
-    let uri = parts.uri.clone();
-    let version = parts.version;
-    let mut headers = caller_headers(&parts.headers);
-    ask_for_identity(&mut headers);
-    let extensions = carried(parts);
+    // Made once; each attempt sends a copy with its own Range.
+    let mut first: Request<()> = on_behalf_of(parts, parts.uri.clone());
+    ask_for_identity(first.headers_mut());
+    let (template, ()) = first.into_parts();
     Box::new(move |from: u64| {
         let mut request = Request::new(ReqBody::default());
-        *request.extensions_mut() = extensions.clone();
-        *request.uri_mut() = uri.clone();
-        *request.version_mut() = version;
-        *request.headers_mut() = headers.clone();
+        *request.uri_mut() = template.uri.clone();
+        *request.version_mut() = template.version;
+        *request.headers_mut() = template.headers.clone();
+        *request.extensions_mut() = template.extensions.clone();
         request.headers_mut().insert(
             header::RANGE,
             HeaderValue::from_str(&format!("bytes={from}-")).expect("a range is header text"),

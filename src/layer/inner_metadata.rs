@@ -9,8 +9,8 @@ use http_body::Body;
 use tower::ServiceExt;
 use tower_service::Service;
 
-use super::access::{caller_headers, Access, AccessCheck, CheckFuture};
-use super::carried::carried;
+use super::access::{on_behalf_of, Access, AccessCheck, CheckFuture};
+use super::policy::ask_for_identity;
 use crate::body::{BoxError, ResponseBody};
 use crate::image_meta::{read_document, ImageState};
 use crate::route::RouteTemplate;
@@ -83,32 +83,19 @@ impl InnerMetadata {
         if !self.probe {
             return None;
         }
-        let mut probe = Request::new(B::default());
-        *probe.uri_mut() = request.uri.clone();
-        *probe.version_mut() = request.version;
-        *probe.extensions_mut() = carried(request);
+        let mut probe = on_behalf_of(request, request.uri.clone());
         let headers = probe.headers_mut();
-        *headers = caller_headers(&request.headers);
         headers.insert(header::RANGE, http::HeaderValue::from_static("bytes=0-0"));
-        headers.insert(
-            header::ACCEPT_ENCODING,
-            http::HeaderValue::from_static("identity"),
-        );
+        ask_for_identity(headers);
         Some(probe)
     }
 
     fn metadata_request<B: Default>(&self, request: &request::Parts, id: &ImageId) -> Request<B> {
-        let mut metadata = self.route.get_request(id);
-        *metadata.version_mut() = request.version;
-        let headers = metadata.headers_mut();
-        *headers = caller_headers(&request.headers);
-        headers.insert(
+        let mut metadata = on_behalf_of(request, self.route.uri(id));
+        metadata.headers_mut().insert(
             header::ACCEPT,
             http::HeaderValue::from_static("application/json"),
         );
-        // Only those named with CacheLayer::carry_extension: routers keep their match state in
-        // extensions (axum appends the path parameters it finds).
-        *metadata.extensions_mut() = carried(request);
         metadata
     }
 }

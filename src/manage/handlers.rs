@@ -276,7 +276,7 @@ where
     ReqBody: Default,
     ResBody: ResponseBody,
 {
-    let build = || metadata_request(shared, id);
+    let build = || shared.metadata.get_request(id);
     let asked = crate::layer::within(shared.response_timeout, shared.identity.send(inner, build));
     let Some(sent) = asked.await else {
         let limit = shared.response_timeout.unwrap_or_default().as_secs_f64();
@@ -306,11 +306,6 @@ where
     ))
 }
 
-/// `GET` of the image's metadata route, with no credential yet.
-fn metadata_request<B: Default>(shared: &Shared, id: &ImageId) -> Request<B> {
-    shared.metadata.get_request(id)
-}
-
 /// Before a policy refusal (`decision`) of `PUT` or `DELETE /v2/cache/{id}`: Glance first looks
 /// the image up as the caller, so a caller who may not see the image learns that it is not found
 /// (404), not that they may not manage the cache (403), whatever the cache holds. `None` when
@@ -338,7 +333,7 @@ where
     };
     // What the cache holds never decides the answer (for a DELETE as for any other method):
     // only the image API's view of the caller does, so a refusal tells nothing of the cache.
-    let mut request = metadata_request(shared, &id);
+    let mut request = shared.metadata.get_request(&id);
     *request.headers_mut() = crate::layer::caller_headers(&parts.headers);
     let status = inner.oneshot(request).await?.status();
     Ok((status == StatusCode::NOT_FOUND)

@@ -181,7 +181,7 @@ async fn check_suspects<S, ReqBody, ResBody>(
     ResBody: ResponseBody,
 {
     for id in cache.take_suspects() {
-        let build = || route_request(&settings.metadata, &id);
+        let build = || settings.metadata.get_request(&id);
         let status = match settings.identity.send(service.clone(), build).await {
             Ok(Ok(response)) => response.status(),
             Ok(Err(reason)) => {
@@ -213,11 +213,6 @@ fn log_panic(done: Option<Result<(), tokio::task::JoinError>>) {
     if let Some(Err(err)) = done {
         tracing::error!(%err, "a prefetch panicked; the image stays queued");
     }
-}
-
-/// `GET` of `route` for `id`, with an empty body.
-fn route_request<B: Default>(route: &RouteTemplate, id: &ImageId) -> Request<B> {
-    route.get_request(id)
 }
 
 async fn fetch_one<S, ReqBody, ResBody>(
@@ -303,7 +298,7 @@ where
     }
     let sent = settings
         .identity
-        .send(service, || route_request(&settings.download, id));
+        .send(service, || settings.download.get_request(id));
     let response = crate::layer::within(settings.response_timeout, sent)
         .await
         .ok_or_else(|| PrefetchError::TimedOut(settings.response_timeout.unwrap_or_default()))?
