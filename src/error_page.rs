@@ -134,6 +134,44 @@ impl Refusal {
     }
 }
 
+/// An error answered in the body Glance (webob) gives: an HTML page, or `{"message", "code",
+/// "title"}` when the request's `Accept` asks for JSON, so that python-glanceclient and
+/// openstackclient print it as they print Glance's own (`HTTP 503 Service Unavailable: ...`).
+///
+/// For a service in front of the cache that refuses a request itself (a node at its
+/// connection limit, say):
+///
+/// ```
+/// use http::{HeaderMap, StatusCode};
+/// use tower_image_cache::layer::GlanceError;
+///
+/// let response = GlanceError::new(StatusCode::SERVICE_UNAVAILABLE, "The node is busy. Try again.")
+///     .retry_after(1)
+///     .response_for::<String>(&HeaderMap::new());
+/// assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+/// assert_eq!(response.headers()["retry-after"], "1");
+/// ```
+#[derive(Debug)]
+pub struct GlanceError(Refusal);
+
+impl GlanceError {
+    /// An error with `status`, and `message` as its sentence (say what failed and what to do).
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        GlanceError(Refusal::new(status, message))
+    }
+
+    /// Sends `Retry-After: seconds` (with a 503: when to try again).
+    #[must_use]
+    pub fn retry_after(self, seconds: u32) -> Self {
+        GlanceError(self.0.retry_after(seconds))
+    }
+
+    /// The response, in the format the request with `headers` accepts.
+    pub fn response_for<B>(self, headers: &http::HeaderMap) -> Response<CacheBody<B>> {
+        self.0.into_response(ErrorFormat::of(headers))
+    }
+}
+
 /// Text for an HTML page, escaped as webob escapes it.
 fn escape_html(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());

@@ -1,5 +1,6 @@
-//! Entry points for the fuzz targets in `fuzz/` (feature `fuzzing`). Not an API: each function
-//! runs one parser on arbitrary input and panics when a property the cache relies on breaks.
+//! Entry points for the fuzz targets in `fuzz/` (feature `fuzzing`), for fuzzing the crate's
+//! parsers; not covered by semver. Each function runs one parser on arbitrary input and panics
+//! when a property the cache relies on breaks.
 
 use std::path::{Component, Path, PathBuf};
 

@@ -116,7 +116,7 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
 ///   not also choose the checksum its bytes are held to;
 /// - its multihash: the metadata's `os_hash_algo` and `os_hash_value`, which alone then
 ///   verifies the bytes (the MD5 stays the record's checksum).
-pub(crate) fn expected_download(
+pub fn expected_download(
     length: Option<u64>,
     headers: &HeaderMap,
     meta: Option<&ImageMeta>,

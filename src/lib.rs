@@ -35,6 +35,22 @@
 //! ```
 //!
 //! Any tower `Service` takes the layer the same way: `CacheLayer::new(cache, check).layer(api)`.
+//!
+//! # Features
+//!
+//! The default build is the layers, the cache and its embedded (sled) index. Optional parts:
+//!
+//! - `axum`: [`ImageCacheRouter`], the layers around a whole axum `Router` in one line each.
+//! - `keystone`: Keystone v3 identities ([`keystone`]) and the management layer's Keystone
+//!   token validation (`manage::KeystoneAccess`).
+//! - `centralized-db`: Glance's `centralized_db` driver: the fleet's records in PostgreSQL,
+//!   MySQL/MariaDB or SQLite.
+//! - `openssl`: fills verified with the system's libcrypto (the fastest MD5 and SHA-512).
+//! - `fuzzing`: the fuzz targets' entry points and the fault seam of the tests ([`fuzzing`];
+//!   not covered by semver).
+//!
+//! The cache node (`image-cache-server`) and Glance's cache tools (`image-cache-manage`, the
+//! pruner, cleaner and prefetcher) are the `image-cache-server` crate, built on this one.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_code, unreachable_pub)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
@@ -42,14 +58,10 @@
 #[cfg(feature = "axum")]
 mod axum_router;
 mod body;
-#[cfg(feature = "cli")]
-#[doc(hidden)]
-pub mod cli;
 pub mod config;
 mod error_page;
 mod future;
 #[cfg(feature = "fuzzing")]
-#[doc(hidden)]
 pub mod fuzzing;
 mod image_id;
 mod image_meta;
@@ -59,9 +71,6 @@ pub mod layer;
 pub mod manage;
 mod metrics;
 mod route;
-#[cfg(feature = "server")]
-#[doc(hidden)]
-pub mod server;
 pub mod store;
 mod sync;
 

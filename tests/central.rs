@@ -4,14 +4,18 @@
 #![cfg(feature = "centralized-db")]
 
 mod common;
+#[path = "common/db.rs"]
+mod db;
+#[path = "common/proxy.rs"]
+mod proxy;
 
 use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::db::{Server, TestDb};
-use common::proxy::DbProxy;
 use common::Captured;
+use db::{Server, TestDb};
+use proxy::DbProxy;
 use tower_image_cache::config::DatabaseUrl;
 use tower_image_cache::store::{Expected, Fleet};
 use tower_image_cache::{CacheConfig, ImageCache, ImageId};

@@ -698,6 +698,17 @@ async fn works_under_hyper_util_with_any_tower_service() {
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
+/// A fill's file operations where writing always fails, as on a full disk.
+#[cfg(feature = "fuzzing")]
+struct FullDisk;
+
+#[cfg(feature = "fuzzing")]
+impl tower_image_cache::store::FillIo for FullDisk {
+    fn write(&self, _: &mut std::fs::File, _: &[u8]) -> std::io::Result<()> {
+        Err(std::io::Error::from_raw_os_error(28))
+    }
+}
+
 #[cfg(feature = "fuzzing")]
 struct FailingCreate;
 

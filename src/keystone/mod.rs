@@ -38,4 +38,3 @@ pub use options::{AuthOptions, Credential, Domain, Interface, Named};
 pub use secret::Secret;
 pub use tls::TlsOptions;
 pub use token::{Endpoint, Token};
-pub(crate) use wire::error_chain;

@@ -19,6 +19,12 @@ pub struct TlsOptions {
 }
 
 impl TlsOptions {
+    /// The options as a tool's flags or a configuration file give them: a CA file (if any)
+    /// trusted beside the system's roots, and `insecure`.
+    pub fn new(cafile: Option<PathBuf>, insecure: bool) -> Self {
+        TlsOptions { cafile, insecure }
+    }
+
     /// Trusts the CAs in `cafile` as well as the system's.
     pub fn with_cafile(cafile: impl Into<PathBuf>) -> Self {
         TlsOptions {

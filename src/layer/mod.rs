@@ -102,8 +102,9 @@ mod tests;
 mod transform;
 
 pub use crate::body::{BoxError, CacheBody};
+pub use crate::error_page::GlanceError;
 pub use crate::future::ResponseFuture;
-pub use crate::image_meta::ImageMeta;
+pub use crate::image_meta::{expected_download, ImageMeta};
 pub use crate::route::{InvalidTemplate, RouteTemplate};
 pub(crate) use access::caller_headers;
 pub use access::{Access, AccessCheck, CheckFuture, TrustAll};

@@ -6,6 +6,7 @@
 //! `prometheus_client` registry.
 
 mod timing;
+mod upstream;
 
 use std::fmt;
 
@@ -15,6 +16,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 pub(crate) use timing::{status_label, Timings};
+pub use upstream::{UpstreamFailure, UpstreamPhase};
 
 type Labels = Vec<(&'static str, &'static str)>;
 
@@ -255,6 +257,16 @@ impl CacheMetrics {
         self.upstream_errors
             .get_or_create(&vec![("kind", kind)])
             .inc();
+    }
+
+    /// A failure of a request to the upstream, told by a service in front of the cache.
+    pub(crate) fn upstream_failure(&self, failure: UpstreamFailure) {
+        match failure {
+            UpstreamFailure::Connect => self.upstream_error("connect"),
+            UpstreamFailure::Connection => self.upstream_error("connection"),
+            UpstreamFailure::ServerError => self.upstream_error("status_5xx"),
+            UpstreamFailure::Timeout(phase) => self.upstream_timeout(phase.as_str()),
+        }
     }
 
     /// A Keystone `check` (`token_validation`, `service_login`) could not be made.

@@ -114,6 +114,7 @@ mod small_images;
 mod tests;
 mod verify;
 
+pub use crate::metrics::{UpstreamFailure, UpstreamPhase};
 pub use cache::ImageCache;
 pub use driver::IndexError;
 pub use error::{BlockingError, FillError, FillStep, StoreError};

@@ -27,7 +27,8 @@ pub fn example_binary(name: &str) -> PathBuf {
     let binary = profile_dir.join("examples").join(name);
     assert!(
         binary.exists(),
-        "{} is missing: run the tests with `cargo test`, which builds the examples",
+        "{} is missing: run the tests with `cargo test --all-features` in the workspace's root, \
+         which builds the library's examples",
         binary.display()
     );
     binary
@@ -79,16 +80,16 @@ pub fn start(data_dir: &std::path::Path, extra: &[&str]) -> Server {
     spawn(command)
 }
 
-/// The crate's `image-cache-server` binary (feature `server`), built by `cargo test` next to the
-/// test binaries.
+/// The `image-cache-server` binary (the server crate's), built by `cargo test` next to the test
+/// binaries.
 pub fn server_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
     let binary = profile_dir.join("image-cache-server");
     assert!(
         binary.exists(),
-        "{} is missing: run the tests with `cargo test --all-features` (the server is behind the \
-         `server` feature)",
+        "{} is missing: run the tests with `cargo test --all-features` in the workspace's root, \
+         which builds the server crate's binaries",
         binary.display()
     );
     binary

@@ -1,12 +1,9 @@
 //! A fake Glance-style image API with switchable misbehaviour, and a real server around it.
 #![allow(dead_code)]
 
-#[cfg(feature = "centralized-db")]
-pub mod db;
 pub mod example;
+pub mod hostile;
 pub mod openstack;
-#[cfg(feature = "centralized-db")]
-pub mod proxy;
 pub mod raw_upstream;
 
 use std::collections::HashMap;
@@ -29,8 +26,6 @@ use tokio::sync::Semaphore;
 use tower::Layer;
 use tower_image_cache::layer::AccessCheck;
 use tower_image_cache::manage::{CacheManageLayer, StaticToken};
-#[cfg(feature = "fuzzing")]
-use tower_image_cache::store::FillIo;
 use tower_image_cache::{CacheConfig, CacheLayer, ImageCache, InnerMetadata};
 
 pub const ADMIN: &str = "admin-token";
@@ -553,17 +548,6 @@ pub async fn raw_status(addr: SocketAddr, method: &str, target: &str, token: &st
     stream.read_to_end(&mut response).await.unwrap();
     let text = String::from_utf8_lossy(&response);
     text.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-/// A fill's file operations where writing always fails, as on a full disk.
-#[cfg(feature = "fuzzing")]
-pub struct FullDisk;
-
-#[cfg(feature = "fuzzing")]
-impl FillIo for FullDisk {
-    fn write(&self, _: &mut std::fs::File, _: &[u8]) -> std::io::Result<()> {
-        Err(std::io::Error::from_raw_os_error(28))
-    }
 }
 
 /// Waits until `condition` holds, failing after ten seconds (for work done by another task).

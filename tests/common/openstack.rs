@@ -18,7 +18,12 @@ pub const OTHER_PASSWORD: &str = "other-secret";
 pub const READER_PASSWORD: &str = "reader-secret";
 
 fn scripts() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openstack")
+    // The workspace's root: these helpers serve the library's tests and the server crate's.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|dir| dir.join("tests/openstack"))
+        .find(|scripts| scripts.is_dir())
+        .expect("tests/openstack is in the workspace's root")
 }
 
 /// The venv with Keystone and Glance, installed on first use; `None` (after printing why) where

@@ -1,0 +1,13 @@
+//! The programs built on `tower-image-cache`: the cache node (`image-cache-server`) and Glance's
+//! cache tools (`image-cache-manage`, `image-cache-pruner`, `image-cache-cleaner`,
+//! `image-cache-prefetcher`).
+//!
+//! This library holds what the binaries share; it is not an API (the library for applications
+//! is `tower-image-cache`). Operators read `docs/operators.md`.
+#![deny(unsafe_code, unreachable_pub)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+mod causes;
+pub mod cli;
+pub mod node;
+mod sync;
