@@ -1,6 +1,7 @@
-//! The shape of the code, as the README's "How the code is laid out" promises it: no file in
-//! `src/` past 400 lines, and no import loop between the files of `src/` (a file never imports
-//! a module that, through its own imports, imports it back, nor its own facade).
+//! The shape of the code, as the README's "How the code is laid out" promises it, in both crates
+//! of the workspace (`src/`, `server/src/`): no file past 400 lines, and no import loop between
+//! the files of a crate (a file never imports a module that, through its own imports, imports it
+//! back, nor its own facade).
 //!
 //! The imports are read from `use` declarations and `mod` declarations (a facade depends on the
 //! files it declares); doc links and `#[cfg(test)]` code are not imports.
@@ -24,13 +25,13 @@ struct SourceFile {
     text: String,
 }
 
-fn source_files(dir: &Path, out: &mut Vec<SourceFile>) {
+fn source_files(src: &Path, dir: &Path, out: &mut Vec<SourceFile>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.is_dir() {
-            source_files(&path, out);
+            source_files(src, &path, out);
         } else if path.extension().is_some_and(|e| e == "rs") {
-            let relative = path.strip_prefix(src()).unwrap();
+            let relative = path.strip_prefix(src).unwrap();
             let mut module: ModPath = relative
                 .with_extension("")
                 .iter()
@@ -57,8 +58,16 @@ fn source_files(dir: &Path, out: &mut Vec<SourceFile>) {
     }
 }
 
-fn src() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+/// The `src/` of the library and of the server crate.
+fn crates() -> [PathBuf; 2] {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    [root.join("src"), root.join("server/src")]
+}
+
+fn files_of(src: &Path) -> Vec<SourceFile> {
+    let mut files = Vec::new();
+    source_files(src, src, &mut files);
+    files
 }
 
 /// The text without its `#[cfg(test)]` items (test modules may reach anywhere).
@@ -252,10 +261,9 @@ fn show(module: &ModPath) -> String {
 
 #[test]
 fn no_file_in_src_passes_400_lines() {
-    let mut files = Vec::new();
-    source_files(&src(), &mut files);
-    let long: Vec<String> = files
+    let long: Vec<String> = crates()
         .iter()
+        .flat_map(|src| files_of(src))
         .filter(|f| f.text.lines().count() > MAX_LINES)
         .map(|f| format!("{} ({} lines)", f.path.display(), f.text.lines().count()))
         .collect();
@@ -264,9 +272,8 @@ fn no_file_in_src_passes_400_lines() {
 
 #[test]
 fn no_file_imports_a_module_that_imports_it_back() {
-    let mut files = Vec::new();
-    source_files(&src(), &mut files);
-    let edges = graph(&files);
+    let [library, server] = crates();
+    let edges = graph(&files_of(&library));
     // Sanity: the reader sees the imports it should.
     let fill = edges
         .get(&vec!["store".to_owned(), "fill".to_owned()])
@@ -275,7 +282,13 @@ fn no_file_imports_a_module_that_imports_it_back() {
         fill.contains(&vec!["store".to_owned(), "cache".to_owned()]),
         "{fill:?}"
     );
+    let mut loops = import_loops(&edges);
+    loops.extend(import_loops(&graph(&files_of(&server))));
+    assert!(loops.is_empty(), "import loops: {loops:#?}");
+}
 
+/// The loops in one crate's import graph, each as `a -> b -> a`.
+fn import_loops(edges: &BTreeMap<ModPath, BTreeSet<ModPath>>) -> Vec<String> {
     let mut loops = Vec::new();
     let mut state: BTreeMap<&ModPath, u8> = BTreeMap::new();
     let mut stack: Vec<&ModPath> = Vec::new();
@@ -308,8 +321,8 @@ fn no_file_imports_a_module_that_imports_it_back() {
     }
     for module in edges.keys() {
         if !state.contains_key(module) {
-            visit(module, &edges, &mut state, &mut stack, &mut loops);
+            visit(module, edges, &mut state, &mut stack, &mut loops);
         }
     }
-    assert!(loops.is_empty(), "import loops: {loops:#?}");
+    loops
 }

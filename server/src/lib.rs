@@ -11,3 +11,14 @@ mod causes;
 pub mod cli;
 pub mod node;
 mod sync;
+
+/// The command lines of the five programs, for their man pages and shell completions.
+pub fn programs() -> Vec<clap::Command> {
+    use clap::CommandFactory;
+
+    let tools = [cli::Chore::Prune, cli::Chore::Clean, cli::Chore::Prefetch];
+    [node::ServerArgs::command(), cli::ManageArgs::command()]
+        .into_iter()
+        .chain(tools.map(cli::Chore::command))
+        .collect()
+}

@@ -5,9 +5,5 @@
 //! one-line summary, and exits non-zero on failure.
 
 fn main() -> std::process::ExitCode {
-    image_cache_server::cli::tool_main(
-        image_cache_server::cli::Chore::Clean,
-        "image-cache-cleaner",
-        "Removes invalid and stalled (older than image_cache_stall_time) files from the image cache.",
-    )
+    image_cache_server::cli::tool_main(image_cache_server::cli::Chore::Clean)
 }

@@ -8,62 +8,11 @@ use clap::Parser;
 use image_cache_server::cli::commands::{help, image_id, Command, COMMANDS};
 use image_cache_server::cli::progress::wait_until_cached;
 use image_cache_server::cli::report::{report, Outcome, Style};
-use image_cache_server::cli::{ClientError, ManageClient, OsArgs, Table};
+use image_cache_server::cli::ManageArgs as Args;
+use image_cache_server::cli::{ClientError, ManageClient, Table};
 use tower_image_cache::config::{database_connection, with_config_dirs, ServerOptions};
 use tower_image_cache::store::Fleet;
 use tower_image_cache::ImageId;
-
-#[derive(Parser, Debug)]
-#[command(name = "image-cache-manage", version, about = "Manage the image cache of one or more API nodes", after_help = COMMANDS)]
-struct Args {
-    /// The command to execute, and its image id where it takes one.
-    #[arg(value_name = "COMMAND", default_value = "help")]
-    command: Vec<String>,
-    /// Address of the API host; give it several times to act on every node. Default: the
-    /// image endpoint of the Keystone catalog when logging in with Keystone (--os-auth-url,
-    /// --os-cloud), else localhost.
-    #[arg(short = 'H', long = "host", value_name = "ADDRESS")]
-    hosts: Vec<String>,
-    /// Port the API host listens on (default: bind_port from the configuration files, else
-    /// 9292).
-    #[arg(short, long)]
-    port: Option<u16>,
-    /// A Glance configuration file whose bind_port is the default port; repeatable, later
-    /// files win. /etc/glance/glance-api.conf and /etc/glance/glance-cache.conf are read first
-    /// when present.
-    #[arg(long = "config-file", value_name = "FILE")]
-    config_files: Vec<std::path::PathBuf>,
-    /// A directory of *.conf files read after the --config-file files, sorted by name
-    /// (oslo.config's --config-dir); repeatable.
-    #[arg(long = "config-dir", value_name = "DIR")]
-    config_dirs: Vec<std::path::PathBuf>,
-    /// Do not ask for confirmation.
-    #[arg(short, long)]
-    force: bool,
-    /// Print more verbose output.
-    #[arg(short, long)]
-    verbose: bool,
-    /// Print debugging output: every request and its answer, on standard error.
-    #[arg(short, long)]
-    debug: bool,
-    #[command(flatten)]
-    os: OsArgs,
-    /// Print JSON instead of tables.
-    #[arg(long)]
-    json: bool,
-    /// Run the command on every node of the fleet (image_cache_driver = centralized_db): the
-    /// nodes are read from the central database when a --config-file names [database]
-    /// connection, else asked of the node given with --host.
-    #[allow(rustdoc::broken_intra_doc_links)] // clap's help text: the brackets are the file's
-    #[arg(long)]
-    all_nodes: bool,
-    /// With queue-image: wait until the image is cached on every node, showing its progress.
-    #[arg(long)]
-    wait: bool,
-    /// How long --wait waits, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
-    wait_timeout: u64,
-}
 
 fn main() -> ExitCode {
     let args = Args::parse();

@@ -5,9 +5,5 @@
 //! one-line summary, and exits non-zero on failure.
 
 fn main() -> std::process::ExitCode {
-    image_cache_server::cli::tool_main(
-        image_cache_server::cli::Chore::Prefetch,
-        "image-cache-prefetcher",
-        "Fetches the queued images into the image cache.",
-    )
+    image_cache_server::cli::tool_main(image_cache_server::cli::Chore::Prefetch)
 }

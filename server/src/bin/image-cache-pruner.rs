@@ -5,9 +5,5 @@
 //! one-line summary, and exits non-zero on failure.
 
 fn main() -> std::process::ExitCode {
-    image_cache_server::cli::tool_main(
-        image_cache_server::cli::Chore::Prune,
-        "image-cache-pruner",
-        "Prunes the image cache to image_cache_max_size, removing the least recently accessed images first.",
-    )
+    image_cache_server::cli::tool_main(image_cache_server::cli::Chore::Prune)
 }

@@ -51,6 +51,43 @@ pub enum Chore {
     Prefetch,
 }
 
+impl Chore {
+    /// The tool's program name.
+    pub fn program(self) -> &'static str {
+        match self {
+            Chore::Prune => "image-cache-pruner",
+            Chore::Clean => "image-cache-cleaner",
+            Chore::Prefetch => "image-cache-prefetcher",
+        }
+    }
+
+    /// What the tool does, in one sentence (its `--help` and its man page's).
+    pub fn about(self) -> &'static str {
+        match self {
+            Chore::Prune => {
+                "Prunes the image cache to image_cache_max_size, removing the least \
+                             recently accessed images first."
+            }
+            Chore::Clean => {
+                "Removes invalid and stalled (older than image_cache_stall_time) \
+                             files from the image cache."
+            }
+            Chore::Prefetch => "Fetches the queued images into the image cache.",
+        }
+    }
+
+    /// The tool's command line.
+    pub fn command(self) -> clap::Command {
+        use clap::Args;
+
+        ToolArgs::augment_args(
+            clap::Command::new(self.program())
+                .about(self.about())
+                .version(env!("CARGO_PKG_VERSION")),
+        )
+    }
+}
+
 impl ToolArgs {
     fn files(&self) -> Result<Vec<PathBuf>, String> {
         with_config_dirs(&self.config_files, &self.config_dirs).map_err(|err| err.to_string())
@@ -272,15 +309,11 @@ async fn fetch_into(
 }
 
 /// The whole of a cron tool's `main`: parse the options, run, print, exit.
-pub fn tool_main(chore: Chore, name: &'static str, about: &'static str) -> std::process::ExitCode {
-    use clap::{Args, FromArgMatches};
+pub fn tool_main(chore: Chore) -> std::process::ExitCode {
+    use clap::FromArgMatches;
 
-    let command = ToolArgs::augment_args(
-        clap::Command::new(name)
-            .about(about)
-            .version(env!("CARGO_PKG_VERSION")),
-    );
-    let args = match ToolArgs::from_arg_matches(&command.get_matches()) {
+    let name = chore.program();
+    let args = match ToolArgs::from_arg_matches(&chore.command().get_matches()) {
         Ok(args) => args,
         Err(err) => err.exit(),
     };

@@ -23,14 +23,16 @@ const PROGRAM: &str = "image-cache-server";
 /// The log file, for SIGHUP to reopen.
 static LOG_FILE: OnceLock<Arc<LogFile>> = OnceLock::new();
 
-/// The filter: `RUST_LOG` when set; else this crate at INFO (DEBUG with `debug = True`) and
-/// everything else at WARN, so sled's and hyper's internals stay out.
+/// The filter: `RUST_LOG` when set; else the node's and the library's lines at INFO (DEBUG with
+/// `debug = True`) and everything else at WARN, so sled's and hyper's internals stay out.
 fn filter(options: &LogOptions) -> EnvFilter {
     if let Ok(filter) = EnvFilter::try_from_default_env() {
         return filter;
     }
     let level = if options.debug { "debug" } else { "info" };
-    EnvFilter::new(format!("warn,tower_image_cache={level}"))
+    EnvFilter::new(format!(
+        "warn,tower_image_cache={level},image_cache_server={level}"
+    ))
 }
 
 fn output<W>(writer: W, json: bool, ansi: bool) -> Output

@@ -1,0 +1,15 @@
+complete -c image-cache-server -l config-file -d 'A Glance configuration file (glance-api.conf, glance-cache.conf); repeatable, later files win. /etc/glance/glance-api.conf and /etc/glance/glance-cache.conf are read first when present. The cache\'s options ([DEFAULT] image_cache_dir, image_cache_max_size, ...), bind_host and bind_port, and [cache_server] upstream, upstream_keepalive, upstream_cafile, upstream_insecure, service_token, manage_token, manage_roles, shutdown_grace, metrics_bind, upstream_connect_timeout, upstream_response_timeout, upstream_idle_timeout, upstream_resume_attempts, trusted_proxies, max_concurrent_fills, max_connections, client_timeout, authorization_cache_time and authorization_stale_if_error, and the node\'s Keystone identity ([keystone_authtoken], or Glance\'s admin_user/admin_password/admin_tenant_name/auth_url) come from them' -r -F
+complete -c image-cache-server -l config-dir -d 'A directory of *.conf files read after the --config-file files, sorted by name (oslo.config\'s --config-dir); repeatable' -r -F
+complete -c image-cache-server -l bind -d 'The address to listen on, over bind_host and bind_port (port 0 picks one; the address is printed as `listening on http://ADDR`)' -r
+complete -c image-cache-server -l upstream -d 'The image API to cache, over [cache_server] upstream, e.g. http://glance:9292 or https://glance.example.com:9292' -r
+complete -c image-cache-server -l upstream-cafile -d 'CA certificates (PEM) trusted besides the system\'s for an https:// upstream, over [cache_server] upstream_cafile (a private CA)' -r -F
+complete -c image-cache-server -l cache-dir -d 'The cache\'s directory, when no configuration file names image_cache_dir' -r -F
+complete -c image-cache-server -l service-token -d 'A fixed identity (X-Auth-Token) for the prefetcher and the queue\'s existence check upstream, instead of the Keystone identity of the configuration files (for tests)' -r
+complete -c image-cache-server -l manage-token -d 'A fixed token that may call the management routes, instead of Keystone-checked tokens with a role of [cache_server] manage_roles (for tests). With neither, management answers 403 to all' -r
+complete -c image-cache-server -l shutdown-grace -d 'Seconds requests in flight get to finish after SIGTERM or SIGINT (default 10)' -r
+complete -c image-cache-server -l metrics-bind -d 'A second address serving only /metrics and /healthz (over [cache_server] metrics_bind), for a scraper and a load balancer on a private network. Both are on the main address too' -r
+complete -c image-cache-server -l tls-cert -d 'Serve HTTPS with this certificate chain (PEM), with --tls-key; over Glance\'s [DEFAULT] cert_file and key_file' -r -F
+complete -c image-cache-server -l tls-key -d 'The private key (PEM) of --tls-cert' -r -F
+complete -c image-cache-server -l upstream-insecure -d 'Do not verify the https:// upstream\'s certificate (over [cache_server] upstream_insecure): only for tests, since anyone on the path can then read the tokens'
+complete -c image-cache-server -s h -l help -d 'Print help'
+complete -c image-cache-server -s V -l version -d 'Print version'
