@@ -473,7 +473,8 @@ def main():
         log("building without the openssl feature: no OpenSSL development files "
             "(apt-get install -y libssl-dev pkg-config)")
     log(f"building the example server (release{', openssl' if features else ''})")
-    subprocess.run(["cargo", "build", "--release", "--example", "image_server", *features],
+    subprocess.run(["cargo", "build", "--release", "-p", "tower-image-cache", "--example",
+                    "image_server", *features],
                    cwd=ROOT, check=True)
     work = tempfile.mkdtemp(prefix="tic-compare-")
     os.chmod(work, 0o755)  # nginx workers run as another user
@@ -494,8 +495,11 @@ def main_resilience():
     cut at 40% (resumed with Range) against an uncut one, through the same relay."""
     ensure_tools()
     log("building the example server and image-cache-server (release)")
-    subprocess.run(["cargo", "build", "--release", "--example", "image_server", "--features",
-                    "server", "--bin", "image-cache-server"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "-p", "tower-image-cache", "--example",
+                    "image_server"], cwd=ROOT, check=True)
+    # The node is the workspace's server crate.
+    subprocess.run(["cargo", "build", "--release", "-p", "image-cache-server", "--bin",
+                    "image-cache-server"], cwd=ROOT, check=True)
     work = tempfile.mkdtemp(prefix="tic-resilience-")
     os.chmod(work, 0o755)
     servers, rows = [], []
@@ -515,8 +519,8 @@ def main_table():
         sys.exit("the table is measured with --features openssl: apt-get install -y "
                  "libssl-dev pkg-config")
     log("building the example server (release, openssl)")
-    subprocess.run(["cargo", "build", "--release", "--example", "image_server", "--features",
-                    "openssl"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "-p", "tower-image-cache", "--example",
+                    "image_server", "--features", "openssl"], cwd=ROOT, check=True)
     work = tempfile.mkdtemp(prefix="tic-table-")
     os.chmod(work, 0o755)  # nginx workers run as another user
     servers, rows = [], []

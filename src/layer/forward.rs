@@ -23,49 +23,48 @@ where
     Ok(settings.mark(response.map(CacheBody::inner), status))
 }
 
-/// A request (an image delete, a new upload) that, answered 2xx, removes the image from the
-/// cache and the queue, cancelling a fill in flight; on a `centralized_db` node, from every
-/// node of the fleet ([`ImageCache::image_deleted`](crate::ImageCache::image_deleted)).
-pub(crate) async fn evict<S, A, ReqBody, ResBody>(
-    settings: &Settings<A>,
-    inner: S,
-    id: ImageId,
-    request: Request<ReqBody>,
-) -> Result<Response<CacheBody<ResBody>>, S::Error>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-{
-    let response = inner.oneshot(request).await?;
-    if response.status().is_success() {
-        let evicting = id.clone();
-        match settings
-            .cache
-            .blocking(move |c| c.image_deleted(&evicting))
-            .await
-        {
-            Ok(_) => tracing::debug!(image = %id, "evicted from the cache"),
-            Err(err) => {
-                tracing::error!(image = %id, %err, "could not evict an image from the cache")
-            }
-        }
-    }
-    Ok(response.map(CacheBody::inner))
+/// What a request the wrapped service answered 2xx does to the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Aftermath {
+    /// An image delete, a new upload: the image leaves the cache and the queue, a fill in
+    /// flight is cancelled; on a `centralized_db` node, on every node of the fleet
+    /// ([`ImageCache::image_deleted`](crate::ImageCache::image_deleted)).
+    Evict,
+    /// A deactivation, a visibility or member change (who may download it): the access
+    /// decisions remembered for the image are voided.
+    VoidDecisions,
 }
 
-/// A request that, answered 2xx, may change who may download the image (a deactivation, a
-/// visibility or member change): the access decisions remembered for it are voided.
-pub(crate) async fn changed<S, A, ReqBody, ResBody>(
+/// Hands the request to the wrapped service; once it is answered 2xx, applies `aftermath` to
+/// image `id`.
+pub(crate) async fn answered_then<S, A, ReqBody, ResBody>(
     settings: &Settings<A>,
     inner: S,
-    id: ImageId,
     request: Request<ReqBody>,
+    (aftermath, id): (Aftermath, ImageId),
 ) -> Result<Response<CacheBody<ResBody>>, S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
 {
     let response = inner.oneshot(request).await?;
-    if response.status().is_success() {
-        settings.cache.void_access_decisions(&id);
+    if !response.status().is_success() {
+        return Ok(response.map(CacheBody::inner));
+    }
+    match aftermath {
+        Aftermath::VoidDecisions => settings.cache.void_access_decisions(&id),
+        Aftermath::Evict => {
+            let evicting = id.clone();
+            match settings
+                .cache
+                .blocking(move |c| c.image_deleted(&evicting))
+                .await
+            {
+                Ok(_) => tracing::debug!(image = %id, "evicted from the cache"),
+                Err(err) => {
+                    tracing::error!(image = %id, %err, "could not evict an image from the cache")
+                }
+            }
+        }
     }
     Ok(response.map(CacheBody::inner))
 }

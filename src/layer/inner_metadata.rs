@@ -107,9 +107,7 @@ where
     S::Error: Send + 'static,
     ReqBody: Default + Send + 'static,
     // Stated in full (not as the crate's private `ResponseBody`) so the docs show the contract.
-    ResBody: Body + Send + 'static,
-    ResBody::Data: Send,
-    ResBody::Error: Into<BoxError>,
+    ResBody: Body<Data: Send, Error: Into<BoxError>> + Send + 'static,
 {
     fn check(
         &self,
@@ -174,9 +172,7 @@ where
     S::Error: Send + 'static,
     ReqBody: Default + Send + 'static,
     // Stated in full (not as the crate's private `ResponseBody`) so the docs show the contract.
-    ResBody: Body + Send + 'static,
-    ResBody::Data: Send,
-    ResBody::Error: Into<BoxError>,
+    ResBody: Body<Data: Send, Error: Into<BoxError>> + Send + 'static,
 {
     fn check(
         &self,

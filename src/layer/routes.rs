@@ -144,70 +144,51 @@ mod tests {
     #[test]
     fn default_routes_are_glance_v2_and_v1() {
         let routes = Routes::default();
-        assert_eq!(
-            routes.classify(&Method::GET, "/v2/images/abc/file"),
-            Action::Download(id("abc"))
-        );
-        assert_eq!(
-            routes.classify(&Method::HEAD, "/v2/images/abc/file"),
-            Action::Download(id("abc"))
-        );
-        assert_eq!(
-            routes.classify(&Method::GET, "/v1/images/abc"),
-            Action::Download(id("abc"))
-        );
-        assert_eq!(
-            routes.classify(&Method::GET, "/v1/images/detail"),
-            Action::PassThrough
-        );
-        assert_eq!(
-            routes.classify(&Method::GET, "/v2/images/abc"),
-            Action::PassThrough
-        );
-        assert_eq!(
-            routes.classify(&Method::POST, "/v2/images/abc/file"),
-            Action::PassThrough
-        );
-        assert_eq!(
-            routes.classify(&Method::DELETE, "/v2/images/abc"),
-            Action::Evict(id("abc"))
-        );
-        assert_eq!(
-            routes.classify(&Method::DELETE, "/v1/images/abc"),
-            Action::Evict(id("abc"))
-        );
-        assert_eq!(
-            routes.classify(&Method::PUT, "/v2/images/abc/file"),
-            Action::Evict(id("abc"))
-        );
-        assert_eq!(
-            routes.classify(&Method::POST, "/v2/images/abc/actions/deactivate"),
-            Action::Change(id("abc"))
-        );
-        assert_eq!(
-            routes.classify(&Method::PATCH, "/v2/images/abc"),
-            Action::Change(id("abc"))
-        );
-        assert_eq!(
-            routes.classify(&Method::DELETE, "/v2/images/abc/members/p2"),
-            Action::Change(id("abc"))
-        );
-        assert_eq!(
-            routes.classify(&Method::PUT, "/v2/images/abc/members/p2"),
-            Action::Change(id("abc"))
-        );
-        assert_eq!(
-            routes.classify(&Method::GET, "/v2/images/abc/members/p2"),
-            Action::PassThrough
-        );
-        assert_eq!(
-            routes.classify(&Method::GET, "/v2/images/abc/file/"),
-            Action::PassThrough
-        );
-        assert_eq!(
-            routes.classify(&Method::GET, "/v2/images/abc/file/x"),
-            Action::PassThrough
-        );
+        let cases = [
+            (
+                Method::GET,
+                "/v2/images/abc/file",
+                Action::Download(id("abc")),
+            ),
+            (
+                Method::HEAD,
+                "/v2/images/abc/file",
+                Action::Download(id("abc")),
+            ),
+            (Method::GET, "/v1/images/abc", Action::Download(id("abc"))),
+            (Method::GET, "/v1/images/detail", Action::PassThrough),
+            (Method::GET, "/v2/images/abc", Action::PassThrough),
+            (Method::POST, "/v2/images/abc/file", Action::PassThrough),
+            (Method::DELETE, "/v2/images/abc", Action::Evict(id("abc"))),
+            (Method::DELETE, "/v1/images/abc", Action::Evict(id("abc"))),
+            (Method::PUT, "/v2/images/abc/file", Action::Evict(id("abc"))),
+            (
+                Method::POST,
+                "/v2/images/abc/actions/deactivate",
+                Action::Change(id("abc")),
+            ),
+            (Method::PATCH, "/v2/images/abc", Action::Change(id("abc"))),
+            (
+                Method::DELETE,
+                "/v2/images/abc/members/p2",
+                Action::Change(id("abc")),
+            ),
+            (
+                Method::PUT,
+                "/v2/images/abc/members/p2",
+                Action::Change(id("abc")),
+            ),
+            (
+                Method::GET,
+                "/v2/images/abc/members/p2",
+                Action::PassThrough,
+            ),
+            (Method::GET, "/v2/images/abc/file/", Action::PassThrough),
+            (Method::GET, "/v2/images/abc/file/x", Action::PassThrough),
+        ];
+        for (method, path, action) in cases {
+            assert_eq!(routes.classify(&method, path), action, "{method} {path}");
+        }
     }
 
     #[test]

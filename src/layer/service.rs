@@ -10,7 +10,7 @@ use tracing::Instrument;
 
 use super::access::AccessCheck;
 use super::download::download;
-use super::forward::{changed, evict, pass};
+use super::forward::{answered_then, pass, Aftermath};
 use super::routes::Action;
 use super::settings::{CacheStatus, Settings};
 use crate::body::{BoxError, CacheBody};
@@ -106,8 +106,13 @@ where
                 Action::Download(id) if !settings.cache.is_reserved(&id) => {
                     download(settings, ready, id, request).await
                 }
-                Action::Evict(id) => evict(&settings, ready, id, request).await,
-                Action::Change(id) => changed(&settings, ready, id, request).await,
+                Action::Evict(id) => {
+                    answered_then(&settings, ready, request, (Aftermath::Evict, id)).await
+                }
+                Action::Change(id) => {
+                    let aftermath = (Aftermath::VoidDecisions, id);
+                    answered_then(&settings, ready, request, aftermath).await
+                }
                 Action::Download(_) => {
                     pass(
                         &settings,

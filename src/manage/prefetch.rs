@@ -73,6 +73,31 @@ pub(crate) struct WorkerSettings {
     pub(crate) response_timeout: Option<Duration>,
 }
 
+/// The image API as the prefetcher's tasks call it: a clone of it moves into each task.
+pub(crate) trait ImageApi<ReqBody, ResBody>:
+    Service<
+        Request<ReqBody>,
+        Response = Response<ResBody>,
+        Future: Send + 'static,
+        Error: Into<BoxError>,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S, ReqBody, ResBody> ImageApi<ReqBody, ResBody> for S where
+    S: Service<
+            Request<ReqBody>,
+            Response = Response<ResBody>,
+            Future: Send + 'static,
+            Error: Into<BoxError>,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// Runs the prefetcher (and the prune/clean timers) until `handle` is shut down.
 pub(crate) async fn run<S, ReqBody, ResBody>(
     cache: ImageCache,
@@ -80,9 +105,7 @@ pub(crate) async fn run<S, ReqBody, ResBody>(
     settings: WorkerSettings,
     handle: PrefetchHandle,
 ) where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
+    S: ImageApi<ReqBody, ResBody>,
     ReqBody: Default + Send + 'static,
     ResBody: ResponseBody,
 {
@@ -141,9 +164,7 @@ async fn run_queue<S, ReqBody, ResBody>(
     settings: &WorkerSettings,
     handle: &PrefetchHandle,
 ) where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
+    S: ImageApi<ReqBody, ResBody>,
     ReqBody: Default + Send + 'static,
     ResBody: ResponseBody,
 {
@@ -174,9 +195,7 @@ async fn check_suspects<S, ReqBody, ResBody>(
     service: S,
     settings: &WorkerSettings,
 ) where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
+    S: ImageApi<ReqBody, ResBody>,
     ReqBody: Default + Send + 'static,
     ResBody: ResponseBody,
 {
@@ -221,9 +240,7 @@ async fn fetch_one<S, ReqBody, ResBody>(
     settings: WorkerSettings,
     id: ImageId,
 ) where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
+    S: ImageApi<ReqBody, ResBody>,
     ReqBody: Default + Send + 'static,
     ResBody: ResponseBody,
 {

@@ -72,16 +72,21 @@ pub(crate) fn status_label(header: Option<&str>) -> &'static str {
 
 impl Timings {
     pub(crate) fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "request_duration_seconds",
-            "Requests from their arrival to their last body byte sent, by cache status",
-            self.duration.clone(),
-        );
-        registry.register(
-            "time_to_first_byte_seconds",
-            "Requests from their arrival to their response head, by cache status",
-            self.first_byte.clone(),
-        );
+        let histograms = [
+            (
+                "request_duration_seconds",
+                "Requests from their arrival to their last body byte sent, by cache status",
+                &self.duration,
+            ),
+            (
+                "time_to_first_byte_seconds",
+                "Requests from their arrival to their response head, by cache status",
+                &self.first_byte,
+            ),
+        ];
+        for (name, help, family) in histograms {
+            registry.register(name, help, family.clone());
+        }
     }
 
     /// A response of `cache_status` (see [`status_label`]) started after `first_byte` and

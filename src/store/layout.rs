@@ -129,30 +129,7 @@ impl Layout {
     /// one process that holds the cache (nothing else can be writing there). Returns how many
     /// entries and bytes went.
     pub(crate) fn reclaim_incomplete(&self) -> Result<(usize, u64), StoreError> {
-        let (mut count, mut bytes) = (0, 0);
-        let dir = &self.incomplete;
-        let entries = std::fs::read_dir(dir).map_err(StoreError::io("read the directory", dir))?;
-        for entry in entries {
-            let entry = entry.map_err(StoreError::io("read the directory", dir))?;
-            let path = entry.path();
-            let meta = entry
-                .metadata()
-                .map_err(StoreError::io("read the metadata of", &path))?;
-            let removed = if meta.is_dir() {
-                std::fs::remove_dir_all(&path)
-            } else {
-                std::fs::remove_file(&path)
-            };
-            match removed {
-                Ok(()) => {
-                    count += 1;
-                    bytes += meta.len();
-                }
-                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-                Err(err) => return Err(StoreError::io("remove", path)(err)),
-            }
-        }
-        Ok((count, bytes))
+        empty_dir(&self.incomplete)
     }
 
     /// Writes, syncs and removes a probe file in `incomplete/` (whose entries are never ids).
@@ -222,4 +199,32 @@ pub(crate) fn remove_all_present(paths: &[PathBuf]) -> Result<(), StoreError> {
             })
         })
     })
+}
+
+/// Removes every entry of `dir` (files, and directories with what they hold); an entry gone
+/// meanwhile is not an error. Returns how many entries and bytes went.
+pub(crate) fn empty_dir(dir: &Path) -> Result<(usize, u64), StoreError> {
+    let (mut count, mut bytes) = (0, 0);
+    let entries = std::fs::read_dir(dir).map_err(StoreError::io("read the directory", dir))?;
+    for entry in entries {
+        let entry = entry.map_err(StoreError::io("read the directory", dir))?;
+        let path = entry.path();
+        let meta = entry
+            .metadata()
+            .map_err(StoreError::io("read the metadata of", &path))?;
+        let removed = if meta.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        match removed {
+            Ok(()) => {
+                count += 1;
+                bytes += meta.len();
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(StoreError::io("remove", path)(err)),
+        }
+    }
+    Ok((count, bytes))
 }

@@ -1,14 +1,13 @@
 //! Prune (keep the cache under `image_cache_max_size`), clean (reap failed and stalled fills),
 //! the health probe and the hit flush.
 
-use std::io;
 use std::time::SystemTime;
 
 use serde::Serialize;
 
 use super::cache::ImageCache;
 use super::error::StoreError;
-use super::layout::remove_if_present;
+use super::layout::{empty_dir, remove_if_present};
 use crate::ImageId;
 
 /// What a prune removed.
@@ -49,25 +48,7 @@ impl ImageCache {
     pub fn clean(&self) -> Result<Cleaned, StoreError> {
         let inner = &self.inner;
         let mut cleaned = Cleaned::default();
-        let invalid = &inner.layout.invalid;
-        let listing = StoreError::io("read the directory", invalid);
-        for entry in std::fs::read_dir(invalid).map_err(listing)? {
-            let entry = entry.map_err(StoreError::io("read the directory", invalid))?;
-            let path = entry.path();
-            let file_type = entry
-                .file_type()
-                .map_err(StoreError::io("read the metadata of", &path))?;
-            let removed = if file_type.is_dir() {
-                std::fs::remove_dir_all(&path)
-            } else {
-                std::fs::remove_file(&path)
-            };
-            match removed {
-                Ok(()) => cleaned.invalid_removed += 1,
-                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-                Err(err) => return Err(StoreError::io("remove", path)(err)),
-            }
-        }
+        cleaned.invalid_removed += empty_dir(&inner.layout.invalid)?.0;
         let stalled_before = SystemTime::now()
             .checked_sub(inner.config.image_cache_stall_time)
             .unwrap_or(SystemTime::UNIX_EPOCH);

@@ -13,55 +13,30 @@ pub struct OsArgs {
     #[arg(long, env = "OS_CLOUD", value_name = "NAME")]
     pub os_cloud: Option<String>,
     /// Keystone's URL.
-    #[arg(
-        long,
-        short = 'N',
-        alias = "os_auth_url",
-        env = "OS_AUTH_URL",
-        value_name = "URL"
-    )]
+    #[arg(long, short = 'N', alias = "os_auth_url")]
+    #[arg(env = "OS_AUTH_URL", value_name = "URL")]
     pub os_auth_url: Option<String>,
     /// password, v3applicationcredential or token (default: from the options given).
     #[arg(long, env = "OS_AUTH_TYPE", value_name = "TYPE")]
     pub os_auth_type: Option<String>,
     /// The user's name.
-    #[arg(
-        long,
-        short = 'I',
-        alias = "os_username",
-        env = "OS_USERNAME",
-        value_name = "NAME"
-    )]
+    #[arg(long, short = 'I', alias = "os_username")]
+    #[arg(env = "OS_USERNAME", value_name = "NAME")]
     pub os_username: Option<String>,
     /// The user's id.
     #[arg(long, env = "OS_USER_ID", value_name = "ID")]
     pub os_user_id: Option<String>,
     /// The user's password.
-    #[arg(
-        long,
-        short = 'K',
-        alias = "os_password",
-        env = "OS_PASSWORD",
-        hide_env_values = true,
-        value_name = "PASSWORD"
-    )]
+    #[arg(long, short = 'K', alias = "os_password")]
+    #[arg(env = "OS_PASSWORD", hide_env_values = true, value_name = "PASSWORD")]
     pub os_password: Option<String>,
     /// The project's name.
-    #[arg(
-        long,
-        short = 'T',
-        alias = "os_project_name",
-        env = "OS_PROJECT_NAME",
-        value_name = "NAME"
-    )]
+    #[arg(long, short = 'T', alias = "os_project_name")]
+    #[arg(env = "OS_PROJECT_NAME", value_name = "NAME")]
     pub os_project_name: Option<String>,
     /// The project's id.
-    #[arg(
-        long,
-        alias = "os_project_id",
-        env = "OS_PROJECT_ID",
-        value_name = "ID"
-    )]
+    #[arg(long, alias = "os_project_id")]
+    #[arg(env = "OS_PROJECT_ID", value_name = "ID")]
     pub os_project_id: Option<String>,
     /// The user's domain, by name.
     #[arg(long, env = "OS_USER_DOMAIN_NAME", value_name = "NAME")]
@@ -79,29 +54,20 @@ pub struct OsArgs {
     #[arg(long, env = "OS_APPLICATION_CREDENTIAL_ID", value_name = "ID")]
     pub os_application_credential_id: Option<String>,
     /// An application credential's secret.
+    #[arg(long)]
     #[arg(
-        long,
         env = "OS_APPLICATION_CREDENTIAL_SECRET",
         hide_env_values = true,
         value_name = "SECRET"
     )]
     pub os_application_credential_secret: Option<String>,
     /// A token: used as given (with --os-auth-url, checked with Keystone and its catalog used).
-    #[arg(
-        long, short = 'A', aliases = ["os_auth_token", "auth-token", "auth_token"],
-        env = "OS_AUTH_TOKEN",
-        hide_env_values = true,
-        value_name = "TOKEN"
-    )]
+    #[arg(long, short = 'A', aliases = ["os_auth_token", "auth-token", "auth_token"])]
+    #[arg(env = "OS_AUTH_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     pub os_auth_token: Option<String>,
     /// The region whose image endpoint to use.
-    #[arg(
-        long,
-        short = 'R',
-        alias = "os_region_name",
-        env = "OS_REGION_NAME",
-        value_name = "REGION"
-    )]
+    #[arg(long, short = 'R', alias = "os_region_name")]
+    #[arg(env = "OS_REGION_NAME", value_name = "REGION")]
     pub os_region_name: Option<String>,
     /// public, internal or admin: which image endpoint of the catalog to use.
     #[arg(long, env = "OS_INTERFACE", value_name = "INTERFACE")]

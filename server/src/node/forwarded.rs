@@ -174,17 +174,14 @@ mod tests {
 
     #[test]
     fn a_trusted_proxy_s_headers_are_kept_and_the_peer_appended() {
-        let headers = edge(
-            &[
-                ("host", "node:9292"),
-                ("x-forwarded-for", "203.0.113.9"),
-                ("x-forwarded-proto", "https"),
-                ("x-forwarded-host", "images.example.com"),
-            ],
-            "[::ffff:10.1.2.3]:5000",
-            false,
-            "10.1.0.0/16, ::1",
-        );
+        let from_balancer = [
+            ("host", "node:9292"),
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "images.example.com"),
+        ];
+        let trusted = "10.1.0.0/16, ::1";
+        let headers = edge(&from_balancer, "[::ffff:10.1.2.3]:5000", false, trusted);
         assert_eq!(headers[&X_FORWARDED_FOR], "203.0.113.9, 10.1.2.3");
         assert_eq!(headers[&X_FORWARDED_PROTO], "https");
         assert_eq!(headers[&X_FORWARDED_HOST], "images.example.com");

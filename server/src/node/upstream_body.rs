@@ -38,8 +38,7 @@ impl<B: Body> Announced<B> {
 
 impl<B> Body for Announced<B>
 where
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<BoxError>,
+    B: Body<Data = Bytes, Error: Into<BoxError>> + Unpin,
 {
     type Data = Bytes;
     type Error = BoxError;
@@ -102,8 +101,7 @@ impl<B> IdleLimited<B> {
 
 impl<B> Body for IdleLimited<B>
 where
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<BoxError>,
+    B: Body<Data = Bytes, Error: Into<BoxError>> + Unpin,
 {
     type Data = Bytes;
     type Error = BoxError;
