@@ -53,7 +53,18 @@ fn fill(cache: &ImageCache, name: &str, len: usize) {
     fill.finish().unwrap();
 }
 
-/// Reads the image whole from the cache: one hit.
+/// One test of `scenario` per database server, each named.
+macro_rules! on_servers {
+    ($scenario:ident { $($server:ident => $name:ident),+ $(,)? }) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $scenario(Server::$server).await;
+            }
+        )+
+    };
+}
+
 /// The value of the unlabelled gauge `name` in a metrics text.
 fn gauge(metrics: &str, name: &str) -> f64 {
     metrics
@@ -183,20 +194,11 @@ async fn rows_follow_the_node(server: Server) {
     assert_eq!(db.nodes().await, ["http://node-a:9292", "http://seed:1"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rows_follow_the_node_on_postgresql() {
-    rows_follow_the_node(Server::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rows_follow_the_node_on_mariadb() {
-    rows_follow_the_node(Server::MariaDb).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rows_follow_the_node_on_sqlite() {
-    rows_follow_the_node(Server::Sqlite).await;
-}
+on_servers!(rows_follow_the_node {
+    Postgres => rows_follow_the_node_on_postgresql,
+    MariaDb => rows_follow_the_node_on_mariadb,
+    Sqlite => rows_follow_the_node_on_sqlite,
+});
 
 /// A node moved from `sled` to `centralized_db` brings its entries, hits and times along.
 async fn a_sled_node_moves_onto_the_central_index(server: Server) {
@@ -243,20 +245,11 @@ async fn a_sled_node_moves_onto_the_central_index(server: Server) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sled_node_moves_onto_postgresql() {
-    a_sled_node_moves_onto_the_central_index(Server::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sled_node_moves_onto_mariadb() {
-    a_sled_node_moves_onto_the_central_index(Server::MariaDb).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sled_node_moves_onto_sqlite() {
-    a_sled_node_moves_onto_the_central_index(Server::Sqlite).await;
-}
+on_servers!(a_sled_node_moves_onto_the_central_index {
+    Postgres => a_sled_node_moves_onto_postgresql,
+    MariaDb => a_sled_node_moves_onto_mariadb,
+    Sqlite => a_sled_node_moves_onto_sqlite,
+});
 
 /// The database goes away (every connection cut, new ones refused) while the node works: hits,
 /// fills and deletes go on, the outage is logged once, and once the database is back the rows
@@ -339,15 +332,10 @@ async fn an_outage_is_survived_and_converged(server: Server) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_outage_of_postgresql_is_survived_and_converged() {
-    an_outage_is_survived_and_converged(Server::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_outage_of_mariadb_is_survived_and_converged() {
-    an_outage_is_survived_and_converged(Server::MariaDb).await;
-}
+on_servers!(an_outage_is_survived_and_converged {
+    Postgres => an_outage_of_postgresql_is_survived_and_converged,
+    MariaDb => an_outage_of_mariadb_is_survived_and_converged,
+});
 
 /// A node started while its database is down serves at once, and joins when it comes up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -440,20 +428,11 @@ async fn deleted_images_leave_every_node(server: Server) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleted_images_leave_every_node_on_postgresql() {
-    deleted_images_leave_every_node(Server::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleted_images_leave_every_node_on_mariadb() {
-    deleted_images_leave_every_node(Server::MariaDb).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleted_images_leave_every_node_on_sqlite() {
-    deleted_images_leave_every_node(Server::Sqlite).await;
-}
+on_servers!(deleted_images_leave_every_node {
+    Postgres => deleted_images_leave_every_node_on_postgresql,
+    MariaDb => deleted_images_leave_every_node_on_mariadb,
+    Sqlite => deleted_images_leave_every_node_on_sqlite,
+});
 
 /// A tool connects to the fleet's database by URL; an unreachable one is an error naming it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -546,15 +525,10 @@ async fn hits_are_written_in_batches(server: Server) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hits_are_written_in_batches_to_postgresql() {
-    hits_are_written_in_batches(Server::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hits_are_written_in_batches_to_mariadb() {
-    hits_are_written_in_batches(Server::MariaDb).await;
-}
+on_servers!(hits_are_written_in_batches {
+    Postgres => hits_are_written_in_batches_to_postgresql,
+    MariaDb => hits_are_written_in_batches_to_mariadb,
+});
 
 /// A write the database refuses (here: the node's table dropped under it, as an operator's
 /// mistake or a failed migration would) is an outage like any other: the node keeps serving,
@@ -581,15 +555,10 @@ async fn a_failed_write_is_retried_and_converged(server: Server) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_write_to_postgresql_is_retried_and_converged() {
-    a_failed_write_is_retried_and_converged(Server::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_write_to_mariadb_is_retried_and_converged() {
-    a_failed_write_is_retried_and_converged(Server::MariaDb).await;
-}
+on_servers!(a_failed_write_is_retried_and_converged {
+    Postgres => a_failed_write_to_postgresql_is_retried_and_converged,
+    MariaDb => a_failed_write_to_mariadb_is_retried_and_converged,
+});
 
 /// One id longer than Glance's tables hold (ids up to 255 characters are valid here) never
 /// stops replication: the other rows are written, and deletions announced.
@@ -625,15 +594,10 @@ async fn a_long_id_never_stops_replication(server: Server) {
         .contains("longer than Glance's central tables hold"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_long_id_never_stops_replication_on_postgresql() {
-    a_long_id_never_stops_replication(Server::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_long_id_never_stops_replication_on_mariadb() {
-    a_long_id_never_stops_replication(Server::MariaDb).await;
-}
+on_servers!(a_long_id_never_stops_replication {
+    Postgres => a_long_id_never_stops_replication_on_postgresql,
+    MariaDb => a_long_id_never_stops_replication_on_mariadb,
+});
 
 /// A delete announced by another node voids the access decisions this node remembered for the
 /// image: the next download asks the image API again instead of trusting the decision.

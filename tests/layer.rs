@@ -62,9 +62,9 @@ async fn miss_then_hit_serves_identical_bytes_from_the_file() {
 async fn head_of_a_cached_image_is_answered_from_its_record() {
     let server = TestServer::start().await;
     let data = image_data(1000);
-    server.api.add("img", FakeImage::private(data.clone()));
-    server.get("img", OWNER).await.bytes().await.unwrap();
-    server.cache.idle().await;
+    server
+        .add_cached("img", FakeImage::private(data.clone()))
+        .await;
 
     let head = server
         .client
@@ -122,20 +122,28 @@ async fn a_partly_read_hit_is_not_counted() {
     assert_eq!(cache.cached_image(&id("img")).unwrap().hits, 1);
 }
 
+/// A cache in front of an API sending `img` (`data`) with `behavior`, and the first download
+/// of it (a MISS that fills).
+async fn first_download(
+    data: &bytes::Bytes,
+    behavior: Behavior,
+) -> (TestServer, reqwest::Response) {
+    let server = TestServer::start().await;
+    server
+        .api
+        .add("img", FakeImage::private(data.clone()).behavior(behavior));
+    let response = server.get("img", OWNER).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(cache_status(&response), "MISS");
+    (server, response)
+}
+
 #[tokio::test]
 /// The bytes disagree with their checksum: the client's body ends with an error instead of its
 /// last chunk (never a complete-looking image), and nothing is committed.
 async fn checksum_mismatch_fails_the_body_and_commits_nothing() {
-    let server = TestServer::start().await;
     let data = image_data(200_000);
-    server.api.add(
-        "img",
-        FakeImage::private(data.clone()).behavior(Behavior::WrongChecksum),
-    );
-
-    let response = server.get("img", OWNER).await;
-    assert_eq!(response.status(), 200);
-    assert_eq!(cache_status(&response), "MISS");
+    let (server, response) = first_download(&data, Behavior::WrongChecksum).await;
     assert!(response.bytes().await.is_err());
     server.cache.idle().await;
 
@@ -152,16 +160,8 @@ async fn checksum_mismatch_fails_the_body_and_commits_nothing() {
 /// An MD5-only image whose download names its own (poisoned) bytes in `Content-MD5`: the API's
 /// metadata `checksum` decides, so the body fails and nothing is committed.
 async fn a_content_md5_naming_other_bytes_does_not_poison_an_md5_only_image() {
-    let server = TestServer::start().await;
     let data = image_data(200_000);
-    server.api.add(
-        "img",
-        FakeImage::private(data.clone()).behavior(Behavior::PoisonedMd5),
-    );
-
-    let response = server.get("img", OWNER).await;
-    assert_eq!(response.status(), 200);
-    assert_eq!(cache_status(&response), "MISS");
+    let (server, response) = first_download(&data, Behavior::PoisonedMd5).await;
     assert!(
         response.bytes().await.is_err(),
         "poisoned bytes must not arrive as a whole image"
@@ -249,9 +249,9 @@ async fn a_failing_cache_writer_never_reaches_the_client() {
 /// Caches `img` for its owner, then returns the server.
 async fn server_with_cached_image(data: &bytes::Bytes) -> TestServer {
     let server = TestServer::start().await;
-    server.api.add("img", FakeImage::private(data.clone()));
-    server.get("img", OWNER).await.bytes().await.unwrap();
-    server.cache.idle().await;
+    server
+        .add_cached("img", FakeImage::private(data.clone()))
+        .await;
     assert!(server.cache.is_cached(&id("img")));
     server
 }
@@ -328,9 +328,9 @@ async fn trust_all_serves_hits_without_asking_the_api() {
     )
     .await;
     let data = image_data(5000);
-    server.api.add("img", FakeImage::private(data.clone()));
-    server.get("img", OWNER).await.bytes().await.unwrap();
-    server.cache.idle().await;
+    server
+        .add_cached("img", FakeImage::private(data.clone()))
+        .await;
     let hit = server.get("img", OWNER).await;
     assert_eq!(cache_status(&hit), "HIT");
     assert_eq!(hit.bytes().await.unwrap(), data);
@@ -360,16 +360,12 @@ async fn delete_through_the_api_evicts_the_image() {
     assert!(!server.cache_dir().join("img").exists());
 
     // A refused delete evicts nothing.
-    server.api.add("other", FakeImage::private(data.clone()));
-    server.get("other", OWNER).await.bytes().await.unwrap();
-    server.cache.idle().await;
+    server
+        .add_cached("other", FakeImage::private(data.clone()))
+        .await;
     let refused = server
-        .client
-        .delete(server.url("/v2/images/other"))
-        .header("x-auth-token", OTHER)
-        .send()
-        .await
-        .unwrap();
+        .manage_as(reqwest::Method::DELETE, "/v2/images/other", OTHER)
+        .await;
     assert_eq!(refused.status(), 404);
     assert!(server.cache.is_cached(&id("other")));
 }

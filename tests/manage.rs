@@ -22,6 +22,23 @@ async fn download(server: &TestServer, image: &str) {
     server.cache.idle().await;
 }
 
+/// `DELETE /v2/cache` as the admin, with `x-image-cache-clear-target: target`.
+async fn clear(server: &TestServer, target: &str) -> reqwest::Response {
+    clear_as(server, ADMIN, target).await
+}
+
+/// `DELETE /v2/cache` with `token`, with `x-image-cache-clear-target: target`.
+async fn clear_as(server: &TestServer, token: &str, target: &str) -> reqwest::Response {
+    server
+        .client
+        .delete(server.url("/v2/cache"))
+        .header("x-auth-token", token)
+        .header("x-image-cache-clear-target", target)
+        .send()
+        .await
+        .unwrap()
+}
+
 fn listed_ids(listing: &serde_json::Value, key: &str) -> Vec<String> {
     let mut ids: Vec<String> = listing[key]
         .as_array()
@@ -250,37 +267,16 @@ async fn legacy_queue_routes_and_clear_targets() {
     let queued = json(server.manage(Method::GET, "/v2/queued_images").await).await;
     assert_eq!(queued, serde_json::json!({ "queued_images": ["q1", "q2"] }));
 
-    let bogus = server
-        .client
-        .delete(server.url("/v2/cache"))
-        .header("x-auth-token", ADMIN)
-        .header("x-image-cache-clear-target", "bogus")
-        .send()
-        .await
-        .unwrap();
+    let bogus = clear(&server, "bogus").await;
     assert_eq!(bogus.status(), 400);
-    let clear_queue = server
-        .client
-        .delete(server.url("/v2/cache"))
-        .header("x-auth-token", ADMIN)
-        .header("x-image-cache-clear-target", "queue")
-        .send()
-        .await
-        .unwrap();
+    let clear_queue = clear(&server, "queue").await;
     assert_eq!(clear_queue.status(), 204);
     let listing = json(server.manage(Method::GET, "/v2/cache").await).await;
     assert_eq!(listing["queued_images"], serde_json::json!([]));
     assert_eq!(listed_ids(&listing, "cached_images"), ["cached"]);
 
     server.manage(Method::PUT, "/v2/queued_images/q3").await;
-    let clear_cache = server
-        .client
-        .delete(server.url("/v2/cache"))
-        .header("x-auth-token", ADMIN)
-        .header("x-image-cache-clear-target", "cache")
-        .send()
-        .await
-        .unwrap();
+    let clear_cache = clear(&server, "cache").await;
     assert_eq!(clear_cache.status(), 204);
     let listing = json(server.manage(Method::GET, "/v2/cache").await).await;
     assert_eq!(listing["queued_images"], serde_json::json!(["q3"]));
@@ -533,14 +529,7 @@ async fn only_admins_manage_and_requests_are_checked_in_order() {
     assert_eq!(response.text().await.unwrap(), before);
     assert!(server.cache.is_cached(&ImageId::new("hidden").unwrap()));
 
-    let bad_header = server
-        .client
-        .delete(server.url("/v2/cache"))
-        .header("x-auth-token", OWNER)
-        .header("x-image-cache-clear-target", "bogus")
-        .send()
-        .await
-        .unwrap();
+    let bad_header = clear_as(&server, OWNER, "bogus").await;
     assert_eq!(bad_header.status(), 403);
     assert!(server.cache.queued_images().unwrap().is_empty());
 

@@ -33,6 +33,30 @@ fn cached(server: &TestServer, image: &str) -> bool {
     server.cache.is_cached(&ImageId::new(image).unwrap())
 }
 
+/// A cache in front of an API sending `img` (`data`) with `behavior`, and what three readers
+/// of it got, once the fill has ended.
+async fn read_by_three(
+    data: &bytes::Bytes,
+    behavior: Behavior,
+) -> (Arc<TestServer>, Vec<Result<bytes::Bytes, String>>) {
+    let server = Arc::new(server().await);
+    server
+        .api
+        .add("img", FakeImage::private(data.clone()).behavior(behavior));
+    let bodies = three_readers(&server, "img").await;
+    server.cache.idle().await;
+    (server, bodies)
+}
+
+/// `image_cache_fill_resumes_total` for `answer`.
+fn resumes(server: &TestServer, answer: &str) -> u64 {
+    let text = server.cache.render_metrics().unwrap();
+    metric(
+        &text,
+        &format!("image_cache_fill_resumes_total{{answer=\"{answer}\"}}"),
+    )
+}
+
 /// The client that started the fill and two followers that joined it.
 async fn three_readers(
     server: &Arc<TestServer>,
@@ -59,16 +83,11 @@ async fn three_readers(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_error_mid_body_is_resumed_with_range() {
-    let server = Arc::new(server().await);
     let data = image_data(SIZE);
-    server.api.add(
-        "img",
-        FakeImage::private(data.clone()).behavior(Behavior::FailMidStream),
-    );
-    for body in three_readers(&server, "img").await {
+    let (server, bodies) = read_by_three(&data, Behavior::FailMidStream).await;
+    for body in bodies {
         assert_eq!(body.expect("no reader sees the cut"), data);
     }
-    server.cache.idle().await;
     assert!(cached(&server, "img"));
     assert_eq!(std::fs::read(server.cache_dir().join("img")).unwrap(), data);
     assert_eq!(server.api.body_requests(), 2, "one read and one resume");
@@ -79,77 +98,47 @@ async fn an_upstream_error_mid_body_is_resumed_with_range() {
             .load(std::sync::atomic::Ordering::SeqCst),
         1
     );
-    assert_metric(
-        &server,
-        "image_cache_fill_resumes_total{answer=\"partial\"}",
-        1,
-    );
+    assert_eq!(resumes(&server, "partial"), 1);
     assert_metric(&server, "image_cache_fills_total{outcome=\"committed\"}", 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_upstream_body_is_resumed_after_the_idle_limit() {
-    let server = Arc::new(server().await);
     let data = image_data(SIZE);
-    server.api.add(
-        "img",
-        FakeImage::private(data.clone()).behavior(Behavior::StallMidStream),
-    );
-    for body in three_readers(&server, "img").await {
+    let (server, bodies) = read_by_three(&data, Behavior::StallMidStream).await;
+    for body in bodies {
         assert_eq!(body.expect("no reader sees the stall"), data);
     }
-    server.cache.idle().await;
     assert!(cached(&server, "img"));
     assert_metric(
         &server,
         "image_cache_upstream_timeouts_total{phase=\"idle\"}",
         1,
     );
-    assert_metric(
-        &server,
-        "image_cache_fill_resumes_total{answer=\"partial\"}",
-        1,
-    );
+    assert_eq!(resumes(&server, "partial"), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_that_answers_200_to_the_range_is_read_from_byte_n() {
-    let server = Arc::new(server().await);
     let data = image_data(SIZE);
-    server.api.add(
-        "img",
-        FakeImage::private(data.clone()).behavior(Behavior::FailMidStreamIgnoringRange),
-    );
-    for body in three_readers(&server, "img").await {
+    let (server, bodies) = read_by_three(&data, Behavior::FailMidStreamIgnoringRange).await;
+    for body in bodies {
         assert_eq!(body.expect("the skipped bytes are not sent twice"), data);
     }
-    server.cache.idle().await;
     assert!(cached(&server, "img"));
     assert_eq!(std::fs::read(server.cache_dir().join("img")).unwrap(), data);
-    assert_metric(
-        &server,
-        "image_cache_fill_resumes_total{answer=\"whole\"}",
-        1,
-    );
+    assert_eq!(resumes(&server, "whole"), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_206_with_the_wrong_content_range_fails_every_body_and_commits_nothing() {
-    let server = Arc::new(server().await);
-    server.api.add(
-        "img",
-        FakeImage::private(image_data(SIZE)).behavior(Behavior::FailMidStreamWrongRange),
-    );
-    for body in three_readers(&server, "img").await {
+    let (server, bodies) =
+        read_by_three(&image_data(SIZE), Behavior::FailMidStreamWrongRange).await;
+    for body in bodies {
         assert!(body.is_err(), "a body that cannot be continued must fail");
     }
-    server.cache.idle().await;
     server.assert_not_committed("img");
-    assert_metric(
-        &server,
-        "image_cache_fill_resumes_total{answer=\"refused\"}",
-        1,
-    );
+    assert_eq!(resumes(&server, "refused"), 1);
     assert_eq!(
         server
             .api
@@ -162,30 +151,21 @@ async fn a_206_with_the_wrong_content_range_fails_every_body_and_commits_nothing
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resumed_bytes_that_do_not_verify_fail_every_body_and_commit_nothing() {
-    let server = Arc::new(server().await);
-    server.api.add(
-        "img",
-        FakeImage::private(image_data(SIZE)).behavior(Behavior::FailMidStreamWrongBytes),
-    );
-    for body in three_readers(&server, "img").await {
+    let (server, bodies) =
+        read_by_three(&image_data(SIZE), Behavior::FailMidStreamWrongBytes).await;
+    for body in bodies {
         assert!(body.is_err(), "unverified bytes must not look complete");
     }
-    server.cache.idle().await;
     server.assert_not_committed("img");
     assert!(server.cache_dir().join("invalid/img").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fill_gives_up_after_its_resume_attempts() {
-    let server = Arc::new(server().await);
-    server.api.add(
-        "img",
-        FakeImage::private(image_data(SIZE)).behavior(Behavior::FailMidStreamAlways),
-    );
-    for body in three_readers(&server, "img").await {
+    let (server, bodies) = read_by_three(&image_data(SIZE), Behavior::FailMidStreamAlways).await;
+    for body in bodies {
         assert!(body.is_err());
     }
-    server.cache.idle().await;
     server.assert_not_committed("img");
     // The first read and three ranged requests, each cut again.
     assert_eq!(

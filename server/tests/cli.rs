@@ -102,6 +102,19 @@ async fn queue_unknown(server: &Server, id: &str) {
 
 const UNKNOWN: &str = "11111111-2222-3333-4444-555555555555";
 
+/// Downloads image `id` through `url` as the admin, whole (a miss fills the cache).
+async fn download(client: &reqwest::Client, url: &str, id: &str) {
+    client
+        .get(format!("{url}/v2/images/{id}/file"))
+        .header("x-auth-token", ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_subcommand_against_a_running_server() {
     let dir = tempfile::tempdir().unwrap();
@@ -182,15 +195,7 @@ async fn every_subcommand_against_a_running_server() {
         "",
     ));
     assert!(!cache_dir.join(&id).exists());
-    client
-        .get(format!("{}/v2/images/{id}/file", server.url))
-        .header("x-auth-token", ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    download(&client, &server.url, &id).await;
     wait_listed(&server.url, ADMIN, &id, Duration::from_secs(20), "").await;
     let deleted = ok(&manage(
         &server,
@@ -212,15 +217,7 @@ async fn prompts_bad_input_and_refusals() {
     let server = start(dir.path(), &[]);
     let client = reqwest::Client::new();
     let id = upload(&client, &server.url, ADMIN, "private", b"image bytes").await;
-    client
-        .get(format!("{}/v2/images/{id}/file", server.url))
-        .header("x-auth-token", ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    download(&client, &server.url, &id).await;
     let cached = dir.path().join("cache").join(&id);
     wait_for("the commit", || cached.exists()).await;
 
@@ -279,15 +276,7 @@ async fn several_hosts_in_one_table_and_a_down_host_named() {
     let client = reqwest::Client::new();
     for (server, dir) in [(&a, &dir_a), (&b, &dir_b)] {
         let id = upload(&client, &server.url, ADMIN, "private", b"bytes").await;
-        client
-            .get(format!("{}/v2/images/{id}/file", server.url))
-            .header("x-auth-token", ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        download(&client, &server.url, &id).await;
         wait_for("the commit", || dir.path().join("cache").join(&id).exists()).await;
     }
     let (host_a, host_b) = (

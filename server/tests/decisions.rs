@@ -81,6 +81,18 @@ async fn cache_via(node: &str, id: &str, token: &str, data: &[u8]) {
     wait_listed(node, ADMIN, id, Duration::from_secs(20), "the fill").await;
 }
 
+/// The node's `/metrics` text.
+async fn metrics_of(node: &str) -> String {
+    let response = reqwest::get(format!("{node}/metrics")).await.unwrap();
+    response.text().await.unwrap()
+}
+
+/// `image_cache_authorization_decisions_total` for `decision` in a metrics text.
+fn decisions(text: &str, decision: &str) -> u64 {
+    let line = format!("image_cache_authorization_decisions_total{{decision=\"{decision}\"}}");
+    metric(text, &line)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_is_refused_a_cached_download_as_an_uncached_one_and_refusals_tell_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -202,27 +214,9 @@ async fn with_glance_down_a_caller_admitted_within_stale_if_error_gets_a_whole_h
     let (status, _, _) = request("GET", &url(&plain.url, &kept), MEMBER, &[]).await;
     assert_eq!(status, 503);
 
-    let text = reqwest::get(format!("{}/metrics", node.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(
-        metric(
-            &text,
-            "image_cache_authorization_decisions_total{decision=\"stale\"}"
-        ),
-        1,
-        "{text}"
-    );
-    assert!(
-        metric(
-            &text,
-            "image_cache_authorization_decisions_total{decision=\"unavailable\"}"
-        ) >= 2,
-        "{text}"
-    );
+    let text = metrics_of(&node.url).await;
+    assert_eq!(decisions(&text, "stale"), 1, "{text}");
+    assert!(decisions(&text, "unavailable") >= 2, "{text}");
     let deadline = Instant::now() + Duration::from_secs(5);
     while !log
         .lock()
@@ -257,28 +251,9 @@ async fn a_remembered_decision_spares_the_api_and_a_deactivation_voids_it() {
         let (status, _, body) = request("GET", &url, MEMBER, &[]).await;
         assert_eq!((status, body.len()), (200, data.len()));
     }
-    let text = reqwest::get(format!("{}/metrics", node.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(
-        metric(
-            &text,
-            "image_cache_authorization_decisions_total{decision=\"asked\"}"
-        ),
-        1,
-        "{text}"
-    );
-    assert_eq!(
-        metric(
-            &text,
-            "image_cache_authorization_decisions_total{decision=\"remembered\"}"
-        ),
-        20,
-        "{text}"
-    );
+    let text = metrics_of(&node.url).await;
+    assert_eq!(decisions(&text, "asked"), 1, "{text}");
+    assert_eq!(decisions(&text, "remembered"), 20, "{text}");
 
     // Deactivated through the node: the member is refused at once, though its decision is
     // younger than authorization_cache_time.

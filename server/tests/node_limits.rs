@@ -5,13 +5,32 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::example::start_logged;
+use common::example::{start_logged, Server};
 use common::raw_upstream::{Mode, RawUpstream};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// A node in front of a polite upstream with a 1000-byte image, its `[cache_server]` section
+/// adding `lines`, started after the shell command `shell`: the upstream and the cache's
+/// directory (kept while the test runs), the node and its log.
+async fn polite_node(
+    lines: &str,
+    shell: &str,
+) -> (RawUpstream, tempfile::TempDir, Server, Arc<Mutex<String>>) {
+    let upstream = RawUpstream::start(common::image_data(1000), Mode::Polite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (node, log) = start_logged(
+        &upstream.url(),
+        &dir.path().join("cache"),
+        lines,
+        shell,
+        &[],
+    );
+    (upstream, dir, node, log)
+}
 
 /// Sends `request` (which asks for `Connection: close`) and reads the answer to its end.
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, request: &str) -> String {
@@ -115,15 +134,7 @@ async fn an_https_node_tells_the_upstream_https_and_the_client_its_own_https_url
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trusted_load_balancer_s_forwarding_headers_are_kept() {
-    let upstream = RawUpstream::start(common::image_data(1000), Mode::Polite).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (node, _log) = start_logged(
-        &upstream.url(),
-        &dir.path().join("cache"),
-        "trusted_proxies = 127.0.0.0/8\n",
-        "",
-        &[],
-    );
+    let (upstream, _dir, node, _log) = polite_node("trusted_proxies = 127.0.0.0/8\n", "").await;
     let mut tcp = TcpStream::connect(addr_of(&node.url)).await.unwrap();
     let versions = exchange(
         &mut tcp,
@@ -145,9 +156,7 @@ async fn a_trusted_load_balancer_s_forwarding_headers_are_kept() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn options_star_is_answered_by_the_node_and_http2_is_not_offered() {
-    let upstream = RawUpstream::start(common::image_data(1000), Mode::Polite).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (node, _log) = start_logged(&upstream.url(), &dir.path().join("cache"), "", "", &[]);
+    let (upstream, _dir, node, _log) = polite_node("", "").await;
     let addr = addr_of(&node.url);
 
     let mut tcp = TcpStream::connect(&addr).await.unwrap();
@@ -204,15 +213,7 @@ async fn options_star_is_answered_by_the_node_and_http2_is_not_offered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beyond_max_connections_requests_get_503_with_retry_after() {
-    let upstream = RawUpstream::start(common::image_data(1000), Mode::Polite).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (node, log) = start_logged(
-        &upstream.url(),
-        &dir.path().join("cache"),
-        "max_connections = 2\n",
-        "",
-        &[],
-    );
+    let (_upstream, _dir, node, log) = polite_node("max_connections = 2\n", "").await;
     let addr = addr_of(&node.url);
     let held: Vec<TcpStream> = vec![
         TcpStream::connect(&addr).await.unwrap(),
@@ -255,15 +256,7 @@ async fn beyond_max_connections_requests_get_503_with_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eleven_hundred_idle_connections_do_not_take_a_node_with_1024_fds_offline() {
-    let upstream = RawUpstream::start(common::image_data(1000), Mode::Polite).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (node, _log) = start_logged(
-        &upstream.url(),
-        &dir.path().join("cache"),
-        "client_timeout = 2\n",
-        "ulimit -n 1024",
-        &[],
-    );
+    let (_upstream, _dir, node, _log) = polite_node("client_timeout = 2\n", "ulimit -n 1024").await;
     let addr = addr_of(&node.url);
     // Idle, unauthenticated connections that never send a byte.
     let mut idle = Vec::new();

@@ -4,13 +4,19 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::example::start_logged;
+use bytes::Bytes;
+use common::example::{start_logged, Server};
 use common::raw_upstream::{Mode, RawUpstream};
 use common::{image_data, listing, metric};
 
 const SIZE: usize = 3 * 1024 * 1024;
+
+/// A node's log, as `start_logged` gathers it.
+type Log = Arc<Mutex<String>>;
 
 async fn get(url: &str) -> reqwest::Response {
     reqwest::Client::new()
@@ -41,12 +47,34 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 
 const FAST: &str = "upstream_response_timeout = 1\nupstream_idle_timeout = 1\n";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_upstream_that_never_answers_gets_a_504_the_log_and_the_metric_name() {
-    let upstream = RawUpstream::start(image_data(SIZE), Mode::Hang).await;
+/// A node in front of a raw upstream serving `data` as `mode`, with the quick resume settings:
+/// the upstream and the directory (kept while the test runs), the cache's directory, the node
+/// and its log.
+async fn fast_node(
+    data: Bytes,
+    mode: Mode,
+) -> (RawUpstream, tempfile::TempDir, PathBuf, Server, Log) {
+    let upstream = RawUpstream::start(data, mode).await;
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let (node, log) = start_logged(&upstream.url(), &cache, FAST, "", &[]);
+    (upstream, dir, cache, node, log)
+}
+
+/// Two readers each get the whole image, and the fill is committed.
+async fn two_readers_get_it_and_it_is_committed(node: &str, cache: &Path, data: &Bytes) {
+    two_readers_get_the_whole_image(node, data).await;
+    wait_for("the commit", || cache.join("img").exists()).await;
+}
+
+/// Asserts that the metric line starting with `line` (labels included) reads `expected`.
+fn assert_counted(text: &str, line: &str, expected: u64) {
+    assert_eq!(metric(text, line), expected, "{line} in {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_never_answers_gets_a_504_the_log_and_the_metric_name() {
+    let (upstream, _dir, cache, node, log) = fast_node(image_data(SIZE), Mode::Hang).await;
 
     let started = Instant::now();
     let response = get(&format!("{}/v2/images/img/file", node.url)).await;
@@ -112,13 +140,9 @@ async fn two_readers_get_the_whole_image(node: &str, data: &[u8]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_cut_at_40_percent_is_resumed_with_range_and_cached() {
     let data = image_data(SIZE);
-    let upstream = RawUpstream::start(data.clone(), Mode::CutAt40).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache");
-    let (node, log) = start_logged(&upstream.url(), &cache, FAST, "", &[]);
+    let (upstream, _dir, cache, node, log) = fast_node(data.clone(), Mode::CutAt40).await;
 
-    two_readers_get_the_whole_image(&node.url, &data).await;
-    wait_for("the commit", || cache.join("img").exists()).await;
+    two_readers_get_it_and_it_is_committed(&node.url, &cache, &data).await;
     assert_eq!(std::fs::read(cache.join("img")).unwrap(), data);
     let downloads = upstream.downloads();
     let ranged: Vec<_> = downloads.iter().filter_map(|d| d.header("range")).collect();
@@ -132,10 +156,10 @@ async fn a_body_cut_at_40_percent_is_resumed_with_range_and_cached() {
         .iter()
         .all(|d| d.header("x-auth-token") == Some("admin-secret")));
     let text = metrics(&node.url).await;
-    assert_eq!(
-        metric(&text, "image_cache_fill_resumes_total{answer=\"partial\"}"),
+    assert_counted(
+        &text,
+        "image_cache_fill_resumes_total{answer=\"partial\"}",
         1,
-        "{text}"
     );
     wait_for("the resume's log line", || {
         log.lock()
@@ -148,23 +172,19 @@ async fn a_body_cut_at_40_percent_is_resumed_with_range_and_cached() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_then_a_stall_are_resumed_after_the_idle_limit() {
     let data = image_data(SIZE);
-    let upstream = RawUpstream::start(data.clone(), Mode::StallAt40).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache");
-    let (node, log) = start_logged(&upstream.url(), &cache, FAST, "", &[]);
+    let (_upstream, _dir, cache, node, log) = fast_node(data.clone(), Mode::StallAt40).await;
 
-    two_readers_get_the_whole_image(&node.url, &data).await;
-    wait_for("the commit", || cache.join("img").exists()).await;
+    two_readers_get_it_and_it_is_committed(&node.url, &cache, &data).await;
     let text = metrics(&node.url).await;
-    assert_eq!(
-        metric(&text, "image_cache_upstream_timeouts_total{phase=\"idle\"}"),
+    assert_counted(
+        &text,
+        "image_cache_upstream_timeouts_total{phase=\"idle\"}",
         1,
-        "{text}"
     );
-    assert_eq!(
-        metric(&text, "image_cache_fill_resumes_total{answer=\"partial\"}"),
+    assert_counted(
+        &text,
+        "image_cache_fill_resumes_total{answer=\"partial\"}",
         1,
-        "{text}"
     );
     wait_for("the idle timeout's log line", || {
         log.lock().unwrap().contains("phase=\"idle\"")
@@ -175,29 +195,19 @@ async fn headers_then_a_stall_are_resumed_after_the_idle_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_that_answers_200_to_the_range_is_read_from_byte_n() {
     let data = image_data(SIZE);
-    let upstream = RawUpstream::start(data.clone(), Mode::CutIgnoringRange).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache");
-    let (node, _log) = start_logged(&upstream.url(), &cache, FAST, "", &[]);
+    let (_upstream, _dir, cache, node, _log) =
+        fast_node(data.clone(), Mode::CutIgnoringRange).await;
 
-    two_readers_get_the_whole_image(&node.url, &data).await;
-    wait_for("the commit", || cache.join("img").exists()).await;
+    two_readers_get_it_and_it_is_committed(&node.url, &cache, &data).await;
     assert_eq!(std::fs::read(cache.join("img")).unwrap(), data);
     let text = metrics(&node.url).await;
-    assert_eq!(
-        metric(&text, "image_cache_fill_resumes_total{answer=\"whole\"}"),
-        1,
-        "{text}"
-    );
+    assert_counted(&text, "image_cache_fill_resumes_total{answer=\"whole\"}", 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resumed_bytes_that_do_not_verify_fail_every_client_and_commit_nothing() {
     let data = image_data(SIZE);
-    let upstream = RawUpstream::start(data.clone(), Mode::CutWrongBytes).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache");
-    let (node, _log) = start_logged(&upstream.url(), &cache, FAST, "", &[]);
+    let (upstream, _dir, cache, node, _log) = fast_node(data.clone(), Mode::CutWrongBytes).await;
 
     let url = format!("{}/v2/images/img/file", node.url);
     let first = get(&url).await;

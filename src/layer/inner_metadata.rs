@@ -102,8 +102,8 @@ impl InnerMetadata {
 
 impl<S, ReqBody, ResBody> AccessCheck<S, ReqBody> for InnerMetadata
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>, Future: Send + 'static>,
+    S: Clone + Send + 'static,
     S::Error: Send + 'static,
     ReqBody: Default + Send + 'static,
     // Stated in full (not as the crate's private `ResponseBody`) so the docs show the contract.
@@ -171,7 +171,7 @@ where
     T::Future: Send + 'static,
     S::Error: Send + 'static,
     ReqBody: Default + Send + 'static,
-    // Stated in full (not as the crate's private `ResponseBody`) so the docs show the contract.
+    // As for `InnerMetadata`: stated in full, so the docs show the contract.
     ResBody: Body<Data: Send, Error: Into<BoxError>> + Send + 'static,
 {
     fn check(

@@ -471,6 +471,13 @@ impl TestServer {
             .unwrap()
     }
 
+    /// Adds `image` to the API as `id` and downloads it once as its owner: it is cached.
+    pub async fn add_cached(&self, id: &str, image: FakeImage) {
+        self.api.add(id, image);
+        self.get(id, OWNER).await.bytes().await.unwrap();
+        self.cache.idle().await;
+    }
+
     pub fn cache_dir(&self) -> PathBuf {
         self.dir.path().join("cache")
     }
