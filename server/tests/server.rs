@@ -310,7 +310,8 @@ fn the_systemd_unit_verifies() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/image-cache-server.service"),
     )
     .unwrap();
-    assert!(unit.contains("ExecStart=/usr/local/bin/image-cache-server\n"));
+    let packaged = "ExecStart=/usr/bin/image-cache-server --config-file";
+    assert!(unit.contains(packaged), "{unit}");
     if Command::new("systemd-analyze")
         .arg("--version")
         .output()
@@ -322,12 +323,8 @@ fn the_systemd_unit_verifies() {
     // Verified against the binary just built (verify checks that ExecStart can run).
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("image-cache-server.service");
-    let here = format!("ExecStart={}\n", server_binary().display());
-    std::fs::write(
-        &path,
-        unit.replace("ExecStart=/usr/local/bin/image-cache-server\n", &here),
-    )
-    .unwrap();
+    let here = format!("ExecStart={} --config-file", server_binary().display());
+    std::fs::write(&path, unit.replace(packaged, &here)).unwrap();
     let output = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&path)
