@@ -45,9 +45,12 @@
 //!   token validation (`manage::KeystoneAccess`).
 //! - `centralized-db`: Glance's `centralized_db` driver: the fleet's records in PostgreSQL,
 //!   MySQL/MariaDB or SQLite.
+//! - `prometheus-registry`: `ImageCache::register_metrics`, the cache's metrics in an
+//!   application's own prometheus-client `Registry` (without it, `ImageCache::render_metrics`
+//!   writes them for a `/metrics` route).
 //! - `openssl`: fills verified with the system's libcrypto (the fastest MD5 and SHA-512).
-//! - `fuzzing`: the fuzz targets' entry points and the fault seam of the tests ([`fuzzing`];
-//!   not covered by semver).
+//! - `fuzzing`: the fuzz targets' entry points (the module `fuzzing`) and the fault seam of the
+//!   tests; not covered by semver.
 //!
 //! The cache node (`image-cache-server`) and Glance's cache tools (`image-cache-manage`, the
 //! pruner, cleaner and prefetcher) are the `image-cache-server` crate, built on this one.

@@ -16,7 +16,7 @@ use super::error::StoreError;
 
 impl ImageCache {
     /// What the cache has done and holds, in the OpenMetrics text format for a `/metrics`
-    /// route: the `image_cache_*` series of [`register_metrics`](Self::register_metrics), and
+    /// route: the `image_cache_*` series (those `register_metrics` adds to a registry), and
     /// the process's `process_resident_memory_bytes` and `process_open_fds`. Reads the queue
     /// from the index: call it off the runtime.
     pub fn render_metrics(&self) -> Result<String, StoreError> {
@@ -24,7 +24,7 @@ impl ImageCache {
         // leave a gauge out.
         self.queued_images()?;
         let mut registry = Registry::default();
-        self.register_metrics(&mut registry);
+        self.register_into(&mut registry);
         registry.register_collector(Box::new(ProcessGauges));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry)
@@ -32,7 +32,8 @@ impl ImageCache {
         Ok(text)
     }
 
-    /// Adds this cache's metrics, as `image_cache_*`, to an application's own registry, so one
+    /// Adds this cache's metrics, as `image_cache_*`, to an application's own
+    /// `prometheus_client` registry, so one
     /// `/metrics` route serves both. The counters and histograms go on counting there; the
     /// gauges are read from the cache at each scrape (a cache dropped since shows none).
     ///
@@ -49,7 +50,15 @@ impl ImageCache {
     /// assert!(text.contains("image_cache_size_bytes 0"));
     /// # Ok(()) }
     /// ```
+    ///
+    /// Behind the feature `prometheus-registry`: its argument is prometheus-client's (0.26)
+    /// `Registry`, which follows that crate's versions.
+    #[cfg(feature = "prometheus-registry")]
     pub fn register_metrics(&self, registry: &mut Registry) {
+        self.register_into(registry);
+    }
+
+    fn register_into(&self, registry: &mut Registry) {
         let ours = registry.sub_registry_with_prefix("image_cache");
         self.inner.metrics.register(ours);
         ours.register_collector(Box::new(CacheGauges {

@@ -27,7 +27,7 @@
 //! |---|---|
 //! | `clock.rs` | epoch-seconds time |
 //! | `layout.rs` | paths under `image_cache_dir`, file removal |
-//! | `fs.rs` | [`FillIo`]: a fill's file steps, to fail in tests |
+//! | `fs.rs` | `FillIo`: a fill's file steps, to fail in tests (feature `fuzzing`) |
 //! | `direct.rs` | a fill's file written with direct I/O, in aligned blocks |
 //! | `chunks.rs` | the pooled buffers hits and followers read into |
 //! | `driver.rs` | the index driver seam, [`IndexError`] |
