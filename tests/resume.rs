@@ -103,6 +103,47 @@ async fn an_upstream_error_mid_body_is_resumed_with_range() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fill_and_its_resume_are_marked_and_nothing_else_is() {
+    let data = image_data(SIZE);
+    let (server, bodies) = read_by_three(&data, Behavior::FailMidStream).await;
+    for body in bodies {
+        assert_eq!(body.unwrap(), data);
+    }
+    // A range of an image not cached goes through as the caller's own request.
+    server.api.add("other", FakeImage::private(data.clone()));
+    let range = server
+        .client
+        .get(server.url("/v2/images/other/file"))
+        .header("x-auth-token", OWNER)
+        .header("range", "bytes=10-19")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(range.status(), 206);
+    let downloads = server.api.downloads.lock().unwrap().clone();
+    let marked: Vec<_> = downloads.iter().filter(|(_, marked)| *marked).collect();
+    assert_eq!(marked.len(), 2, "the fill and its resume: {downloads:?}");
+    assert_eq!(marked[0].0, None, "{downloads:?}");
+    assert!(
+        marked[1]
+            .0
+            .as_deref()
+            .is_some_and(|r| r.starts_with("bytes=") && r != "bytes=0-0"),
+        "{downloads:?}"
+    );
+    let unmarked: Vec<_> = downloads.iter().filter(|(_, marked)| !marked).collect();
+    assert!(
+        unmarked
+            .iter()
+            .all(|(range, _)| matches!(range.as_deref(), Some("bytes=0-0") | Some("bytes=10-19"))),
+        "only the access check's probes and the caller's range are unmarked: {downloads:?}"
+    );
+    assert!(unmarked
+        .iter()
+        .any(|(range, _)| range.as_deref() == Some("bytes=10-19")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_upstream_body_is_resumed_after_the_idle_limit() {
     let data = image_data(SIZE);
     let (server, bodies) = read_by_three(&data, Behavior::StallMidStream).await;

@@ -10,6 +10,7 @@ use tower_service::Service;
 
 use super::access::{on_behalf_of, AccessCheck};
 use super::authorize::{authorize, Authorized};
+use super::fill_request::FillRequest;
 use super::forward::pass;
 use super::hit;
 use super::limits::{gateway_timeout, within};
@@ -114,6 +115,7 @@ where
 
     if is_get {
         ask_for_identity(&mut parts.headers);
+        parts.extensions.insert(FillRequest::new(id.clone()));
     }
     let resume = is_get.then(|| resumer(inner.clone(), &parts));
     let headers = parts.headers.clone();
@@ -226,6 +228,9 @@ where
     // Made once; each attempt sends a copy with its own Range.
     let mut first: Request<()> = on_behalf_of(parts, parts.uri.clone());
     ask_for_identity(first.headers_mut());
+    if let Some(fill) = parts.extensions.get::<FillRequest>() {
+        first.extensions_mut().insert(fill.clone());
+    }
     let (template, ()) = first.into_parts();
     Box::new(move |from: u64| {
         let mut request = Request::new(ReqBody::default());

@@ -116,6 +116,8 @@ pub struct FakeApi {
     pub ranged_requests: AtomicUsize,
     /// The access check's probes of the download (`Range: bytes=0-0`).
     pub probe_requests: AtomicUsize,
+    /// Each download as it came: its `Range`, and whether it was marked as the cache's fill.
+    pub downloads: Mutex<Vec<(Option<String>, bool)>>,
 }
 
 pub fn md5_hex(data: &[u8]) -> String {
@@ -254,8 +256,14 @@ fn status_response(status: StatusCode) -> Response<Body> {
 async fn download(
     State(api): State<Arc<FakeApi>>,
     UrlPath(id): UrlPath<String>,
+    fill: Option<axum::Extension<tower_image_cache::layer::FillRequest>>,
     headers: HeaderMap,
 ) -> Response<Body> {
+    let range = headers
+        .get(header::RANGE)
+        .map(|r| r.to_str().unwrap().to_owned());
+    let marked = fill.is_some_and(|fill| fill.image().as_str() == id);
+    api.downloads.lock().unwrap().push((range, marked));
     let (image, admin) = match api.visible(&headers, &id) {
         Ok(found) => found,
         Err(status) => return status_response(status),

@@ -1,0 +1,37 @@
+//! [`FillRequest`]: how the wrapped service tells the cache's own reads of an image apart.
+
+use crate::ImageId;
+
+/// Marks a request the cache layer sends to the wrapped service to fill its cache with an
+/// image, or to resume that fill from a byte on, after the access check admitted the caller.
+///
+/// Every other request the wrapped service gets (the caller's own, the access check's metadata
+/// request and download probe, a range of an image not cached) lacks it. A service behind the
+/// layer may answer a marked request from another copy of the same image, a peer cache node's
+/// say: the caller may read the image, and the bytes are verified against the image's checksum
+/// (from the API's metadata) before anything is committed.
+///
+/// ```
+/// use http::Request;
+/// use tower_image_cache::layer::FillRequest;
+///
+/// fn from_a_peer<B>(request: &Request<B>) -> Option<&str> {
+///     request.extensions().get::<FillRequest>().map(|fill| fill.image().as_str())
+/// }
+/// # assert_eq!(from_a_peer(&Request::new(())), None);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FillRequest {
+    image: ImageId,
+}
+
+impl FillRequest {
+    pub(crate) fn new(image: ImageId) -> Self {
+        FillRequest { image }
+    }
+
+    /// The image being filled.
+    pub fn image(&self) -> &ImageId {
+        &self.image
+    }
+}
