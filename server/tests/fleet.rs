@@ -7,88 +7,16 @@ mod common;
 #[path = "../../tests/common/db.rs"]
 #[allow(dead_code)] // the helpers of the library's central tests too
 mod db;
+mod nodes;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::example::{get_as, json_as, server_binary, start, upload, wait_listed};
+use common::example::{json_as, start, upload, wait_listed};
 use db::{Server, TestDb};
+use nodes::{download, start_node, Node, ADMIN};
 
-const ADMIN: &str = "admin-secret";
 const KIB: usize = 1024;
-
-struct Node {
-    child: Child,
-    url: String,
-    dir: PathBuf,
-    config: PathBuf,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A cache node from its configuration file alone, as an operator would write it.
-fn start_node(dir: &Path, upstream: &str, database: &str, extra: &str) -> Node {
-    use std::io::BufRead;
-    std::fs::create_dir_all(dir).unwrap();
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let config = dir.join("glance-api.conf");
-    let cache_dir = dir.join("cache");
-    std::fs::write(
-        &config,
-        format!(
-            "[DEFAULT]\nimage_cache_dir = {}\nbind_host = 127.0.0.1\nbind_port = {port}\n\
-             image_cache_driver = centralized_db\nworker_self_reference_url = {url}\n{extra}\n\
-             [database]\nconnection = {database}\n\n\
-             [cache_server]\nupstream = {upstream}\nservice_token = {ADMIN}\n\
-             manage_token = {ADMIN}\nshutdown_grace = 1\n",
-            cache_dir.display()
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(server_binary())
-        .arg("--config-file")
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().expect("the node printed nothing").unwrap();
-    assert_eq!(first, format!("listening on {url}"));
-    std::thread::spawn(move || for _ in lines {});
-    Node {
-        child,
-        url,
-        dir: cache_dir,
-        config,
-    }
-}
-
-async fn download(client: &reqwest::Client, node: &Node, id: &str) -> String {
-    let response = get_as(client, &format!("{}/v2/images/{id}/file", node.url), ADMIN).await;
-    assert_eq!(response.status(), 200);
-    let status = response.headers()["x-cache-status"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    response.bytes().await.unwrap();
-    status
-}
 
 fn rows(expected: &[(&Node, &str, i64)]) -> Vec<(String, String, i64, i64)> {
     let mut rows: Vec<_> = expected

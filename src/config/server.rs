@@ -37,6 +37,9 @@ pub struct ServerOptions {
     pub service_token: Option<String>,
     /// `[cache_server] manage_token`: who may call the management routes.
     pub manage_token: Option<String>,
+    /// `[cache_server] peer_token`: the secret the fleet's nodes share to fill from each other
+    /// (the peer route admits only it); unset, a node neither serves nor asks its peers.
+    pub peer_token: Option<String>,
     /// `[cache_server] shutdown_grace`: seconds a stopping server gives requests in flight.
     pub shutdown_grace: Option<Duration>,
     /// `[cache_server] metrics_bind`: a second address serving only `/metrics` and `/healthz`.
@@ -140,6 +143,7 @@ impl ServerOptions {
             upstream: text("upstream")?,
             service_token: text("service_token")?,
             manage_token: text("manage_token")?,
+            peer_token: text("peer_token")?,
             shutdown_grace: server
                 .get("shutdown_grace")
                 .map(Setting::seconds)

@@ -9,6 +9,7 @@ mod listen;
 mod logging;
 mod notify;
 mod options;
+mod peers;
 mod run;
 mod tls;
 mod upstream;

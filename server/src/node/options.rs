@@ -37,7 +37,7 @@ pub struct ServerArgs {
     /// files win. /etc/glance/glance-api.conf and /etc/glance/glance-cache.conf are read first
     /// when present. The cache's options ([DEFAULT] image_cache_dir, image_cache_max_size, ...),
     /// bind_host and bind_port, and [cache_server] upstream, upstream_keepalive,
-    /// upstream_cafile, upstream_insecure, service_token, manage_token,
+    /// upstream_cafile, upstream_insecure, service_token, manage_token, peer_token,
     /// manage_roles, shutdown_grace, metrics_bind, upstream_connect_timeout,
     /// upstream_response_timeout, upstream_idle_timeout, upstream_resume_attempts,
     /// trusted_proxies, max_concurrent_fills, max_connections, client_timeout,
@@ -79,6 +79,11 @@ pub struct ServerArgs {
     /// 403 to all.
     #[arg(long, env = "IMAGE_CACHE_MANAGE_TOKEN", hide_env_values = true)]
     pub manage_token: Option<String>,
+    /// The secret the fleet's nodes share to fill from each other, over [cache_server]
+    /// peer_token: a miss is read from a node that holds the image (image_cache_driver =
+    /// centralized_db) before the upstream, and the peer route serves the others.
+    #[arg(long, env = "IMAGE_CACHE_PEER_TOKEN", hide_env_values = true)]
+    pub peer_token: Option<String>,
     /// Seconds requests in flight get to finish after SIGTERM or SIGINT (default 10).
     #[arg(long, value_name = "SECONDS")]
     pub shutdown_grace: Option<u64>,
@@ -108,6 +113,8 @@ pub struct ServerSettings {
     pub service_token: Option<String>,
     /// The management token.
     pub manage_token: Option<String>,
+    /// The fleet's peer token: fills from peers, and the peer route.
+    pub peer_token: Option<String>,
     /// What requests in flight get at shutdown.
     pub shutdown_grace: Duration,
     /// The second listener for `/metrics` and `/healthz`, if any.
@@ -283,6 +290,7 @@ impl ServerArgs {
             upstream,
             service_token: self.service_token.clone().or(options.service_token),
             manage_token: self.manage_token.clone().or(options.manage_token),
+            peer_token: self.peer_token.clone().or(options.peer_token),
             shutdown_grace: self
                 .shutdown_grace
                 .map(Duration::from_secs)

@@ -13,6 +13,7 @@ use clap::Parser;
 
 use super::listen::ClientLimits;
 use super::options::{ServerArgs, ServerSettings};
+use super::peers::Peers;
 use super::upstream::Upstream;
 use tower_image_cache::keystone::Keystone;
 use tower_image_cache::manage::{CacheManageLayer, KeystoneAccess, StaticToken};
@@ -88,7 +89,29 @@ async fn serve(settings: ServerSettings) -> Result<ImageCache, String> {
         settings.upstream_timeouts,
     )?
     .count_into(&cache);
-    let proxy = tower::service_fn(move |request: Request<Body>| upstream.clone().forward(request));
+    let peers = match &settings.peer_token {
+        Some(token) if cache.fleet().is_some() => {
+            Some(Peers::new(&cache, token, settings.upstream_timeouts.idle)?)
+        }
+        Some(_) => {
+            tracing::warn!("peer_token is set, but the node is no member of a fleet (image_cache_driver = centralized_db): its fills come from the upstream");
+            None
+        }
+        None => None,
+    };
+    let proxy = tower::service_fn(move |request: Request<Body>| {
+        let (upstream, peers) = (upstream.clone(), peers.clone());
+        async move {
+            let from_peers = peers.as_ref().map(|peers| peers.answer(&request));
+            if let Some(answer) = match from_peers {
+                Some(asking) => asking.await,
+                None => None,
+            } {
+                return Ok(answer);
+            }
+            upstream.forward(request).await
+        }
+    });
     let keystone = settings
         .keystone
         .clone()
@@ -129,7 +152,11 @@ async fn serve(settings: ServerSettings) -> Result<ImageCache, String> {
     // What the previous run left queued is fetched now, not with the first request.
     service.start_prefetcher::<Body, _>();
     let health = Health::new(&cache);
-    let app = observability(&health)
+    let mut app = observability(&health);
+    if let Some(token) = &settings.peer_token {
+        app = app.merge(super::peers::route(&cache, token));
+    }
+    let app = app
         .fallback_service(service)
         .layer(axum::middleware::map_response(request_id));
 

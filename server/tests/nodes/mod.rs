@@ -1,0 +1,95 @@
+//! `image-cache-server` processes of a fleet sharing one central database, each configured by a
+//! Glance-style file alone, as an operator writes it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use crate::common::example::{get_as, server_binary};
+
+pub const ADMIN: &str = "admin-secret";
+
+pub struct Node {
+    pub child: Child,
+    pub url: String,
+    /// Its cache directory.
+    pub dir: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A cache node from its configuration file alone, as an operator would write it: `extra`
+/// lines in `[DEFAULT]`.
+pub fn start_node(dir: &Path, upstream: &str, database: &str, extra: &str) -> Node {
+    start_node_with(dir, upstream, database, extra, "")
+}
+
+/// [`start_node`] with `cache_server` lines in `[cache_server]` too.
+pub fn start_node_with(
+    dir: &Path,
+    upstream: &str,
+    database: &str,
+    extra: &str,
+    cache_server: &str,
+) -> Node {
+    use std::io::BufRead;
+    std::fs::create_dir_all(dir).unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let config = dir.join("glance-api.conf");
+    let cache_dir = dir.join("cache");
+    std::fs::write(
+        &config,
+        format!(
+            "[DEFAULT]\nimage_cache_dir = {}\nbind_host = 127.0.0.1\nbind_port = {port}\n\
+             image_cache_driver = centralized_db\nworker_self_reference_url = {url}\n{extra}\n\
+             [database]\nconnection = {database}\n\n\
+             [cache_server]\nupstream = {upstream}\nservice_token = {ADMIN}\n\
+             manage_token = {ADMIN}\nshutdown_grace = 1\n{cache_server}\n",
+            cache_dir.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(server_binary())
+        .arg("--config-file")
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("the node printed nothing").unwrap();
+    assert_eq!(first, format!("listening on {url}"));
+    std::thread::spawn(move || for _ in lines {});
+    Node {
+        child,
+        url,
+        dir: cache_dir,
+        config,
+    }
+}
+
+pub async fn download(client: &reqwest::Client, node: &Node, id: &str) -> String {
+    let response = get_as(client, &format!("{}/v2/images/{id}/file", node.url), ADMIN).await;
+    assert_eq!(response.status(), 200);
+    let status = response.headers()["x-cache-status"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    response.bytes().await.unwrap();
+    status
+}

@@ -1,0 +1,207 @@
+//! Fills from the fleet's own nodes (`[cache_server] peer_token`), with real `image-cache-server`
+//! processes on the real PostgreSQL and MariaDB, in front of an upstream on a raw socket that
+//! counts its reads: a second node reads the image from the first, not from the upstream; a
+//! dead peer or an altered copy costs the client nothing it could mistake for the image; the
+//! peer route admits the fleet's token only.
+#[path = "../../tests/common/mod.rs"]
+mod common;
+#[path = "../../tests/common/db.rs"]
+#[allow(dead_code)] // the helpers of the library's central tests too
+mod db;
+mod nodes;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::example::{get_as, start_logged, wait_listed};
+use common::raw_upstream::{Mode, RawUpstream};
+use db::{Server, TestDb};
+use nodes::{start_node_with, Node, ADMIN};
+
+const PEER_TOKEN: &str = "fleet-secret";
+const SIZE: usize = 3 * 1024 * 1024 + 17;
+
+/// A node of the fleet on `db` in front of `upstream`, filling from its peers.
+fn peer_node(work: &std::path::Path, name: &str, upstream: &RawUpstream, db: &TestDb) -> Node {
+    let lines = format!("peer_token = {PEER_TOKEN}\n");
+    start_node_with(&work.join(name), &upstream.url(), &db.url, "", &lines)
+}
+
+/// Downloads `id` through `node`: its `X-Cache-Status` and body (or the body's error).
+async fn download(node: &Node, id: &str) -> (String, Result<Bytes, String>) {
+    let client = reqwest::Client::new();
+    let url = format!("{}/v2/images/{id}/file", node.url);
+    let response = get_as(&client, &url, ADMIN).await;
+    assert_eq!(response.status(), 200);
+    let status = response.headers()["x-cache-status"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    (status, response.bytes().await.map_err(|e| e.to_string()))
+}
+
+/// The upstream's reads of the image's data (the access checks' one-byte probes aside).
+fn upstream_reads(upstream: &RawUpstream) -> usize {
+    upstream.downloads().len()
+}
+
+async fn a_second_node_reads_the_first_not_the_upstream(server: Server) {
+    let Some(db) = TestDb::create(server).await else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let data = common::image_data(SIZE);
+    let upstream = RawUpstream::start(data.clone(), Mode::Polite).await;
+    let one = peer_node(work.path(), "1", &upstream, &db);
+    let two = peer_node(work.path(), "2", &upstream, &db);
+
+    let (status, body) = download(&one, "img1").await;
+    assert_eq!((status.as_str(), body.unwrap()), ("MISS", data.clone()));
+    wait_listed(&one.url, ADMIN, "img1", Duration::from_secs(10), "").await;
+    db.wait_for_rows(vec![(one.url.clone(), "img1".into(), 0, SIZE as i64)])
+        .await;
+    assert_eq!(upstream_reads(&upstream), 1);
+
+    let (status, body) = download(&two, "img1").await;
+    assert_eq!((status.as_str(), body.unwrap()), ("MISS", data.clone()));
+    wait_listed(&two.url, ADMIN, "img1", Duration::from_secs(10), "").await;
+    assert_eq!(
+        upstream_reads(&upstream),
+        1,
+        "the second node read the first one's copy, not the upstream"
+    );
+    assert_eq!(std::fs::read(two.dir.join("img1")).unwrap(), data);
+    // Both hold it now; a hit on the second is its own.
+    let (status, body) = download(&two, "img1").await;
+    assert_eq!((status.as_str(), body.unwrap()), ("HIT", data));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_reads_the_first_not_the_upstream_on_postgresql() {
+    a_second_node_reads_the_first_not_the_upstream(Server::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_reads_the_first_not_the_upstream_on_mariadb() {
+    a_second_node_reads_the_first_not_the_upstream(Server::MariaDb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_peer_leaves_the_fill_to_the_upstream() {
+    let Some(db) = TestDb::create(Server::Postgres).await else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let data = common::image_data(SIZE);
+    let upstream = RawUpstream::start(data.clone(), Mode::Polite).await;
+    let one = peer_node(work.path(), "1", &upstream, &db);
+    let two = peer_node(work.path(), "2", &upstream, &db);
+    assert_eq!(download(&one, "img1").await.1.unwrap(), data);
+    db.wait_for_rows(vec![(one.url.clone(), "img1".into(), 0, SIZE as i64)])
+        .await;
+    // Killed: its row stays in the fleet's table, naming a node that no longer answers.
+    drop(one);
+
+    let (status, body) = download(&two, "img1").await;
+    assert_eq!((status.as_str(), body.unwrap()), ("MISS", data.clone()));
+    wait_listed(&two.url, ADMIN, "img1", Duration::from_secs(10), "").await;
+    assert_eq!(
+        upstream_reads(&upstream),
+        2,
+        "the fill went to the upstream"
+    );
+    assert_eq!(std::fs::read(two.dir.join("img1")).unwrap(), data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_s_altered_copy_is_detected_and_never_committed() {
+    let Some(db) = TestDb::create(Server::Postgres).await else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let data = common::image_data(SIZE);
+    let upstream = RawUpstream::start(data.clone(), Mode::Polite).await;
+    let one = peer_node(work.path(), "1", &upstream, &db);
+    let two = peer_node(work.path(), "2", &upstream, &db);
+    assert_eq!(download(&one, "img1").await.1.unwrap(), data);
+    db.wait_for_rows(vec![(one.url.clone(), "img1".into(), 0, SIZE as i64)])
+        .await;
+    // The first node's copy rots on its disk (same length, one byte changed).
+    let file = one.dir.join("img1");
+    let mut rotten = std::fs::read(&file).unwrap();
+    rotten[SIZE / 2] ^= 0xff;
+    std::fs::write(&file, &rotten).unwrap();
+
+    let (status, body) = download(&two, "img1").await;
+    assert_eq!(status, "MISS");
+    assert!(
+        body.is_err(),
+        "bytes that do not verify never arrive as a whole image"
+    );
+    let invalid = two.dir.join("invalid/img1");
+    for _ in 0..100 {
+        if invalid.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        invalid.exists(),
+        "the unverified fill is kept for the cleaner"
+    );
+    assert!(!two.dir.join("img1").exists(), "nothing is committed");
+    assert_eq!(upstream_reads(&upstream), 1);
+}
+
+/// `GET /peer/v1/images/{id}` with `token` (and `range`): its status and body.
+async fn ask_peer(node: &str, token: Option<&str>, range: Option<&str>) -> (u16, Bytes) {
+    let mut request = reqwest::Client::new().get(format!("{node}/peer/v1/images/img1"));
+    if let Some(token) = token {
+        request = request.header("x-auth-token", token);
+    }
+    if let Some(range) = range {
+        request = request.header("range", range);
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.bytes().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_peer_route_admits_the_fleet_s_token_only() {
+    let data = common::image_data(SIZE);
+    let upstream = RawUpstream::start(data.clone(), Mode::Polite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let lines = format!("peer_token = {PEER_TOKEN}\n");
+    let (node, _log) = start_logged(&upstream.url(), &dir.path().join("cache"), &lines, "", &[]);
+    let url = node.url.clone();
+
+    // Not held yet: the fleet's token learns that; nobody else learns anything.
+    assert_eq!(ask_peer(&url, Some(PEER_TOKEN), None).await.0, 404);
+    for (token, status) in [(None, 401), (Some("wrong"), 403), (Some(ADMIN), 403)] {
+        assert_eq!(ask_peer(&url, token, None).await.0, status, "{token:?}");
+    }
+    let client = reqwest::Client::new();
+    let response = get_as(&client, &format!("{url}/v2/images/img1/file"), ADMIN).await;
+    assert_eq!(response.bytes().await.unwrap(), data);
+    wait_listed(&url, ADMIN, "img1", Duration::from_secs(10), "").await;
+
+    // Held: the same refusals for everyone but the fleet.
+    for (token, status) in [(None, 401), (Some("wrong"), 403), (Some(ADMIN), 403)] {
+        let (got, body) = ask_peer(&url, token, None).await;
+        assert_eq!(got, status, "{token:?}");
+        assert!(body.len() < 4096, "a refusal carries no image bytes");
+    }
+    assert_eq!(
+        ask_peer(&url, Some(PEER_TOKEN), None).await,
+        (200, data.clone())
+    );
+    let from = ask_peer(&url, Some(PEER_TOKEN), Some("bytes=1000-")).await;
+    assert_eq!(from, (206, data.slice(1000..)));
+    let other = ask_peer(&url, Some(PEER_TOKEN), Some("bytes=0-99")).await;
+    assert_eq!(other.0, 400, "only a resume's open range");
+    let beyond = format!("bytes={SIZE}-");
+    let past = ask_peer(&url, Some(PEER_TOKEN), Some(&beyond)).await;
+    assert_eq!(past.0, 416);
+    // The upstream was read once, by the fill.
+    assert_eq!(upstream_reads(&upstream), 1);
+}
