@@ -10,6 +10,9 @@ mod common;
 mod db;
 mod nodes;
 
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,6 +20,8 @@ use common::example::{get_as, start_logged, wait_listed};
 use common::raw_upstream::{Mode, RawUpstream};
 use db::{Server, TestDb};
 use nodes::{start_node_with, Node, ADMIN};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 const PEER_TOKEN: &str = "fleet-secret";
 const SIZE: usize = 3 * 1024 * 1024 + 17;
@@ -151,6 +156,141 @@ async fn a_peer_s_altered_copy_is_detected_and_never_committed() {
     );
     assert!(!two.dir.join("img1").exists(), "nothing is committed");
     assert_eq!(upstream_reads(&upstream), 1);
+}
+
+/// A slow link of the test's own in front of a node: what it relays from the node trickles
+/// (64 KiB every 40 ms), it counts the bytes, and it can be cut (as the node's death cuts its
+/// connections: the kernel's buffers would otherwise deliver what the node had sent).
+struct SlowLink {
+    url: String,
+    target: Arc<Mutex<Option<SocketAddr>>>,
+    relayed: Arc<AtomicU64>,
+    cut: Arc<AtomicBool>,
+}
+
+impl SlowLink {
+    async fn start() -> SlowLink {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let target: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+        let relayed: Arc<AtomicU64> = Arc::default();
+        let cut: Arc<AtomicBool> = Arc::default();
+        let (to, counted, cutting) = (target.clone(), relayed.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Some(addr) = *to.lock().unwrap() else {
+                    continue;
+                };
+                let (counted, cutting) = (counted.clone(), cutting.clone());
+                tokio::spawn(async move {
+                    let Ok(node) = TcpStream::connect(addr).await else {
+                        return;
+                    };
+                    let (mut from_client, mut to_client) = client.into_split();
+                    let (mut from_node, mut to_node) = node.into_split();
+                    let requests = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut from_client, &mut to_node).await;
+                    });
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = from_node.read(&mut buf).await {
+                        if cutting.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        if n == 0 || to_client.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        counted.fetch_add(n as u64, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(40)).await;
+                    }
+                    requests.abort();
+                });
+            }
+        });
+        SlowLink {
+            url,
+            target,
+            relayed,
+            cut,
+        }
+    }
+
+    fn lead_to(&self, node: &Node) {
+        let addr = node.url.trim_start_matches("http://").parse().unwrap();
+        *self.target.lock().unwrap() = Some(addr);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_killed_mid_transfer_costs_the_client_nothing_and_the_rest_is_ranged() {
+    let Some(db) = TestDb::create(Server::Postgres).await else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let data = common::image_data(SIZE);
+    let upstream = RawUpstream::start(data.clone(), Mode::Polite).await;
+    // The first node is known to the fleet by a slow link's address.
+    let link = SlowLink::start().await;
+    let advertised = format!("worker_self_reference_url = {}", link.url);
+    let lines = format!("peer_token = {PEER_TOKEN}\n");
+    let mut one = start_node_with(
+        &work.path().join("1"),
+        &upstream.url(),
+        &db.url,
+        &advertised,
+        &lines,
+    );
+    link.lead_to(&one);
+    let two = peer_node(work.path(), "2", &upstream, &db);
+    assert_eq!(download(&one, "img1").await.1.unwrap(), data);
+    db.wait_for_rows(vec![(link.url.clone(), "img1".into(), 0, SIZE as i64)])
+        .await;
+
+    let reading = tokio::spawn({
+        let two_url = two.url.clone();
+        async move {
+            let client = reqwest::Client::new();
+            let url = format!("{two_url}/v2/images/img1/file");
+            let response = get_as(&client, &url, ADMIN).await;
+            let status = response.headers()["x-cache-status"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            (status, response.bytes().await.map_err(|e| e.to_string()))
+        }
+    });
+    // A megabyte through, the first node dies (SIGKILL).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while link.relayed.load(Ordering::SeqCst) < 1024 * 1024 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the peer transfer never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    link.cut.store(true, Ordering::SeqCst);
+    one.child.kill().unwrap();
+    one.child.wait().unwrap();
+
+    let (status, body) = reading.await.unwrap();
+    assert_eq!((status.as_str(), body.unwrap()), ("MISS", data.clone()));
+    wait_listed(&two.url, ADMIN, "img1", Duration::from_secs(10), "").await;
+    assert_eq!(std::fs::read(two.dir.join("img1")).unwrap(), data);
+    let reads = upstream.downloads();
+    assert_eq!(
+        reads.len(),
+        2,
+        "the first node's fill, and the rest of the second's: {reads:?}"
+    );
+    let resumed_from: u64 = reads[1]
+        .header("range")
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the upstream was asked a ranged resume: {reads:?}"));
+    assert!(
+        resumed_from >= 1024 * 1024,
+        "resumed from byte {resumed_from}"
+    );
 }
 
 /// `GET /peer/v1/images/{id}` with `token` (and `range`): its status and body.

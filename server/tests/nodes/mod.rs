@@ -38,7 +38,8 @@ pub fn start_node(dir: &Path, upstream: &str, database: &str, extra: &str) -> No
     start_node_with(dir, upstream, database, extra, "")
 }
 
-/// [`start_node`] with `cache_server` lines in `[cache_server]` too.
+/// [`start_node`] with `cache_server` lines in `[cache_server]` too. `extra` may name the
+/// node's `worker_self_reference_url` (an address in front of it); else it is its own URL.
 pub fn start_node_with(
     dir: &Path,
     upstream: &str,
@@ -52,11 +53,16 @@ pub fn start_node_with(
     let url = format!("http://127.0.0.1:{port}");
     let config = dir.join("glance-api.conf");
     let cache_dir = dir.join("cache");
+    let advertised = if extra.contains("worker_self_reference_url") {
+        String::new()
+    } else {
+        format!("worker_self_reference_url = {url}")
+    };
     std::fs::write(
         &config,
         format!(
             "[DEFAULT]\nimage_cache_dir = {}\nbind_host = 127.0.0.1\nbind_port = {port}\n\
-             image_cache_driver = centralized_db\nworker_self_reference_url = {url}\n{extra}\n\
+             image_cache_driver = centralized_db\n{advertised}\n{extra}\n\
              [database]\nconnection = {database}\n\n\
              [cache_server]\nupstream = {upstream}\nservice_token = {ADMIN}\n\
              manage_token = {ADMIN}\nshutdown_grace = 1\n{cache_server}\n",
