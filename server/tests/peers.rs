@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::example::{get_as, start_logged, wait_listed};
+use common::metric;
 use common::raw_upstream::{Mode, RawUpstream};
 use db::{Server, TestDb};
 use nodes::{start_node_with, Node, ADMIN};
@@ -43,6 +44,12 @@ async fn download(node: &Node, id: &str) -> (String, Result<Bytes, String>) {
         .unwrap()
         .to_owned();
     (status, response.bytes().await.map_err(|e| e.to_string()))
+}
+
+/// The node's `/metrics` text.
+async fn metrics(node: &Node) -> String {
+    let response = reqwest::get(format!("{}/metrics", node.url)).await.unwrap();
+    response.text().await.unwrap()
 }
 
 /// The upstream's reads of the image's data (the access checks' one-byte probes aside).
@@ -76,6 +83,26 @@ async fn a_second_node_reads_the_first_not_the_upstream(server: Server) {
         "the second node read the first one's copy, not the upstream"
     );
     assert_eq!(std::fs::read(two.dir.join("img1")).unwrap(), data);
+    let counted = metrics(&two).await;
+    assert_eq!(
+        metric(&counted, "image_cache_fill_sources_total{source=\"peer\"}"),
+        1
+    );
+    assert_eq!(
+        metric(
+            &counted,
+            "image_cache_fill_sources_total{source=\"upstream\"}"
+        ),
+        0
+    );
+    assert_eq!(
+        metric(&counted, "image_cache_bytes_total{source=\"peer\"}"),
+        SIZE as u64
+    );
+    assert_eq!(
+        metric(&counted, "image_cache_bytes_total{source=\"upstream\"}"),
+        0
+    );
     // Both hold it now; a hit on the second is its own.
     let (status, body) = download(&two, "img1").await;
     assert_eq!((status.as_str(), body.unwrap()), ("HIT", data));
@@ -290,6 +317,16 @@ async fn a_peer_killed_mid_transfer_costs_the_client_nothing_and_the_rest_is_ran
     assert!(
         resumed_from >= 1024 * 1024,
         "resumed from byte {resumed_from}"
+    );
+    // The bytes by where they came from: the peer's up to the cut, the upstream's after it.
+    let counted = metrics(&two).await;
+    let from_peer = metric(&counted, "image_cache_bytes_total{source=\"peer\"}");
+    let from_upstream = metric(&counted, "image_cache_bytes_total{source=\"upstream\"}");
+    assert_eq!(from_peer, resumed_from, "{counted}");
+    assert_eq!(from_peer + from_upstream, SIZE as u64, "{counted}");
+    assert_eq!(
+        metric(&counted, "image_cache_fill_sources_total{source=\"peer\"}"),
+        1
     );
 }
 

@@ -10,7 +10,7 @@ use tower_service::Service;
 
 use super::access::{on_behalf_of, AccessCheck};
 use super::authorize::{authorize, Authorized};
-use super::fill_request::FillRequest;
+use super::fill_request::{FillRequest, FillSource};
 use super::forward::pass;
 use super::hit;
 use super::limits::{gateway_timeout, within};
@@ -162,6 +162,8 @@ where
     let response = match fill {
         Ok(writer) => {
             let without_client = settings.without_client;
+            let origin = FillSource::of(&response);
+            cache.metrics().fill_source(origin.label());
             response.map(|body| {
                 // The whole length, to tell a cut from an end: the message's own, else the
                 // metadata's (Glance sends a download chunked, without Content-Length).
@@ -171,7 +173,7 @@ where
                     settings.limits,
                     content_length.or(meta.size),
                     settings.cache.clone(),
-                    id.clone(),
+                    (id.clone(), origin),
                 );
                 CacheBody::relay(tee::start(
                     settings.cache.clone(),

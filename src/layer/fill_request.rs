@@ -1,4 +1,5 @@
-//! [`FillRequest`]: how the wrapped service tells the cache's own reads of an image apart.
+//! [`FillRequest`]: how the wrapped service tells the cache's own reads of an image apart, and
+//! [`FillSource`]: how its answer says where the bytes come from.
 
 use crate::ImageId;
 
@@ -33,5 +34,38 @@ impl FillRequest {
     /// The image being filled.
     pub fn image(&self) -> &ImageId {
         &self.image
+    }
+}
+
+/// Where the wrapped service's answer to a [`FillRequest`] takes its bytes from, as a response
+/// extension it may set: the cache counts a fill's bytes by source
+/// (`image_cache_bytes_total{source}`, `image_cache_fill_sources_total{source}`). An answer
+/// without it is the upstream's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FillSource {
+    /// The image API behind the cache.
+    #[default]
+    Upstream,
+    /// Another cache node's copy of the image.
+    Peer,
+}
+
+impl FillSource {
+    /// The source of `response`'s bytes.
+    pub(crate) fn of<B>(response: &http::Response<B>) -> Self {
+        response
+            .extensions()
+            .get::<FillSource>()
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The `source` label.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            FillSource::Upstream => "upstream",
+            FillSource::Peer => "peer",
+        }
     }
 }

@@ -9,6 +9,7 @@ use bytes::{Buf, Bytes};
 use http::{header, Response, StatusCode};
 use http_body_util::BodyExt;
 
+use super::fill_request::FillSource;
 use super::limits::{resume_backoff, within, UpstreamLimits};
 use crate::body::{BoxError, ResponseBody};
 use crate::image_meta::content_length;
@@ -67,6 +68,8 @@ pub(crate) struct Source<B> {
     attempts: u32,
     cache: ImageCache,
     id: ImageId,
+    /// Where the current body's bytes come from.
+    origin: FillSource,
 }
 
 impl<B: ResponseBody> Source<B> {
@@ -76,7 +79,7 @@ impl<B: ResponseBody> Source<B> {
         limits: UpstreamLimits,
         total: Option<u64>,
         cache: ImageCache,
-        id: ImageId,
+        (id, origin): (ImageId, FillSource),
     ) -> Self {
         Source {
             body: Box::pin(body),
@@ -87,7 +90,13 @@ impl<B: ResponseBody> Source<B> {
             attempts: 0,
             cache,
             id,
+            origin,
         }
+    }
+
+    /// Where the bytes [`next`](Self::next) gives come from now.
+    pub(crate) fn origin(&self) -> FillSource {
+        self.origin
     }
 
     /// The next bytes of the image, `received` bytes having come so far; `None` at its end.
@@ -184,6 +193,7 @@ impl<B: ResponseBody> Source<B> {
                     return Err(format!("{cut}; resuming failed: {reason}").into());
                 }
             }
+            self.origin = FillSource::of(&response);
             self.body = Box::pin(response.into_body());
             return Ok(());
         }

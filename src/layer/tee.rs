@@ -132,7 +132,9 @@ async fn run<B>(
             Some(Ok(chunk)) => chunk,
         };
         received += chunk.len() as u64;
-        cache.metrics().bytes_from_upstream(chunk.len() as u64);
+        cache
+            .metrics()
+            .bytes_filled(source.origin().label(), chunk.len() as u64);
         if let Some(expected) = expected_len.filter(|n| received > *n) {
             break Some(LengthMismatch { expected, received }.into());
         }

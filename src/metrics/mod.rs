@@ -41,6 +41,8 @@ pub(crate) struct CacheMetrics {
     bytes: Family<Labels, Counter>,
     bytes_from_cache: Counter,
     bytes_from_upstream: Counter,
+    bytes_from_peers: Counter,
+    fill_sources: Family<Labels, Counter>,
     fills_started: Counter,
     fills: Family<Labels, Counter>,
     followers: Counter,
@@ -96,6 +98,8 @@ impl Default for CacheMetrics {
             misses: responses.get_or_create_owned(&vec![("status", "miss")]),
             bytes_from_cache: bytes.get_or_create_owned(&vec![("source", "cache")]),
             bytes_from_upstream: bytes.get_or_create_owned(&vec![("source", "upstream")]),
+            bytes_from_peers: bytes.get_or_create_owned(&vec![("source", "peer")]),
+            fill_sources: at_zero("source", &["upstream", "peer"]),
             responses,
             bytes,
             fills_started: Counter::default(),
@@ -132,13 +136,18 @@ impl CacheMetrics {
         );
         registry.register(
             "bytes",
-            "Image bytes sent to clients from the cache, and read from the wrapped service for fills",
+            "Image bytes sent to clients from the cache, and read for fills from the wrapped service (upstream) or a peer node",
             self.bytes.clone(),
         );
         registry.register(
             "fills_started",
             "Fills begun (one upstream read each)",
             self.fills_started.clone(),
+        );
+        registry.register(
+            "fill_sources",
+            "Fills by where their first bytes came from: the upstream, or a peer node",
+            self.fill_sources.clone(),
         );
         registry.register(
             "fills",
@@ -223,8 +232,19 @@ impl CacheMetrics {
         self.bytes_from_cache.inc_by(bytes);
     }
 
-    pub(crate) fn bytes_from_upstream(&self, bytes: u64) {
-        self.bytes_from_upstream.inc_by(bytes);
+    /// Bytes a fill read from its `source` (`upstream`, or `peer`).
+    pub(crate) fn bytes_filled(&self, source: &'static str, bytes: u64) {
+        match source {
+            "peer" => self.bytes_from_peers.inc_by(bytes),
+            _ => self.bytes_from_upstream.inc_by(bytes),
+        };
+    }
+
+    /// A fill began reading from `source` (`upstream`, or `peer`).
+    pub(crate) fn fill_source(&self, source: &'static str) {
+        self.fill_sources
+            .get_or_create(&vec![("source", source)])
+            .inc();
     }
 
     pub(crate) fn fill_started(&self) {

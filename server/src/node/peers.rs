@@ -22,7 +22,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::Frame;
-use tower_image_cache::layer::{BoxError, FillRequest, GlanceError};
+use tower_image_cache::layer::{BoxError, FillRequest, FillSource, GlanceError};
 use tower_image_cache::store::ImageReader;
 use tower_image_cache::{ImageCache, ImageId};
 
@@ -327,6 +327,7 @@ impl Peers {
             })),
         };
         *response.body_mut() = Body::new(body);
+        response.extensions_mut().insert(FillSource::Peer);
         Ok(response)
     }
 
