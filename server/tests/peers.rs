@@ -33,6 +33,44 @@ fn peer_node(work: &std::path::Path, name: &str, upstream: &RawUpstream, db: &Te
     start_node_with(&work.join(name), &upstream.url(), &db.url, "", &lines)
 }
 
+/// Two nodes of a fleet on a database of their own, in front of an upstream serving `data`.
+struct Pair {
+    db: TestDb,
+    _work: tempfile::TempDir,
+    data: Bytes,
+    upstream: RawUpstream,
+    one: Node,
+    two: Node,
+}
+
+impl Pair {
+    /// The first node reads the image (from the upstream), and its row reaches the table.
+    async fn first_holds_it(&self) {
+        assert_eq!(download(&self.one, "img1").await.1.unwrap(), self.data);
+        let row = (self.one.url.clone(), "img1".into(), 0, SIZE as i64);
+        self.db.wait_for_rows(vec![row]).await;
+    }
+}
+
+/// Two peer nodes on `server`, in front of an upstream answering as `mode`; `None` (after
+/// printing why) where the database server is missing and `CI` is not set.
+async fn two_nodes(server: Server, mode: Mode) -> Option<Pair> {
+    let db = TestDb::create(server).await?;
+    let work = tempfile::tempdir().unwrap();
+    let data = common::image_data(SIZE);
+    let upstream = RawUpstream::start(data.clone(), mode).await;
+    let one = peer_node(work.path(), "1", &upstream, &db);
+    let two = peer_node(work.path(), "2", &upstream, &db);
+    Some(Pair {
+        db,
+        _work: work,
+        data,
+        upstream,
+        one,
+        two,
+    })
+}
+
 /// Downloads `id` through `node`: its `X-Cache-Status` and body (or the body's error).
 async fn download(node: &Node, id: &str) -> (String, Result<Bytes, String>) {
     let client = reqwest::Client::new();
@@ -58,14 +96,17 @@ fn upstream_reads(upstream: &RawUpstream) -> usize {
 }
 
 async fn a_second_node_reads_the_first_not_the_upstream(server: Server) {
-    let Some(db) = TestDb::create(server).await else {
+    let Some(Pair {
+        db,
+        data,
+        upstream,
+        one,
+        two,
+        _work,
+    }) = two_nodes(server, Mode::Polite).await
+    else {
         return;
     };
-    let work = tempfile::tempdir().unwrap();
-    let data = common::image_data(SIZE);
-    let upstream = RawUpstream::start(data.clone(), Mode::Polite).await;
-    let one = peer_node(work.path(), "1", &upstream, &db);
-    let two = peer_node(work.path(), "2", &upstream, &db);
 
     let (status, body) = download(&one, "img1").await;
     assert_eq!((status.as_str(), body.unwrap()), ("MISS", data.clone()));
@@ -120,51 +161,35 @@ async fn a_second_node_reads_the_first_not_the_upstream_on_mariadb() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_peer_leaves_the_fill_to_the_upstream() {
-    let Some(db) = TestDb::create(Server::Postgres).await else {
+    let Some(fleet) = two_nodes(Server::Postgres, Mode::Polite).await else {
         return;
     };
-    let work = tempfile::tempdir().unwrap();
-    let data = common::image_data(SIZE);
-    let upstream = RawUpstream::start(data.clone(), Mode::Polite).await;
-    let one = peer_node(work.path(), "1", &upstream, &db);
-    let two = peer_node(work.path(), "2", &upstream, &db);
-    assert_eq!(download(&one, "img1").await.1.unwrap(), data);
-    db.wait_for_rows(vec![(one.url.clone(), "img1".into(), 0, SIZE as i64)])
-        .await;
+    fleet.first_holds_it().await;
+    let (data, upstream, two) = (&fleet.data, &fleet.upstream, &fleet.two);
     // Killed: its row stays in the fleet's table, naming a node that no longer answers.
-    drop(one);
+    drop(fleet.one);
 
-    let (status, body) = download(&two, "img1").await;
+    let (status, body) = download(two, "img1").await;
     assert_eq!((status.as_str(), body.unwrap()), ("MISS", data.clone()));
     wait_listed(&two.url, ADMIN, "img1", Duration::from_secs(10), "").await;
-    assert_eq!(
-        upstream_reads(&upstream),
-        2,
-        "the fill went to the upstream"
-    );
-    assert_eq!(std::fs::read(two.dir.join("img1")).unwrap(), data);
+    assert_eq!(upstream_reads(upstream), 2, "the fill went to the upstream");
+    assert_eq!(std::fs::read(two.dir.join("img1")).unwrap(), *data);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_s_altered_copy_is_detected_and_never_committed() {
-    let Some(db) = TestDb::create(Server::Postgres).await else {
+    let Some(fleet) = two_nodes(Server::Postgres, Mode::Polite).await else {
         return;
     };
-    let work = tempfile::tempdir().unwrap();
-    let data = common::image_data(SIZE);
-    let upstream = RawUpstream::start(data.clone(), Mode::Polite).await;
-    let one = peer_node(work.path(), "1", &upstream, &db);
-    let two = peer_node(work.path(), "2", &upstream, &db);
-    assert_eq!(download(&one, "img1").await.1.unwrap(), data);
-    db.wait_for_rows(vec![(one.url.clone(), "img1".into(), 0, SIZE as i64)])
-        .await;
+    fleet.first_holds_it().await;
+    let (upstream, two) = (&fleet.upstream, &fleet.two);
     // The first node's copy rots on its disk (same length, one byte changed).
-    let file = one.dir.join("img1");
+    let file = fleet.one.dir.join("img1");
     let mut rotten = std::fs::read(&file).unwrap();
     rotten[SIZE / 2] ^= 0xff;
     std::fs::write(&file, &rotten).unwrap();
 
-    let (status, body) = download(&two, "img1").await;
+    let (status, body) = download(two, "img1").await;
     assert_eq!(status, "MISS");
     assert!(
         body.is_err(),
@@ -182,7 +207,128 @@ async fn a_peer_s_altered_copy_is_detected_and_never_committed() {
         "the unverified fill is kept for the cleaner"
     );
     assert!(!two.dir.join("img1").exists(), "nothing is committed");
-    assert_eq!(upstream_reads(&upstream), 1);
+    assert_eq!(upstream_reads(upstream), 1);
+}
+
+async fn three_nodes_asked_at_once_read_the_upstream_once(server: Server) {
+    let Some(db) = TestDb::create(server).await else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let data = common::image_data(SIZE);
+    let upstream = RawUpstream::start(data.clone(), Mode::Slow).await;
+    let nodes: Vec<Node> = ["1", "2", "3"]
+        .into_iter()
+        .map(|name| peer_node(work.path(), name, &upstream, &db))
+        .collect();
+    let readers: Vec<_> = nodes
+        .iter()
+        .map(|node| {
+            let url = format!("{}/v2/images/img1/file", node.url);
+            tokio::spawn(async move {
+                let response = get_as(&reqwest::Client::new(), &url, ADMIN).await;
+                response.bytes().await.map_err(|e| e.to_string())
+            })
+        })
+        .collect();
+    for reader in readers {
+        assert_eq!(reader.await.unwrap().unwrap(), data);
+    }
+    for node in &nodes {
+        wait_listed(&node.url, ADMIN, "img1", Duration::from_secs(10), "").await;
+        assert_eq!(std::fs::read(node.dir.join("img1")).unwrap(), data);
+    }
+    assert_eq!(upstream_reads(&upstream), 1, "one read for the fleet");
+    let mut sources = Vec::new();
+    for node in &nodes {
+        let counted = metrics(node).await;
+        sources.push(metric(
+            &counted,
+            "image_cache_fill_sources_total{source=\"peer\"}",
+        ));
+    }
+    sources.sort();
+    assert_eq!(
+        sources,
+        [0, 1, 1],
+        "one node read the upstream, two followed it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_asked_at_once_read_the_upstream_once_on_postgresql() {
+    three_nodes_asked_at_once_read_the_upstream_once(Server::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_asked_at_once_read_the_upstream_once_on_mariadb() {
+    three_nodes_asked_at_once_read_the_upstream_once(Server::MariaDb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reading_node_dies_and_its_follower_goes_on_from_its_offset() {
+    let Some(Pair {
+        db: _db,
+        data,
+        upstream,
+        mut one,
+        two,
+        _work,
+    }) = two_nodes(Server::Postgres, Mode::Slow).await
+    else {
+        return;
+    };
+    let read = |node: &Node| {
+        let url = format!("{}/v2/images/img1/file", node.url);
+        tokio::spawn(async move {
+            let response = get_as(&reqwest::Client::new(), &url, ADMIN).await;
+            response.bytes().await.map_err(|e| e.to_string())
+        })
+    };
+    let first = read(&one);
+    // The first node reads the upstream (its fill claimed); the second follows it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while upstream_reads(&upstream) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first fill never began"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let second = read(&two);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    one.child.kill().unwrap();
+    one.child.wait().unwrap();
+    assert!(
+        first.await.unwrap().is_err(),
+        "the dead node's client is cut"
+    );
+
+    assert_eq!(
+        second.await.unwrap().unwrap(),
+        data,
+        "the follower's client lost nothing"
+    );
+    wait_listed(&two.url, ADMIN, "img1", Duration::from_secs(10), "").await;
+    assert_eq!(std::fs::read(two.dir.join("img1")).unwrap(), data);
+    let reads = upstream.downloads();
+    assert_eq!(
+        reads.len(),
+        2,
+        "the first fill, and the rest of the second: {reads:?}"
+    );
+    let range = reads[1].header("range").unwrap_or_default().to_owned();
+    let from: u64 = range
+        .strip_prefix("bytes=")
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the follower resumed with a range: {reads:?}"));
+    assert!(from > 0, "from its offset, not byte 0: {range}");
+    let counted = metrics(&two).await;
+    assert_eq!(
+        metric(&counted, "image_cache_bytes_total{source=\"peer\"}"),
+        from
+    );
 }
 
 /// A slow link of the test's own in front of a node: what it relays from the node trickles

@@ -71,7 +71,17 @@ impl CentralDb {
         &self.url
     }
 
-    fn failed(&self, doing: &'static str, source: sqlx::Error) -> CentralError {
+    /// The pool, for the statements of the other tables' files.
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// The server's dialect.
+    pub(crate) fn dialect(&self) -> Dialect {
+        self.sql
+    }
+
+    pub(crate) fn failed(&self, doing: &'static str, source: sqlx::Error) -> CentralError {
         CentralError::Statement {
             url: self.url.to_string(),
             doing,
@@ -83,7 +93,8 @@ impl CentralDb {
     /// (PostgreSQL then refuses all but one): a creation that fails while the table is there
     /// after all is no error.
     pub(crate) async fn create_tables(&self) -> DbResult<()> {
-        for (table, statement) in self.sql.create_tables() {
+        let tables = self.sql.create_tables().into_iter();
+        for (table, statement) in tables.chain([super::central_fills::create_table(self.sql)]) {
             if let Err(err) = sqlx::query(&statement).execute(&self.pool).await {
                 let probe = format!("SELECT COUNT(*) FROM {table} WHERE 1 = 0");
                 if sqlx::query(&probe).fetch_one(&self.pool).await.is_err() {

@@ -35,7 +35,7 @@ impl Dialect {
     }
 
     /// A time parameter, converted from its text form.
-    fn time_param(&self, n: usize) -> String {
+    pub(crate) fn time_param(&self, n: usize) -> String {
         match self.kind {
             DatabaseKind::Postgres => format!("CAST(${n} AS TIMESTAMP)"),
             _ => "?".to_owned(),

@@ -83,7 +83,7 @@ impl ImageCache {
 impl FillFollower {
     /// The same follower, handing out bytes from `pos` on (for a reader that already has the
     /// bytes before it).
-    pub(crate) fn starting_at(mut self, pos: u64) -> Self {
+    pub fn starting_at(mut self, pos: u64) -> Self {
         self.pos = pos.min(self.size);
         self
     }

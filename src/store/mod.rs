@@ -34,6 +34,7 @@
 //! | `sled_driver.rs` | the sled driver |
 //! | `central_sql.rs` | the central index's SQL, per server (feature `centralized-db`) |
 //! | `central_db.rs` | the central database's pool and statements |
+//! | `central_fills.rs` | the fleet's fills in flight: which node reads an image now |
 //! | `converge.rs` | a node's rows made equal to its local records |
 //! | `replicator.rs` | writing a node's records behind to the central database |
 //! | `central_driver.rs` | the `centralized_db` driver: sled, mirrored by the replicator |
@@ -79,6 +80,8 @@ mod central_driver;
 #[cfg(feature = "centralized-db")]
 mod central_error;
 #[cfg(feature = "centralized-db")]
+mod central_fills;
+#[cfg(feature = "centralized-db")]
 mod central_sql;
 mod chunks;
 mod clock;
@@ -120,7 +123,7 @@ pub use driver::IndexError;
 pub use error::{BlockingError, FillError, FillStep, StoreError};
 pub use fill::FillWriter;
 #[cfg(feature = "centralized-db")]
-pub use fleet::{Fleet, FleetError, FleetImage};
+pub use fleet::{FillClaim, Fleet, FleetError, FleetImage, FILL_CLAIM_LIFETIME};
 pub use follow::FillFollower;
 #[cfg(feature = "fuzzing")]
 pub use fs::{FillIo, IndexStep, StdFillIo};

@@ -14,6 +14,8 @@ use tokio::net::{TcpListener, TcpStream};
 pub enum Mode {
     /// Every byte, every time.
     Polite,
+    /// Every byte, every time, trickled: 64 KiB every 20 ms (a backend slower than the nodes).
+    Slow,
     /// Reads the request, never answers, keeps the connection open.
     Hang,
     /// The head and 40% of the body, then nothing, the connection open. Ranges honoured.
@@ -175,6 +177,18 @@ async fn serve(
         return answer(&mut stream, "206 Partial Content", &[&range], &data[..1]).await;
     }
     match (mode, range) {
+        (Mode::Slow, None) => {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {total}\r\nConnection: close\r\n\r\n"
+            );
+            stream.write_all(head.as_bytes()).await?;
+            for piece in data.chunks(64 * 1024) {
+                stream.write_all(piece).await?;
+                stream.flush().await?;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Ok(())
+        }
         (Mode::Hang, _) => {
             std::future::pending::<()>().await;
             Ok(())

@@ -9,6 +9,7 @@ mod listen;
 mod logging;
 mod notify;
 mod options;
+mod peer_route;
 mod peers;
 mod run;
 mod tls;

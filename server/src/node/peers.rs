@@ -1,6 +1,6 @@
-//! Fills from the fleet's own nodes (`[cache_server] peer_token`): the peer route that serves
-//! what this node holds to the other nodes, and the source that answers this node's fills from
-//! them before the upstream is asked.
+//! Fills from the fleet's own nodes (`[cache_server] peer_token`): this node's fills are asked
+//! of the nodes that hold the image, or of the node the fleet's table says is reading it now,
+//! before the upstream; the peer route (`peer_route.rs`) serves the other side.
 //!
 //! A peer's bytes are held to the image's checksum from the upstream's metadata, as the
 //! upstream's are, and only requests the cache layer marked as its fill ([`FillRequest`]: the
@@ -15,21 +15,17 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::routing::get;
-use axum::Router;
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::Frame;
-use tower_image_cache::layer::{BoxError, FillRequest, FillSource, GlanceError};
-use tower_image_cache::store::ImageReader;
+use http_body_util::BodyExt;
+use tower_image_cache::layer::{BoxError, FillRequest, FillSource};
+use tower_image_cache::store::{FillClaim, Fleet, FILL_CLAIM_LIFETIME};
 use tower_image_cache::{ImageCache, ImageId};
 
+use super::peer_route::resumed_from;
 use crate::causes::error_chain;
-
-/// The peer route: `GET /peer/v1/images/{id}` (with `Range: bytes=N-` for a resumed fill).
-pub(crate) const PEER_ROUTE: &str = "/peer/v1/images/{id}";
 
 /// How long a peer that failed is not asked again.
 const FAILED_PEER_REST: Duration = Duration::from_secs(30);
@@ -37,163 +33,6 @@ const FAILED_PEER_REST: Duration = Duration::from_secs(30);
 /// How long the fleet's database and a peer's response head may take before the next source
 /// is asked.
 const PEER_PATIENCE: Duration = Duration::from_secs(5);
-
-/// The peer route, admitting only the fleet's token.
-pub(crate) fn route(cache: &ImageCache, token: &str) -> Router {
-    let held = Held {
-        cache: cache.clone(),
-        token: Arc::from(token),
-    };
-    Router::new()
-        .route(PEER_ROUTE, get(serve_held))
-        .with_state(held)
-}
-
-#[derive(Clone)]
-struct Held {
-    cache: ImageCache,
-    token: Arc<str>,
-}
-
-/// Serves a committed image of this node to another node of the fleet; anyone else gets 401 or
-/// 403, whatever the node holds, so the route reveals nothing to a tenant.
-async fn serve_held(
-    State(held): State<Held>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response<Body> {
-    let refuse = |status: StatusCode, message: &str| {
-        GlanceError::new(status, message)
-            .response_for::<Body>(&headers)
-            .map(Body::new)
-    };
-    match headers.get("x-auth-token") {
-        None => {
-            return refuse(
-                StatusCode::UNAUTHORIZED,
-                "This route serves the fleet's own nodes: send the fleet's peer_token as \
-                 X-Auth-Token.",
-            )
-        }
-        Some(token) if !same_secret(token.as_bytes(), held.token.as_bytes()) => {
-            return refuse(
-                StatusCode::FORBIDDEN,
-                "This route serves the fleet's own nodes only; download images through \
-                 /v2/images/{id}/file.",
-            )
-        }
-        Some(_) => {}
-    }
-    let Ok(id) = ImageId::new(&id) else {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "That is not an image id this cache keeps.",
-        );
-    };
-    let from = match headers.get(header::RANGE).map(resumed_from) {
-        None => 0,
-        Some(Some(from)) => from,
-        Some(None) => {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                "The peer route answers the whole image or `Range: bytes=N-` only.",
-            )
-        }
-    };
-    let opening = id.clone();
-    let reader = match held
-        .cache
-        .blocking(move |c| c.open_for_read(&opening))
-        .await
-    {
-        Ok(Some(reader)) => reader,
-        Ok(None) => {
-            return refuse(
-                StatusCode::NOT_FOUND,
-                &format!("This node does not hold image {id}."),
-            )
-        }
-        Err(err) => {
-            tracing::warn!(image = %id, %err, "a peer asked for an image that could not be opened");
-            return refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("This node cannot read image {id} now."),
-            );
-        }
-    };
-    let size = reader.record().size;
-    if from > 0 && from >= size {
-        let mut response = refuse(
-            StatusCode::RANGE_NOT_SATISFIABLE,
-            &format!("Image {id} has {size} bytes."),
-        );
-        let whole = HeaderValue::from_str(&format!("bytes */{size}")).expect("header text");
-        response.headers_mut().insert(header::CONTENT_RANGE, whole);
-        return response;
-    }
-    let (status, reader) = if from > 0 {
-        (
-            StatusCode::PARTIAL_CONTENT,
-            reader.limit_to(from..=size - 1),
-        )
-    } else {
-        (StatusCode::OK, reader)
-    };
-    tracing::debug!(image = %id, from, "serving a peer");
-    let length = reader.remaining();
-    let mut response = Response::new(Body::new(HeldBody(reader)));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    if status == StatusCode::PARTIAL_CONTENT {
-        let range = format!("bytes {from}-{}/{size}", size - 1);
-        headers.insert(
-            header::CONTENT_RANGE,
-            HeaderValue::from_str(&range).expect("header text"),
-        );
-    }
-    response
-}
-
-/// `bytes=N-`: where a resumed fill asks to start.
-fn resumed_from(range: &HeaderValue) -> Option<u64> {
-    let text = range.to_str().ok()?.trim().strip_prefix("bytes=")?;
-    text.strip_suffix('-')?.parse().ok()
-}
-
-/// Compares two secrets in time that does not depend on where they differ.
-fn same_secret(given: &[u8], expected: &[u8]) -> bool {
-    let differences = given
-        .iter()
-        .zip(expected)
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-    given.len() == expected.len() && differences == 0
-}
-
-/// A committed image's bytes, as a response body.
-struct HeldBody(ImageReader);
-
-impl http_body::Body for HeldBody {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        self.0
-            .poll_chunk(cx)
-            .map(|chunk| chunk.map(|c| c.map(Frame::data)))
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(self.0.remaining())
-    }
-}
 
 /// This node's fills, asked of the fleet's other nodes first.
 #[derive(Clone)]
@@ -230,13 +69,13 @@ impl Peers {
         })
     }
 
-    /// The answer of a peer that holds the image `request` fills (from the byte its `Range`
-    /// names), or `None` (not a fill, no peer holds it, or none answered): the upstream is
-    /// asked then.
+    /// Where the fill `request` asks for (if it is one) is read from: a peer that holds the
+    /// image, the peer the fleet's table says reads it now, or the upstream, with this node's
+    /// claim on the image when it is the one to read it.
     pub(crate) fn answer(
         &self,
         request: &Request<Body>,
-    ) -> impl std::future::Future<Output = Option<Response<Body>>> + Send + 'static {
+    ) -> impl std::future::Future<Output = Answer> + Send + 'static {
         // Read before the wait: a request (its body) is not `Sync`.
         let id = request
             .extensions()
@@ -244,39 +83,101 @@ impl Peers {
             .map(|fill| fill.image().clone());
         let range = request.headers().get(header::RANGE).cloned();
         let peers = self.clone();
-        async move { peers.answer_fill(id?, range).await }
+        async move {
+            match id {
+                Some(id) => peers.answer_fill(id, range).await,
+                None => Answer::Upstream(None),
+            }
+        }
     }
 
-    async fn answer_fill(&self, id: ImageId, range: Option<HeaderValue>) -> Option<Response<Body>> {
-        let fleet = self.cache.fleet()?;
-        let holders = match tokio::time::timeout(PEER_PATIENCE, fleet.nodes_caching(&id)).await {
+    async fn answer_fill(&self, id: ImageId, range: Option<HeaderValue>) -> Answer {
+        let Some(fleet) = self.cache.fleet() else {
+            return Answer::Upstream(None);
+        };
+        let asked = tokio::time::timeout(PEER_PATIENCE, fleet.nodes_caching(&id)).await;
+        let holders = match asked {
             Ok(Ok(holders)) => holders,
             Ok(Err(err)) => {
                 tracing::warn!(image = %id, %err, "the fleet's database did not say which nodes hold the image; filling from the upstream");
-                return None;
+                return Answer::Upstream(None);
             }
             Err(_) => {
                 tracing::warn!(image = %id, "the fleet's database did not answer in time; filling from the upstream");
-                return None;
+                return Answer::Upstream(None);
             }
         };
         for peer in holders {
             if Some(peer.as_str()) == fleet.this_node() || self.resting(&peer) {
                 continue;
             }
-            match self.ask(&peer, &id, range.as_ref()).await {
+            if let Some(response) = self.ask_holder(&peer, &id, range.as_ref()).await {
+                return Answer::Peer(response);
+            }
+        }
+        if range.is_some() {
+            // A resume: the rest from the upstream, whoever reads the image.
+            return Answer::Upstream(None);
+        }
+        match tokio::time::timeout(PEER_PATIENCE, fleet.claim_fill(&id)).await {
+            Ok(Ok(FillClaim::Ours)) => Answer::Upstream(Some(Claim::hold(fleet, id))),
+            Ok(Ok(FillClaim::Theirs(reader))) => match self.follow(&reader, &id).await {
+                Some(response) => Answer::Peer(response),
+                None => Answer::Upstream(None),
+            },
+            Ok(Ok(_)) => Answer::Upstream(None),
+            Ok(Err(err)) => {
+                tracing::warn!(image = %id, %err, "the fill could not be claimed in the fleet's database; filling from the upstream");
+                Answer::Upstream(None)
+            }
+            Err(_) => Answer::Upstream(None),
+        }
+    }
+
+    /// `peer`'s copy of `id` (from `range`), or `None` after logging why not and resting it.
+    async fn ask_holder(
+        &self,
+        peer: &str,
+        id: &ImageId,
+        range: Option<&HeaderValue>,
+    ) -> Option<Response<Body>> {
+        match self.ask(peer, id, range).await {
+            Ok(response) => {
+                let from = range.and_then(resumed_from).unwrap_or(0);
+                tracing::info!(image = %id, %peer, from, "filling from a peer");
+                Some(response)
+            }
+            Err(reason) => {
+                tracing::warn!(image = %id, %peer, %reason, "a peer could not serve the image; asking the next source");
+                self.rest(peer);
+                None
+            }
+        }
+    }
+
+    /// The fill `reader` claimed, followed: it may not have begun yet (its upstream's answer
+    /// not come), so a "not here" is asked again for a while.
+    async fn follow(&self, reader: &str, id: &ImageId) -> Option<Response<Body>> {
+        if self.resting(reader) {
+            return None;
+        }
+        let deadline = Instant::now() + PEER_PATIENCE;
+        loop {
+            match self.ask(reader, id, None).await {
                 Ok(response) => {
-                    let from = range.as_ref().and_then(resumed_from).unwrap_or(0);
-                    tracing::info!(image = %id, %peer, from, "filling from a peer");
+                    tracing::info!(image = %id, peer = %reader, "following a peer's fill");
                     return Some(response);
                 }
+                Err(reason) if reason.contains("404") && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
                 Err(reason) => {
-                    tracing::warn!(image = %id, %peer, %reason, "a peer could not serve the image; asking the next source");
-                    self.rest(&peer);
+                    tracing::warn!(image = %id, peer = %reader, %reason, "the peer reading the image could not be followed; filling from the upstream");
+                    self.rest(reader);
+                    return None;
                 }
             }
         }
-        None
     }
 
     /// `peer`'s answer for `id` when it is the image (or the range asked), else why not.
@@ -342,6 +243,70 @@ impl Peers {
         failed.insert(peer.to_owned(), Instant::now());
     }
 }
+
+/// Where a request the node forwards is read from.
+pub(crate) enum Answer {
+    /// A peer's copy, or its fill followed.
+    Peer(Response<Body>),
+    /// The upstream; with this node's claim of the image when its fill is the fleet's one read.
+    Upstream(Option<Claim>),
+}
+
+/// This node's claim of an image's fill in the fleet's table, renewed while it is held and
+/// released when dropped (with the upstream's body it rides on: the fill is over).
+pub(crate) struct Claim {
+    heartbeat: tokio::task::JoinHandle<()>,
+    release: Option<(Fleet, ImageId)>,
+}
+
+impl Claim {
+    fn hold(fleet: Fleet, id: ImageId) -> Self {
+        tracing::info!(image = %id, "reading the image from the upstream for the fleet");
+        let (renewing, image) = (fleet.clone(), id.clone());
+        let heartbeat = tokio::spawn(async move {
+            let every = FILL_CLAIM_LIFETIME / 3;
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(err) = renewing.renew_fill(&image).await {
+                    tracing::warn!(image = %image, %err, "the fill's claim could not be renewed");
+                }
+            }
+        });
+        Claim {
+            heartbeat,
+            release: Some((fleet, id)),
+        }
+    }
+
+    /// `response`'s body, holding this claim until it is read or dropped.
+    pub(crate) fn ride(self, response: Response<Body>) -> Response<Body> {
+        response.map(|body| {
+            Body::new(body.map_frame(move |frame| {
+                let _held = &self;
+                frame
+            }))
+        })
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+        if let Some((fleet, id)) = self.release.take() {
+            // A moment for the commit's row to reach the fleet's table, so a node asking in
+            // between finds the image held rather than unclaimed.
+            tokio::spawn(async move {
+                tokio::time::sleep(CLAIM_AFTERGLOW).await;
+                if let Err(err) = fleet.release_fill(&id).await {
+                    tracing::warn!(image = %id, %err, "the fill's claim could not be released; it lapses by itself");
+                }
+            });
+        }
+    }
+}
+
+/// How long a claim stays after its fill's body ended.
+const CLAIM_AFTERGLOW: Duration = Duration::from_secs(2);
 
 type ByteStream =
     Pin<Box<dyn futures_core::Stream<Item = Result<Bytes, reqwest::Error>> + Send + 'static>>;

@@ -13,7 +13,7 @@ use clap::Parser;
 
 use super::listen::ClientLimits;
 use super::options::{ServerArgs, ServerSettings};
-use super::peers::Peers;
+use super::peers::{Answer, Peers};
 use super::upstream::Upstream;
 use tower_image_cache::keystone::Keystone;
 use tower_image_cache::manage::{CacheManageLayer, KeystoneAccess, StaticToken};
@@ -102,14 +102,17 @@ async fn serve(settings: ServerSettings) -> Result<ImageCache, String> {
     let proxy = tower::service_fn(move |request: Request<Body>| {
         let (upstream, peers) = (upstream.clone(), peers.clone());
         async move {
-            let from_peers = peers.as_ref().map(|peers| peers.answer(&request));
-            if let Some(answer) = match from_peers {
-                Some(asking) => asking.await,
-                None => None,
-            } {
-                return Ok(answer);
+            let Some(asking) = peers.as_ref().map(|peers| peers.answer(&request)) else {
+                return upstream.forward(request).await;
+            };
+            match asking.await {
+                Answer::Peer(response) => Ok(response),
+                Answer::Upstream(None) => upstream.forward(request).await,
+                Answer::Upstream(Some(claim)) => {
+                    let response = upstream.forward(request).await?;
+                    Ok(claim.ride(response))
+                }
             }
-            upstream.forward(request).await
         }
     });
     let keystone = settings
@@ -154,7 +157,7 @@ async fn serve(settings: ServerSettings) -> Result<ImageCache, String> {
     let health = Health::new(&cache);
     let mut app = observability(&health);
     if let Some(token) = &settings.peer_token {
-        app = app.merge(super::peers::route(&cache, token));
+        app = app.merge(super::peer_route::route(&cache, token));
     }
     let app = app
         .fallback_service(service)
