@@ -10,6 +10,7 @@
 mod causes;
 pub mod cli;
 pub mod node;
+pub mod placement;
 mod sync;
 
 /// The command lines of the five programs, for their man pages and shell completions.

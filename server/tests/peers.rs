@@ -20,18 +20,11 @@ use common::example::{get_as, start_logged, wait_listed};
 use common::metric;
 use common::raw_upstream::{Mode, RawUpstream};
 use db::{Server, TestDb};
-use nodes::{start_node_with, Node, ADMIN};
+use nodes::{peer_node, start_node_with, Node, ADMIN, PEER_TOKEN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const PEER_TOKEN: &str = "fleet-secret";
 const SIZE: usize = 3 * 1024 * 1024 + 17;
-
-/// A node of the fleet on `db` in front of `upstream`, filling from its peers.
-fn peer_node(work: &std::path::Path, name: &str, upstream: &RawUpstream, db: &TestDb) -> Node {
-    let lines = format!("peer_token = {PEER_TOKEN}\n");
-    start_node_with(&work.join(name), &upstream.url(), &db.url, "", &lines)
-}
 
 /// Two nodes of a fleet on a database of their own, in front of an upstream serving `data`.
 struct Pair {

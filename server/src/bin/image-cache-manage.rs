@@ -10,6 +10,7 @@ use image_cache_server::cli::progress::wait_until_cached;
 use image_cache_server::cli::report::{report, Outcome, Style};
 use image_cache_server::cli::ManageArgs as Args;
 use image_cache_server::cli::{ClientError, ManageClient, Table};
+use image_cache_server::placement::nodes_for;
 use tower_image_cache::config::{database_connection, with_config_dirs, ServerOptions};
 use tower_image_cache::store::Fleet;
 use tower_image_cache::ImageId;
@@ -79,7 +80,7 @@ async fn run(args: &Args) -> Result<(), String> {
     if command.name == "list-nodes" {
         return list_nodes(fleet.as_ref(), &first, id.unwrap_or_default(), args.json).await;
     }
-    if args.all_nodes {
+    if args.all_nodes || args.nodes.is_some() {
         hosts = match &fleet {
             Some(fleet) => fleet.nodes().await.map_err(|err| err.to_string())?,
             None => first.fleet_nodes().await.map_err(|err| {
@@ -92,6 +93,15 @@ async fn run(args: &Args) -> Result<(), String> {
         if hosts.is_empty() {
             return Err("the central database lists no cache nodes".to_owned());
         }
+    }
+    if let Some(k) = args.nodes {
+        let (Some(id), "queue-image") = (id, command.name) else {
+            return Err(
+                "--nodes K goes with queue-image: it picks the K nodes an image is queued on"
+                    .to_owned(),
+            );
+        };
+        hosts = nodes_for(&hosts, id, k as usize);
     }
     let clients = hosts
         .iter()
@@ -113,7 +123,7 @@ async fn run(args: &Args) -> Result<(), String> {
     let style = Style {
         json: args.json,
         verbose: args.verbose,
-        several: hosts.len() > 1 || args.all_nodes,
+        several: hosts.len() > 1 || args.all_nodes || args.nodes.is_some(),
         terminal,
     };
     report(style, command.name, id, &done)?;

@@ -49,6 +49,11 @@ pub struct ManageArgs {
     #[allow(rustdoc::broken_intra_doc_links)] // clap's help text: the brackets are the file's
     #[arg(long)]
     pub all_nodes: bool,
+    /// With queue-image: queue the image on K nodes of the fleet, chosen by rendezvous hashing
+    /// of its id (the same image lands on the same K nodes from any client); with peer_token
+    /// set on the nodes, they fill from each other, reading the image API once.
+    #[arg(long, value_name = "K", conflicts_with = "all_nodes", value_parser = clap::value_parser!(u32).range(1..))]
+    pub nodes: Option<u32>,
     /// With queue-image: wait until the image is cached on every node, showing its progress.
     #[arg(long)]
     pub wait: bool,

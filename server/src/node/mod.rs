@@ -16,6 +16,7 @@ mod tls;
 mod upstream;
 mod upstream_body;
 mod upstream_tls;
+mod warming;
 
 pub use forwarded::TrustedProxies;
 pub use options::{ServerArgs, ServerSettings, UpstreamTimeouts};

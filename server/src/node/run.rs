@@ -159,8 +159,13 @@ async fn serve(settings: ServerSettings) -> Result<ImageCache, String> {
     if let Some(token) = &settings.peer_token {
         app = app.merge(super::peer_route::route(&cache, token));
     }
+    let warming = super::warming::Warming::new(&cache);
     let app = app
         .fallback_service(service)
+        .layer(axum::middleware::from_fn_with_state(
+            warming,
+            super::warming::queue_on_nodes,
+        ))
         .layer(axum::middleware::map_response(request_id));
 
     let listener = tokio::net::TcpListener::bind(settings.bind)

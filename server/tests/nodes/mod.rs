@@ -6,8 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use crate::common::example::{get_as, server_binary};
+use crate::common::raw_upstream::RawUpstream;
+use crate::db::TestDb;
 
 pub const ADMIN: &str = "admin-secret";
+/// The fleet's peer token in these tests.
+pub const PEER_TOKEN: &str = "fleet-secret";
 
 pub struct Node {
     pub child: Child,
@@ -98,4 +102,10 @@ pub async fn download(client: &reqwest::Client, node: &Node, id: &str) -> String
         .to_owned();
     response.bytes().await.unwrap();
     status
+}
+
+/// A node of the fleet on `db` in front of `upstream`, filling from its peers.
+pub fn peer_node(work: &Path, name: &str, upstream: &RawUpstream, db: &TestDb) -> Node {
+    let lines = format!("peer_token = {PEER_TOKEN}\n");
+    start_node_with(&work.join(name), &upstream.url(), &db.url, "", &lines)
 }

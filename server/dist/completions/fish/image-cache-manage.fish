@@ -21,6 +21,7 @@ complete -c image-cache-manage -s R -l os-region-name -d 'The region whose image
 complete -c image-cache-manage -l os-interface -d 'public, internal or admin: which image endpoint of the catalog to use' -r
 complete -c image-cache-manage -l os-cacert -d 'A PEM file of CA certificates to trust besides the system\'s' -r -F
 complete -c image-cache-manage -s S -l os_auth_strategy -d 'glance-cache-manage\'s `-S`: `keystone` (the default) or `noauth` (the token as given, or none, without Keystone)' -r
+complete -c image-cache-manage -l nodes -d 'With queue-image: queue the image on K nodes of the fleet, chosen by rendezvous hashing of its id (the same image lands on the same K nodes from any client); with peer_token set on the nodes, they fill from each other, reading the image API once' -r
 complete -c image-cache-manage -l wait-timeout -d 'How long --wait waits, in seconds' -r
 complete -c image-cache-manage -s f -l force -d 'Do not ask for confirmation'
 complete -c image-cache-manage -s v -l verbose -d 'Print more verbose output'
