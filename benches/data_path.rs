@@ -306,6 +306,8 @@ fn hit_index(c: &mut Criterion) {
     let api = MemoryApi::new(data.clone());
     let sled_dir = tempfile::tempdir().unwrap();
     let sled = cached(sled_dir.path(), &data);
+    // Without the feature only the sled index is measured, and nothing is pushed.
+    #[cfg_attr(not(feature = "centralized-db"), allow(unused_mut))]
     let mut nodes = vec![("sled", sled)];
     let central_dir = tempfile::tempdir().unwrap();
     #[cfg(feature = "centralized-db")]

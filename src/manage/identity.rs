@@ -32,7 +32,10 @@ impl std::fmt::Display for IdentityError {
                 f.write_str("Keystone issued a token that is not a header value")
             }
             #[cfg(not(feature = "keystone"))]
-            _ => match *self {},
+            _ => {
+                let _ = f;
+                match *self {}
+            }
         }
     }
 }
