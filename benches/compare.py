@@ -461,6 +461,8 @@ def peak_rss_during(server, work):
 
 
 def main():
+    if sys.argv[1:] not in ([], ["table"], ["resilience"]):
+        sys.exit("usage: python3 benches/compare.py [table | resilience]\n" + __doc__)
     if sys.argv[1:] == ["resilience"]:
         return main_resilience()
     if sys.argv[1:] == ["table"]:
