@@ -288,6 +288,12 @@ async fn the_reading_node_dies_and_its_follower_goes_on_from_its_offset() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // Any node names the one reading the image for the fleet.
+    let nodes_url = format!("{}/v2/cache/nodes/img1", two.url);
+    let nodes = get_as(&reqwest::Client::new(), &nodes_url, ADMIN).await;
+    assert_eq!(nodes.status(), 200);
+    assert_eq!(nodes.headers()["x-image-cache-filling"], one.url.as_str());
+    assert_eq!(nodes.text().await.unwrap(), "[]", "no node holds it yet");
     let second = read(&two);
     tokio::time::sleep(Duration::from_millis(600)).await;
     one.child.kill().unwrap();

@@ -15,6 +15,11 @@ use crate::image_meta::{read_document, ImageState};
 use crate::store::{ImageCache, StoreError};
 use crate::ImageId;
 
+/// On `GET /v2/cache/nodes/{id}`: the node reading the image from the backend for the fleet now.
+#[cfg(feature = "centralized-db")]
+const X_IMAGE_CACHE_FILLING: http::HeaderName =
+    http::HeaderName::from_static("x-image-cache-filling");
+
 /// The header naming the node that answered a management request (its
 /// `worker_self_reference_url`), where it has one.
 pub const NODE_HEADER: &str = "x-image-cache-node";
@@ -154,13 +159,26 @@ where
         return Ok(Err(refusal));
     }
     #[cfg(feature = "centralized-db")]
-    return Ok(match fleet.nodes_caching(&id).await {
-        Ok(urls) => Ok(json(StatusCode::OK, &urls)),
-        Err(err) => Err(Refusal::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            err.to_string(),
-        )),
-    });
+    return Ok(
+        match (
+            fleet.nodes_caching(&id).await,
+            fleet.node_filling(&id).await,
+        ) {
+            (Ok(urls), Ok(filling)) => {
+                // Glance's body (the holders); the node reading the image now, beside it.
+                let mut answer = json(StatusCode::OK, &urls);
+                if let Some(value) = filling.and_then(|url| http::HeaderValue::from_str(&url).ok())
+                {
+                    answer.headers_mut().insert(X_IMAGE_CACHE_FILLING, value);
+                }
+                Ok(answer)
+            }
+            (Err(err), _) | (_, Err(err)) => Err(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                err.to_string(),
+            )),
+        },
+    );
     #[cfg(not(feature = "centralized-db"))]
     match fleet {}
 }

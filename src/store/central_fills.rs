@@ -66,6 +66,16 @@ fn claimant(sql: Dialect) -> String {
     )
 }
 
+/// The node claiming an image with a heartbeat after a time: `(image id, heartbeat after)`.
+fn fresh_claimant(sql: Dialect) -> String {
+    format!(
+        "SELECT node_reference_url FROM tower_image_cache_fills \
+         WHERE image_id = {} AND heartbeat >= {}",
+        sql.param(1),
+        sql.time_param(2)
+    )
+}
+
 /// A claim's heartbeat: `(heartbeat, image id, node url)`.
 fn renew_claim(sql: Dialect) -> String {
     format!(
@@ -117,6 +127,23 @@ impl CentralDb {
             .await
             .map_err(|err| self.failed(doing, err))?;
         sqlx::Row::try_get(&row, 0).map_err(|err| self.failed(doing, err))
+    }
+
+    /// The node whose claim of `id` has a heartbeat after `fresh_after` (epoch seconds).
+    pub(crate) async fn claimant_of(
+        &self,
+        id: &ImageId,
+        fresh_after: f64,
+    ) -> DbResult<Option<String>> {
+        let row = sqlx::query(&fresh_claimant(self.dialect()))
+            .bind(id.as_str())
+            .bind(time_text(fresh_after))
+            .fetch_optional(self.pool())
+            .await
+            .map_err(|err| self.failed("to read an image's fill claim", err))?;
+        row.map(|row| sqlx::Row::try_get(&row, 0))
+            .transpose()
+            .map_err(|err| self.failed("to read an image's fill claim", err))
     }
 
     /// Renews the node at `url`'s claim of `id` (at epoch second `now`).

@@ -164,6 +164,14 @@ impl Fleet {
         })
     }
 
+    /// The node reading `id` from the backend for the fleet now (its claim is fresh), if any.
+    pub async fn node_filling(&self, id: &ImageId) -> Result<Option<String>, FleetError> {
+        let id = id.clone();
+        let fresh_after = now() - FILL_CLAIM_LIFETIME.as_secs_f64();
+        self.run(|db| async move { db.claimant_of(&id, fresh_after).await })
+            .await
+    }
+
     /// Renews this node's claim of `id` (its heartbeat).
     pub async fn renew_fill(&self, id: &ImageId) -> Result<(), FleetError> {
         let (node, id) = (self.claimant()?, id.clone());
