@@ -201,6 +201,16 @@ async fn a_peer_s_altered_copy_is_detected_and_never_committed() {
     );
     assert!(!two.dir.join("img1").exists(), "nothing is committed");
     assert_eq!(upstream_reads(upstream), 1);
+
+    // Asked again, the node leaves that peer alone and reads the upstream.
+    let (status, body) = download(two, "img1").await;
+    assert_eq!(
+        (status.as_str(), body.unwrap()),
+        ("MISS", fleet.data.clone())
+    );
+    wait_listed(&two.url, ADMIN, "img1", Duration::from_secs(10), "").await;
+    assert_eq!(std::fs::read(two.dir.join("img1")).unwrap(), fleet.data);
+    assert_eq!(upstream_reads(upstream), 2);
 }
 
 async fn three_nodes_asked_at_once_read_the_upstream_once(server: Server) {

@@ -26,6 +26,7 @@ use tower_image_cache::{ImageCache, ImageId};
 
 use super::peer_route::resumed_from;
 use crate::causes::error_chain;
+use crate::sync::lock;
 
 /// How long a peer that failed is not asked again.
 const FAILED_PEER_REST: Duration = Duration::from_secs(30);
@@ -42,6 +43,9 @@ pub(crate) struct Peers {
     http: reqwest::Client,
     /// Peers that failed lately, and when.
     failed: Arc<Mutex<HashMap<String, Instant>>>,
+    /// The peer whose copy of an image was read to its end last: asked to fill that image
+    /// again, this node learns the copy did not verify (the fill would have committed).
+    delivered: Arc<Mutex<HashMap<ImageId, String>>>,
 }
 
 impl Peers {
@@ -66,6 +70,7 @@ impl Peers {
             token: Arc::from(token),
             http,
             failed: Arc::default(),
+            delivered: Arc::default(),
         })
     }
 
@@ -107,6 +112,12 @@ impl Peers {
                 return Answer::Upstream(None);
             }
         };
+        let delivered = lock(&self.delivered).remove(&id);
+        if let (Some(peer), None) = (delivered, &range) {
+            // Its whole copy came here and yet the image is asked again: it did not verify.
+            tracing::warn!(image = %id, %peer, "the copy a peer sent did not verify here (rotten on its disk?); asking other sources");
+            self.rest(&peer);
+        }
         for peer in holders {
             if Some(peer.as_str()) == fleet.this_node() || self.resting(&peer) {
                 continue;
@@ -216,15 +227,15 @@ impl Peers {
                 response.headers_mut().insert(name, value.clone());
             }
         }
-        let failed = Arc::clone(&self.failed);
-        let peer = peer.to_owned();
+        let (failed, delivered) = (Arc::clone(&self.failed), Arc::clone(&self.delivered));
+        let (peer, ended_peer, image) = (peer.to_owned(), peer.to_owned(), id.clone());
         let body = PeerBody {
             answer: Box::pin(answer.bytes_stream()),
             on_error: Some(Box::new(move || {
-                failed
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(peer, Instant::now());
+                lock(&failed).insert(peer, Instant::now());
+            })),
+            on_end: Some(Box::new(move || {
+                lock(&delivered).insert(image, ended_peer);
             })),
         };
         *response.body_mut() = Body::new(body);
@@ -233,14 +244,13 @@ impl Peers {
     }
 
     fn resting(&self, peer: &str) -> bool {
-        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        let mut failed = lock(&self.failed);
         failed.retain(|_, when| when.elapsed() < FAILED_PEER_REST);
         failed.contains_key(peer)
     }
 
     fn rest(&self, peer: &str) {
-        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
-        failed.insert(peer.to_owned(), Instant::now());
+        lock(&self.failed).insert(peer.to_owned(), Instant::now());
     }
 }
 
@@ -312,10 +322,11 @@ type ByteStream =
     Pin<Box<dyn futures_core::Stream<Item = Result<Bytes, reqwest::Error>> + Send + 'static>>;
 
 /// A peer's body; a failure mid-way (the peer died or stalled) rests the peer, so the fill's
-/// resume asks another source.
+/// resume asks another source, and its end is remembered (see `Peers::delivered`).
 struct PeerBody {
     answer: ByteStream,
     on_error: Option<Box<dyn FnOnce() + Send + Sync>>,
+    on_end: Option<Box<dyn FnOnce() + Send + Sync>>,
 }
 
 impl http_body::Body for PeerBody {
@@ -332,6 +343,12 @@ impl http_body::Body for PeerBody {
                     rest();
                 }
                 Poll::Ready(Some(Err(err.into())))
+            }
+            Poll::Ready(None) => {
+                if let Some(ended) = self.on_end.take() {
+                    ended();
+                }
+                Poll::Ready(None)
             }
             other => other.map(|chunk| chunk.map(|c| c.map(Frame::data).map_err(Into::into))),
         }
