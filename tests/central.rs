@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::Captured;
-use db::{Server, TestDb};
+use db::{on_servers, Server, TestDb};
 use proxy::DbProxy;
 use tower_image_cache::config::DatabaseUrl;
 use tower_image_cache::store::{Expected, Fleet};
@@ -51,18 +51,6 @@ fn fill(cache: &ImageCache, name: &str, len: usize) {
         .unwrap();
     fill.write(&vec![7u8; len]).unwrap();
     fill.finish().unwrap();
-}
-
-/// One test of `scenario` per database server, each named.
-macro_rules! on_servers {
-    ($scenario:ident { $($server:ident => $name:ident),+ $(,)? }) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                $scenario(Server::$server).await;
-            }
-        )+
-    };
 }
 
 /// The value of the unlabelled gauge `name` in a metrics text.

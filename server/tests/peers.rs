@@ -19,7 +19,7 @@ use bytes::Bytes;
 use common::example::{get_as, start_logged, wait_listed};
 use common::metric;
 use common::raw_upstream::{Mode, RawUpstream};
-use db::{Server, TestDb};
+use db::{on_servers, Server, TestDb};
 use nodes::{peer_node, start_node_with, Node, ADMIN, PEER_TOKEN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -142,15 +142,10 @@ async fn a_second_node_reads_the_first_not_the_upstream(server: Server) {
     assert_eq!((status.as_str(), body.unwrap()), ("HIT", data));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_node_reads_the_first_not_the_upstream_on_postgresql() {
-    a_second_node_reads_the_first_not_the_upstream(Server::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_node_reads_the_first_not_the_upstream_on_mariadb() {
-    a_second_node_reads_the_first_not_the_upstream(Server::MariaDb).await;
-}
+on_servers!(a_second_node_reads_the_first_not_the_upstream {
+    Postgres => a_second_node_reads_the_first_not_the_upstream_on_postgresql,
+    MariaDb => a_second_node_reads_the_first_not_the_upstream_on_mariadb,
+});
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_peer_leaves_the_fill_to_the_upstream() {
@@ -258,15 +253,10 @@ async fn three_nodes_asked_at_once_read_the_upstream_once(server: Server) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_asked_at_once_read_the_upstream_once_on_postgresql() {
-    three_nodes_asked_at_once_read_the_upstream_once(Server::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_asked_at_once_read_the_upstream_once_on_mariadb() {
-    three_nodes_asked_at_once_read_the_upstream_once(Server::MariaDb).await;
-}
+on_servers!(three_nodes_asked_at_once_read_the_upstream_once {
+    Postgres => three_nodes_asked_at_once_read_the_upstream_once_on_postgresql,
+    MariaDb => three_nodes_asked_at_once_read_the_upstream_once_on_mariadb,
+});
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reading_node_dies_and_its_follower_goes_on_from_its_offset() {

@@ -216,3 +216,19 @@ impl Drop for TestDb {
         .join();
     }
 }
+
+/// One test of `scenario` per database server, each named (the including crate has this file
+/// as its module `db`).
+#[allow(unused_macros)] // the fleet bench includes this file too
+macro_rules! on_servers {
+    ($scenario:ident { $($server:ident => $name:ident),+ $(,)? }) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $scenario($crate::db::Server::$server).await;
+            }
+        )+
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_servers;

@@ -227,16 +227,11 @@ impl Peers {
                 response.headers_mut().insert(name, value.clone());
             }
         }
-        let (failed, delivered) = (Arc::clone(&self.failed), Arc::clone(&self.delivered));
-        let (peer, ended_peer, image) = (peer.to_owned(), peer.to_owned(), id.clone());
         let body = PeerBody {
             answer: Box::pin(answer.bytes_stream()),
-            on_error: Some(Box::new(move || {
-                lock(&failed).insert(peer, Instant::now());
-            })),
-            on_end: Some(Box::new(move || {
-                lock(&delivered).insert(image, ended_peer);
-            })),
+            peers: self.clone(),
+            peer: peer.to_owned(),
+            image: id.clone(),
         };
         *response.body_mut() = Body::new(body);
         response.extensions_mut().insert(FillSource::Peer);
@@ -304,8 +299,12 @@ impl Drop for Claim {
         self.heartbeat.abort();
         if let Some((fleet, id)) = self.release.take() {
             // A moment for the commit's row to reach the fleet's table, so a node asking in
-            // between finds the image held rather than unclaimed.
-            tokio::spawn(async move {
+            // between finds the image held rather than unclaimed. Outside a runtime (the node
+            // stopping) the claim lapses by itself.
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
+            runtime.spawn(async move {
                 tokio::time::sleep(CLAIM_AFTERGLOW).await;
                 if let Err(err) = fleet.release_fill(&id).await {
                     tracing::warn!(image = %id, %err, "the fill's claim could not be released; it lapses by itself");
@@ -325,8 +324,9 @@ type ByteStream =
 /// resume asks another source, and its end is remembered (see `Peers::delivered`).
 struct PeerBody {
     answer: ByteStream,
-    on_error: Option<Box<dyn FnOnce() + Send + Sync>>,
-    on_end: Option<Box<dyn FnOnce() + Send + Sync>>,
+    peers: Peers,
+    peer: String,
+    image: ImageId,
 }
 
 impl http_body::Body for PeerBody {
@@ -339,15 +339,12 @@ impl http_body::Body for PeerBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.answer.as_mut().poll_next(cx) {
             Poll::Ready(Some(Err(err))) => {
-                if let Some(rest) = self.on_error.take() {
-                    rest();
-                }
+                self.peers.rest(&self.peer);
                 Poll::Ready(Some(Err(err.into())))
             }
             Poll::Ready(None) => {
-                if let Some(ended) = self.on_end.take() {
-                    ended();
-                }
+                let (image, peer) = (self.image.clone(), self.peer.clone());
+                lock(&self.peers.delivered).insert(image, peer);
                 Poll::Ready(None)
             }
             other => other.map(|chunk| chunk.map(|c| c.map(Frame::data).map_err(Into::into))),

@@ -159,7 +159,7 @@ async fn serve(settings: ServerSettings) -> Result<ImageCache, String> {
     if let Some(token) = &settings.peer_token {
         app = app.merge(super::peer_route::route(&cache, token));
     }
-    let warming = super::warming::Warming::new(&cache);
+    let warming = super::warming::Warming::new(&cache)?;
     let app = app
         .fallback_service(service)
         .layer(axum::middleware::from_fn_with_state(

@@ -31,17 +31,17 @@ pub(crate) struct Warming {
 }
 
 impl Warming {
-    pub(crate) fn new(cache: &ImageCache) -> Self {
+    pub(crate) fn new(cache: &ImageCache) -> Result<Self, String> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .timeout(PATIENCE)
             .no_proxy()
             .build()
-            .expect("an HTTP client without TLS options builds");
-        Warming {
+            .map_err(|err| format!("the client of the fleet's nodes cannot be set up: {err}"))?;
+        Ok(Warming {
             cache: cache.clone(),
             http,
-        }
+        })
     }
 }
 
