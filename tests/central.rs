@@ -5,6 +5,7 @@
 
 mod common;
 #[path = "common/db.rs"]
+#[allow(dead_code)] // helpers of the other central tests too
 mod db;
 #[path = "common/proxy.rs"]
 mod proxy;

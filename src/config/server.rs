@@ -40,6 +40,13 @@ pub struct ServerOptions {
     /// `[cache_server] peer_token`: the secret the fleet's nodes share to fill from each other
     /// (the peer route admits only it); unset, a node neither serves nor asks its peers.
     pub peer_token: Option<String>,
+    /// `[cache_server] peer_roles`: Keystone roles (comma-separated) whose tokens the peer route
+    /// admits besides `peer_token`; a node with a Keystone identity and this option asks its
+    /// peers with its own token.
+    pub peer_roles: Option<Vec<String>>,
+    /// `[cache_server] peer_zone`: the site the node is in; it prefers peers of its zone, and
+    /// one node per zone reads an image into the zone for the others.
+    pub peer_zone: Option<String>,
     /// `[cache_server] shutdown_grace`: seconds a stopping server gives requests in flight.
     pub shutdown_grace: Option<Duration>,
     /// `[cache_server] metrics_bind`: a second address serving only `/metrics` and `/healthz`.
@@ -144,6 +151,8 @@ impl ServerOptions {
             service_token: text("service_token")?,
             manage_token: text("manage_token")?,
             peer_token: text("peer_token")?,
+            peer_roles: text("peer_roles")?.map(|roles| list(&roles)),
+            peer_zone: text("peer_zone")?,
             shutdown_grace: server
                 .get("shutdown_grace")
                 .map(Setting::seconds)
@@ -165,13 +174,15 @@ impl ServerOptions {
             client_timeout: seconds("client_timeout")?,
             authorization_cache_time: seconds("authorization_cache_time")?,
             authorization_stale_if_error: seconds("authorization_stale_if_error")?,
-            manage_roles: text("manage_roles")?.map(|roles| {
-                roles
-                    .split(',')
-                    .map(|role| role.trim().to_owned())
-                    .filter(|role| !role.is_empty())
-                    .collect()
-            }),
+            manage_roles: text("manage_roles")?.map(|roles| list(&roles)),
         })
     }
+}
+
+/// A comma-separated list's items, trimmed, the empty ones left out.
+fn list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(|item| item.trim().to_owned())
+        .filter(|item| !item.is_empty())
+        .collect()
 }

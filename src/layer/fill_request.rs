@@ -49,6 +49,8 @@ pub enum FillSource {
     Upstream,
     /// Another cache node's copy of the image.
     Peer,
+    /// Another cache node's fill of the image in progress, followed at its pace.
+    Follow,
 }
 
 impl FillSource {
@@ -66,6 +68,7 @@ impl FillSource {
         match self {
             FillSource::Upstream => "upstream",
             FillSource::Peer => "peer",
+            FillSource::Follow => "follow",
         }
     }
 }

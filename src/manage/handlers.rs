@@ -162,12 +162,14 @@ where
     return Ok(
         match (
             fleet.nodes_caching(&id).await,
-            fleet.node_filling(&id).await,
+            fleet.nodes_filling(&id).await,
         ) {
             (Ok(urls), Ok(filling)) => {
-                // Glance's body (the holders); the node reading the image now, beside it.
+                // Glance's body (the holders); the nodes reading the image now, beside it.
                 let mut answer = json(StatusCode::OK, &urls);
-                if let Some(value) = filling.and_then(|url| http::HeaderValue::from_str(&url).ok())
+                let filling = (!filling.is_empty()).then(|| filling.join(", "));
+                if let Some(value) =
+                    filling.and_then(|urls| http::HeaderValue::from_str(&urls).ok())
                 {
                     answer.headers_mut().insert(X_IMAGE_CACHE_FILLING, value);
                 }

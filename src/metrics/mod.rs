@@ -16,7 +16,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 pub(crate) use timing::{status_label, Timings};
-pub use upstream::{UpstreamFailure, UpstreamPhase};
+pub use upstream::{PeerFailure, UpstreamFailure, UpstreamPhase};
 
 type Labels = Vec<(&'static str, &'static str)>;
 
@@ -42,7 +42,9 @@ pub(crate) struct CacheMetrics {
     bytes_from_cache: Counter,
     bytes_from_upstream: Counter,
     bytes_from_peers: Counter,
+    bytes_followed: Counter,
     fill_sources: Family<Labels, Counter>,
+    peer_failures: Family<Labels, Counter>,
     fills_started: Counter,
     fills: Family<Labels, Counter>,
     followers: Counter,
@@ -99,7 +101,9 @@ impl Default for CacheMetrics {
             bytes_from_cache: bytes.get_or_create_owned(&vec![("source", "cache")]),
             bytes_from_upstream: bytes.get_or_create_owned(&vec![("source", "upstream")]),
             bytes_from_peers: bytes.get_or_create_owned(&vec![("source", "peer")]),
-            fill_sources: at_zero("source", &["upstream", "peer"]),
+            bytes_followed: bytes.get_or_create_owned(&vec![("source", "follow")]),
+            fill_sources: at_zero("source", &["upstream", "peer", "follow"]),
+            peer_failures: at_zero("reason", &["unreachable", "refused", "cut", "unverified"]),
             responses,
             bytes,
             fills_started: Counter::default(),
@@ -146,8 +150,13 @@ impl CacheMetrics {
         );
         registry.register(
             "fill_sources",
-            "Fills by where their first bytes came from: the upstream, or a peer node",
+            "Fills by where their first bytes came from: the upstream, a peer node's copy, or a peer node's fill in progress (follow)",
             self.fill_sources.clone(),
+        );
+        registry.register(
+            "peer_failures",
+            "Peer nodes that could not fill an image: unreachable, refused (an unexpected status), cut (the body ended early or stalled), or unverified (the copy did not match its checksum)",
+            self.peer_failures.clone(),
         );
         registry.register(
             "fills",
@@ -232,18 +241,25 @@ impl CacheMetrics {
         self.bytes_from_cache.inc_by(bytes);
     }
 
-    /// Bytes a fill read from its `source` (`upstream`, or `peer`).
+    /// Bytes a fill read from its `source` (`upstream`, `peer` or `follow`).
     pub(crate) fn bytes_filled(&self, source: &'static str, bytes: u64) {
         match source {
             "peer" => self.bytes_from_peers.inc_by(bytes),
+            "follow" => self.bytes_followed.inc_by(bytes),
             _ => self.bytes_from_upstream.inc_by(bytes),
         };
     }
 
-    /// A fill began reading from `source` (`upstream`, or `peer`).
+    /// A fill began reading from `source` (`upstream`, `peer` or `follow`).
     pub(crate) fn fill_source(&self, source: &'static str) {
         self.fill_sources
             .get_or_create(&vec![("source", source)])
+            .inc();
+    }
+
+    pub(crate) fn peer_failure(&self, failure: PeerFailure) {
+        self.peer_failures
+            .get_or_create(&vec![("reason", failure.as_str())])
             .inc();
     }
 

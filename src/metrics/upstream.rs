@@ -1,5 +1,24 @@
 //! How a request to the image API behind the cache failed, for a service in front of the cache
-//! that talks to that API itself (a caching proxy) and counts its failures with the cache's.
+//! that talks to that API itself (a caching proxy) and counts its failures with the cache's;
+//! and how a peer node failed to fill an image, for a service that fills from a fleet's nodes.
+
+use crate::ImageCache;
+
+impl ImageCache {
+    /// Counts a failed request to the image API behind the cache into this cache's metrics
+    /// (`image_cache_upstream_errors_total`, `image_cache_upstream_timeouts_total`): for a
+    /// service in front of the cache that talks to that API itself, as a caching proxy does.
+    pub fn count_upstream_failure(&self, failure: UpstreamFailure) {
+        self.metrics().upstream_failure(failure);
+    }
+
+    /// Counts a peer cache node that could not fill an image
+    /// (`image_cache_peer_failures_total{reason}`): for a service behind the cache that fills
+    /// from other nodes of a fleet.
+    pub fn count_peer_failure(&self, failure: PeerFailure) {
+        self.metrics().peer_failure(failure);
+    }
+}
 
 /// A failed request to the upstream image API, as counted in
 /// `image_cache_upstream_errors_total{kind}` (and, for a timeout,
@@ -36,6 +55,34 @@ impl UpstreamPhase {
             UpstreamPhase::Connect => "connect",
             UpstreamPhase::Response => "response",
             UpstreamPhase::Idle => "idle",
+        }
+    }
+}
+
+/// Why a peer cache node could not fill an image, as counted in
+/// `image_cache_peer_failures_total{reason}` (for a service behind the cache that fills from
+/// other nodes of a fleet, as `image-cache-server` does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PeerFailure {
+    /// The peer could not be reached, or sent no answer in time.
+    Unreachable,
+    /// The peer answered with another status than the image (or the range asked).
+    Refused,
+    /// The peer's body ended early or stalled mid-image.
+    Cut,
+    /// The peer's whole copy did not match the image's checksum.
+    Unverified,
+}
+
+impl PeerFailure {
+    /// The `reason` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerFailure::Unreachable => "unreachable",
+            PeerFailure::Refused => "refused",
+            PeerFailure::Cut => "cut",
+            PeerFailure::Unverified => "unverified",
         }
     }
 }

@@ -17,7 +17,7 @@ use super::progress::Fills;
 use super::reconcile::reconcile;
 use super::record::{CachedImage, FillProgress};
 use crate::config::db_name_problem;
-use crate::metrics::{CacheMetrics, UpstreamFailure};
+use crate::metrics::CacheMetrics;
 use crate::{CacheConfig, ImageId};
 
 /// A handle on the cache. Cheap to clone; all clones share one cache. When the last clone is
@@ -294,13 +294,6 @@ impl ImageCache {
     /// Resolves once no fill of `id` is running.
     pub(crate) async fn fill_settled(&self, id: &ImageId) {
         self.inner.fills.settled(id).await;
-    }
-
-    /// Counts a failed request to the image API behind the cache into this cache's metrics
-    /// (`image_cache_upstream_errors_total`, `image_cache_upstream_timeouts_total`): for a
-    /// service in front of the cache that talks to that API itself, as a caching proxy does.
-    pub fn count_upstream_failure(&self, failure: UpstreamFailure) {
-        self.inner.metrics.upstream_failure(failure);
     }
 
     /// The cache's counters, for the layers to count into.

@@ -94,7 +94,7 @@ impl CentralDb {
     /// after all is no error.
     pub(crate) async fn create_tables(&self) -> DbResult<()> {
         let tables = self.sql.create_tables().into_iter();
-        for (table, statement) in tables.chain([super::central_fills::create_table(self.sql)]) {
+        for (table, statement) in tables.chain(super::central_fills::create_tables(self.sql)) {
             if let Err(err) = sqlx::query(&statement).execute(&self.pool).await {
                 let probe = format!("SELECT COUNT(*) FROM {table} WHERE 1 = 0");
                 if sqlx::query(&probe).fetch_one(&self.pool).await.is_err() {
@@ -102,6 +102,9 @@ impl CentralDb {
                 }
             }
         }
+        // Best effort: a role that may create tables but not drop them leaves it behind.
+        let earlier = super::central_fills::drop_earlier_table();
+        let _ = sqlx::query(&earlier).execute(&self.pool).await;
         self.tables_made.store(true, Ordering::Relaxed);
         Ok(())
     }

@@ -2,12 +2,10 @@
 //! centralized_db`), seen from any of them or from a tool.
 
 use std::fmt;
-use std::time::Duration;
 
 use super::cache::ImageCache;
 use super::central_db::{CentralDb, CentralRow};
 use super::central_error::CentralError;
-use super::clock::now;
 use crate::config::DatabaseUrl;
 use crate::ImageId;
 
@@ -24,7 +22,7 @@ pub struct Fleet {
 
 /// A fleet query that failed: a sentence naming the database and what failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FleetError(String);
+pub struct FleetError(pub(super) String);
 
 impl fmt::Display for FleetError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -59,21 +57,6 @@ pub struct FleetImage {
     /// Its MD5, as hex, when known.
     pub checksum: Option<String>,
 }
-
-/// Who reads an image from the backend for the fleet now ([`Fleet::claim_fill`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum FillClaim {
-    /// This node: it reads the image, and the other nodes follow it. Renew the claim within
-    /// [`FILL_CLAIM_LIFETIME`] while the fill runs, and release it at its end.
-    Ours,
-    /// Another node, by its URL: follow its fill rather than read the image again.
-    Theirs(String),
-}
-
-/// How long a fill claim stands without a heartbeat: past it, the claimant counts as dead and
-/// another node may claim the image.
-pub const FILL_CLAIM_LIFETIME: Duration = Duration::from_secs(10);
 
 impl fmt::Debug for Fleet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -111,7 +94,10 @@ impl Fleet {
         self.node_url.as_deref()
     }
 
-    async fn run<T, F>(&self, query: impl FnOnce(CentralDb) -> F) -> Result<T, FleetError>
+    pub(super) async fn run<T, F>(
+        &self,
+        query: impl FnOnce(CentralDb) -> F,
+    ) -> Result<T, FleetError>
     where
         F: std::future::Future<Output = Result<T, CentralError>> + Send + 'static,
         T: Send + 'static,
@@ -145,48 +131,7 @@ impl Fleet {
             .await
     }
 
-    /// Claims the reading of `id` from the backend for this node, unless another node's fresh
-    /// claim stands: of nodes claiming at once, one gets [`FillClaim::Ours`] and the others
-    /// learn its URL. Only a node's own fleet handle ([`ImageCache::fleet`]) can claim.
-    pub async fn claim_fill(&self, id: &ImageId) -> Result<FillClaim, FleetError> {
-        let node = self.claimant()?;
-        let id = id.clone();
-        let at = now();
-        let stale_before = at - FILL_CLAIM_LIFETIME.as_secs_f64();
-        let mine = node.clone();
-        let claimant = self
-            .run(|db| async move { db.claim_fill(&id, &mine, at, stale_before).await })
-            .await?;
-        Ok(if claimant == node {
-            FillClaim::Ours
-        } else {
-            FillClaim::Theirs(claimant)
-        })
-    }
-
-    /// The node reading `id` from the backend for the fleet now (its claim is fresh), if any.
-    pub async fn node_filling(&self, id: &ImageId) -> Result<Option<String>, FleetError> {
-        let id = id.clone();
-        let fresh_after = now() - FILL_CLAIM_LIFETIME.as_secs_f64();
-        self.run(|db| async move { db.claimant_of(&id, fresh_after).await })
-            .await
-    }
-
-    /// Renews this node's claim of `id` (its heartbeat).
-    pub async fn renew_fill(&self, id: &ImageId) -> Result<(), FleetError> {
-        let (node, id) = (self.claimant()?, id.clone());
-        self.run(|db| async move { db.renew_fill(&id, &node, now()).await })
-            .await
-    }
-
-    /// Ends this node's claim of `id`: its fill is over (committed or failed).
-    pub async fn release_fill(&self, id: &ImageId) -> Result<(), FleetError> {
-        let (node, id) = (self.claimant()?, id.clone());
-        self.run(|db| async move { db.release_fill(&id, &node).await })
-            .await
-    }
-
-    fn claimant(&self) -> Result<String, FleetError> {
+    pub(super) fn claimant(&self) -> Result<String, FleetError> {
         self.node_url.clone().ok_or_else(|| {
             FleetError(format!(
                 "only a node of the fleet on {} can claim a fill; a tool cannot",

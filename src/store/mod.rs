@@ -34,7 +34,7 @@
 //! | `sled_driver.rs` | the sled driver |
 //! | `central_sql.rs` | the central index's SQL, per server (feature `centralized-db`) |
 //! | `central_db.rs` | the central database's pool and statements |
-//! | `central_fills.rs` | the fleet's fills in flight: which node reads an image now |
+//! | `central_fills.rs` | the fleet's fills in flight (which node reads an image now) and zones |
 //! | `converge.rs` | a node's rows made equal to its local records |
 //! | `replicator.rs` | writing a node's records behind to the central database |
 //! | `central_driver.rs` | the `centralized_db` driver: sled, mirrored by the replicator |
@@ -52,6 +52,7 @@
 //! | `cache.rs` | [`ImageCache`]: open, lookups, deletes |
 //! | `fill.rs`, `read.rs`, `follow.rs`, `maintenance.rs`, `queue.rs` | the verbs |
 //! | `fleet.rs` | [`Fleet`]: the nodes of a central database (feature `centralized-db`) |
+//! | `fleet_fills.rs` | the fleet's fill claims, for all of it or one zone, and nodes' zones |
 //!
 //! ```
 //! use tower_image_cache::store::{Expected, ImageCache};
@@ -94,6 +95,8 @@ mod error;
 mod fill;
 #[cfg(feature = "centralized-db")]
 mod fleet;
+#[cfg(feature = "centralized-db")]
+mod fleet_fills;
 mod follow;
 mod fs;
 mod glance_import;
@@ -117,13 +120,15 @@ mod small_images;
 mod tests;
 mod verify;
 
-pub use crate::metrics::{UpstreamFailure, UpstreamPhase};
+pub use crate::metrics::{PeerFailure, UpstreamFailure, UpstreamPhase};
 pub use cache::ImageCache;
 pub use driver::IndexError;
 pub use error::{BlockingError, FillError, FillStep, StoreError};
 pub use fill::FillWriter;
 #[cfg(feature = "centralized-db")]
-pub use fleet::{FillClaim, Fleet, FleetError, FleetImage, FILL_CLAIM_LIFETIME};
+pub use fleet::{Fleet, FleetError, FleetImage};
+#[cfg(feature = "centralized-db")]
+pub use fleet_fills::{check_zone_name, FillClaim, FillScope, FILL_CLAIM_LIFETIME, ZONE_NAME_MAX};
 pub use follow::FillFollower;
 #[cfg(feature = "fuzzing")]
 pub use fs::{FillIo, IndexStep, StdFillIo};

@@ -160,6 +160,12 @@ impl TestDb {
         sqlx::query(sql).execute(&self.pool).await.unwrap();
     }
 
+    /// The first column of the first row of a query of the test's own, as a number.
+    pub async fn count(&self, sql: &str) -> i64 {
+        let row = sqlx::query(sql).fetch_one(&self.pool).await.unwrap();
+        sqlx::Row::try_get::<i64, _>(&row, 0).unwrap()
+    }
+
     /// Waits (up to 15 s) until `rows()` equals `expected`.
     pub async fn wait_rows(&self, expected: &[(&str, &str, i64, i64)]) {
         let expected = expected

@@ -24,7 +24,12 @@ pub struct DbProxy {
 impl DbProxy {
     /// A proxy on an ephemeral port of 127.0.0.1 to `server`'s port.
     pub async fn start(server: Server) -> DbProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on([127, 0, 0, 1].into(), server).await
+    }
+
+    /// [`DbProxy::start`] on an ephemeral port of `address`.
+    pub async fn start_on(address: std::net::IpAddr, server: Server) -> DbProxy {
+        let listener = TcpListener::bind((address, 0)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let target: SocketAddr = ([127, 0, 0, 1], server.port()).into();
         let statements = Arc::new(AtomicU64::new(0));

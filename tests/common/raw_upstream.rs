@@ -75,7 +75,12 @@ impl RawUpstream {
 
     /// Serves `data` as every image's bytes, misbehaving as `mode` says.
     pub async fn start(data: Bytes, mode: Mode) -> RawUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on([127, 0, 0, 1].into(), data, mode).await
+    }
+
+    /// [`RawUpstream::start`] on an ephemeral port of `address`.
+    pub async fn start_on(address: std::net::IpAddr, data: Bytes, mode: Mode) -> RawUpstream {
+        let listener = TcpListener::bind((address, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let upstream = RawUpstream {
             addr,

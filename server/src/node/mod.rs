@@ -3,12 +3,15 @@
 //! Internals of the binary, not a stable API.
 
 mod access_log;
+mod claims;
 mod forwarded;
 mod gateway_errors;
 mod listen;
 mod logging;
 mod notify;
 mod options;
+mod peer_body;
+mod peer_identity;
 mod peer_route;
 mod peers;
 mod run;

@@ -9,6 +9,7 @@ use http::Uri;
 use super::forwarded::TrustedProxies;
 use tower_image_cache::config::{with_config_dirs, ServerOptions};
 use tower_image_cache::keystone::{AuthOptions, TlsOptions};
+use tower_image_cache::store::check_zone_name;
 use tower_image_cache::CacheConfig;
 
 /// Requests in flight get this long to finish after SIGTERM or SIGINT, by default.
@@ -37,8 +38,8 @@ pub struct ServerArgs {
     /// files win. /etc/glance/glance-api.conf and /etc/glance/glance-cache.conf are read first
     /// when present. The cache's options ([DEFAULT] image_cache_dir, image_cache_max_size, ...),
     /// bind_host and bind_port, and [cache_server] upstream, upstream_keepalive,
-    /// upstream_cafile, upstream_insecure, service_token, manage_token, peer_token,
-    /// manage_roles, shutdown_grace, metrics_bind, upstream_connect_timeout,
+    /// upstream_cafile, upstream_insecure, service_token, manage_token, peer_token, peer_roles,
+    /// peer_zone, manage_roles, shutdown_grace, metrics_bind, upstream_connect_timeout,
     /// upstream_response_timeout, upstream_idle_timeout, upstream_resume_attempts,
     /// trusted_proxies, max_concurrent_fills, max_connections, client_timeout,
     /// authorization_cache_time and authorization_stale_if_error, and the node's Keystone identity
@@ -84,6 +85,10 @@ pub struct ServerArgs {
     /// centralized_db) before the upstream, and the peer route serves the others.
     #[arg(long, env = "IMAGE_CACHE_PEER_TOKEN", hide_env_values = true)]
     pub peer_token: Option<String>,
+    /// The site this node is in, over [cache_server] peer_zone: it asks the peers of its zone
+    /// first, and one node of the zone reads an image into it for the others.
+    #[arg(long, value_name = "ZONE")]
+    pub peer_zone: Option<String>,
     /// Seconds requests in flight get to finish after SIGTERM or SIGINT (default 10).
     #[arg(long, value_name = "SECONDS")]
     pub shutdown_grace: Option<u64>,
@@ -115,6 +120,10 @@ pub struct ServerSettings {
     pub manage_token: Option<String>,
     /// The fleet's peer token: fills from peers, and the peer route.
     pub peer_token: Option<String>,
+    /// The Keystone roles the peer route admits (with the node's Keystone identity).
+    pub peer_roles: Vec<String>,
+    /// The node's zone, if any.
+    pub peer_zone: Option<String>,
     /// What requests in flight get at shutdown.
     pub shutdown_grace: Duration,
     /// The second listener for `/metrics` and `/healthz`, if any.
@@ -291,6 +300,11 @@ impl ServerArgs {
             service_token: self.service_token.clone().or(options.service_token),
             manage_token: self.manage_token.clone().or(options.manage_token),
             peer_token: self.peer_token.clone().or(options.peer_token),
+            peer_roles: options.peer_roles.unwrap_or_default(),
+            peer_zone: match self.peer_zone.clone().or(options.peer_zone) {
+                Some(zone) => Some(check_zone_name(&zone).map(|()| zone)?),
+                None => None,
+            },
             shutdown_grace: self
                 .shutdown_grace
                 .map(Duration::from_secs)

@@ -2,7 +2,6 @@
 //! the fleet's other nodes, and to nobody else.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
@@ -17,14 +16,16 @@ use tower_image_cache::layer::GlanceError;
 use tower_image_cache::store::{FillFollower, ImageReader};
 use tower_image_cache::{ImageCache, ImageId};
 
+use super::peer_identity::{Admission, Refused};
+
 /// The peer route: `GET /peer/v1/images/{id}` (with `Range: bytes=N-` for a resumed fill).
 pub(crate) const PEER_ROUTE: &str = "/peer/v1/images/{id}";
 
-/// The peer route, admitting only the fleet's token.
-pub(crate) fn route(cache: &ImageCache, token: &str) -> Router {
+/// The peer route, admitting only the fleet's nodes.
+pub(crate) fn route(cache: &ImageCache, admission: Admission) -> Router {
     let held = Held {
         cache: cache.clone(),
-        token: Arc::from(token),
+        admission,
     };
     Router::new()
         .route(PEER_ROUTE, get(serve_held))
@@ -34,7 +35,7 @@ pub(crate) fn route(cache: &ImageCache, token: &str) -> Router {
 #[derive(Clone)]
 struct Held {
     cache: ImageCache,
-    token: Arc<str>,
+    admission: Admission,
 }
 
 /// Serves a committed image of this node to another node of the fleet; anyone else gets 401 or
@@ -49,22 +50,8 @@ async fn serve_held(
             .response_for::<Body>(&headers)
             .map(Body::new)
     };
-    match headers.get("x-auth-token") {
-        None => {
-            return refuse(
-                StatusCode::UNAUTHORIZED,
-                "This route serves the fleet's own nodes: send the fleet's peer_token as \
-                 X-Auth-Token.",
-            )
-        }
-        Some(token) if !same_secret(token.as_bytes(), held.token.as_bytes()) => {
-            return refuse(
-                StatusCode::FORBIDDEN,
-                "This route serves the fleet's own nodes only; download images through \
-                 /v2/images/{id}/file.",
-            )
-        }
-        Some(_) => {}
+    if let Err(Refused(status, message)) = held.admission.admit(&headers).await {
+        return refuse(status, message);
     }
     let Ok(id) = ImageId::new(&id) else {
         return refuse(
@@ -146,15 +133,6 @@ async fn open(cache: &ImageCache, id: &ImageId, from: u64) -> Result<Option<Shar
 pub(crate) fn resumed_from(range: &HeaderValue) -> Option<u64> {
     let text = range.to_str().ok()?.trim().strip_prefix("bytes=")?;
     text.strip_suffix('-')?.parse().ok()
-}
-
-/// Compares two secrets in time that does not depend on where they differ.
-fn same_secret(given: &[u8], expected: &[u8]) -> bool {
-    let differences = given
-        .iter()
-        .zip(expected)
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-    given.len() == expected.len() && differences == 0
 }
 
 /// An image's bytes served to a peer: committed, or being filled.

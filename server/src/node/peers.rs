@@ -9,21 +9,19 @@
 //! the upstream.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body::Frame;
-use http_body_util::BodyExt;
-use tower_image_cache::layer::{BoxError, FillRequest, FillSource};
-use tower_image_cache::store::{FillClaim, Fleet, FILL_CLAIM_LIFETIME};
+use tower_image_cache::layer::{FillRequest, FillSource};
+use tower_image_cache::store::{FillClaim, FillScope, Fleet, PeerFailure};
 use tower_image_cache::{ImageCache, ImageId};
 
+use super::claims::Claims;
+use super::peer_body::PeerBody;
+use super::peer_identity::PeerIdentity;
 use super::peer_route::resumed_from;
 use crate::causes::error_chain;
 use crate::sync::lock;
@@ -35,25 +33,40 @@ const FAILED_PEER_REST: Duration = Duration::from_secs(30);
 /// is asked.
 const PEER_PATIENCE: Duration = Duration::from_secs(5);
 
+/// How long the nodes' zones read from the fleet's table are used before they are read again.
+const ZONES_KEPT: Duration = Duration::from_secs(10);
+
 /// This node's fills, asked of the fleet's other nodes first.
 #[derive(Clone)]
 pub(crate) struct Peers {
     cache: ImageCache,
-    token: Arc<str>,
+    identity: PeerIdentity,
+    /// This node's zone (`[cache_server] peer_zone`), if any.
+    zone: Option<Arc<str>>,
     http: reqwest::Client,
     /// Peers that failed lately, and when.
     failed: Arc<Mutex<HashMap<String, Instant>>>,
     /// The peer whose copy of an image was read to its end last: asked to fill that image
     /// again, this node learns the copy did not verify (the fill would have committed).
     delivered: Arc<Mutex<HashMap<ImageId, String>>>,
+    /// The nodes' zones, and when they were read.
+    zones: Arc<Mutex<Option<(Instant, Zones)>>>,
 }
 
+/// The nodes' zones, by URL.
+type Zones = Arc<HashMap<String, String>>;
+
+/// Why a peer did not serve an image: what is counted, and a sentence for the log.
+struct Failed(PeerFailure, String);
+
 impl Peers {
-    /// Fills answered by the nodes that hold the image, with `token`; a peer that sends
-    /// nothing for `idle` is given up.
+    /// Fills answered by the nodes that hold the image, showing `identity`; a peer that sends
+    /// nothing for `idle` is given up. With a `zone`, the peers of that zone are asked first,
+    /// and one node of the zone reads an image into it for the others.
     pub(crate) fn new(
         cache: &ImageCache,
-        token: &str,
+        identity: PeerIdentity,
+        zone: Option<&str>,
         idle: Option<Duration>,
     ) -> Result<Self, String> {
         let mut http = reqwest::Client::builder()
@@ -67,16 +80,18 @@ impl Peers {
             .map_err(|err| format!("the client of the fleet's peers cannot be set up: {err}"))?;
         Ok(Peers {
             cache: cache.clone(),
-            token: Arc::from(token),
+            identity,
+            zone: zone.map(Arc::from),
             http,
             failed: Arc::default(),
             delivered: Arc::default(),
+            zones: Arc::default(),
         })
     }
 
     /// Where the fill `request` asks for (if it is one) is read from: a peer that holds the
     /// image, the peer the fleet's table says reads it now, or the upstream, with this node's
-    /// claim on the image when it is the one to read it.
+    /// claims on the image when it is the one to read it.
     pub(crate) fn answer(
         &self,
         request: &Request<Body>,
@@ -91,58 +106,140 @@ impl Peers {
         async move {
             match id {
                 Some(id) => peers.answer_fill(id, range).await,
-                None => Answer::Upstream(None),
+                None => Answer::Upstream(Claims::default()),
             }
         }
     }
 
     async fn answer_fill(&self, id: ImageId, range: Option<HeaderValue>) -> Answer {
+        let upstream = || Answer::Upstream(Claims::default());
         let Some(fleet) = self.cache.fleet() else {
-            return Answer::Upstream(None);
+            return upstream();
         };
         let asked = tokio::time::timeout(PEER_PATIENCE, fleet.nodes_caching(&id)).await;
         let holders = match asked {
             Ok(Ok(holders)) => holders,
             Ok(Err(err)) => {
                 tracing::warn!(image = %id, %err, "the fleet's database did not say which nodes hold the image; filling from the upstream");
-                return Answer::Upstream(None);
+                return upstream();
             }
             Err(_) => {
                 tracing::warn!(image = %id, "the fleet's database did not answer in time; filling from the upstream");
-                return Answer::Upstream(None);
+                return upstream();
             }
         };
         let delivered = lock(&self.delivered).remove(&id);
         if let (Some(peer), None) = (delivered, &range) {
             // Its whole copy came here and yet the image is asked again: it did not verify.
             tracing::warn!(image = %id, %peer, "the copy a peer sent did not verify here (rotten on its disk?); asking other sources");
+            self.cache.count_peer_failure(PeerFailure::Unverified);
             self.rest(&peer);
         }
-        for peer in holders {
-            if Some(peer.as_str()) == fleet.this_node() || self.resting(&peer) {
-                continue;
-            }
-            if let Some(response) = self.ask_holder(&peer, &id, range.as_ref()).await {
-                return Answer::Peer(response);
-            }
+        let holders: Vec<String> = holders
+            .into_iter()
+            .filter(|peer| Some(peer.as_str()) != fleet.this_node() && !self.resting(peer))
+            .collect();
+        // The holders of this node's zone first; those of other zones are read across a
+        // site's link by one node of the zone only.
+        let zones = self.zones(&fleet).await;
+        let (near, far): (Vec<&String>, Vec<&String>) = holders
+            .iter()
+            .partition(|peer| self.zone.is_none() || self.in_my_zone(&zones, peer));
+        if let Some(response) = self.ask_holders(&near, &id, range.as_ref()).await {
+            return Answer::Peer(response);
         }
         if range.is_some() {
-            // A resume: the rest from the upstream, whoever reads the image.
-            return Answer::Upstream(None);
-        }
-        match tokio::time::timeout(PEER_PATIENCE, fleet.claim_fill(&id)).await {
-            Ok(Ok(FillClaim::Ours)) => Answer::Upstream(Some(Claim::hold(fleet, id))),
-            Ok(Ok(FillClaim::Theirs(reader))) => match self.follow(&reader, &id).await {
+            // A resume: the rest from another zone's holder, else from the upstream.
+            return match self.ask_holders(&far, &id, range.as_ref()).await {
                 Some(response) => Answer::Peer(response),
-                None => Answer::Upstream(None),
+                None => upstream(),
+            };
+        }
+        let mut claims = Claims::default();
+        if let Some(zone) = &self.zone {
+            let scope = FillScope::Zone(zone.to_string());
+            match self.claim(&fleet, &id, &scope).await {
+                Some(FillClaim::Ours) => claims.hold(&fleet, &id, scope),
+                Some(FillClaim::Theirs(reader)) => {
+                    return match self.follow(&reader, &id).await {
+                        Some(response) => Answer::Peer(response),
+                        None => upstream(),
+                    }
+                }
+                _ => return upstream(),
+            }
+            // This node reads the image into its zone: from another zone's holder, else as
+            // (or after) the fleet's one read of the upstream.
+            if let Some(response) = self.ask_holders(&far, &id, None).await {
+                return Answer::Peer(claims.ride(response));
+            }
+        }
+        match self.claim(&fleet, &id, &FillScope::Fleet).await {
+            Some(FillClaim::Ours) => {
+                claims.hold(&fleet, &id, FillScope::Fleet);
+                Answer::Upstream(claims)
+            }
+            Some(FillClaim::Theirs(reader)) => match self.follow(&reader, &id).await {
+                Some(response) => Answer::Peer(claims.ride(response)),
+                None => Answer::Upstream(claims),
             },
-            Ok(Ok(_)) => Answer::Upstream(None),
+            _ => Answer::Upstream(claims),
+        }
+    }
+
+    /// This node's claim of `id` in `scope`, or `None` when the fleet's database cannot say.
+    async fn claim(&self, fleet: &Fleet, id: &ImageId, scope: &FillScope) -> Option<FillClaim> {
+        match tokio::time::timeout(PEER_PATIENCE, fleet.claim_fill(id, scope)).await {
+            Ok(Ok(claim)) => Some(claim),
             Ok(Err(err)) => {
                 tracing::warn!(image = %id, %err, "the fill could not be claimed in the fleet's database; filling from the upstream");
-                Answer::Upstream(None)
+                None
             }
-            Err(_) => Answer::Upstream(None),
+            Err(_) => None,
         }
+    }
+
+    fn in_my_zone(&self, zones: &HashMap<String, String>, peer: &str) -> bool {
+        zones.get(peer).map(String::as_str) == self.zone.as_deref()
+    }
+
+    /// The nodes' zones, read again after [`ZONES_KEPT`]; none when the table cannot be read.
+    async fn zones(&self, fleet: &Fleet) -> Zones {
+        if self.zone.is_none() {
+            return Arc::default();
+        }
+        if let Some((read, zones)) = lock(&self.zones).as_ref() {
+            if read.elapsed() < ZONES_KEPT {
+                return zones.clone();
+            }
+        }
+        match tokio::time::timeout(PEER_PATIENCE, fleet.zones()).await {
+            Ok(Ok(zones)) => {
+                let zones = Arc::new(zones);
+                *lock(&self.zones) = Some((Instant::now(), zones.clone()));
+                zones
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(%err, "the nodes' zones could not be read; asking any peer");
+                Arc::default()
+            }
+            Err(_) => Arc::default(),
+        }
+    }
+
+    /// The first of `peers` to serve `id` (from `range`).
+    async fn ask_holders(
+        &self,
+        peers: &[&String],
+        id: &ImageId,
+        range: Option<&HeaderValue>,
+    ) -> Option<Response<Body>> {
+        for peer in peers {
+            if let Some(response) = self.ask_holder(peer, id, range).await {
+                return Some(response);
+            }
+        }
+        None
     }
 
     /// `peer`'s copy of `id` (from `range`), or `None` after logging why not and resting it.
@@ -152,15 +249,15 @@ impl Peers {
         id: &ImageId,
         range: Option<&HeaderValue>,
     ) -> Option<Response<Body>> {
-        match self.ask(peer, id, range).await {
+        match self.ask(peer, id, range, FillSource::Peer).await {
             Ok(response) => {
                 let from = range.and_then(resumed_from).unwrap_or(0);
                 tracing::info!(image = %id, %peer, from, "filling from a peer");
                 Some(response)
             }
-            Err(reason) => {
+            Err(Failed(failure, reason)) => {
                 tracing::warn!(image = %id, %peer, %reason, "a peer could not serve the image; asking the next source");
-                self.rest(peer);
+                self.failed(peer, failure);
                 None
             }
         }
@@ -174,17 +271,17 @@ impl Peers {
         }
         let deadline = Instant::now() + PEER_PATIENCE;
         loop {
-            match self.ask(reader, id, None).await {
+            match self.ask(reader, id, None, FillSource::Follow).await {
                 Ok(response) => {
                     tracing::info!(image = %id, peer = %reader, "following a peer's fill");
                     return Some(response);
                 }
-                Err(reason) if reason.contains("404") && Instant::now() < deadline => {
+                Err(Failed(_, reason)) if reason.contains("404") && Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                Err(reason) => {
+                Err(Failed(failure, reason)) => {
                     tracing::warn!(image = %id, peer = %reader, %reason, "the peer reading the image could not be followed; filling from the upstream");
-                    self.rest(reader);
+                    self.failed(reader, failure);
                     return None;
                 }
             }
@@ -197,16 +294,25 @@ impl Peers {
         peer: &str,
         id: &ImageId,
         range: Option<&HeaderValue>,
-    ) -> Result<Response<Body>, String> {
+        source: FillSource,
+    ) -> Result<Response<Body>, Failed> {
         let url = format!("{}/peer/v1/images/{id}", peer.trim_end_matches('/'));
-        let mut asking = self.http.get(&url).header("x-auth-token", &*self.token);
+        let token = self
+            .identity
+            .token()
+            .await
+            .map_err(|reason| Failed(PeerFailure::Unreachable, reason))?;
+        let mut asking = self.http.get(&url).header("x-auth-token", token);
         if let Some(range) = range {
             asking = asking.header(header::RANGE, range);
         }
         let answer = match tokio::time::timeout(PEER_PATIENCE, asking.send()).await {
             Ok(Ok(answer)) => answer,
-            Ok(Err(err)) => return Err(error_chain(&err)),
-            Err(_) => return Err(format!("no answer within {} s", PEER_PATIENCE.as_secs())),
+            Ok(Err(err)) => return Err(Failed(PeerFailure::Unreachable, error_chain(&err))),
+            Err(_) => {
+                let reason = format!("no answer within {} s", PEER_PATIENCE.as_secs());
+                return Err(Failed(PeerFailure::Unreachable, reason));
+            }
         };
         let expected = if range.is_some() {
             StatusCode::PARTIAL_CONTENT
@@ -214,7 +320,8 @@ impl Peers {
             StatusCode::OK
         };
         if answer.status() != expected {
-            return Err(format!("it answered {}", answer.status()));
+            let reason = format!("it answered {}", answer.status());
+            return Err(Failed(PeerFailure::Refused, reason));
         }
         let mut response = Response::new(Body::empty());
         *response.status_mut() = answer.status();
@@ -227,14 +334,9 @@ impl Peers {
                 response.headers_mut().insert(name, value.clone());
             }
         }
-        let body = PeerBody {
-            answer: Box::pin(answer.bytes_stream()),
-            peers: self.clone(),
-            peer: peer.to_owned(),
-            image: id.clone(),
-        };
+        let body = PeerBody::new(answer, self.clone(), peer, id);
         *response.body_mut() = Body::new(body);
-        response.extensions_mut().insert(FillSource::Peer);
+        response.extensions_mut().insert(source);
         Ok(response)
     }
 
@@ -242,6 +344,17 @@ impl Peers {
         let mut failed = lock(&self.failed);
         failed.retain(|_, when| when.elapsed() < FAILED_PEER_REST);
         failed.contains_key(peer)
+    }
+
+    /// `peer` failed (counted): it is left alone for [`FAILED_PEER_REST`].
+    pub(super) fn failed(&self, peer: &str, failure: PeerFailure) {
+        self.cache.count_peer_failure(failure);
+        self.rest(peer);
+    }
+
+    /// `peer` sent its whole copy of `image`.
+    pub(super) fn delivered(&self, image: ImageId, peer: String) {
+        lock(&self.delivered).insert(image, peer);
     }
 
     fn rest(&self, peer: &str) {
@@ -253,101 +366,7 @@ impl Peers {
 pub(crate) enum Answer {
     /// A peer's copy, or its fill followed.
     Peer(Response<Body>),
-    /// The upstream; with this node's claim of the image when its fill is the fleet's one read.
-    Upstream(Option<Claim>),
-}
-
-/// This node's claim of an image's fill in the fleet's table, renewed while it is held and
-/// released when dropped (with the upstream's body it rides on: the fill is over).
-pub(crate) struct Claim {
-    heartbeat: tokio::task::JoinHandle<()>,
-    release: Option<(Fleet, ImageId)>,
-}
-
-impl Claim {
-    fn hold(fleet: Fleet, id: ImageId) -> Self {
-        tracing::info!(image = %id, "reading the image from the upstream for the fleet");
-        let (renewing, image) = (fleet.clone(), id.clone());
-        let heartbeat = tokio::spawn(async move {
-            let every = FILL_CLAIM_LIFETIME / 3;
-            loop {
-                tokio::time::sleep(every).await;
-                if let Err(err) = renewing.renew_fill(&image).await {
-                    tracing::warn!(image = %image, %err, "the fill's claim could not be renewed");
-                }
-            }
-        });
-        Claim {
-            heartbeat,
-            release: Some((fleet, id)),
-        }
-    }
-
-    /// `response`'s body, holding this claim until it is read or dropped.
-    pub(crate) fn ride(self, response: Response<Body>) -> Response<Body> {
-        response.map(|body| {
-            Body::new(body.map_frame(move |frame| {
-                let _held = &self;
-                frame
-            }))
-        })
-    }
-}
-
-impl Drop for Claim {
-    fn drop(&mut self) {
-        self.heartbeat.abort();
-        if let Some((fleet, id)) = self.release.take() {
-            // A moment for the commit's row to reach the fleet's table, so a node asking in
-            // between finds the image held rather than unclaimed. Outside a runtime (the node
-            // stopping) the claim lapses by itself.
-            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-                return;
-            };
-            runtime.spawn(async move {
-                tokio::time::sleep(CLAIM_AFTERGLOW).await;
-                if let Err(err) = fleet.release_fill(&id).await {
-                    tracing::warn!(image = %id, %err, "the fill's claim could not be released; it lapses by itself");
-                }
-            });
-        }
-    }
-}
-
-/// How long a claim stays after its fill's body ended.
-const CLAIM_AFTERGLOW: Duration = Duration::from_secs(2);
-
-type ByteStream =
-    Pin<Box<dyn futures_core::Stream<Item = Result<Bytes, reqwest::Error>> + Send + 'static>>;
-
-/// A peer's body; a failure mid-way (the peer died or stalled) rests the peer, so the fill's
-/// resume asks another source, and its end is remembered (see `Peers::delivered`).
-struct PeerBody {
-    answer: ByteStream,
-    peers: Peers,
-    peer: String,
-    image: ImageId,
-}
-
-impl http_body::Body for PeerBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.answer.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Err(err))) => {
-                self.peers.rest(&self.peer);
-                Poll::Ready(Some(Err(err.into())))
-            }
-            Poll::Ready(None) => {
-                let (image, peer) = (self.image.clone(), self.peer.clone());
-                lock(&self.peers.delivered).insert(image, peer);
-                Poll::Ready(None)
-            }
-            other => other.map(|chunk| chunk.map(|c| c.map(Frame::data).map_err(Into::into))),
-        }
-    }
+    /// The upstream; with this node's claims of the image when its fill is the fleet's (or
+    /// its zone's) one read.
+    Upstream(Claims),
 }

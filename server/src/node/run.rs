@@ -13,7 +13,8 @@ use clap::Parser;
 
 use super::listen::ClientLimits;
 use super::options::{ServerArgs, ServerSettings};
-use super::peers::{Answer, Peers};
+use super::peer_identity::fleet_peers;
+use super::peers::Answer;
 use super::upstream::Upstream;
 use tower_image_cache::keystone::Keystone;
 use tower_image_cache::manage::{CacheManageLayer, KeystoneAccess, StaticToken};
@@ -89,16 +90,13 @@ async fn serve(settings: ServerSettings) -> Result<ImageCache, String> {
         settings.upstream_timeouts,
     )?
     .count_into(&cache);
-    let peers = match &settings.peer_token {
-        Some(token) if cache.fleet().is_some() => {
-            Some(Peers::new(&cache, token, settings.upstream_timeouts.idle)?)
-        }
-        Some(_) => {
-            tracing::warn!("peer_token is set, but the node is no member of a fleet (image_cache_driver = centralized_db): its fills come from the upstream");
-            None
-        }
-        None => None,
-    };
+    let keystone = settings
+        .keystone
+        .clone()
+        .map(Keystone::new)
+        .transpose()
+        .map_err(|err| err.to_string())?;
+    let (peers, admission) = fleet_peers(&settings, &cache, keystone.as_ref())?;
     let proxy = tower::service_fn(move |request: Request<Body>| {
         let (upstream, peers) = (upstream.clone(), peers.clone());
         async move {
@@ -107,20 +105,10 @@ async fn serve(settings: ServerSettings) -> Result<ImageCache, String> {
             };
             match asking.await {
                 Answer::Peer(response) => Ok(response),
-                Answer::Upstream(None) => upstream.forward(request).await,
-                Answer::Upstream(Some(claim)) => {
-                    let response = upstream.forward(request).await?;
-                    Ok(claim.ride(response))
-                }
+                Answer::Upstream(claims) => Ok(claims.ride(upstream.forward(request).await?)),
             }
         }
     });
-    let keystone = settings
-        .keystone
-        .clone()
-        .map(Keystone::new)
-        .transpose()
-        .map_err(|err| err.to_string())?;
     let manage = match (&settings.manage_token, &keystone) {
         (Some(token), _) => CacheManageLayer::new(cache.clone(), StaticToken::new(token)),
         (None, Some(keystone)) => {
@@ -156,8 +144,8 @@ async fn serve(settings: ServerSettings) -> Result<ImageCache, String> {
     service.start_prefetcher::<Body, _>();
     let health = Health::new(&cache);
     let mut app = observability(&health);
-    if let Some(token) = &settings.peer_token {
-        app = app.merge(super::peer_route::route(&cache, token));
+    if let Some(admission) = admission {
+        app = app.merge(super::peer_route::route(&cache, admission));
     }
     let warming = super::warming::Warming::new(&cache)?;
     let app = app

@@ -51,10 +51,32 @@ pub fn start_node_with(
     extra: &str,
     cache_server: &str,
 ) -> Node {
+    let here = Host {
+        address: "127.0.0.1",
+        netns: None,
+    };
+    start_node_on(&here, dir, upstream, database, (extra, cache_server))
+}
+
+/// Where a node runs: the address it listens on, in a network namespace or in the test's own.
+pub struct Host<'a> {
+    pub address: &'a str,
+    pub netns: Option<&'a str>,
+}
+
+/// [`start_node_with`] on `host`, with `(extra, cache_server)` lines.
+pub fn start_node_on(
+    host: &Host<'_>,
+    dir: &Path,
+    upstream: &str,
+    database: &str,
+    (extra, cache_server): (&str, &str),
+) -> Node {
     use std::io::BufRead;
     std::fs::create_dir_all(dir).unwrap();
     let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
+    let address = host.address;
+    let url = format!("http://{address}:{port}");
     let config = dir.join("glance-api.conf");
     let cache_dir = dir.join("cache");
     let advertised = if extra.contains("worker_self_reference_url") {
@@ -65,7 +87,7 @@ pub fn start_node_with(
     std::fs::write(
         &config,
         format!(
-            "[DEFAULT]\nimage_cache_dir = {}\nbind_host = 127.0.0.1\nbind_port = {port}\n\
+            "[DEFAULT]\nimage_cache_dir = {}\nbind_host = {address}\nbind_port = {port}\n\
              image_cache_driver = centralized_db\n{advertised}\n{extra}\n\
              [database]\nconnection = {database}\n\n\
              [cache_server]\nupstream = {upstream}\nservice_token = {ADMIN}\n\
@@ -74,7 +96,15 @@ pub fn start_node_with(
         ),
     )
     .unwrap();
-    let mut child = Command::new(server_binary())
+    let mut command = match host.netns {
+        Some(netns) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", netns]).arg(server_binary());
+            command
+        }
+        None => Command::new(server_binary()),
+    };
+    let mut child = command
         .arg("--config-file")
         .arg(&config)
         .stdout(Stdio::piped())
