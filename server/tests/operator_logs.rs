@@ -132,6 +132,7 @@ async fn access_lines_fill_lines_and_sighup_in_a_text_log_file() {
         "method=GET",
         "path=/v2/images/img-a/file",
         "cache_status=\"MISS\"",
+        "fill_source=\"upstream\"",
         "bytes=300000",
         "seconds=",
         "first_byte_seconds=",
@@ -155,7 +156,9 @@ async fn access_lines_fill_lines_and_sighup_in_a_text_log_file() {
     hit.bytes().await.unwrap();
     let line = line_with(&log, &["tower_image_cache::access", "HIT"]).await;
     assert!(
-        line.contains("bytes=300000") && !line.contains("forwarded_for"),
+        line.contains("bytes=300000")
+            && !line.contains("forwarded_for")
+            && !line.contains("fill_source"),
         "{line}"
     );
 

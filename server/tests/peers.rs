@@ -162,6 +162,43 @@ async fn a_dead_peer_leaves_the_fill_to_the_upstream() {
     wait_listed(&two.url, ADMIN, "img1", Duration::from_secs(10), "").await;
     assert_eq!(upstream_reads(upstream), 2, "the fill went to the upstream");
     assert_eq!(std::fs::read(two.dir.join("img1")).unwrap(), *data);
+    assert_eq!(
+        peer_failures(two).await,
+        [1, 0, 0, 0],
+        "one unreachable peer"
+    );
+}
+
+/// The `fill_source` of the access line of `node`'s miss of `id` (waiting for it a while).
+async fn fill_source_logged(node: &Node, id: &str) -> String {
+    let log = node.dir.parent().unwrap().join("node.log");
+    let path = format!("path=/v2/images/{id}/file");
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let line = text.lines().find(|line| {
+            line.contains("tower_image_cache::access")
+                && line.contains(&path)
+                && line.contains("MISS")
+        });
+        if let Some(source) = line.and_then(|l| l.split("fill_source=\"").nth(1)) {
+            return source.split('"').next().unwrap().to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "no access line with fill_source for {id} in {}",
+        log.display()
+    );
+}
+
+/// `image_cache_peer_failures_total` of `node` by reason: unreachable, refused, cut,
+/// unverified.
+async fn peer_failures(node: &Node) -> [u64; 4] {
+    let counted = metrics(node).await;
+    ["unreachable", "refused", "cut", "unverified"].map(|reason| {
+        let name = format!("image_cache_peer_failures_total{{reason=\"{reason}\"}}");
+        metric(&counted, &name)
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,6 +243,11 @@ async fn a_peer_s_altered_copy_is_detected_and_never_committed() {
     wait_listed(&two.url, ADMIN, "img1", Duration::from_secs(10), "").await;
     assert_eq!(std::fs::read(two.dir.join("img1")).unwrap(), fleet.data);
     assert_eq!(upstream_reads(upstream), 2);
+    assert_eq!(
+        peer_failures(two).await,
+        [0, 0, 0, 1],
+        "one unverified copy"
+    );
 }
 
 async fn three_nodes_asked_at_once_read_the_upstream_once(server: Server) {
@@ -254,6 +296,13 @@ async fn three_nodes_asked_at_once_read_the_upstream_once(server: Server) {
         [(0, 1), (0, 1), (1, 0)],
         "one node read the upstream, two followed it"
     );
+    // The access lines say so too.
+    let mut logged = Vec::new();
+    for node in &nodes {
+        logged.push(fill_source_logged(node, "img1").await);
+    }
+    logged.sort();
+    assert_eq!(logged, ["follow", "follow", "upstream"]);
 }
 
 on_servers!(three_nodes_asked_at_once_read_the_upstream_once {
@@ -472,6 +521,7 @@ async fn a_peer_killed_mid_transfer_costs_the_client_nothing_and_the_rest_is_ran
     let from_upstream = metric(&counted, "image_cache_bytes_total{source=\"upstream\"}");
     assert_eq!(from_peer, resumed_from, "{counted}");
     assert_eq!(from_peer + from_upstream, SIZE as u64, "{counted}");
+    assert_eq!(peer_failures(&two).await[2], 1, "the peer's body was cut");
     assert_eq!(
         metric(&counted, "image_cache_fill_sources_total{source=\"peer\"}"),
         1

@@ -163,7 +163,9 @@ where
         Ok(writer) => {
             let without_client = settings.without_client;
             let origin = FillSource::of(&response);
-            cache.metrics().fill_source(origin.label());
+            cache.metrics().fill_source(origin.as_str());
+            let mut response = response;
+            response.extensions_mut().insert(origin);
             response.map(|body| {
                 // The whole length, to tell a cut from an end: the message's own, else the
                 // metadata's (Glance sends a download chunked, without Content-Length).

@@ -41,6 +41,9 @@ impl FillRequest {
 /// extension it may set: the cache counts a fill's bytes by source
 /// (`image_cache_bytes_total{source}`, `image_cache_fill_sources_total{source}`). An answer
 /// without it is the upstream's.
+///
+/// The cache's own response to a miss that fills carries it too (where the fill's first bytes
+/// came from), for an access log in front.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FillSource {
@@ -63,8 +66,8 @@ impl FillSource {
             .unwrap_or_default()
     }
 
-    /// The `source` label.
-    pub(crate) fn label(self) -> &'static str {
+    /// Its name: the `source` label of the metrics, and the access log's `fill_source`.
+    pub fn as_str(self) -> &'static str {
         match self {
             FillSource::Upstream => "upstream",
             FillSource::Peer => "peer",

@@ -134,7 +134,7 @@ async fn run<B>(
         received += chunk.len() as u64;
         cache
             .metrics()
-            .bytes_filled(source.origin().label(), chunk.len() as u64);
+            .bytes_filled(source.origin().as_str(), chunk.len() as u64);
         if let Some(expected) = expected_len.filter(|n| received > *n) {
             break Some(LengthMismatch { expected, received }.into());
         }

@@ -7,6 +7,9 @@
 //!   path=/v2/images/0b2c…/file status=200 cache_status=HIT bytes=1073741824 seconds=0.512
 //!   first_byte_seconds=0.003 request_id=req-6f1e… outcome=complete
 //! ```
+//!
+//! A miss that fills names where the fill's bytes came from: `fill_source=upstream`, `peer`
+//! (another node's copy) or `follow` (another node's fill in progress).
 
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -18,6 +21,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body::{Body as _, Frame, SizeHint};
 
+use tower_image_cache::layer::FillSource;
 use tower_image_cache::ImageCache;
 
 /// The log's target: `RUST_LOG=tower_image_cache::access=off` silences it alone.
@@ -69,6 +73,10 @@ impl Arrival {
             arrival: self,
             status: response.status().as_u16(),
             cache_status: header("x-cache-status"),
+            fill_source: response
+                .extensions()
+                .get::<FillSource>()
+                .map(|s| s.as_str()),
             request_id: header("x-openstack-request-id"),
             first_byte,
             bytes: 0,
@@ -84,6 +92,8 @@ struct Record {
     arrival: Arrival,
     status: u16,
     cache_status: Option<String>,
+    /// Where a fill's first bytes came from, on a miss that fills.
+    fill_source: Option<&'static str>,
     request_id: Option<String>,
     first_byte: f64,
     bytes: u64,
@@ -109,6 +119,7 @@ impl Drop for Record {
             path = %a.path,
             status = self.status,
             cache_status = self.cache_status.as_deref().unwrap_or("-"),
+            fill_source = self.fill_source,
             bytes = self.bytes,
             seconds = millis(seconds),
             first_byte_seconds = millis(self.first_byte),

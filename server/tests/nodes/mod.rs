@@ -134,8 +134,10 @@ pub async fn download(client: &reqwest::Client, node: &Node, id: &str) -> String
     status
 }
 
-/// A node of the fleet on `db` in front of `upstream`, filling from its peers.
+/// A node of the fleet on `db` in front of `upstream`, filling from its peers; its log in
+/// `node.log` beside its cache directory.
 pub fn peer_node(work: &Path, name: &str, upstream: &RawUpstream, db: &TestDb) -> Node {
     let lines = format!("peer_token = {PEER_TOKEN}\n");
-    start_node_with(&work.join(name), &upstream.url(), &db.url, "", &lines)
+    let log = format!("log_file = {}", work.join(name).join("node.log").display());
+    start_node_with(&work.join(name), &upstream.url(), &db.url, &log, &lines)
 }
