@@ -9,6 +9,9 @@ mod common;
 #[allow(dead_code)] // the helpers of the library's central tests too
 mod db;
 mod nodes;
+#[path = "../../tests/common/proxy.rs"]
+#[allow(dead_code)]
+mod proxy;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,6 +24,7 @@ use common::metric;
 use common::raw_upstream::{Mode, RawUpstream};
 use db::{on_servers, Server, TestDb};
 use nodes::{peer_node, start_node_with, Node, ADMIN, PEER_TOKEN};
+use proxy::DbProxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -580,3 +584,76 @@ async fn the_peer_route_admits_the_fleet_s_token_only() {
     // The upstream was read once, by the fill.
     assert_eq!(upstream_reads(&upstream), 1);
 }
+
+/// The fleet's database goes away: fills that would have asked a peer read the upstream
+/// instead, every client gets the image, and once the database is back the rows written
+/// meanwhile reach it.
+async fn without_the_database_fills_go_to_the_upstream_and_rows_converge(server: Server) {
+    let Some(db) = TestDb::create(server).await else {
+        return;
+    };
+    let relay = DbProxy::start(server).await;
+    let work = tempfile::tempdir().unwrap();
+    let data = common::image_data(SIZE);
+    let upstream = RawUpstream::start(data.clone(), Mode::Polite).await;
+    let lines = format!("peer_token = {PEER_TOKEN}\n");
+    let through_relay = db.url_via(relay.port);
+    let node = |name: &str| {
+        start_node_with(
+            &work.path().join(name),
+            &upstream.url(),
+            &through_relay,
+            "",
+            &lines,
+        )
+    };
+    let (one, two) = (node("1"), node("2"));
+    assert_eq!(download(&one, "img1").await.1.unwrap(), data);
+    db.wait_for_rows(vec![(one.url.clone(), "img1".into(), 0, SIZE as i64)])
+        .await;
+
+    relay.cut();
+    for id in ["img1", "img2"] {
+        let (status, body) = download(&two, id).await;
+        assert_eq!(
+            (status.as_str(), body.unwrap()),
+            ("MISS", data.clone()),
+            "{id}"
+        );
+        wait_listed(&two.url, ADMIN, id, Duration::from_secs(10), "").await;
+        assert_eq!(std::fs::read(two.dir.join(id)).unwrap(), data);
+    }
+    assert_eq!(upstream_reads(&upstream), 3, "both fills read the upstream");
+    let counted = metrics(&two).await;
+    assert_eq!(
+        metric(
+            &counted,
+            "image_cache_fill_sources_total{source=\"upstream\"}"
+        ),
+        2,
+        "{counted}"
+    );
+    assert_eq!(
+        db.rows().await.len(),
+        1,
+        "nothing reached the database meanwhile"
+    );
+
+    relay.restore();
+    let mut rows = vec![
+        (one.url.clone(), "img1".to_owned(), 0, SIZE as i64),
+        (two.url.clone(), "img1".to_owned(), 0, SIZE as i64),
+        (two.url.clone(), "img2".to_owned(), 0, SIZE as i64),
+    ];
+    rows.sort();
+    db.wait_for_rows(rows).await;
+    // And with the database back, a third node fills from a peer again.
+    let three = node("3");
+    assert_eq!(download(&three, "img2").await.1.unwrap(), data);
+    assert_eq!(upstream_reads(&upstream), 3, "the third node read a peer");
+}
+
+on_servers!(without_the_database_fills_go_to_the_upstream_and_rows_converge {
+    Postgres => without_postgresql_fills_go_to_the_upstream_and_rows_converge,
+    MariaDb => without_mariadb_fills_go_to_the_upstream_and_rows_converge,
+});

@@ -310,3 +310,71 @@ async fn an_edge_site_reads_each_image_across_its_thin_link_once() {
     );
     drop((core, edge1, edge2));
 }
+
+/// An edge tier whose upstream is a node of a regional tier (each tier a fleet of its own):
+/// the edge nodes' misses are the regional node's, which reads the backend once and answers the
+/// second edge node from its cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_tier_in_front_of_a_regional_tier_reads_the_backend_once() {
+    let (Some(regional_db), Some(edge_db)) = (
+        TestDb::create(Server::Postgres).await,
+        TestDb::create(Server::Postgres).await,
+    ) else {
+        return;
+    };
+    let data = common::image_data(SIZE);
+    let upstream = RawUpstream::start(data.clone(), Mode::Polite).await;
+    let work = tempfile::tempdir().unwrap();
+    let regional = nodes::start_node(
+        &work.path().join("regional"),
+        &upstream.url(),
+        &regional_db.url,
+        "",
+    );
+    let edges = ["edge1", "edge2"]
+        .map(|name| nodes::start_node(&work.path().join(name), &regional.url, &edge_db.url, ""));
+
+    for edge in &edges {
+        assert_eq!(download(edge, "tiered").await, data);
+        wait_listed(&edge.url, ADMIN, "tiered", Duration::from_secs(15), "").await;
+        assert_eq!(std::fs::read(edge.dir.join("tiered")).unwrap(), data);
+    }
+    assert_eq!(
+        reads_of(&upstream, "tiered"),
+        1,
+        "the backend was read once"
+    );
+    assert_eq!(
+        std::fs::read(regional.dir.join("tiered")).unwrap(),
+        data,
+        "the regional tier keeps its copy"
+    );
+    let counted = metrics(&regional).await;
+    // The edge nodes' access checks ask the regional node too (one-byte probes), so its
+    // bytes tell the story: the image read from the backend once, and sent to both edge
+    // nodes (as it was filled, then from its cache).
+    let bytes = |source: &str| {
+        let name = format!("image_cache_bytes_total{{source=\"{source}\"}}");
+        metric(&counted, &name)
+    };
+    assert_eq!(bytes("upstream"), SIZE as u64, "{counted}");
+    assert!(
+        bytes("cache") >= 2 * SIZE as u64 && bytes("cache") < 3 * SIZE as u64,
+        "{counted}"
+    );
+    // Each tier's fleet lists its own nodes' copies.
+    regional_db
+        .wait_for_rows(vec![(
+            regional.url.clone(),
+            "tiered".into(),
+            1,
+            SIZE as i64,
+        )])
+        .await;
+    let mut rows: Vec<_> = edges
+        .iter()
+        .map(|edge| (edge.url.clone(), "tiered".to_owned(), 0, SIZE as i64))
+        .collect();
+    rows.sort();
+    edge_db.wait_for_rows(rows).await;
+}
