@@ -10,6 +10,8 @@ mod glance_commands;
 mod keystone;
 #[path = "cloud/operators.rs"]
 mod operators;
+#[path = "cloud/peers.rs"]
+mod peers;
 
 use std::io::BufRead;
 use std::path::Path;
