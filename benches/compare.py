@@ -118,13 +118,13 @@ def stop_process(proc, log):
 class Server:
     """The example image server, as a child process."""
 
-    def __init__(self, name, data_dir, *flags, env=None):
+    def __init__(self, name, data_dir, *flags, env=None, bind="127.0.0.1:0"):
         self.name = name
         binary = os.path.join(ROOT, "target/release/examples/image_server")
         self.log = open(os.path.join(os.path.dirname(data_dir), f"{name}.log"), "w")
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            [binary, "--bind", "127.0.0.1:0", "--data-dir", data_dir, "--admin-token", TOKEN,
+            [binary, "--bind", bind, "--data-dir", data_dir, "--admin-token", TOKEN,
              *flags],
             stdout=subprocess.PIPE, stderr=self.log, text=True,
             env={**os.environ, **(env or {})})
@@ -404,10 +404,12 @@ def upload(server, path):
     return image
 
 
-def download(url, token=TOKEN):
-    """curl one download; returns (seconds, bytes, x-cache-status)."""
+def download(url, token=TOKEN, netns=None):
+    """curl one download (from the network namespace `netns`, if given); returns (seconds,
+    bytes, x-cache-status)."""
+    inside = ["ip", "netns", "exec", netns] if netns else []
     out = subprocess.run(
-        ["curl", "-s", "-o", "/dev/null", "-H", f"X-Auth-Token: {token}", "-w",
+        [*inside, "curl", "-s", "-o", "/dev/null", "-H", f"X-Auth-Token: {token}", "-w",
          "%{http_code} %{size_download} %{time_total} %header{x-cache-status}", url],
         capture_output=True, text=True, check=True).stdout.split()
     if out[0] != "200":

@@ -9,12 +9,19 @@ of the example image server with `--no-cache` and its store throttled to 200 MiB
   (`image_cache_bytes_total{source="upstream"}`, summed), and each peer fill's rate is set
   against the first node's verified fill;
 - cold rollout: a new image, every node asked at once by 4 clients each; the upstream bytes,
-  and the wall time against one node's cold fill alone.
+  and the wall time against one node's cold fill alone;
+- two sites (as root, with iproute2): an edge site in a network namespace of the bench's own,
+  joined by a veth pair shaped to 100 Mbit/s (with 20 ms of delay where the kernel has
+  `netem`), the backend, the database and one node on the core side, two nodes at the edge
+  (`peer_zone`); the bytes across the link per image (the veth's counters), one after another
+  with zones and without, and for a rollout at the edge (FLEET_WAN_MIB, 128 by default).
 
-    python3 benches/fleet_fill.py            # about 3 minutes; FLEET_NODES=3,8 FLEET_MIB=1024
+    python3 benches/fleet_fill.py            # about 5 minutes; FLEET_NODES=3,8 FLEET_MIB=1024
+                                             # FLEET_KEEP=1 keeps the nodes' logs
 
 The model it checks (docs/operators.md, section 7): with peers, the backend is read once per
-image per fleet, whatever N; each further copy is a LAN read at the nodes' own speed.
+image per fleet, whatever N; each further copy is a LAN read at the nodes' own speed; with
+zones, each site's link carries each image once.
 """
 
 import os
@@ -42,23 +49,26 @@ def psql(sql, database="postgres"):
 class Node:
     """One image-cache-server of the fleet, configured by a file as an operator writes it."""
 
-    def __init__(self, work, name, upstream, database):
+    def __init__(self, work, name, upstream, database, host="127.0.0.1", netns=None, zone=None):
         port = compare.free_port()
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"http://{host}:{port}"
         root = os.path.join(work, name)
         os.makedirs(root)
         config = os.path.join(root, "glance-api.conf")
         with open(config, "w") as f:
             f.write(
-                f"[DEFAULT]\nimage_cache_dir = {root}/cache\nbind_host = 127.0.0.1\n"
+                f"[DEFAULT]\nimage_cache_dir = {root}/cache\nbind_host = {host}\n"
                 f"bind_port = {port}\nimage_cache_driver = centralized_db\n"
                 f"worker_self_reference_url = {self.url}\nimage_cache_max_size = 8589934592\n\n"
                 f"[database]\nconnection = {database}\n\n"
                 f"[cache_server]\nupstream = {upstream}\nservice_token = {TOKEN}\n"
-                f"manage_token = {TOKEN}\npeer_token = {PEER_TOKEN}\nshutdown_grace = 1\n")
+                f"manage_token = {TOKEN}\npeer_token = {PEER_TOKEN}\nshutdown_grace = 1\n"
+                + (f"peer_zone = {zone}\n" if zone else ""))
         self.log = open(os.path.join(root, "node.log"), "w")
+        inside = ["ip", "netns", "exec", netns] if netns else []
         self.proc = subprocess.Popen(
-            [os.path.join(ROOT, "target/release/image-cache-server"), "--config-file", config],
+            [*inside, os.path.join(ROOT, "target/release/image-cache-server"), "--config-file",
+             config],
             stdout=subprocess.PIPE, stderr=self.log, text=True)
         line = self.proc.stdout.readline()
         if not line.startswith("listening on"):
@@ -152,10 +162,170 @@ def scenario(count, image_file, size, upstream, work, database, rows, own_rate):
             node.stop()
 
 
+class Sites:
+    """The edge site: a network namespace joined by a shaped veth pair; `down()` removes it."""
+
+    def __init__(self):
+        pid = os.getpid()
+        self.netns, self.outer, inner = f"tic-bench-{pid}", f"ticb{pid % 100000}", \
+            f"ticd{pid % 100000}"
+        subnet = 64 + pid % 128
+        self.core, self.edge = f"10.214.{subnet}.1", f"10.214.{subnet}.2"
+        ip = lambda *args: subprocess.run(["ip", *args], check=True,  # noqa: E731
+                                          capture_output=True)
+        inside = lambda *args: ip("netns", "exec", self.netns, *args)  # noqa: E731
+        ip("netns", "add", self.netns)
+        try:
+            ip("link", "add", self.outer, "type", "veth", "peer", "name", inner)
+            ip("link", "set", inner, "netns", self.netns)
+            ip("addr", "add", f"{self.core}/30", "dev", self.outer)
+            ip("link", "set", self.outer, "up")
+            inside("ip", "addr", "add", f"{self.edge}/30", "dev", inner)
+            inside("ip", "link", "set", inner, "up")
+            inside("ip", "link", "set", "lo", "up")
+            self.shaping = "netem 100 Mbit/s, 20 ms each way"
+            for device, prefix in ((self.outer, []), (inner, ["ip", "netns", "exec", self.netns])):
+                qdisc = [*prefix, "tc", "qdisc", "add", "dev", device, "root"]
+                netem = subprocess.run([*qdisc, "netem", "rate", "100mbit", "delay", "20ms"],
+                                       capture_output=True)
+                if netem.returncode != 0:
+                    subprocess.run([*qdisc, "tbf", "rate", "100mbit", "burst", "128kb",
+                                    "latency", "100ms"], check=True, capture_output=True)
+                    self.shaping = "tbf 100 Mbit/s (no netem in this kernel: no delay)"
+        except Exception:
+            self.down()
+            raise
+
+    def crossed(self):
+        """Bytes sent across the link into the edge site so far."""
+        with open(f"/sys/class/net/{self.outer}/statistics/tx_bytes") as f:
+            return int(f.read())
+
+    def down(self):
+        subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.outer], capture_output=True)
+
+
+class Relay:
+    """A TCP relay on the link's core address to the machine's PostgreSQL (which listens on
+    127.0.0.1 only), for the edge site's nodes."""
+
+    def __init__(self, host, target=("127.0.0.1", 5432)):
+        import socket
+        self.listener = socket.create_server((host, 0))
+        self.port = self.listener.getsockname()[1]
+
+        def pipe(source, sink):
+            try:
+                while data := source.recv(65536):
+                    sink.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for end in (source, sink):
+                    try:
+                        end.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        def accept():
+            while True:
+                try:
+                    client, _ = self.listener.accept()
+                except OSError:
+                    return
+                server = socket.create_connection(target)
+                threading.Thread(target=pipe, args=(client, server), daemon=True).start()
+                threading.Thread(target=pipe, args=(server, client), daemon=True).start()
+
+        threading.Thread(target=accept, daemon=True).start()
+
+    def stop(self):
+        self.listener.close()
+
+
+def two_sites(work, database, rows):
+    """The edge site's link, in bytes per image: with zones, one after another and at once;
+    without zones, one after another (the edge's second node then reads the core node)."""
+    if os.geteuid() != 0 or subprocess.run(["ip", "-V"], capture_output=True).returncode != 0:
+        rows.append(("two sites", "skipped", "needs root and iproute2", ""))
+        return
+    mib = int(os.environ.get("FLEET_WAN_MIB", "128"))
+    size = mib << 20
+    image_file = os.path.join(work, "wan.raw")
+    with open(image_file, "wb") as f:
+        f.write(os.urandom(size))
+    sites = Sites()
+    nodes, upstream, relay = [], None, None
+    try:
+        compare.log(f"two sites ({sites.shaping}), a {mib} MiB image")
+        upstream = compare.Server("wan-upstream", os.path.join(work, "wan-upstream"),
+                                  "--no-cache", bind=f"{sites.core}:0")
+        relay = Relay(sites.core)
+        across = database.replace("127.0.0.1:5432", f"{sites.core}:{relay.port}")
+        url = lambda node, image: f"{node.url}/v2/images/{image}/file"  # noqa: E731
+        for zones in (True, False):
+            label = "with peer_zone" if zones else "without peer_zone"
+            tag = "z" if zones else "n"
+            core = Node(work, f"core-{tag}", upstream.url, database, host=sites.core,
+                        zone="core" if zones else None)
+            edges = [Node(work, f"edge{i}-{tag}", upstream.url, across, host=sites.edge,
+                          netns=sites.netns, zone="edge" if zones else None) for i in (1, 2)]
+            nodes += [core, *edges]
+            time.sleep(2)  # every node registered (and its zone)
+            image = compare.upload(upstream, image_file)
+            compare.download(url(core, image))
+            time.sleep(2)  # the core node's row reaches the fleet's table
+            before = sites.crossed()
+            started = time.monotonic()
+            for edge in edges:
+                # The edge site's clients are at the edge: only the fills cross the link.
+                _, got, _ = compare.download(url(edge, image), netns=sites.netns)
+                assert got == size, got
+                time.sleep(2)
+            crossed = sites.crossed() - before
+            rows.append((f"two sites, one after another, {label}",
+                         "bytes into the edge site", f"{crossed / size:.2f}x image",
+                         "model: 1 per site" if zones else "model: 1 per node (2)"))
+            if not zones:
+                break
+            rows.append(("", "the edge's two fills", f"{time.monotonic() - started - 4:.1f} s",
+                         f"one crossing at 100 Mbit/s: {size * 8 / 100e6:.1f} s"))
+            image = compare.upload(upstream, image_file)
+            before = sites.crossed()
+            results = []
+            threads = [threading.Thread(target=lambda n=n: results.append(
+                compare.download(url(n, image), netns=sites.netns)))
+                for n in edges for _ in range(4)]
+            started = time.monotonic()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            wall = time.monotonic() - started
+            assert all(r[1] == size for r in results), results
+            crossed = sites.crossed() - before
+            rows.append(("two sites, rollout at the edge (2 nodes, 4 clients each)",
+                         "bytes into the edge site", f"{crossed / size:.2f}x image",
+                         "model: 1 per site"))
+            rows.append(("", "wall time", f"{wall:.1f} s",
+                         f"{wall / (size * 8 / 100e6):.2f}x one crossing"))
+            for node in [core, *edges]:
+                node.stop()
+    finally:
+        for node in nodes:
+            node.stop()
+        if relay:
+            relay.stop()
+        if upstream:
+            upstream.stop()
+        sites.down()
+
+
 def main():
     if sys.argv[1:]:
         sys.exit("usage: python3 benches/fleet_fill.py\n" + __doc__)
-    sizes = [int(n) for n in os.environ.get("FLEET_NODES", "3,8").split(",")]
+    sizes = [int(n) for n in os.environ.get("FLEET_NODES", "3,8").split(",") if n]
     mib = int(os.environ.get("FLEET_MIB", "1024"))
     if subprocess.run(["psql", "--version"], capture_output=True).returncode != 0:
         sys.exit("fleet_fill.py needs psql and the machine's PostgreSQL (127.0.0.1:5432)")
@@ -183,10 +353,15 @@ def main():
         for count in sizes:
             compare.log(f"{count} nodes")
             scenario(count, image_file, mib << 20, upstream, work, database, rows, own_rate)
+        os.remove(image_file)
+        two_sites(work, database, rows)
     finally:
         if upstream:
             upstream.stop()
-        subprocess.run(["rm", "-rf", work])
+        if os.environ.get("FLEET_KEEP"):
+            print(f"the nodes' logs are kept in {work}")
+        else:
+            subprocess.run(["rm", "-rf", work])
         psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     print(f"\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, a {mib} MiB image, the "
           "backend at 200 MiB/s\n")
