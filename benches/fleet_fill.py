@@ -92,7 +92,9 @@ def upstream_bytes(nodes):
 
 
 def peer_bytes(nodes):
-    return sum(n.metric('image_cache_bytes_total{source="peer"}') for n in nodes)
+    """Bytes the nodes read from peers: their copies, and their fills in progress followed."""
+    return sum(n.metric(f'image_cache_bytes_total{{source="{source}"}}') for n in nodes
+               for source in ("peer", "follow"))
 
 
 def own_fill_rate(image_file, size, work, database):
