@@ -252,6 +252,17 @@ async fn a_peer_s_altered_copy_is_detected_and_never_committed() {
         [0, 0, 0, 1],
         "one unverified copy"
     );
+    // The peer was told: it checked its copy against the checksum it recorded, and removed it
+    // (file and row), so no other node reads it.
+    for _ in 0..100 {
+        if !file.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!file.exists(), "the rotten copy left the peer's disk");
+    let row = (two.url.clone(), "img1".into(), 0, SIZE as i64);
+    fleet.db.wait_for_rows(vec![row]).await;
 }
 
 async fn three_nodes_asked_at_once_read_the_upstream_once(server: Server) {
@@ -581,6 +592,25 @@ async fn the_peer_route_admits_the_fleet_s_token_only() {
     let beyond = format!("bytes={SIZE}-");
     let past = ask_peer(&url, Some(PEER_TOKEN), Some(&beyond)).await;
     assert_eq!(past.0, 416);
+    // The report route admits the fleet alone too, and a report of a sound copy keeps it.
+    let report = format!("{url}/peer/v1/images/img1/unverified");
+    for (token, status) in [(None, 401), (Some("wrong"), 403), (Some(ADMIN), 403)] {
+        let mut request = client.post(&report);
+        if let Some(token) = token {
+            request = request.header("x-auth-token", token);
+        }
+        assert_eq!(request.send().await.unwrap().status(), status, "{token:?}");
+    }
+    let kept = client
+        .post(&report)
+        .header("x-auth-token", PEER_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kept.status(), 200);
+    let said = kept.text().await.unwrap();
+    assert!(said.contains("matches its checksum; it is kept"), "{said}");
+    assert!(dir.path().join("cache/img1").exists());
     // The upstream was read once, by the fill.
     assert_eq!(upstream_reads(&upstream), 1);
 }
@@ -657,3 +687,147 @@ on_servers!(without_the_database_fills_go_to_the_upstream_and_rows_converge {
     Postgres => without_postgresql_fills_go_to_the_upstream_and_rows_converge,
     MariaDb => without_mariadb_fills_go_to_the_upstream_and_rows_converge,
 });
+
+/// How a fake peer of the test's own misbehaves.
+#[derive(Clone, Copy)]
+enum Misbehaving {
+    /// Answers the whole image's head, sends its first MiB, and then nothing, holding the
+    /// connection open.
+    Stalls,
+    /// Answers a resume (`Range: bytes=N-`) with `206` but the image from byte 0.
+    IgnoresTheRange,
+}
+
+/// A fake peer on `listener`, misbehaving as told; the `Range` headers it was asked with.
+fn fake_peer(
+    listener: TcpListener,
+    data: Bytes,
+    how: Misbehaving,
+) -> (String, Arc<Mutex<Vec<Option<String>>>>) {
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                continue;
+            };
+            let (data, seen) = (data.clone(), seen.clone());
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if socket.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_lowercase();
+                let range = head
+                    .lines()
+                    .find_map(|line| line.strip_prefix("range: "))
+                    .map(str::to_owned);
+                seen.lock().unwrap().push(range);
+                let size = data.len();
+                match how {
+                    Misbehaving::Stalls => {
+                        let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n\r\n");
+                        socket.write_all(answer.as_bytes()).await.unwrap();
+                        socket.write_all(&data[..1024 * 1024]).await.unwrap();
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                    }
+                    Misbehaving::IgnoresTheRange => {
+                        let answer = format!(
+                            "HTTP/1.1 206 Partial Content\r\ncontent-length: {size}\r\n\
+                             content-range: bytes 0-{}/{size}\r\n\r\n",
+                            size - 1
+                        );
+                        socket.write_all(answer.as_bytes()).await.unwrap();
+                        let _ = socket.write_all(&data).await;
+                    }
+                }
+            });
+        }
+    });
+    (url, asked)
+}
+
+/// Two holders the fleet's table names misbehave: the first stalls mid-image, the second
+/// answers the resume with bytes from the wrong offset. The client gets the whole image, the
+/// rest comes from the upstream from the byte reached, and both peers are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_peer_and_one_that_ignores_the_range_cost_the_client_nothing() {
+    let Some(db) = TestDb::create(Server::Postgres).await else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let data = common::image_data(SIZE);
+    let upstream = RawUpstream::start(data.clone(), Mode::Polite).await;
+    let lines = format!("peer_token = {PEER_TOKEN}\nupstream_idle_timeout = 1\n");
+    let node = start_node_with(
+        &work.path().join("node"),
+        &upstream.url(),
+        &db.url,
+        "",
+        &lines,
+    );
+    for _ in 0..200 {
+        if db.nodes().await.contains(&node.url) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The holders are asked in their URLs' order: the first stalls.
+    let mut listeners = Vec::new();
+    for _ in 0..2 {
+        listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
+    }
+    listeners.sort_by_key(|l| format!("http://{}", l.local_addr().unwrap()));
+    let ignoring = listeners.pop().unwrap();
+    let stalling = listeners.pop().unwrap();
+    let peers = [
+        fake_peer(stalling, data.clone(), Misbehaving::Stalls),
+        fake_peer(ignoring, data.clone(), Misbehaving::IgnoresTheRange),
+    ];
+    for (url, _) in &peers {
+        db.execute(&format!(
+            "INSERT INTO node_reference (node_reference_url) VALUES ('{url}')"
+        ))
+        .await;
+        db.execute(&format!(
+            "INSERT INTO cached_images (image_id, last_accessed, last_modified, size, hits, \
+             checksum, node_reference_id) SELECT 'img1', NOW(), NOW(), {SIZE}, 0, NULL, \
+             node_reference_id FROM node_reference WHERE node_reference_url = '{url}'"
+        ))
+        .await;
+    }
+
+    let (status, body) = download(&node, "img1").await;
+    assert_eq!((status.as_str(), body.unwrap()), ("MISS", data.clone()));
+    wait_listed(&node.url, ADMIN, "img1", Duration::from_secs(10), "").await;
+    assert_eq!(std::fs::read(node.dir.join("img1")).unwrap(), data);
+    let reads = upstream.downloads();
+    assert_eq!(reads.len(), 1, "only the rest was read upstream: {reads:?}");
+    let range = reads[0].header("range").unwrap_or_default();
+    assert_eq!(range, "bytes=1048576-", "resumed from the byte reached");
+    let asked: Vec<_> = peers
+        .iter()
+        .map(|(_, asked)| asked.lock().unwrap().clone())
+        .collect();
+    assert_eq!(asked[0], [None], "the first peer was asked for the image");
+    assert_eq!(
+        asked[1],
+        [Some("bytes=1048576-".to_owned())],
+        "the second was asked to resume"
+    );
+    assert_eq!(
+        peer_failures(&node).await,
+        [0, 1, 1, 0],
+        "one refused, one cut"
+    );
+    let counted = metrics(&node).await;
+    assert_eq!(
+        metric(&counted, "image_cache_bytes_total{source=\"peer\"}"),
+        1024 * 1024
+    );
+}

@@ -7,6 +7,8 @@ use tower_service::Service;
 use super::access::Decision;
 use super::op::{ClearTarget, Op};
 use super::prefetch::PrefetchHandle;
+#[cfg(feature = "centralized-db")]
+use super::response::with_filling;
 use super::response::{empty, json, Answer, ErrorFormat, Refusal};
 use super::routes::Endpoint;
 use super::shared::Shared;
@@ -14,11 +16,6 @@ use crate::body::ResponseBody;
 use crate::image_meta::{read_document, ImageState};
 use crate::store::{ImageCache, StoreError};
 use crate::ImageId;
-
-/// On `GET /v2/cache/nodes/{id}`: the node reading the image from the backend for the fleet now.
-#[cfg(feature = "centralized-db")]
-const X_IMAGE_CACHE_FILLING: http::HeaderName =
-    http::HeaderName::from_static("x-image-cache-filling");
 
 /// The header naming the node that answered a management request (its
 /// `worker_self_reference_url`), where it has one.
@@ -166,14 +163,7 @@ where
         ) {
             (Ok(urls), Ok(filling)) => {
                 // Glance's body (the holders); the nodes reading the image now, beside it.
-                let mut answer = json(StatusCode::OK, &urls);
-                let filling = (!filling.is_empty()).then(|| filling.join(", "));
-                if let Some(value) =
-                    filling.and_then(|urls| http::HeaderValue::from_str(&urls).ok())
-                {
-                    answer.headers_mut().insert(X_IMAGE_CACHE_FILLING, value);
-                }
-                Ok(answer)
+                Ok(with_filling(json(StatusCode::OK, &urls), &filling))
             }
             (Err(err), _) | (_, Err(err)) => Err(Refusal::new(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -27,3 +27,15 @@ pub(crate) fn empty<B>(status: StatusCode) -> Answer<B> {
     *response.status_mut() = status;
     response
 }
+
+/// `answer` (to `GET /v2/cache/nodes/{id}`) with `X-Image-Cache-Filling` listing the nodes
+/// reading the image now (for the fleet, or into a zone), when there are any.
+#[cfg(feature = "centralized-db")]
+pub(crate) fn with_filling<B>(mut answer: Answer<B>, nodes: &[String]) -> Answer<B> {
+    let list = nodes.join(", ");
+    if let (false, Ok(value)) = (nodes.is_empty(), HeaderValue::from_str(&list)) {
+        let name = header::HeaderName::from_static("x-image-cache-filling");
+        answer.headers_mut().insert(name, value);
+    }
+    answer
+}

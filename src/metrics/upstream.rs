@@ -2,24 +2,6 @@
 //! that talks to that API itself (a caching proxy) and counts its failures with the cache's;
 //! and how a peer node failed to fill an image, for a service that fills from a fleet's nodes.
 
-use crate::ImageCache;
-
-impl ImageCache {
-    /// Counts a failed request to the image API behind the cache into this cache's metrics
-    /// (`image_cache_upstream_errors_total`, `image_cache_upstream_timeouts_total`): for a
-    /// service in front of the cache that talks to that API itself, as a caching proxy does.
-    pub fn count_upstream_failure(&self, failure: UpstreamFailure) {
-        self.metrics().upstream_failure(failure);
-    }
-
-    /// Counts a peer cache node that could not fill an image
-    /// (`image_cache_peer_failures_total{reason}`): for a service behind the cache that fills
-    /// from other nodes of a fleet.
-    pub fn count_peer_failure(&self, failure: PeerFailure) {
-        self.metrics().peer_failure(failure);
-    }
-}
-
 /// A failed request to the upstream image API, as counted in
 /// `image_cache_upstream_errors_total{kind}` (and, for a timeout,
 /// `image_cache_upstream_timeouts_total{phase}`).

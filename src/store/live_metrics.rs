@@ -13,6 +13,7 @@ use prometheus_client::registry::Registry;
 
 use super::cache::{ImageCache, Inner};
 use super::error::StoreError;
+use crate::metrics::{PeerFailure, UpstreamFailure};
 
 impl ImageCache {
     /// What the cache has done and holds, in the OpenMetrics text format for a `/metrics`
@@ -202,5 +203,22 @@ impl Collector for ProcessGauges {
             gauge(&mut encoder, "process_open_fds", help, whole(fds.count()))?;
         }
         Ok(())
+    }
+}
+
+/// Counts kept for a service beside the cache, in the cache's metrics.
+impl ImageCache {
+    /// Counts a failed request to the image API behind the cache into this cache's metrics
+    /// (`image_cache_upstream_errors_total`, `image_cache_upstream_timeouts_total`): for a
+    /// service in front of the cache that talks to that API itself, as a caching proxy does.
+    pub fn count_upstream_failure(&self, failure: UpstreamFailure) {
+        self.metrics().upstream_failure(failure);
+    }
+
+    /// Counts a peer cache node that could not fill an image
+    /// (`image_cache_peer_failures_total{reason}`): for a service behind the cache that fills
+    /// from other nodes of a fleet.
+    pub fn count_peer_failure(&self, failure: PeerFailure) {
+        self.metrics().peer_failure(failure);
     }
 }

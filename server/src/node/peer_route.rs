@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -29,7 +29,30 @@ pub(crate) fn route(cache: &ImageCache, admission: Admission) -> Router {
     };
     Router::new()
         .route(PEER_ROUTE, get(serve_held))
+        .route(super::rot::REPORT_ROUTE, post(reported))
         .with_state(held)
+}
+
+/// A peer's report that this node's copy of an image did not verify there.
+async fn reported(
+    State(held): State<Held>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response<Body> {
+    if let Err(Refused(status, message)) = held.admission.admit(&headers).await {
+        return GlanceError::new(status, message)
+            .response_for::<Body>(&headers)
+            .map(Body::new);
+    }
+    match ImageId::new(&id) {
+        Ok(id) => super::rot::check_reported(&held.cache, &id).await,
+        Err(_) => GlanceError::new(
+            StatusCode::BAD_REQUEST,
+            "That is not an image id this cache keeps.",
+        )
+        .response_for::<Body>(&headers)
+        .map(Body::new),
+    }
 }
 
 #[derive(Clone)]

@@ -20,14 +20,11 @@ use tower_image_cache::store::{FillClaim, FillScope, Fleet, PeerFailure};
 use tower_image_cache::{ImageCache, ImageId};
 
 use super::claims::Claims;
-use super::peer_body::PeerBody;
+use super::peer_body::{Ledger, PeerBody};
 use super::peer_identity::PeerIdentity;
 use super::peer_route::resumed_from;
 use crate::causes::error_chain;
 use crate::sync::lock;
-
-/// How long a peer that failed is not asked again.
-const FAILED_PEER_REST: Duration = Duration::from_secs(30);
 
 /// How long the fleet's database and a peer's response head may take before the next source
 /// is asked.
@@ -44,11 +41,8 @@ pub(crate) struct Peers {
     /// This node's zone (`[cache_server] peer_zone`), if any.
     zone: Option<Arc<str>>,
     http: reqwest::Client,
-    /// Peers that failed lately, and when.
-    failed: Arc<Mutex<HashMap<String, Instant>>>,
-    /// The peer whose copy of an image was read to its end last: asked to fill that image
-    /// again, this node learns the copy did not verify (the fill would have committed).
-    delivered: Arc<Mutex<HashMap<ImageId, String>>>,
+    /// The peers that failed lately, and those whose copies were read to their end.
+    ledger: Ledger,
     /// The nodes' zones, and when they were read.
     zones: Arc<Mutex<Option<(Instant, Zones)>>>,
 }
@@ -83,8 +77,7 @@ impl Peers {
             identity,
             zone: zone.map(Arc::from),
             http,
-            failed: Arc::default(),
-            delivered: Arc::default(),
+            ledger: Ledger::new(cache),
             zones: Arc::default(),
         })
     }
@@ -128,16 +121,18 @@ impl Peers {
                 return upstream();
             }
         };
-        let delivered = lock(&self.delivered).remove(&id);
+        let delivered = self.ledger.take_delivered(&id);
         if let (Some(peer), None) = (delivered, &range) {
             // Its whole copy came here and yet the image is asked again: it did not verify.
             tracing::warn!(image = %id, %peer, "the copy a peer sent did not verify here (rotten on its disk?); asking other sources");
             self.cache.count_peer_failure(PeerFailure::Unverified);
-            self.rest(&peer);
+            self.ledger.rest(&peer);
+            let (http, identity, image) = (self.http.clone(), self.identity.clone(), id.clone());
+            tokio::spawn(async move { super::rot::report(&http, &identity, &peer, &image).await });
         }
         let holders: Vec<String> = holders
             .into_iter()
-            .filter(|peer| Some(peer.as_str()) != fleet.this_node() && !self.resting(peer))
+            .filter(|peer| Some(peer.as_str()) != fleet.this_node() && !self.ledger.resting(peer))
             .collect();
         // The holders of this node's zone first; those of other zones are read across a
         // site's link by one node of the zone only.
@@ -257,7 +252,7 @@ impl Peers {
             }
             Err(Failed(failure, reason)) => {
                 tracing::warn!(image = %id, %peer, %reason, "a peer could not serve the image; asking the next source");
-                self.failed(peer, failure);
+                self.ledger.failed(peer, failure);
                 None
             }
         }
@@ -266,7 +261,7 @@ impl Peers {
     /// The fill `reader` claimed, followed: it may not have begun yet (its upstream's answer
     /// not come), so a "not here" is asked again for a while.
     async fn follow(&self, reader: &str, id: &ImageId) -> Option<Response<Body>> {
-        if self.resting(reader) {
+        if self.ledger.resting(reader) {
             return None;
         }
         let deadline = Instant::now() + PEER_PATIENCE;
@@ -281,7 +276,7 @@ impl Peers {
                 }
                 Err(Failed(failure, reason)) => {
                     tracing::warn!(image = %id, peer = %reader, %reason, "the peer reading the image could not be followed; filling from the upstream");
-                    self.failed(reader, failure);
+                    self.ledger.failed(reader, failure);
                     return None;
                 }
             }
@@ -323,6 +318,22 @@ impl Peers {
             let reason = format!("it answered {}", answer.status());
             return Err(Failed(PeerFailure::Refused, reason));
         }
+        // A resume's bytes must start where this node's stopped: any other start would put
+        // wrong bytes at the fill's offset.
+        let asked_from = range.and_then(resumed_from);
+        let starts_at = answer
+            .headers()
+            .get(header::CONTENT_RANGE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|text| text.strip_prefix("bytes "))
+            .and_then(|text| text.split('-').next())
+            .and_then(|start| start.parse::<u64>().ok());
+        if asked_from.is_some() && starts_at != asked_from {
+            let reason = format!(
+                "it answered a range from byte {starts_at:?} to a resume from byte {asked_from:?}"
+            );
+            return Err(Failed(PeerFailure::Refused, reason));
+        }
         let mut response = Response::new(Body::empty());
         *response.status_mut() = answer.status();
         for name in [
@@ -334,31 +345,10 @@ impl Peers {
                 response.headers_mut().insert(name, value.clone());
             }
         }
-        let body = PeerBody::new(answer, self.clone(), peer, id);
+        let body = PeerBody::new(answer, self.ledger.clone(), peer, id);
         *response.body_mut() = Body::new(body);
         response.extensions_mut().insert(source);
         Ok(response)
-    }
-
-    fn resting(&self, peer: &str) -> bool {
-        let mut failed = lock(&self.failed);
-        failed.retain(|_, when| when.elapsed() < FAILED_PEER_REST);
-        failed.contains_key(peer)
-    }
-
-    /// `peer` failed (counted): it is left alone for [`FAILED_PEER_REST`].
-    pub(super) fn failed(&self, peer: &str, failure: PeerFailure) {
-        self.cache.count_peer_failure(failure);
-        self.rest(peer);
-    }
-
-    /// `peer` sent its whole copy of `image`.
-    pub(super) fn delivered(&self, image: ImageId, peer: String) {
-        lock(&self.delivered).insert(image, peer);
-    }
-
-    fn rest(&self, peer: &str) {
-        lock(&self.failed).insert(peer.to_owned(), Instant::now());
     }
 }
 

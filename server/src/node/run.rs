@@ -13,7 +13,7 @@ use clap::Parser;
 
 use super::listen::ClientLimits;
 use super::options::{ServerArgs, ServerSettings};
-use super::peer_identity::fleet_peers;
+use super::peer_setup::fleet_peers;
 use super::peers::Answer;
 use super::upstream::Upstream;
 use tower_image_cache::keystone::Keystone;
