@@ -190,26 +190,39 @@ pub async fn log_in(url: &str, user: &str, password: &str, project: &str) -> Str
         .to_owned()
 }
 
+/// Keystone's API at `url` called with `token`: the answer's status and its JSON body (null
+/// when there is none).
+pub async fn keystone_call(
+    url: &str,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (reqwest::StatusCode, Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, format!("{url}{path}"))
+        .header("x-auth-token", token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    (
+        status,
+        response.json::<Value>().await.unwrap_or(Value::Null),
+    )
+}
+
 /// Creates the demo and glance users and their projects, and an application credential of the
 /// admin's; returns that credential's id and secret.
 async fn populate(url: &str) -> (String, String) {
     let token = log_in(url, "admin", ADMIN_PASSWORD, "admin").await;
-    let http = reqwest::Client::new();
     let call = |method: reqwest::Method, path: String, body: Option<Value>| {
-        let mut request = http
-            .request(method, format!("{url}{path}"))
-            .header("x-auth-token", &token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
+        let token = &token;
         async move {
-            let response = request.send().await.unwrap();
-            assert!(
-                response.status().is_success(),
-                "{path}: {}",
-                response.status()
-            );
-            response.json::<Value>().await.unwrap_or(Value::Null)
+            let (status, answer) = keystone_call(url, token, method, &path, body).await;
+            assert!(status.is_success(), "{path}: {status}");
+            answer
         }
     };
     use reqwest::Method;
@@ -287,7 +300,7 @@ async fn populate(url: &str) -> (String, String) {
     )
     .await;
     let admin_id = {
-        let response = http
+        let response = reqwest::Client::new()
             .get(format!("{url}/auth/tokens"))
             .header("x-auth-token", &token)
             .header("x-subject-token", &token)

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::common::metric;
-use crate::common::openstack::{self, create_image, log_in, Glance, ADMIN_PASSWORD, DEMO_PASSWORD};
+use crate::common::openstack::{
+    self, create_image, keystone_call, log_in, Glance, ADMIN_PASSWORD, DEMO_PASSWORD,
+};
 use crate::{get, start_node_configured, wait_cached, CacheNode};
 
 /// The role the fleet's nodes hold, and their user.
@@ -20,23 +22,15 @@ const NODE_PASSWORD: &str = "cachenode-secret";
 /// and [`PEER_ROLE`].
 async fn node_identity(keystone: &str) {
     let admin = log_in(keystone, "admin", ADMIN_PASSWORD, "admin").await;
-    let http = reqwest::Client::new();
     let call = |method: reqwest::Method, path: String, body: Option<Value>| {
-        let mut request = http
-            .request(method, format!("{keystone}{path}"))
-            .header("x-auth-token", &admin);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
+        let admin = &admin;
         async move {
-            let response = request.send().await.unwrap();
-            let status = response.status();
-            let body = response.json::<Value>().await.unwrap_or(Value::Null);
+            let (status, answer) = keystone_call(keystone, admin, method, &path, body).await;
             assert!(
                 status.is_success() || status == 409,
-                "{path}: {status} {body}"
+                "{path}: {status} {answer}"
             );
-            body
+            answer
         }
     };
     use reqwest::Method;
