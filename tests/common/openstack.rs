@@ -384,18 +384,33 @@ impl Drop for Glance {
 }
 
 /// Creates an image as `token`'s project (private) through `api` and uploads `data`; its id.
+///
+/// Glance on SQLite answers 500 ("database is locked") to an upload while another process
+/// writes its database (a test's node with `centralized_db` on Glance's own file): such an
+/// upload is made again, on a new image, up to three times.
 pub async fn create_image(api: &str, token: &str, data: &[u8]) -> String {
-    let id = create_image_record(api, token).await;
-    let uploaded = reqwest::Client::new()
-        .put(format!("{api}/v2/images/{id}/file"))
-        .header("x-auth-token", token)
-        .header("content-type", "application/octet-stream")
-        .body(data.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(uploaded.status(), 204, "upload of {id}");
-    id
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let id = create_image_record(api, token).await;
+        let uploaded = reqwest::Client::new()
+            .put(format!("{api}/v2/images/{id}/file"))
+            .header("x-auth-token", token)
+            .header("content-type", "application/octet-stream")
+            .body(data.to_vec())
+            .send()
+            .await
+            .unwrap();
+        let status = uploaded.status();
+        if status == 500 && attempt < 3 {
+            let said = uploaded.text().await.unwrap_or_default();
+            eprintln!("Glance answered 500 to the upload of {id} ({said}); a new image");
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            continue;
+        }
+        assert_eq!(status, 204, "upload of {id}");
+        return id;
+    }
 }
 
 /// Creates an image record (status `queued`, no data yet) as `token`'s project; its id.
