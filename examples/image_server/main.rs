@@ -177,11 +177,6 @@ where
         .fallback_service(service)
 }
 
-/// mimalloc rather than glibc's malloc: under many small hits, glibc's arena locks and
-/// consolidation took about a fifth of the server's CPU (`perf record -g`, `wrk -c16` of 4 KiB).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
