@@ -1,7 +1,7 @@
 //! Fills from the fleet's own nodes (`[cache_server] peer_token`), with real `image-cache-server`
 //! processes on the real PostgreSQL and MariaDB, in front of an upstream on a raw socket that
 //! counts its reads: a second node reads the image from the first, not from the upstream; a
-//! dead peer or an altered copy costs the client nothing it could mistake for the image; the
+//! dead peer or a rotten copy costs the client nothing it could mistake for the image; the
 //! peer route admits the fleet's token only.
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -168,7 +168,7 @@ async fn a_dead_peer_leaves_the_fill_to_the_upstream() {
     assert_eq!(std::fs::read(two.dir.join("img1")).unwrap(), *data);
     assert_eq!(
         peer_failures(two).await,
-        [1, 0, 0, 0],
+        [1, 0, 0, 0, 0],
         "one unreachable peer"
     );
 }
@@ -196,26 +196,89 @@ async fn fill_source_logged(node: &Node, id: &str) -> String {
 }
 
 /// `image_cache_peer_failures_total` of `node` by reason: unreachable, refused, cut,
-/// unverified.
-async fn peer_failures(node: &Node) -> [u64; 4] {
+/// unverified, slow.
+async fn peer_failures(node: &Node) -> [u64; 5] {
     let counted = metrics(node).await;
-    ["unreachable", "refused", "cut", "unverified"].map(|reason| {
+    ["unreachable", "refused", "cut", "unverified", "slow"].map(|reason| {
         let name = format!("image_cache_peer_failures_total{{reason=\"{reason}\"}}");
         metric(&counted, &name)
     })
 }
 
+/// Waits until `path` is gone; whether it went.
+async fn gone(path: &std::path::Path) -> bool {
+    for _ in 0..100 {
+        if !path.exists() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// The peer checks each block of its copy against the CRC-32 its fill recorded before sending
+/// it: a block that rotted on its disk is never sent, the peer removes its copy, and the node
+/// reading it goes on from that block's first byte with the upstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_s_altered_copy_is_detected_and_never_committed() {
+async fn a_peer_s_rotten_block_is_never_sent_and_the_rest_comes_from_the_upstream() {
+    use std::os::unix::fs::FileExt;
+    let Some(fleet) = two_nodes(Server::Postgres, Mode::Polite).await else {
+        return;
+    };
+    fleet.first_holds_it().await;
+    let (data, upstream, two) = (&fleet.data, &fleet.upstream, &fleet.two);
+    // One byte of the second mebibyte of the first node's copy rots on its disk (the file,
+    // its length and its attributes stay).
+    let file = fleet.one.dir.join("img1");
+    let at = SIZE / 2;
+    let disk = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+    disk.write_all_at(&[data[at] ^ 0xff], at as u64).unwrap();
+    drop(disk);
+
+    let (status, body) = download(two, "img1").await;
+    assert_eq!((status.as_str(), body.unwrap()), ("MISS", data.clone()));
+    wait_listed(&two.url, ADMIN, "img1", Duration::from_secs(10), "").await;
+    assert_eq!(std::fs::read(two.dir.join("img1")).unwrap(), *data);
+    let reads = upstream.downloads();
+    assert_eq!(reads.len(), 2, "the first fill, then the rest: {reads:?}");
+    let range = reads[1].header("range").unwrap_or_default();
+    assert_eq!(range, "bytes=1048576-", "resumed from the rotten block");
+    assert_eq!(peer_failures(two).await, [0, 0, 1, 0, 0], "the peer cut");
+    let counted = metrics(two).await;
+    assert_eq!(
+        metric(&counted, "image_cache_bytes_total{source=\"peer\"}"),
+        1024 * 1024,
+        "the sound block before it came from the peer"
+    );
+    assert!(gone(&file).await, "the peer removed its rotten copy");
+    assert!(
+        !two.dir.join("invalid/img1").exists(),
+        "nothing failed here"
+    );
+    let row = (two.url.clone(), "img1".into(), 0, SIZE as i64);
+    fleet.db.wait_for_rows(vec![row]).await;
+    let log = std::fs::read_to_string(fleet.one.dir.parent().unwrap().join("node.log"));
+    assert!(
+        log.unwrap().contains("rotten on disk"),
+        "the peer logged why its copy went"
+    );
+}
+
+/// A copy that has no block sums (replaced on the disk wholesale) is caught by the reading
+/// node's digest at the end instead: never committed there, and reported to the peer, which
+/// checks it against its checksum and removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_s_altered_copy_without_sums_is_detected_reported_and_never_committed() {
     let Some(fleet) = two_nodes(Server::Postgres, Mode::Polite).await else {
         return;
     };
     fleet.first_holds_it().await;
     let (upstream, two) = (&fleet.upstream, &fleet.two);
-    // The first node's copy rots on its disk (same length, one byte changed).
+    // The first node's copy is replaced by another file of the same length, one byte changed.
     let file = fleet.one.dir.join("img1");
     let mut rotten = std::fs::read(&file).unwrap();
     rotten[SIZE / 2] ^= 0xff;
+    std::fs::remove_file(&file).unwrap();
     std::fs::write(&file, &rotten).unwrap();
 
     let (status, body) = download(two, "img1").await;
@@ -249,18 +312,12 @@ async fn a_peer_s_altered_copy_is_detected_and_never_committed() {
     assert_eq!(upstream_reads(upstream), 2);
     assert_eq!(
         peer_failures(two).await,
-        [0, 0, 0, 1],
+        [0, 0, 0, 1, 0],
         "one unverified copy"
     );
     // The peer was told: it checked its copy against the checksum it recorded, and removed it
     // (file and row), so no other node reads it.
-    for _ in 0..100 {
-        if !file.exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(!file.exists(), "the rotten copy left the peer's disk");
+    assert!(gone(&file).await, "the rotten copy left the peer's disk");
     let row = (two.url.clone(), "img1".into(), 0, SIZE as i64);
     fleet.db.wait_for_rows(vec![row]).await;
 }
@@ -696,14 +753,13 @@ enum Misbehaving {
     Stalls,
     /// Answers a resume (`Range: bytes=N-`) with `206` but the image from byte 0.
     IgnoresTheRange,
+    /// Answers the whole image's head, sends its first MiB, and then 4 KiB every half second
+    /// (8 KiB/s).
+    Trickles,
 }
 
 /// A fake peer on `listener`, misbehaving as told; the `Range` headers it was asked with.
-fn fake_peer(
-    listener: TcpListener,
-    data: Bytes,
-    how: Misbehaving,
-) -> (String, Arc<Mutex<Vec<Option<String>>>>) {
+fn fake_peer(listener: TcpListener, data: Bytes, how: Misbehaving) -> (String, Asked) {
     let url = format!("http://{}", listener.local_addr().unwrap());
     let asked = Arc::new(Mutex::new(Vec::new()));
     let seen = asked.clone();
@@ -736,6 +792,17 @@ fn fake_peer(
                         socket.write_all(&data[..1024 * 1024]).await.unwrap();
                         tokio::time::sleep(Duration::from_secs(60)).await;
                     }
+                    Misbehaving::Trickles => {
+                        let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n\r\n");
+                        socket.write_all(answer.as_bytes()).await.unwrap();
+                        socket.write_all(&data[..1024 * 1024]).await.unwrap();
+                        for piece in data[1024 * 1024..].chunks(4096) {
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            if socket.write_all(piece).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
                     Misbehaving::IgnoresTheRange => {
                         let answer = format!(
                             "HTTP/1.1 206 Partial Content\r\ncontent-length: {size}\r\n\
@@ -752,6 +819,55 @@ fn fake_peer(
     (url, asked)
 }
 
+/// The `Range` headers a fake peer was asked with.
+type Asked = Arc<Mutex<Vec<Option<String>>>>;
+
+/// A fleet node on `db` in front of `upstream` (`lines` added to its configuration), and fake
+/// peers misbehaving as `hows`, which the fleet's table names as holders of `img1` (`data`),
+/// asked in that order.
+async fn node_and_fake_holders(
+    db: &TestDb,
+    work: &std::path::Path,
+    upstream: &RawUpstream,
+    data: &Bytes,
+    lines: &str,
+    hows: &[Misbehaving],
+) -> (Node, Vec<(String, Asked)>) {
+    let lines = format!("peer_token = {PEER_TOKEN}\n{lines}");
+    let node = start_node_with(&work.join("node"), &upstream.url(), &db.url, "", &lines);
+    for _ in 0..200 {
+        if db.nodes().await.contains(&node.url) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The holders are asked in their URLs' order.
+    let mut listeners = Vec::new();
+    for _ in hows {
+        listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
+    }
+    listeners.sort_by_key(|l| format!("http://{}", l.local_addr().unwrap()));
+    let peers: Vec<_> = listeners
+        .into_iter()
+        .zip(hows)
+        .map(|(listener, how)| fake_peer(listener, data.clone(), *how))
+        .collect();
+    for (url, _) in &peers {
+        db.execute(&format!(
+            "INSERT INTO node_reference (node_reference_url) VALUES ('{url}')"
+        ))
+        .await;
+        db.execute(&format!(
+            "INSERT INTO cached_images (image_id, last_accessed, last_modified, size, hits, \
+             checksum, node_reference_id) SELECT 'img1', NOW(), NOW(), {}, 0, NULL, \
+             node_reference_id FROM node_reference WHERE node_reference_url = '{url}'",
+            data.len()
+        ))
+        .await;
+    }
+    (node, peers)
+}
+
 /// Two holders the fleet's table names misbehave: the first stalls mid-image, the second
 /// answers the resume with bytes from the wrong offset. The client gets the whole image, the
 /// rest comes from the upstream from the byte reached, and both peers are counted.
@@ -763,44 +879,10 @@ async fn a_stalled_peer_and_one_that_ignores_the_range_cost_the_client_nothing()
     let work = tempfile::tempdir().unwrap();
     let data = common::image_data(SIZE);
     let upstream = RawUpstream::start(data.clone(), Mode::Polite).await;
-    let lines = format!("peer_token = {PEER_TOKEN}\nupstream_idle_timeout = 1\n");
-    let node = start_node_with(
-        &work.path().join("node"),
-        &upstream.url(),
-        &db.url,
-        "",
-        &lines,
-    );
-    for _ in 0..200 {
-        if db.nodes().await.contains(&node.url) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // The holders are asked in their URLs' order: the first stalls.
-    let mut listeners = Vec::new();
-    for _ in 0..2 {
-        listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
-    }
-    listeners.sort_by_key(|l| format!("http://{}", l.local_addr().unwrap()));
-    let ignoring = listeners.pop().unwrap();
-    let stalling = listeners.pop().unwrap();
-    let peers = [
-        fake_peer(stalling, data.clone(), Misbehaving::Stalls),
-        fake_peer(ignoring, data.clone(), Misbehaving::IgnoresTheRange),
-    ];
-    for (url, _) in &peers {
-        db.execute(&format!(
-            "INSERT INTO node_reference (node_reference_url) VALUES ('{url}')"
-        ))
-        .await;
-        db.execute(&format!(
-            "INSERT INTO cached_images (image_id, last_accessed, last_modified, size, hits, \
-             checksum, node_reference_id) SELECT 'img1', NOW(), NOW(), {SIZE}, 0, NULL, \
-             node_reference_id FROM node_reference WHERE node_reference_url = '{url}'"
-        ))
-        .await;
-    }
+    let hows = [Misbehaving::Stalls, Misbehaving::IgnoresTheRange];
+    let lines = "upstream_idle_timeout = 1\n";
+    let (node, peers) =
+        node_and_fake_holders(&db, work.path(), &upstream, &data, lines, &hows).await;
 
     let (status, body) = download(&node, "img1").await;
     assert_eq!((status.as_str(), body.unwrap()), ("MISS", data.clone()));
@@ -822,12 +904,56 @@ async fn a_stalled_peer_and_one_that_ignores_the_range_cost_the_client_nothing()
     );
     assert_eq!(
         peer_failures(&node).await,
-        [0, 1, 1, 0],
+        [0, 1, 1, 0, 0],
         "one refused, one cut"
     );
     let counted = metrics(&node).await;
     assert_eq!(
         metric(&counted, "image_cache_bytes_total{source=\"peer\"}"),
         1024 * 1024
+    );
+}
+
+/// A holder that keeps sending, but at 8 KiB/s, under the node's floor (`peer_min_rate`,
+/// 1 MiB/s by default): after one window of it the node reads the rest from the upstream, from
+/// the byte reached, and counts the peer as slow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_slower_than_the_floor_is_left_for_the_upstream() {
+    let Some(db) = TestDb::create(Server::Postgres).await else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let data = common::image_data(SIZE);
+    let upstream = RawUpstream::start(data.clone(), Mode::Polite).await;
+    let hows = [Misbehaving::Trickles];
+    let (node, peers) = node_and_fake_holders(&db, work.path(), &upstream, &data, "", &hows).await;
+
+    let started = std::time::Instant::now();
+    let (status, body) = download(&node, "img1").await;
+    assert_eq!((status.as_str(), body.unwrap()), ("MISS", data.clone()));
+    let took = started.elapsed();
+    wait_listed(&node.url, ADMIN, "img1", Duration::from_secs(10), "").await;
+    assert_eq!(std::fs::read(node.dir.join("img1")).unwrap(), data);
+    assert!(
+        took < Duration::from_secs(30),
+        "the trickle was given up after a window, not followed to its end ({took:?})"
+    );
+    assert_eq!(peer_failures(&node).await, [0, 0, 0, 0, 1], "one slow peer");
+    assert_eq!(*peers[0].1.lock().unwrap(), [None], "asked once");
+    let from_peer = metric(
+        &metrics(&node).await,
+        "image_cache_bytes_total{source=\"peer\"}",
+    );
+    assert!(
+        (1024 * 1024..SIZE as u64).contains(&from_peer),
+        "the peer's first MiB and some of its trickle were kept: {from_peer}"
+    );
+    let reads = upstream.downloads();
+    assert_eq!(reads.len(), 1, "only the rest was read upstream: {reads:?}");
+    let range = reads[0].header("range").unwrap_or_default();
+    assert_eq!(
+        range,
+        format!("bytes={from_peer}-"),
+        "resumed from the byte reached"
     );
 }

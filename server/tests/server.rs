@@ -289,6 +289,10 @@ fn bad_configurations_are_refused_in_a_sentence_naming_the_option() {
             "[DEFAULT]\nimage_cache_dir = /tmp/nowhere\n[cache_server]\nupstream = http://glance:9292\nshutdown_grace = soon\n",
             "[cache_server] shutdown_grace = \"soon\": must be a whole number",
         ),
+        (
+            "[DEFAULT]\nimage_cache_dir = /tmp/nowhere\n[cache_server]\nupstream = http://glance:9292\npeer_min_rate = fast\n",
+            "[cache_server] peer_min_rate = \"fast\": must be a whole number",
+        ),
     ] {
         std::fs::write(&config, text).unwrap();
         let output = Command::new(server_binary())

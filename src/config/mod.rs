@@ -22,4 +22,4 @@ pub use options::{
     CacheConfig, IndexDriverKind, DEFAULT_DB_CACHE_CAPACITY, DEFAULT_DB_NAME, DEFAULT_MAX_SIZE,
     DEFAULT_PREFETCHER_INTERVAL, DEFAULT_STALL_TIME,
 };
-pub use server::{ServerOptions, DEFAULT_BIND_PORT};
+pub use server::{ServerOptions, DEFAULT_BIND_PORT, DEFAULT_PEER_MIN_RATE, PEER_RATE_WINDOW};

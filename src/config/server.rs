@@ -47,6 +47,10 @@ pub struct ServerOptions {
     /// `[cache_server] peer_zone`: the site the node is in; it prefers peers of its zone, and
     /// one node per zone reads an image into the zone for the others.
     pub peer_zone: Option<String>,
+    /// `[cache_server] peer_min_rate`: the least a peer's committed copy must come at, in KiB
+    /// per second over [`PEER_RATE_WINDOW`]; a slower peer is left for the next source (the
+    /// fill resumes from the byte reached). `0` turns the floor off.
+    pub peer_min_rate: Option<u64>,
     /// `[cache_server] shutdown_grace`: seconds a stopping server gives requests in flight.
     pub shutdown_grace: Option<Duration>,
     /// `[cache_server] metrics_bind`: a second address serving only `/metrics` and `/healthz`.
@@ -97,6 +101,12 @@ pub struct ServerOptions {
     /// remembered decision may still admit a hit while the upstream fails (default 0: never).
     pub authorization_stale_if_error: Option<Duration>,
 }
+
+/// The window a peer's rate is measured over for `peer_min_rate`.
+pub const PEER_RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// `peer_min_rate` when none is set: 1 MiB/s, in KiB/s.
+pub const DEFAULT_PEER_MIN_RATE: u64 = 1024;
 
 /// Glance's `bind_port` when none is set.
 pub const DEFAULT_BIND_PORT: u16 = 9292;
@@ -153,6 +163,7 @@ impl ServerOptions {
             peer_token: text("peer_token")?,
             peer_roles: text("peer_roles")?.map(|roles| list(&roles)),
             peer_zone: text("peer_zone")?,
+            peer_min_rate: count("peer_min_rate", 1 << 30)?,
             shutdown_grace: server
                 .get("shutdown_grace")
                 .map(Setting::seconds)

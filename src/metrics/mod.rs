@@ -103,7 +103,10 @@ impl Default for CacheMetrics {
             bytes_from_peers: bytes.get_or_create_owned(&vec![("source", "peer")]),
             bytes_followed: bytes.get_or_create_owned(&vec![("source", "follow")]),
             fill_sources: at_zero("source", &["upstream", "peer", "follow"]),
-            peer_failures: at_zero("reason", &["unreachable", "refused", "cut", "unverified"]),
+            peer_failures: at_zero(
+                "reason",
+                &["unreachable", "refused", "cut", "unverified", "slow"],
+            ),
             responses,
             bytes,
             fills_started: Counter::default(),

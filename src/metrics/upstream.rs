@@ -55,6 +55,8 @@ pub enum PeerFailure {
     Cut,
     /// The peer's whole copy did not match the image's checksum.
     Unverified,
+    /// The peer's committed copy came slower than the node's floor (`peer_min_rate`).
+    Slow,
 }
 
 impl PeerFailure {
@@ -65,6 +67,7 @@ impl PeerFailure {
             PeerFailure::Refused => "refused",
             PeerFailure::Cut => "cut",
             PeerFailure::Unverified => "unverified",
+            PeerFailure::Slow => "slow",
         }
     }
 }

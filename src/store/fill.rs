@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::block_sums::BlockSummer;
 use super::cache::{ImageCache, Inner};
 use super::clock::now;
 use super::direct::StagedFile;
@@ -38,6 +39,8 @@ pub struct FillWriter {
     expected: Expected,
     /// `None` once the fill was verified.
     digests: Option<Digests>,
+    /// The CRC-32 of each block, kept with the committed file for checked reads.
+    sums: BlockSummer,
     written: u64,
     /// Whether the fill's end was counted in the metrics.
     counted: bool,
@@ -97,6 +100,7 @@ impl ImageCache {
             file: Some(file),
             expected,
             digests: Some(digests),
+            sums: BlockSummer::default(),
             written: 0,
             counted: false,
             started: std::time::Instant::now(),
@@ -146,6 +150,7 @@ impl FillWriter {
             return Err(self.write_failed(source));
         }
         digests.update(chunk, shared);
+        self.sums.update(chunk);
         self.written += chunk.len() as u64;
         self.state.set_received(self.written);
         self.state.set_written(file.in_file());
@@ -237,6 +242,17 @@ impl FillWriter {
                 return Err(FillError::Verification(mismatch));
             }
         };
+        match std::mem::take(&mut self.sums).finish(self.written) {
+            // Kept before the fsync, which makes them durable with the bytes.
+            Some(sums) => {
+                if let Err(err) = sums.store(file.file()) {
+                    tracing::debug!(image = %self.id, %err, "no block sums kept: the copy will be read unchecked");
+                }
+            }
+            None => {
+                tracing::debug!(image = %self.id, "too large for block sums: the copy will be read unchecked")
+            }
+        }
         if let Err(source) = self.cache.io.sync_file(file.file()) {
             self.file = Some(file);
             self.discard(Discard::Remove, &format!("fsync failed: {source}"));

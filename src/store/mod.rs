@@ -29,6 +29,7 @@
 //! | `layout.rs` | paths under `image_cache_dir`, file removal |
 //! | `fs.rs` | `FillIo`: a fill's file steps, to fail in tests (feature `fuzzing`) |
 //! | `direct.rs` | a fill's file written with direct I/O, in aligned blocks |
+//! | `block_sums.rs` | the CRC-32 of each block of a committed file, in an attribute of it |
 //! | `chunks.rs` | the pooled buffers hits and followers read into |
 //! | `driver.rs` | the index driver seam, [`IndexError`] |
 //! | `sled_driver.rs` | the sled driver |
@@ -50,7 +51,7 @@
 //! | `reconcile.rs` | index ↔ files at open |
 //! | `open_index.rs` | opening the index `image_cache_driver` names; a node's fleet link |
 //! | `cache.rs` | [`ImageCache`]: open, lookups, deletes |
-//! | `fill.rs`, `read.rs`, `follow.rs`, `maintenance.rs`, `queue.rs` | the verbs |
+//! | `fill.rs`, `read.rs`, `checked.rs`, `follow.rs`, `maintenance.rs`, `queue.rs` | the verbs |
 //! | `fleet.rs` | [`Fleet`]: the nodes of a central database (feature `centralized-db`) |
 //! | `fleet_fills.rs` | the fleet's fill claims, for all of it or one zone, and nodes' zones |
 //!
@@ -72,6 +73,7 @@
 //! # Ok(()) }
 //! ```
 
+mod block_sums;
 mod cache;
 mod catalog;
 #[cfg(feature = "centralized-db")]
@@ -84,6 +86,7 @@ mod central_error;
 mod central_fills;
 #[cfg(feature = "centralized-db")]
 mod central_sql;
+mod checked;
 mod chunks;
 mod clock;
 #[cfg(feature = "centralized-db")]
@@ -122,6 +125,7 @@ mod verify;
 
 pub use crate::metrics::{PeerFailure, UpstreamFailure, UpstreamPhase};
 pub use cache::ImageCache;
+pub use checked::CheckedReader;
 pub use driver::IndexError;
 pub use error::{BlockingError, FillError, FillStep, StoreError};
 pub use fill::FillWriter;

@@ -100,10 +100,7 @@ impl ImageCache {
             // Not the bytes that were verified: drop it so the next request fills it afresh. The
             // index learns it behind: this may run on the hit path, which never waits on it.
             tracing::error!(image = %id, indexed = record.size, on_disk, "a cached file has the wrong size; removing it");
-            self.inner.small.forget([id]);
-            if self.inner.catalog.forget(id, entry.generation) {
-                remove_if_present(&self.inner.layout.committed(id))?;
-            }
+            forget_damaged(&self.inner, id, entry.generation)?;
             return Ok(None);
         }
         let bytes = match whole {
@@ -135,6 +132,17 @@ impl ImageCache {
             waiting: None,
         }
     }
+}
+
+/// Drops the commit `generation` of `id`, whose file is not the bytes that were verified, so
+/// that the next request fills it afresh. The index learns it behind: this may run on the hit
+/// path, which never waits on it.
+pub(crate) fn forget_damaged(inner: &Inner, id: &ImageId, generation: u64) -> io::Result<()> {
+    inner.small.forget([id]);
+    if inner.catalog.forget(id, generation) {
+        remove_if_present(&inner.layout.committed(id))?;
+    }
+    Ok(())
 }
 
 /// Where a reader's bytes come from.

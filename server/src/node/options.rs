@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::Uri;
 
 use super::forwarded::TrustedProxies;
-use tower_image_cache::config::{with_config_dirs, ServerOptions};
+use tower_image_cache::config::{with_config_dirs, ServerOptions, DEFAULT_PEER_MIN_RATE};
 use tower_image_cache::keystone::{AuthOptions, TlsOptions};
 use tower_image_cache::store::check_zone_name;
 use tower_image_cache::CacheConfig;
@@ -124,6 +124,9 @@ pub struct ServerSettings {
     pub peer_roles: Vec<String>,
     /// The node's zone, if any.
     pub peer_zone: Option<String>,
+    /// The least bytes per second a peer's committed copy must come at (`peer_min_rate`), if
+    /// any floor.
+    pub peer_min_rate: Option<u64>,
     /// What requests in flight get at shutdown.
     pub shutdown_grace: Duration,
     /// The second listener for `/metrics` and `/healthz`, if any.
@@ -304,6 +307,10 @@ impl ServerArgs {
             peer_zone: match self.peer_zone.clone().or(options.peer_zone) {
                 Some(zone) => Some(check_zone_name(&zone).map(|()| zone)?),
                 None => None,
+            },
+            peer_min_rate: match options.peer_min_rate.unwrap_or(DEFAULT_PEER_MIN_RATE) {
+                0 => None,
+                kib => Some(kib * 1024),
             },
             shutdown_grace: self
                 .shutdown_grace

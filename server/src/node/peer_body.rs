@@ -8,8 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use std::future::Future;
+
 use bytes::Bytes;
 use http_body::Frame;
+use tower_image_cache::config::PEER_RATE_WINDOW;
 use tower_image_cache::layer::BoxError;
 use tower_image_cache::store::PeerFailure;
 use tower_image_cache::{ImageCache, ImageId};
@@ -72,28 +75,79 @@ impl Ledger {
 type ByteStream =
     Pin<Box<dyn futures_core::Stream<Item = Result<Bytes, reqwest::Error>> + Send + 'static>>;
 
-/// A peer's body; a failure mid-way (the peer died or stalled) rests the peer, so the fill's
-/// resume asks another source, and its end is remembered (see [`Ledger`]).
+/// A peer's body; a failure mid-way (the peer died, stalled, or came slower than its floor)
+/// rests the peer, so the fill's resume asks another source, and its end is remembered (see
+/// [`Ledger`]).
 pub(super) struct PeerBody {
     answer: ByteStream,
     ledger: Ledger,
     peer: String,
     image: ImageId,
+    pace: Option<Pace>,
 }
 
 impl PeerBody {
+    /// `answer`'s body; with a `floor` (bytes per second), a window of [`PEER_RATE_WINDOW`]
+    /// that brings fewer bytes than the floor allows ends it.
     pub(super) fn new(
         answer: reqwest::Response,
         ledger: Ledger,
         peer: &str,
         image: &ImageId,
+        floor: Option<u64>,
     ) -> Self {
         PeerBody {
             answer: Box::pin(answer.bytes_stream()),
             ledger,
             peer: peer.to_owned(),
             image: image.clone(),
+            pace: floor.map(Pace::new),
         }
+    }
+
+    /// The body's end when its peer came too slowly.
+    fn too_slow(&mut self, cx: &mut Context<'_>) -> Option<BoxError> {
+        let reason = self.pace.as_mut()?.check(cx)?;
+        self.ledger.failed(&self.peer, PeerFailure::Slow);
+        Some(reason.into())
+    }
+}
+
+/// A floor under a peer's pace: the bytes of the current window, and when it ends.
+struct Pace {
+    /// Bytes per second.
+    floor: u64,
+    bytes: u64,
+    ends: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Pace {
+    fn new(floor: u64) -> Self {
+        Pace {
+            floor,
+            bytes: 0,
+            ends: Box::pin(tokio::time::sleep(PEER_RATE_WINDOW)),
+        }
+    }
+
+    /// Why the peer is too slow, once a window ended with fewer bytes than the floor; else a
+    /// new window begins (and the waker is set for its end).
+    fn check(&mut self, cx: &mut Context<'_>) -> Option<String> {
+        while self.ends.as_mut().poll(cx).is_ready() {
+            let window = PEER_RATE_WINDOW.as_secs_f64();
+            if (self.bytes as f64) < self.floor as f64 * window {
+                return Some(format!(
+                    "the peer sent {} bytes in {window} s, slower than peer_min_rate ({} KiB/s); \
+                     the rest is read from another source",
+                    self.bytes,
+                    self.floor / 1024
+                ));
+            }
+            self.bytes = 0;
+            let next = tokio::time::Instant::now() + PEER_RATE_WINDOW;
+            self.ends.as_mut().reset(next);
+        }
+        None
     }
 }
 
@@ -105,7 +159,16 @@ impl http_body::Body for PeerBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.answer.as_mut().poll_next(cx) {
+        let polled = self.answer.as_mut().poll_next(cx);
+        if let (Poll::Ready(Some(Ok(chunk))), Some(pace)) = (&polled, self.pace.as_mut()) {
+            pace.bytes += chunk.len() as u64;
+        }
+        if matches!(polled, Poll::Pending | Poll::Ready(Some(Ok(_)))) {
+            if let Some(slow) = self.too_slow(cx) {
+                return Poll::Ready(Some(Err(slow)));
+            }
+        }
+        match polled {
             Poll::Ready(Some(Err(err))) => {
                 self.ledger.failed(&self.peer, PeerFailure::Cut);
                 Poll::Ready(Some(Err(err.into())))

@@ -13,7 +13,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 use http_body::Frame;
 use tower_image_cache::layer::GlanceError;
-use tower_image_cache::store::{FillFollower, ImageReader};
+use tower_image_cache::store::{CheckedReader, FillFollower};
 use tower_image_cache::{ImageCache, ImageId};
 
 use super::peer_identity::{Admission, Refused};
@@ -131,7 +131,7 @@ async fn open(cache: &ImageCache, id: &ImageId, from: u64) -> Result<Option<Shar
     let opening = id.clone();
     let opened = cache
         .blocking(move |c| -> std::io::Result<Option<Shared>> {
-            match c.open_for_read(&opening)? {
+            match c.open_checked(&opening)? {
                 Some(reader) => Ok(Some(Shared::Held(reader))),
                 None => Ok(c.follow(&opening)?.map(Shared::Filling)),
             }
@@ -146,9 +146,8 @@ async fn open(cache: &ImageCache, id: &ImageId, from: u64) -> Result<Option<Shar
         return Err(Unreadable::Past(size));
     }
     Ok(Some(match shared {
-        Shared::Held(reader) if from > 0 => Shared::Held(reader.limit_to(from..=size - 1)),
+        Shared::Held(reader) => Shared::Held(reader.starting_at(from)),
         Shared::Filling(follower) => Shared::Filling(follower.starting_at(from)),
-        held => held,
     }))
 }
 
@@ -158,9 +157,10 @@ pub(crate) fn resumed_from(range: &HeaderValue) -> Option<u64> {
     text.strip_suffix('-')?.parse().ok()
 }
 
-/// An image's bytes served to a peer: committed, or being filled.
+/// An image's bytes served to a peer: committed (each block checked against its fill's sums,
+/// so a copy that rotted on the disk stops before its rotten block), or being filled.
 enum Shared {
-    Held(ImageReader),
+    Held(CheckedReader),
     Filling(FillFollower),
 }
 

@@ -47,6 +47,7 @@ pub(crate) fn fleet_peers(
         }
     });
     let idle = settings.upstream_timeouts.idle;
-    let peers = Peers::new(cache, identity, settings.peer_zone.as_deref(), idle)?;
+    let zone = settings.peer_zone.as_deref();
+    let peers = Peers::new(cache, identity, zone, idle, settings.peer_min_rate)?;
     Ok((Some(peers), Some(admission)))
 }

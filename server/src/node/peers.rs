@@ -45,6 +45,8 @@ pub(crate) struct Peers {
     ledger: Ledger,
     /// The nodes' zones, and when they were read.
     zones: Arc<Mutex<Option<(Instant, Zones)>>>,
+    /// The least bytes per second a holder's copy must come at (`peer_min_rate`).
+    min_rate: Option<u64>,
 }
 
 /// The nodes' zones, by URL.
@@ -55,13 +57,15 @@ struct Failed(PeerFailure, String);
 
 impl Peers {
     /// Fills answered by the nodes that hold the image, showing `identity`; a peer that sends
-    /// nothing for `idle` is given up. With a `zone`, the peers of that zone are asked first,
-    /// and one node of the zone reads an image into it for the others.
+    /// nothing for `idle`, or whose committed copy comes slower than `min_rate` bytes per
+    /// second, is given up. With a `zone`, the peers of that zone are asked first, and one node
+    /// of the zone reads an image into it for the others.
     pub(crate) fn new(
         cache: &ImageCache,
         identity: PeerIdentity,
         zone: Option<&str>,
         idle: Option<Duration>,
+        min_rate: Option<u64>,
     ) -> Result<Self, String> {
         let mut http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
@@ -79,6 +83,7 @@ impl Peers {
             http,
             ledger: Ledger::new(cache),
             zones: Arc::default(),
+            min_rate,
         })
     }
 
@@ -345,7 +350,10 @@ impl Peers {
                 response.headers_mut().insert(name, value.clone());
             }
         }
-        let body = PeerBody::new(answer, self.ledger.clone(), peer, id);
+        // A holder's copy goes at its disk's and the link's pace; a fill followed, at its
+        // upstream's, which no floor judges.
+        let floor = self.min_rate.filter(|_| source == FillSource::Peer);
+        let body = PeerBody::new(answer, self.ledger.clone(), peer, id, floor);
         *response.body_mut() = Body::new(body);
         response.extensions_mut().insert(source);
         Ok(response)

@@ -125,3 +125,119 @@ async fn a_small_image_is_kept_in_memory_after_its_first_hit_and_goes_with_its_f
     assert!(cache.inner.small.get(&id("img"), generation).is_none());
     assert!(cache.open_for_read(&id("img")).unwrap().is_none());
 }
+
+const MIB: usize = 1024 * 1024;
+
+/// A committed image of `len` bytes, written a mebibyte at a time, and its bytes.
+fn fill_large(cache: &ImageCache, image: &str, len: usize) -> Vec<u8> {
+    let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+    let expected = Expected::default().size(len as u64).md5_hex(md5_hex(&data));
+    let mut writer = cache.begin_fill(&id(image), expected).unwrap();
+    for chunk in data.chunks(MIB) {
+        writer.write(chunk).unwrap();
+    }
+    writer.finish().unwrap();
+    data
+}
+
+/// The chunks of a checked read, until its end or its first error.
+async fn read_checked(reader: &mut CheckedReader) -> (Vec<u8>, Option<io::Error>) {
+    let mut out = Vec::new();
+    while let Some(chunk) = reader.next_chunk().await {
+        match chunk {
+            Ok(chunk) => out.extend_from_slice(&chunk),
+            Err(err) => return (out, Some(err)),
+        }
+    }
+    (out, None)
+}
+
+/// A checked read of a committed image, `None` (after printing why) where the file system keeps
+/// no user attributes, so the fill kept no sums.
+fn open_checked(cache: &ImageCache, image: &str) -> Option<CheckedReader> {
+    let reader = cache.open_checked(&id(image)).unwrap().unwrap();
+    if !reader.is_checked() {
+        println!("SKIPPED: the temporary directory's file system keeps no user attributes");
+        return None;
+    }
+    Some(reader)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checked_read_hands_out_the_image_from_any_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path());
+    let data = fill_large(&cache, "img", 3 * MIB + 5);
+    let Some(mut whole) = open_checked(&cache, "img") else {
+        return;
+    };
+    assert_eq!(whole.remaining(), data.len() as u64);
+    let (read, failed) = read_checked(&mut whole).await;
+    assert!(failed.is_none());
+    assert!(read == data, "the whole image");
+    assert_eq!(cache.cached_image(&id("img")).unwrap().hits, 1);
+
+    // From the middle of a block: that block is read and checked whole, and handed out from
+    // the byte asked.
+    for from in [1, MIB + MIB / 2, 3 * MIB, 3 * MIB + 4, 3 * MIB + 5] {
+        let mut part = open_checked(&cache, "img")
+            .unwrap()
+            .starting_at(from as u64);
+        assert_eq!(part.remaining(), (data.len() - from) as u64);
+        let (read, failed) = read_checked(&mut part).await;
+        assert!(failed.is_none());
+        assert!(read == data[from..], "from byte {from}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotten_block_is_never_handed_out_and_the_copy_is_removed() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path());
+    let data = fill_large(&cache, "img", 3 * MIB + 5);
+    if open_checked(&cache, "img").is_none() {
+        return;
+    }
+    // One byte of the third block changes on the disk (the file, its length and its
+    // attributes stay).
+    let path = dir.path().join("img");
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.write_all_at(&[data[2 * MIB + 3] ^ 0x40], (2 * MIB + 3) as u64)
+        .unwrap();
+    drop(file);
+
+    let mut reader = open_checked(&cache, "img").unwrap().starting_at(10);
+    let (read, failed) = read_checked(&mut reader).await;
+    assert!(
+        read == data[10..2 * MIB],
+        "the sound blocks before it, whole"
+    );
+    let failed = failed.expect("the read ends at the rotten block");
+    assert_eq!(failed.kind(), io::ErrorKind::InvalidData);
+    let text = failed.to_string();
+    assert!(
+        text.contains("Bytes 2097152-3145727 of this node's copy of image img"),
+        "{text}"
+    );
+    assert!(!path.exists(), "the rotten copy left the disk");
+    assert!(!cache.is_cached(&id("img")), "and the index");
+    assert_eq!(cache.cached_image(&id("img")), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_without_sums_is_read_whole_unchecked() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path());
+    let data = fill_large(&cache, "img", 5 * MIB + 1);
+    if open_checked(&cache, "img").is_none() {
+        return;
+    }
+    let file = std::fs::File::open(dir.path().join("img")).unwrap();
+    rustix::fs::fremovexattr(&file, "user.tower_image_cache.crc32").unwrap();
+    let mut reader = cache.open_checked(&id("img")).unwrap().unwrap();
+    assert!(!reader.is_checked());
+    let (read, failed) = read_checked(&mut reader).await;
+    assert!(failed.is_none());
+    assert!(read == data);
+}

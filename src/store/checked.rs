@@ -1,0 +1,197 @@
+//! Reading a committed image block by block, each block checked against the CRC-32 its fill
+//! recorded (`block_sums.rs`) before any of its bytes is handed out: what a node sends to its
+//! peers, so that a copy that rotted on its disk stops at the rotten block, is removed, and the
+//! peer resumes from that block elsewhere, instead of failing its download at the end.
+
+use std::fmt;
+use std::fs::File;
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use tokio::task::JoinHandle;
+
+use super::block_sums::{BlockSums, Rotten};
+use super::cache::{ImageCache, Inner};
+use super::record::CachedImage;
+use crate::ImageId;
+
+/// The block an image without sums is read in.
+const UNCHECKED_BLOCK: u64 = 4 * 1024 * 1024;
+
+/// An open committed image, read a block at a time on tokio's blocking pool (the next block is
+/// read while the current one is sent), each block checked against its fill's sums when the
+/// file has them.
+///
+/// A block that does not match its sum ends the reader with an error of kind
+/// [`io::ErrorKind::InvalidData`], none of that block's bytes handed out, and the copy is
+/// removed from the cache (its file and its record), so that nobody reads it again. Like an
+/// [`ImageReader`](super::ImageReader), it counts a hit when the last byte was handed out.
+pub struct CheckedReader {
+    cache: Arc<Inner>,
+    id: ImageId,
+    generation: u64,
+    record: CachedImage,
+    file: Arc<File>,
+    sums: Option<Arc<BlockSums>>,
+    /// The next byte to hand out.
+    pos: u64,
+    /// The block being read: where it starts, and its bytes.
+    pending: Option<JoinHandle<Result<(u64, Bytes), Unreadable>>>,
+}
+
+impl fmt::Debug for CheckedReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CheckedReader")
+            .field("id", &self.id)
+            .field("pos", &self.pos)
+            .field("checked", &self.sums.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a block could not be handed out.
+enum Unreadable {
+    Io(io::Error),
+    Rotten(Rotten),
+}
+
+impl ImageCache {
+    /// Opens the committed copy of `id` for a checked read; `None` when it is not cached.
+    ///
+    /// This opens a file and reads its attributes: call it from a blocking context. Reading
+    /// the returned handle needs a tokio runtime.
+    pub fn open_checked(&self, id: &ImageId) -> io::Result<Option<CheckedReader>> {
+        let Some(entry) = self.inner.catalog.get(id) else {
+            return Ok(None);
+        };
+        let file = match File::open(self.inner.layout.committed(id)) {
+            Ok(file) => file,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        let on_disk = file.metadata()?.len();
+        if on_disk != entry.size {
+            tracing::error!(image = %id, indexed = entry.size, on_disk, "a cached file has the wrong size; removing it");
+            super::read::forget_damaged(&self.inner, id, entry.generation)?;
+            return Ok(None);
+        }
+        let sums = BlockSums::load(&file, entry.size).map(Arc::new);
+        Ok(Some(CheckedReader {
+            cache: Arc::clone(&self.inner),
+            id: id.clone(),
+            generation: entry.generation,
+            record: CachedImage::new(id, &entry),
+            file: Arc::new(file),
+            sums,
+            pos: 0,
+            pending: None,
+        }))
+    }
+}
+
+impl CheckedReader {
+    /// The image's record (size, checksum, counters as of opening).
+    pub fn record(&self) -> &CachedImage {
+        &self.record
+    }
+
+    /// Whether the file has its fill's block sums (else it is read unchecked).
+    pub fn is_checked(&self) -> bool {
+        self.sums.is_some()
+    }
+
+    /// Hands out the image from byte `from` on (its whole block is still read and checked).
+    #[must_use]
+    pub fn starting_at(mut self, from: u64) -> Self {
+        self.pos = from.min(self.record.size);
+        self
+    }
+
+    /// Bytes not yet handed out.
+    pub fn remaining(&self) -> u64 {
+        self.record.size - self.pos
+    }
+
+    fn block(&self) -> u64 {
+        self.sums.as_ref().map_or(UNCHECKED_BLOCK, |s| s.block())
+    }
+
+    /// Starts reading (and checking) the block that holds `at`.
+    fn read_block(&mut self, at: u64) {
+        let block = self.block();
+        let start = at - at % block;
+        let len = block.min(self.record.size - start) as usize;
+        let (file, sums) = (Arc::clone(&self.file), self.sums.clone());
+        self.pending = Some(tokio::task::spawn_blocking(move || {
+            let mut bytes = vec![0u8; len];
+            file.read_exact_at(&mut bytes, start)
+                .map_err(Unreadable::Io)?;
+            if let Some(sums) = sums {
+                sums.check(start, &bytes).map_err(Unreadable::Rotten)?;
+            }
+            Ok((start, Bytes::from(bytes)))
+        }));
+    }
+
+    /// Reads the next chunk; `None` at the end.
+    pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        if self.pending.is_none() {
+            if self.pos >= self.record.size {
+                return Poll::Ready(None);
+            }
+            self.read_block(self.pos);
+        }
+        let joined = ready!(std::pin::Pin::new(self.pending.as_mut().unwrap()).poll(cx));
+        self.pending = None;
+        let (start, bytes) = match joined {
+            Ok(Ok(block)) => block,
+            Ok(Err(Unreadable::Io(err))) => return Poll::Ready(Some(Err(err))),
+            Ok(Err(Unreadable::Rotten(rotten))) => {
+                return Poll::Ready(Some(Err(self.rotten(rotten))))
+            }
+            Err(join) => return Poll::Ready(Some(Err(io::Error::other(join)))),
+        };
+        let chunk = bytes.slice((self.pos - start) as usize..);
+        self.pos = start + bytes.len() as u64;
+        self.cache.metrics.bytes_from_cache(chunk.len() as u64);
+        if self.pos < self.record.size {
+            self.read_block(self.pos);
+        } else {
+            self.cache.record_hit(&self.id, self.generation);
+        }
+        Poll::Ready(Some(Ok(chunk)))
+    }
+
+    /// Reads the next chunk; `None` at the end.
+    pub async fn next_chunk(&mut self) -> Option<io::Result<Bytes>> {
+        std::future::poll_fn(|cx| self.poll_chunk(cx)).await
+    }
+
+    /// Removes the copy a rotten block was found in, and tells why the read ends.
+    fn rotten(&self, Rotten { start, len }: Rotten) -> io::Error {
+        let end = start + len - 1;
+        tracing::error!(image = %self.id, start, end, "a cached copy no longer matches the block sums its fill recorded (rotten on disk); removing it");
+        if let Err(err) = super::read::forget_damaged(&self.cache, &self.id, self.generation) {
+            tracing::warn!(image = %self.id, %err, "a rotten copy could not be removed");
+        }
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "Bytes {start}-{end} of this node's copy of image {} are not those its fill verified (the disk altered them); the copy was removed, so read the image from another source.",
+                self.id
+            ),
+        )
+    }
+}
+
+impl Drop for CheckedReader {
+    fn drop(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            pending.abort();
+        }
+    }
+}
