@@ -112,6 +112,20 @@ def own_fill_rate(image_file, size, work, database):
         fast.stop()
 
 
+def rollout(urls, netns=None):
+    """Every URL downloaded by 4 clients at once (in `netns` when given): the wall time, and
+    each download's (seconds, bytes, cache status)."""
+    results = []
+    threads = [threading.Thread(target=lambda u=u: results.append(
+        compare.download(u, netns=netns))) for u in urls for _ in range(4)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.monotonic() - started, results
+
+
 def scenario(count, image_file, size, upstream, work, database, rows, own_rate):
     nodes = [Node(work, f"{count}-{i}", upstream.url, database) for i in range(count)]
     try:
@@ -138,19 +152,7 @@ def scenario(count, image_file, size, upstream, work, database, rows, own_rate):
         # Cold rollout: a new image, all nodes at once, 4 clients each.
         second = compare.upload(upstream, image_file)
         before = upstream_bytes(nodes)
-        results = []
-
-        def client(node):
-            results.append(compare.download(url(node, second)))
-
-        threads = [threading.Thread(target=client, args=(node,))
-                   for node in nodes for _ in range(4)]
-        started = time.monotonic()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        wall = time.monotonic() - started
+        wall, results = rollout([url(node, second) for node in nodes])
         assert len(results) == 4 * count and all(r[1] == size for r in results), results
         read = upstream_bytes(nodes) - before
         rows.append((f"{count} nodes, cold rollout (4 clients each)", "upstream bytes",
@@ -295,16 +297,7 @@ def two_sites(work, database, rows):
                          f"one crossing at 100 Mbit/s: {size * 8 / 100e6:.1f} s"))
             image = compare.upload(upstream, image_file)
             before = sites.crossed()
-            results = []
-            threads = [threading.Thread(target=lambda n=n: results.append(
-                compare.download(url(n, image), netns=sites.netns)))
-                for n in edges for _ in range(4)]
-            started = time.monotonic()
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            wall = time.monotonic() - started
+            wall, results = rollout([url(n, image) for n in edges], netns=sites.netns)
             assert all(r[1] == size for r in results), results
             crossed = sites.crossed() - before
             rows.append(("two sites, rollout at the edge (2 nodes, 4 clients each)",

@@ -113,16 +113,11 @@ impl BlockSums {
         self.block
     }
 
-    /// Checks the bytes of the block that starts at `start`.
-    pub(crate) fn check(&self, start: u64, bytes: &[u8]) -> Result<(), Rotten> {
-        let index = (start / self.block) as usize;
-        let rotten = Rotten {
-            start,
-            len: bytes.len() as u64,
-        };
-        match self.sums.get(index) {
-            Some(sum) if *sum == crc32fast::hash(bytes) => Ok(()),
-            _ => Err(rotten),
+    /// Checks `crc`, the CRC-32 of the `len` bytes of the block that starts at `start`.
+    pub(crate) fn check(&self, start: u64, len: u64, crc: u32) -> Result<(), Rotten> {
+        match self.sums.get((start / self.block) as usize) {
+            Some(sum) if *sum == crc => Ok(()),
+            _ => Err(Rotten { start, len }),
         }
     }
 
@@ -187,6 +182,13 @@ impl BlockSums {
 mod tests {
     use super::*;
 
+    impl BlockSums {
+        /// Checks the bytes of the block that starts at `start`.
+        fn check_bytes(&self, start: u64, bytes: &[u8]) -> Result<(), Rotten> {
+            self.check(start, bytes.len() as u64, crc32fast::hash(bytes))
+        }
+    }
+
     fn summed(data: &[u8], piece: usize) -> Option<BlockSums> {
         let mut summer = BlockSummer::default();
         for chunk in data.chunks(piece) {
@@ -206,7 +208,7 @@ mod tests {
             assert_eq!(sums.sums.len(), 6);
             for (index, block) in data.chunks(UNIT as usize).enumerate() {
                 let start = index as u64 * UNIT;
-                assert_eq!(sums.check(start, block), Ok(()), "block {index}");
+                assert_eq!(sums.check_bytes(start, block), Ok(()), "block {index}");
             }
         }
     }
@@ -227,7 +229,7 @@ mod tests {
         assert_eq!((sums.block(), sums.sums.len()), (2 * UNIT, 750));
         for block in [0usize, 517, 749] {
             let bytes = [unit_bytes(2 * block), unit_bytes(2 * block + 1)].concat();
-            assert_eq!(sums.check(block as u64 * 2 * UNIT, &bytes), Ok(()));
+            assert_eq!(sums.check_bytes(block as u64 * 2 * UNIT, &bytes), Ok(()));
         }
         assert!(sums.encode().len() <= HEADER + 4 * MAX_SUMS);
         // Past MAX_SUMS blocks of MAX_BLOCK there are none.
@@ -243,7 +245,7 @@ mod tests {
         data[(UNIT + 10) as usize] ^= 1;
         let second = &data[UNIT as usize..(2 * UNIT) as usize];
         assert_eq!(
-            sums.check(UNIT, second),
+            sums.check_bytes(UNIT, second),
             Err(Rotten {
                 start: UNIT,
                 len: UNIT

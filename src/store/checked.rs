@@ -3,11 +3,11 @@
 //! peers, so that a copy that rotted on its disk stops at the rotten block, is removed, and the
 //! peer resumes from that block elsewhere, instead of failing its download at the end.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::fs::File;
 use std::future::Future;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use super::block_sums::{BlockSums, Rotten};
 use super::cache::{ImageCache, Inner};
+use super::direct::set_direct;
 use super::record::CachedImage;
 use crate::ImageId;
 
@@ -25,6 +26,10 @@ const UNCHECKED_BLOCK: u64 = 4 * 1024 * 1024;
 /// An open committed image, read a block at a time on tokio's blocking pool (the next block is
 /// read while the current one is sent), each block checked against its fill's sums when the
 /// file has them.
+///
+/// The file is read with direct I/O where the file system takes it: a copy is read for a peer
+/// once, mostly soon after its fill wrote it with direct I/O, and this machine read such a
+/// file through the page cache at a third of the speed.
 ///
 /// A block that does not match its sum ends the reader with an error of kind
 /// [`io::ErrorKind::InvalidData`], none of that block's bytes handed out, and the copy is
@@ -36,12 +41,21 @@ pub struct CheckedReader {
     generation: u64,
     record: CachedImage,
     file: Arc<File>,
+    /// Whether `file` reads with direct I/O.
+    direct: bool,
     sums: Option<Arc<BlockSums>>,
     /// The next byte to hand out.
     pos: u64,
-    /// The block being read: where it starts, and its bytes.
-    pending: Option<JoinHandle<Result<(u64, Bytes), Unreadable>>>,
+    /// The checked chunks of the current block not yet handed out, from `pos` on.
+    ready: VecDeque<Bytes>,
+    /// The block being read: where it starts, and its chunks.
+    pending: Option<JoinHandle<Result<Block, Unreadable>>>,
+    /// Waiting for room under the chunks' memory limit.
+    waiting: super::chunks::Waiting,
 }
+
+/// A block read and checked: where it starts, and its bytes in pooled chunks.
+type Block = (u64, VecDeque<Bytes>);
 
 impl fmt::Debug for CheckedReader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -49,6 +63,7 @@ impl fmt::Debug for CheckedReader {
             .field("id", &self.id)
             .field("pos", &self.pos)
             .field("checked", &self.sums.is_some())
+            .field("direct", &self.direct)
             .finish_non_exhaustive()
     }
 }
@@ -80,15 +95,19 @@ impl ImageCache {
             return Ok(None);
         }
         let sums = BlockSums::load(&file, entry.size).map(Arc::new);
+        let direct = set_direct(&file, true).is_ok();
         Ok(Some(CheckedReader {
             cache: Arc::clone(&self.inner),
             id: id.clone(),
             generation: entry.generation,
             record: CachedImage::new(id, &entry),
             file: Arc::new(file),
+            direct,
             sums,
             pos: 0,
+            ready: VecDeque::new(),
             pending: None,
+            waiting: None,
         }))
     }
 }
@@ -116,51 +135,83 @@ impl CheckedReader {
         self.record.size - self.pos
     }
 
-    fn block(&self) -> u64 {
-        self.sums.as_ref().map_or(UNCHECKED_BLOCK, |s| s.block())
+    /// Where the block after the chunks ready starts.
+    fn next_block(&self) -> u64 {
+        self.pos + self.ready.iter().map(|c| c.len() as u64).sum::<u64>()
     }
 
     /// Starts reading (and checking) the block that holds `at`.
     fn read_block(&mut self, at: u64) {
-        let block = self.block();
+        let block = self.sums.as_ref().map_or(UNCHECKED_BLOCK, |s| s.block());
         let start = at - at % block;
-        let len = block.min(self.record.size - start) as usize;
+        let end = self.record.size.min(start + block);
         let (file, sums) = (Arc::clone(&self.file), self.sums.clone());
+        let (chunks, direct) = (Arc::clone(&self.cache.chunks), self.direct);
         self.pending = Some(tokio::task::spawn_blocking(move || {
-            let mut bytes = vec![0u8; len];
-            file.read_exact_at(&mut bytes, start)
-                .map_err(Unreadable::Io)?;
-            if let Some(sums) = sums {
-                sums.check(start, &bytes).map_err(Unreadable::Rotten)?;
+            let mut read = VecDeque::new();
+            let mut crc = crc32fast::Hasher::new();
+            let mut next = start;
+            while next < end {
+                let chunk = if direct {
+                    chunks.read_next_direct(&file, next, end - next)
+                } else {
+                    chunks.read_next(&file, next, end - next)
+                };
+                let chunk = chunk.map_err(Unreadable::Io)?;
+                crc.update(&chunk);
+                next += chunk.len() as u64;
+                read.push_back(chunk);
             }
-            Ok((start, Bytes::from(bytes)))
+            if let Some(sums) = sums {
+                let len = end - start;
+                sums.check(start, len, crc.finalize())
+                    .map_err(Unreadable::Rotten)?;
+            }
+            Ok((start, read))
         }));
     }
 
     /// Reads the next chunk; `None` at the end.
     pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
-        if self.pending.is_none() {
-            if self.pos >= self.record.size {
-                return Poll::Ready(None);
+        if self.ready.is_empty() {
+            if self.pending.is_none() {
+                if self.pos >= self.record.size {
+                    return Poll::Ready(None);
+                }
+                ready!(self.cache.chunks.poll_room(cx, &mut self.waiting));
+                self.read_block(self.pos);
             }
-            self.read_block(self.pos);
+            let joined = ready!(std::pin::Pin::new(self.pending.as_mut().unwrap()).poll(cx));
+            self.pending = None;
+            let (mut at, chunks) = match joined {
+                Ok(Ok(block)) => block,
+                Ok(Err(Unreadable::Io(err))) => return Poll::Ready(Some(Err(err))),
+                Ok(Err(Unreadable::Rotten(rotten))) => {
+                    return Poll::Ready(Some(Err(self.rotten(rotten))))
+                }
+                Err(join) => return Poll::Ready(Some(Err(io::Error::other(join)))),
+            };
+            // A resume from within the block: its bytes before `pos` stay here.
+            for chunk in chunks {
+                let len = chunk.len() as u64;
+                if at + len > self.pos {
+                    let skip = self.pos.saturating_sub(at) as usize;
+                    self.ready.push_back(chunk.slice(skip..));
+                }
+                at += len;
+            }
+            // The next block is read while this one is sent.
+            let next = self.next_block();
+            if next < self.record.size {
+                self.read_block(next);
+            }
         }
-        let joined = ready!(std::pin::Pin::new(self.pending.as_mut().unwrap()).poll(cx));
-        self.pending = None;
-        let (start, bytes) = match joined {
-            Ok(Ok(block)) => block,
-            Ok(Err(Unreadable::Io(err))) => return Poll::Ready(Some(Err(err))),
-            Ok(Err(Unreadable::Rotten(rotten))) => {
-                return Poll::Ready(Some(Err(self.rotten(rotten))))
-            }
-            Err(join) => return Poll::Ready(Some(Err(io::Error::other(join)))),
+        let Some(chunk) = self.ready.pop_front() else {
+            return Poll::Ready(None);
         };
-        let chunk = bytes.slice((self.pos - start) as usize..);
-        self.pos = start + bytes.len() as u64;
+        self.pos += chunk.len() as u64;
         self.cache.metrics.bytes_from_cache(chunk.len() as u64);
-        if self.pos < self.record.size {
-            self.read_block(self.pos);
-        } else {
+        if self.pos == self.record.size {
             self.cache.record_hit(&self.id, self.generation);
         }
         Poll::Ready(Some(Ok(chunk)))

@@ -34,6 +34,9 @@ pub(crate) const CHUNK_BUDGET: usize = 128 * 1024 * 1024;
 /// A read's size once the budget is spent.
 pub(crate) const SMALL_CHUNK: usize = 64 * 1024;
 
+/// What `O_DIRECT` reads are aligned to (offsets, lengths, and the maps, which are pages).
+pub(crate) const DIRECT_ALIGN: usize = 4096;
+
 /// Past this, readers wait for chunks in flight to be sent (back-pressure): a crowd of clients
 /// that never read holds at most this much, however large the crowd. The node's
 /// `client_timeout` ends the connections of clients that took nothing for that long.
@@ -90,6 +93,42 @@ impl ChunkPool {
         at: u64,
         remaining: u64,
     ) -> io::Result<Bytes> {
+        self.read_with(remaining, |map, len| {
+            file.read_exact_at(&mut map[..len], at)
+        })
+    }
+
+    /// [`read_next`](Self::read_next) from a file opened with `O_DIRECT` (`at` a multiple of
+    /// [`DIRECT_ALIGN`]): the read asks for whole sectors, and the last chunk of the file for
+    /// the sectors past its end, of which the file system gives only what the file holds.
+    pub(crate) fn read_next_direct(
+        self: &Arc<Self>,
+        file: &File,
+        at: u64,
+        remaining: u64,
+    ) -> io::Result<Bytes> {
+        self.read_with(remaining, |map, len| {
+            let mut filled = 0;
+            while filled < len {
+                let asked = len.next_multiple_of(DIRECT_ALIGN).min(map.len());
+                match file.read_at(&mut map[filled..asked], at + filled as u64) {
+                    Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                    Ok(n) => filled += n,
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                    Err(err) => return Err(err),
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// A chunk of up to `remaining` bytes, filled by `read` (given the whole buffer and the
+    /// length to fill).
+    fn read_with(
+        self: &Arc<Self>,
+        remaining: u64,
+        read: impl FnOnce(&mut [u8], usize) -> io::Result<()>,
+    ) -> io::Result<Bytes> {
         let reserved = self
             .in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
@@ -124,7 +163,7 @@ impl ChunkPool {
                 return Err(err);
             }
         };
-        if let Err(err) = file.read_exact_at(&mut map[..len], at) {
+        if let Err(err) = read(&mut map, len) {
             // The buffer is dropped (unmapped): rare, and nothing to keep it for.
             self.in_flight.fetch_sub(reserved, Ordering::AcqRel);
             return Err(err);

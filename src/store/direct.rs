@@ -146,7 +146,7 @@ fn aligned(buffer: &mut [u8]) -> &mut [u8] {
 }
 
 /// Turns `O_DIRECT` on or off for `file`.
-fn set_direct(file: &File, on: bool) -> io::Result<()> {
+pub(crate) fn set_direct(file: &File, on: bool) -> io::Result<()> {
     use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
     let flags = fcntl_getfl(file)?;
     let wanted = if on {

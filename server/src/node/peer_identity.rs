@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Request, StatusCode};
 use tower_image_cache::keystone::Keystone;
-use tower_image_cache::manage::{Decision, KeystoneAccess, ManageAccess};
+use tower_image_cache::manage::{Decision, KeystoneAccess, ManageAccess, StaticToken};
 
 /// How this node shows its peers it is one of the fleet.
 #[derive(Clone)]
@@ -35,7 +35,7 @@ impl PeerIdentity {
 /// with one of the peer roles; nobody else, whatever the node holds.
 #[derive(Clone)]
 pub(crate) struct Admission {
-    shared: Option<Arc<str>>,
+    shared: Option<Arc<StaticToken>>,
     keystone: Option<KeystoneAccess>,
 }
 
@@ -47,7 +47,7 @@ impl Admission {
     /// `keystone` (the node's own identity).
     pub(crate) fn new(shared: Option<&str>, keystone: Option<(Keystone, Vec<String>)>) -> Self {
         Admission {
-            shared: shared.map(Arc::from),
+            shared: shared.map(|token| Arc::new(StaticToken::new(token))),
             keystone: keystone.map(|(keystone, roles)| KeystoneAccess::new(keystone).roles(roles)),
         }
     }
@@ -66,16 +66,18 @@ impl Admission {
             "This route serves the fleet's own nodes only; download images through \
              /v2/images/{id}/file.",
         );
-        if let Some(shared) = &self.shared {
-            if same_secret(token.as_bytes(), shared.as_bytes()) {
-                return Ok(());
-            }
+        let mut parts = Request::new(()).into_parts().0;
+        parts.headers.insert("x-auth-token", token.clone());
+        if self
+            .shared
+            .as_ref()
+            .is_some_and(|shared| shared.allows(&parts))
+        {
+            return Ok(());
         }
         let Some(keystone) = &self.keystone else {
             return Err(forbidden);
         };
-        let mut parts = Request::new(()).into_parts().0;
-        parts.headers.insert("x-auth-token", token.clone());
         match keystone.decide(&parts).await {
             Decision::Allow => Ok(()),
             Decision::Unauthenticated(_) => Err(Refused(
@@ -90,13 +92,4 @@ impl Admission {
             _ => Err(forbidden),
         }
     }
-}
-
-/// Compares two secrets in time that does not depend on where they differ.
-fn same_secret(given: &[u8], expected: &[u8]) -> bool {
-    let differences = given
-        .iter()
-        .zip(expected)
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-    given.len() == expected.len() && differences == 0
 }

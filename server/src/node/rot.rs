@@ -2,6 +2,10 @@
 //! it to that peer (`POST /peer/v1/images/{id}/unverified`), and the peer checks its own copy
 //! against the checksum it recorded, removing it when they differ, so a rotten copy leaves the
 //! fleet instead of failing the next node's download too.
+//!
+//! Copies with block sums never get this far: the peer route checks each block before sending
+//! it (`CheckedReader`), and stops at a rotten one. This is for the copies without them (a file
+//! system without user attributes, a file replaced by hand, a very large image).
 
 use std::io::Read;
 
