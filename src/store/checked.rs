@@ -8,6 +8,7 @@ use std::fmt;
 use std::fs::File;
 use std::future::Future;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
@@ -41,8 +42,8 @@ pub struct CheckedReader {
     generation: u64,
     record: CachedImage,
     file: Arc<File>,
-    /// Whether `file` reads with direct I/O.
-    direct: bool,
+    /// Whether `file` reads with direct I/O (until the file system refuses a read).
+    direct: Arc<AtomicBool>,
     sums: Option<Arc<BlockSums>>,
     /// The next byte to hand out.
     pos: u64,
@@ -63,7 +64,7 @@ impl fmt::Debug for CheckedReader {
             .field("id", &self.id)
             .field("pos", &self.pos)
             .field("checked", &self.sums.is_some())
-            .field("direct", &self.direct)
+            .field("direct", &self.direct.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
@@ -95,7 +96,7 @@ impl ImageCache {
             return Ok(None);
         }
         let sums = BlockSums::load(&file, entry.size).map(Arc::new);
-        let direct = set_direct(&file, true).is_ok();
+        let direct = Arc::new(AtomicBool::new(set_direct(&file, true).is_ok()));
         Ok(Some(CheckedReader {
             cache: Arc::clone(&self.inner),
             id: id.clone(),
@@ -146,16 +147,24 @@ impl CheckedReader {
         let start = at - at % block;
         let end = self.record.size.min(start + block);
         let (file, sums) = (Arc::clone(&self.file), self.sums.clone());
-        let (chunks, direct) = (Arc::clone(&self.cache.chunks), self.direct);
+        let (chunks, direct) = (Arc::clone(&self.cache.chunks), Arc::clone(&self.direct));
         self.pending = Some(tokio::task::spawn_blocking(move || {
             let mut read = VecDeque::new();
             let mut crc = crc32fast::Hasher::new();
             let mut next = start;
             while next < end {
-                let chunk = if direct {
-                    chunks.read_next_direct(&file, next, end - next)
-                } else {
-                    chunks.read_next(&file, next, end - next)
+                let chunk = match direct.load(Ordering::Relaxed) {
+                    true => match chunks.read_next_direct(&file, next, end - next) {
+                        // Alignment the file system wants larger: read through the page cache.
+                        Err(err) if err.kind() == io::ErrorKind::InvalidInput => {
+                            tracing::debug!(%err, "a direct read was refused; reading buffered");
+                            direct.store(false, Ordering::Relaxed);
+                            set_direct(&file, false)
+                                .and_then(|()| chunks.read_next(&file, next, end - next))
+                        }
+                        read => read,
+                    },
+                    false => chunks.read_next(&file, next, end - next),
                 };
                 let chunk = chunk.map_err(Unreadable::Io)?;
                 crc.update(&chunk);

@@ -19,10 +19,14 @@ if ! command -v "$PYTHON" >/dev/null; then
     exit 3
 fi
 
+mkdir -p "$root"
+# One install at a time: test processes started together (cargo nextest runs each test in a
+# process of its own) wait here for the first one's install instead of removing it.
+exec 9>"$root/.install.lock"
+flock 9
 if [ ! -f "$venv/.complete" ]; then
     echo "install.sh: installing Keystone $KEYSTONE_VERSION and Glance $GLANCE_VERSION into $venv" >&2
     rm -rf "$venv"
-    mkdir -p "$root"
     "$PYTHON" -m venv "$venv"
     "$venv/bin/pip" install --quiet --upgrade pip
     "$venv/bin/pip" install --quiet \
