@@ -26,6 +26,7 @@ zones, each site's link carries each image once.
 
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -112,6 +113,12 @@ def own_fill_rate(image_file, size, work, database):
         fast.stop()
 
 
+def clients_cpu():
+    """CPU seconds of this process's children that ended: the curl clients."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
 def rollout(urls, netns=None):
     """Every URL downloaded by 4 clients at once (in `netns` when given): the wall time, and
     each download's (seconds, bytes, cache status)."""
@@ -152,13 +159,20 @@ def scenario(count, image_file, size, upstream, work, database, rows, own_rate):
         # Cold rollout: a new image, all nodes at once, 4 clients each.
         second = compare.upload(upstream, image_file)
         before = upstream_bytes(nodes)
+        pids = [node.proc.pid for node in nodes] + upstream.pids
+        cpu_before = compare.cpu_seconds(pids) + clients_cpu()
         wall, results = rollout([url(node, second) for node in nodes])
+        cpu = compare.cpu_seconds(pids) + clients_cpu() - cpu_before
         assert len(results) == 4 * count and all(r[1] == size for r in results), results
         read = upstream_bytes(nodes) - before
         rows.append((f"{count} nodes, cold rollout (4 clients each)", "upstream bytes",
                      f"{read / size:.2f}x image", "= 1.0x"))
         rows.append(("", "wall time", f"{wall:.1f} s",
                      f"{wall / cold:.2f}x one node's cold fill (<= 1.3x)"))
+        cores = os.cpu_count()
+        rows.append(("", "CPU of the nodes, the backend and the clients", f"{cpu:.1f} s",
+                     f"{cpu / cores:.1f} s of wall on {cores} cores at the least "
+                     f"({cpu / cores / cold:.2f}x the cold fill)"))
         rows.append(("", "bytes read from peers", f"{peer_bytes(nodes) / size:.2f}x image",
                      f"model: {2 * (count - 1)} (N-1 per image)"))
     finally:
