@@ -175,8 +175,14 @@ async fn a_dead_peer_leaves_the_fill_to_the_upstream() {
 
 /// The `fill_source` of the access line of `node`'s miss of `id` (waiting for it a while).
 async fn fill_source_logged(node: &Node, id: &str) -> String {
+    logged_field(node, id, "fill_source").await
+}
+
+/// The field `name` of the access line of `node`'s miss of `id` (waiting for it a while).
+async fn logged_field(node: &Node, id: &str, name: &str) -> String {
     let log = node.dir.parent().unwrap().join("node.log");
     let path = format!("path=/v2/images/{id}/file");
+    let field = format!("{name}=\"");
     for _ in 0..100 {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let line = text.lines().find(|line| {
@@ -184,15 +190,12 @@ async fn fill_source_logged(node: &Node, id: &str) -> String {
                 && line.contains(&path)
                 && line.contains("MISS")
         });
-        if let Some(source) = line.and_then(|l| l.split("fill_source=\"").nth(1)) {
-            return source.split('"').next().unwrap().to_owned();
+        if let Some(value) = line.and_then(|l| l.split(field.as_str()).nth(1)) {
+            return value.split('"').next().unwrap().to_owned();
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!(
-        "no access line with fill_source for {id} in {}",
-        log.display()
-    );
+    panic!("no access line with {name} for {id} in {}", log.display());
 }
 
 /// `image_cache_peer_failures_total` of `node` by reason: unreachable, refused, cut,
@@ -251,6 +254,11 @@ async fn a_peer_s_rotten_block_is_never_sent_and_the_rest_comes_from_the_upstrea
         "the sound block before it came from the peer"
     );
     assert!(gone(&file).await, "the peer removed its rotten copy");
+    assert_eq!(fill_source_logged(two, "img1").await, "peer");
+    assert_eq!(
+        logged_field(two, "img1", "resumed").await,
+        "upstream@1048576"
+    );
     assert!(
         !two.dir.join("invalid/img1").exists(),
         "nothing failed here"
@@ -822,7 +830,8 @@ fn fake_peer(listener: TcpListener, data: Bytes, how: Misbehaving) -> (String, A
 /// The `Range` headers a fake peer was asked with.
 type Asked = Arc<Mutex<Vec<Option<String>>>>;
 
-/// A fleet node on `db` in front of `upstream` (`lines` added to its configuration), and fake
+/// A fleet node on `db` in front of `upstream` (`lines` added to its configuration; its log in
+/// `node.log` beside its cache directory), and fake
 /// peers misbehaving as `hows`, which the fleet's table names as holders of `img1` (`data`),
 /// asked in that order.
 async fn node_and_fake_holders(
@@ -834,7 +843,8 @@ async fn node_and_fake_holders(
     hows: &[Misbehaving],
 ) -> (Node, Vec<(String, Asked)>) {
     let lines = format!("peer_token = {PEER_TOKEN}\n{lines}");
-    let node = start_node_with(&work.join("node"), &upstream.url(), &db.url, "", &lines);
+    let log = format!("log_file = {}", work.join("node/node.log").display());
+    let node = start_node_with(&work.join("node"), &upstream.url(), &db.url, &log, &lines);
     for _ in 0..200 {
         if db.nodes().await.contains(&node.url) {
             break;
@@ -955,5 +965,11 @@ async fn a_peer_slower_than_the_floor_is_left_for_the_upstream() {
         range,
         format!("bytes={from_peer}-"),
         "resumed from the byte reached"
+    );
+    let resumed = logged_field(&node, "img1", "resumed").await;
+    assert_eq!(
+        resumed,
+        format!("upstream@{from_peer}"),
+        "the access line says so"
     );
 }

@@ -10,7 +10,7 @@ use tower_service::Service;
 
 use super::access::{on_behalf_of, AccessCheck};
 use super::authorize::{authorize, Authorized};
-use super::fill_request::{FillRequest, FillSource};
+use super::fill_request::{FillRequest, FillResumes, FillSource};
 use super::forward::pass;
 use super::hit;
 use super::limits::{gateway_timeout, within};
@@ -164,8 +164,10 @@ where
             let without_client = settings.without_client;
             let origin = FillSource::of(&response);
             cache.metrics().fill_source(origin.as_str());
+            let resumes = FillResumes::default();
             let mut response = response;
             response.extensions_mut().insert(origin);
+            response.extensions_mut().insert(resumes.clone());
             response.map(|body| {
                 // The whole length, to tell a cut from an end: the message's own, else the
                 // metadata's (Glance sends a download chunked, without Content-Length).
@@ -175,7 +177,7 @@ where
                     settings.limits,
                     content_length.or(meta.size),
                     settings.cache.clone(),
-                    (id.clone(), origin),
+                    (id.clone(), origin, resumes),
                 );
                 CacheBody::relay(tee::start(
                     settings.cache.clone(),

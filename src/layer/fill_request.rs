@@ -75,3 +75,21 @@ impl FillSource {
         }
     }
 }
+
+/// The resumes of a fill, carried by the cache's response to the miss that fills (a response
+/// extension shared with the fill, which adds to it as it goes): each time the fill's source
+/// was cut and the fill went on from the byte reached, that byte and where the rest came from.
+/// An access log written when the body ends reads it then.
+#[derive(Debug, Clone, Default)]
+pub struct FillResumes(std::sync::Arc<std::sync::Mutex<Vec<(u64, FillSource)>>>);
+
+impl FillResumes {
+    /// Each resume so far: the byte it went on from, and the source of the bytes after it.
+    pub fn list(&self) -> Vec<(u64, FillSource)> {
+        crate::sync::lock(&self.0).clone()
+    }
+
+    pub(crate) fn push(&self, from: u64, source: FillSource) {
+        crate::sync::lock(&self.0).push((from, source));
+    }
+}

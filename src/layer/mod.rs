@@ -109,7 +109,7 @@ pub use crate::image_meta::{expected_download, ImageMeta};
 pub use crate::route::{InvalidTemplate, RouteTemplate};
 pub(crate) use access::caller_headers;
 pub use access::{Access, AccessCheck, CheckFuture, TrustAll};
-pub use fill_request::{FillRequest, FillSource};
+pub use fill_request::{FillRequest, FillResumes, FillSource};
 pub use inner_metadata::{InnerMetadata, MetadataThrough};
 pub use layer::CacheLayer;
 pub(crate) use limits::within;

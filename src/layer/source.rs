@@ -9,7 +9,7 @@ use bytes::{Buf, Bytes};
 use http::{header, Response, StatusCode};
 use http_body_util::BodyExt;
 
-use super::fill_request::FillSource;
+use super::fill_request::{FillResumes, FillSource};
 use super::limits::{resume_backoff, within, UpstreamLimits};
 use crate::body::{BoxError, ResponseBody};
 use crate::image_meta::content_length;
@@ -70,6 +70,8 @@ pub(crate) struct Source<B> {
     id: ImageId,
     /// Where the current body's bytes come from.
     origin: FillSource,
+    /// The resumes so far, shared with the response to the miss.
+    resumes: FillResumes,
 }
 
 impl<B: ResponseBody> Source<B> {
@@ -79,7 +81,7 @@ impl<B: ResponseBody> Source<B> {
         limits: UpstreamLimits,
         total: Option<u64>,
         cache: ImageCache,
-        (id, origin): (ImageId, FillSource),
+        (id, origin, resumes): (ImageId, FillSource, FillResumes),
     ) -> Self {
         Source {
             body: Box::pin(body),
@@ -91,6 +93,7 @@ impl<B: ResponseBody> Source<B> {
             cache,
             id,
             origin,
+            resumes,
         }
     }
 
@@ -194,6 +197,7 @@ impl<B: ResponseBody> Source<B> {
                 }
             }
             self.origin = FillSource::of(&response);
+            self.resumes.push(received, self.origin);
             self.body = Box::pin(response.into_body());
             return Ok(());
         }

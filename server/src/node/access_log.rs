@@ -9,7 +9,9 @@
 //! ```
 //!
 //! A miss that fills names where the fill's bytes came from: `fill_source=upstream`, `peer`
-//! (another node's copy) or `follow` (another node's fill in progress).
+//! (another node's copy) or `follow` (another node's fill in progress); and, when its source
+//! was cut and the fill went on from the byte reached, each resume as `source@byte`
+//! (`resumed="upstream@1048576"`).
 
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -21,7 +23,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body::{Body as _, Frame, SizeHint};
 
-use tower_image_cache::layer::FillSource;
+use tower_image_cache::layer::{FillResumes, FillSource};
 use tower_image_cache::ImageCache;
 
 /// The log's target: `RUST_LOG=tower_image_cache::access=off` silences it alone.
@@ -77,6 +79,7 @@ impl Arrival {
                 .extensions()
                 .get::<FillSource>()
                 .map(|s| s.as_str()),
+            resumes: response.extensions().get::<FillResumes>().cloned(),
             request_id: header("x-openstack-request-id"),
             first_byte,
             bytes: 0,
@@ -94,6 +97,8 @@ struct Record {
     cache_status: Option<String>,
     /// Where a fill's first bytes came from, on a miss that fills.
     fill_source: Option<&'static str>,
+    /// The fill's resumes, read when the line is written.
+    resumes: Option<FillResumes>,
     request_id: Option<String>,
     first_byte: f64,
     bytes: u64,
@@ -111,6 +116,17 @@ impl Drop for Record {
         self.cache
             .observe_request(self.cache_status.as_deref(), self.first_byte, seconds);
         let a = &self.arrival;
+        let resumed = self
+            .resumes
+            .as_ref()
+            .map(FillResumes::list)
+            .and_then(|list| {
+                let each: Vec<String> = list
+                    .iter()
+                    .map(|(from, source)| format!("{}@{from}", source.as_str()))
+                    .collect();
+                (!each.is_empty()).then(|| each.join(","))
+            });
         tracing::info!(
             target: TARGET,
             client = %a.client,
@@ -120,6 +136,7 @@ impl Drop for Record {
             status = self.status,
             cache_status = self.cache_status.as_deref().unwrap_or("-"),
             fill_source = self.fill_source,
+            resumed = resumed.as_deref(),
             bytes = self.bytes,
             seconds = millis(seconds),
             first_byte_seconds = millis(self.first_byte),
