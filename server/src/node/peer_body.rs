@@ -22,6 +22,10 @@ use crate::sync::lock;
 /// How long a peer that failed is not asked again.
 const FAILED_PEER_REST: Duration = Duration::from_secs(30);
 
+/// How long the holders of an image read from the fleet's table are used before it is read
+/// again: a fill's resumes moments later ask no query (nor a database that went away).
+const HOLDERS_KEPT: Duration = Duration::from_secs(2);
+
 /// What this node remembers of its peers.
 #[derive(Clone)]
 pub(super) struct Ledger {
@@ -31,6 +35,37 @@ pub(super) struct Ledger {
     /// The peer whose copy of an image was read to its end last: asked to fill that image
     /// again, this node learns the copy did not verify (the fill would have committed).
     delivered: Arc<Mutex<HashMap<ImageId, String>>>,
+    /// The holders of images as the fleet's table named them lately.
+    holders: Arc<Holders>,
+}
+
+/// The holders of images as the fleet's table named them, each list kept for a while.
+pub(super) struct Holders {
+    kept: Duration,
+    lists: Mutex<HashMap<ImageId, (Instant, Vec<String>)>>,
+}
+
+impl Holders {
+    pub(super) fn new(kept: Duration) -> Self {
+        Holders {
+            kept,
+            lists: Mutex::default(),
+        }
+    }
+
+    /// The holders of `image` read less than `kept` ago.
+    pub(super) fn get(&self, image: &ImageId) -> Option<Vec<String>> {
+        let lists = lock(&self.lists);
+        let (read, holders) = lists.get(image)?;
+        (read.elapsed() < self.kept).then(|| holders.clone())
+    }
+
+    /// The holders of `image` the table named just now (older lists are dropped).
+    pub(super) fn put(&self, image: &ImageId, holders: &[String]) {
+        let mut lists = lock(&self.lists);
+        lists.retain(|_, (read, _)| read.elapsed() < self.kept);
+        lists.insert(image.clone(), (Instant::now(), holders.to_vec()));
+    }
 }
 
 impl Ledger {
@@ -40,7 +75,13 @@ impl Ledger {
             cache: cache.clone(),
             failed: Arc::default(),
             delivered: Arc::default(),
+            holders: Arc::new(Holders::new(HOLDERS_KEPT)),
         }
+    }
+
+    /// The holders of images the fleet's table named lately.
+    pub(super) fn holders(&self) -> &Holders {
+        &self.holders
     }
 
     /// Whether `peer` failed within [`FAILED_PEER_REST`].
@@ -180,5 +221,25 @@ impl http_body::Body for PeerBody {
             }
             other => other.map(|chunk| chunk.map(|c| c.map(Frame::data).map_err(Into::into))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holders_are_kept_a_while_per_image() {
+        let holders = Holders::new(Duration::from_millis(200));
+        let (one, two) = (ImageId::new("one").unwrap(), ImageId::new("two").unwrap());
+        assert_eq!(holders.get(&one), None);
+        holders.put(&one, &["http://n1:9292".to_owned()]);
+        holders.put(&two, &[]);
+        assert_eq!(holders.get(&one), Some(vec!["http://n1:9292".to_owned()]));
+        assert_eq!(holders.get(&two), Some(vec![]), "none is an answer too");
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(holders.get(&one), None, "read again after a while");
+        holders.put(&two, &["http://n2:9292".to_owned()]);
+        assert_eq!(lock(&holders.lists).len(), 1, "the old list was dropped");
     }
 }

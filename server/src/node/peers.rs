@@ -114,17 +114,22 @@ impl Peers {
         let Some(fleet) = self.cache.fleet() else {
             return upstream();
         };
-        let asked = tokio::time::timeout(PEER_PATIENCE, fleet.nodes_caching(&id)).await;
-        let holders = match asked {
-            Ok(Ok(holders)) => holders,
-            Ok(Err(err)) => {
-                tracing::warn!(image = %id, %err, "the fleet's database did not say which nodes hold the image; filling from the upstream");
-                return upstream();
-            }
-            Err(_) => {
-                tracing::warn!(image = %id, "the fleet's database did not answer in time; filling from the upstream");
-                return upstream();
-            }
+        let holders = match self.ledger.holders().get(&id) {
+            Some(holders) => holders,
+            None => match tokio::time::timeout(PEER_PATIENCE, fleet.nodes_caching(&id)).await {
+                Ok(Ok(holders)) => {
+                    self.ledger.holders().put(&id, &holders);
+                    holders
+                }
+                Ok(Err(err)) => {
+                    tracing::warn!(image = %id, %err, "the fleet's database did not say which nodes hold the image; filling from the upstream");
+                    return upstream();
+                }
+                Err(_) => {
+                    tracing::warn!(image = %id, "the fleet's database did not answer in time; filling from the upstream");
+                    return upstream();
+                }
+            },
         };
         let delivered = self.ledger.take_delivered(&id);
         if let (Some(peer), None) = (delivered, &range) {
