@@ -82,6 +82,11 @@ impl ChunkPool {
         }
     }
 
+    /// Whether the chunks in flight are within [`CHUNK_BUDGET`]: a reader may read ahead.
+    pub(crate) fn within_budget(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) < CHUNK_BUDGET
+    }
+
     /// Reads the next chunk of `file` at `at`, `remaining` bytes being left to read: a whole
     /// chunk (at most [`CHUNK_SIZE`]) while the chunks in flight are within [`CHUNK_BUDGET`], a
     /// [`SMALL_CHUNK`] beyond it. The room is reserved before the read, so a burst of readers
@@ -194,6 +199,12 @@ impl ChunkPool {
     #[cfg(test)]
     pub(crate) fn idle(&self) -> usize {
         lock(&self.idle).len()
+    }
+
+    /// Bytes of the chunks handed out and not yet dropped (for tests).
+    #[cfg(test)]
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
     }
 }
 

@@ -210,11 +210,7 @@ impl ImageReader {
                 Stored::File(file) => Arc::clone(file),
             };
             ready!(self.cache.chunks.poll_room(cx, &mut self.waiting));
-            let (remaining, at) = (self.end - self.pos, self.pos);
-            let chunks = Arc::clone(&self.cache.chunks);
-            self.pending = Some(tokio::task::spawn_blocking(move || {
-                chunks.read_next(&file, at, remaining)
-            }));
+            self.read_next(file);
         }
         let joined = ready!(std::pin::Pin::new(self.pending.as_mut().unwrap()).poll(cx));
         self.pending = None;
@@ -227,8 +223,24 @@ impl ImageReader {
         self.cache.metrics.bytes_from_cache(chunk.len() as u64);
         if self.pos == self.end {
             self.cache.record_hit(&self.id, self.generation);
+        } else if let Stored::File(file) = &self.bytes {
+            // The next chunk is read while this one is sent, while the chunks in flight are
+            // within their budget (past it, a reader waits its turn).
+            if self.cache.chunks.within_budget() {
+                let file = Arc::clone(file);
+                self.read_next(file);
+            }
         }
         Poll::Ready(Some(Ok(chunk)))
+    }
+
+    /// Starts reading the chunk at `pos` on the blocking pool.
+    fn read_next(&mut self, file: Arc<File>) {
+        let (remaining, at) = (self.end - self.pos, self.pos);
+        let chunks = Arc::clone(&self.cache.chunks);
+        self.pending = Some(tokio::task::spawn_blocking(move || {
+            chunks.read_next(&file, at, remaining)
+        }));
     }
 
     /// Reads the next chunk; `None` at the end.

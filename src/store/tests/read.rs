@@ -241,3 +241,35 @@ async fn a_copy_without_sums_is_read_whole_unchecked() {
     assert!(failed.is_none());
     assert!(read == data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_reads_its_next_chunk_while_the_last_one_is_sent() {
+    use crate::store::chunks::CHUNK_SIZE;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path());
+    let data = fill_large(&cache, "img", 3 * CHUNK_SIZE + 5);
+    let chunks = std::sync::Arc::clone(&cache.inner.chunks);
+    let mut reader = cache.open_for_read(&id("img")).unwrap().unwrap();
+    let first = reader.next_chunk().await.unwrap().unwrap();
+    assert!(first == data[..CHUNK_SIZE]);
+    // The chunk handed out, and the next one being read already.
+    for _ in 0..200 {
+        if chunks.in_flight() == 2 * CHUNK_SIZE {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        chunks.in_flight(),
+        2 * CHUNK_SIZE,
+        "one chunk read ahead, no more"
+    );
+    drop(first);
+    let mut rest = Vec::new();
+    while let Some(chunk) = reader.next_chunk().await {
+        rest.extend_from_slice(&chunk.unwrap());
+    }
+    assert!(rest == data[CHUNK_SIZE..]);
+    assert_eq!(chunks.in_flight(), 0, "every chunk went back");
+    assert_eq!(cache.cached_image(&id("img")).unwrap().hits, 1);
+}
