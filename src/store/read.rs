@@ -224,9 +224,8 @@ impl ImageReader {
         if self.pos == self.end {
             self.cache.record_hit(&self.id, self.generation);
         } else if let Stored::File(file) = &self.bytes {
-            // The next chunk is read while this one is sent, while the chunks in flight are
-            // within their budget (past it, a reader waits its turn).
-            if self.cache.chunks.within_budget() {
+            // The next chunk is read while this one is sent, while few chunks are in flight.
+            if self.cache.chunks.may_read_ahead() {
                 let file = Arc::clone(file);
                 self.read_next(file);
             }
