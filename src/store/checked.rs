@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use super::block_sums::{BlockSums, Rotten};
 use super::cache::{ImageCache, Inner};
 use super::direct::set_direct;
+use super::read;
 use super::record::CachedImage;
 use crate::ImageId;
 
@@ -84,15 +85,10 @@ impl ImageCache {
         let Some(entry) = self.inner.catalog.get(id) else {
             return Ok(None);
         };
-        let file = match File::open(self.inner.layout.committed(id)) {
-            Ok(file) => file,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(err) => return Err(err),
+        let Some(file) = read::open_committed(&self.inner, id)? else {
+            return Ok(None);
         };
-        let on_disk = file.metadata()?.len();
-        if on_disk != entry.size {
-            tracing::error!(image = %id, indexed = entry.size, on_disk, "a cached file has the wrong size; removing it");
-            super::read::forget_damaged(&self.inner, id, entry.generation)?;
+        if !read::sized_as_indexed(&self.inner, id, &entry, file.metadata()?.len())? {
             return Ok(None);
         }
         let sums = BlockSums::load(&file, entry.size).map(Arc::new);
@@ -134,11 +130,6 @@ impl CheckedReader {
     /// Bytes not yet handed out.
     pub fn remaining(&self) -> u64 {
         self.record.size - self.pos
-    }
-
-    /// Where the block after the chunks ready starts.
-    fn next_block(&self) -> u64 {
-        self.pos + self.ready.iter().map(|c| c.len() as u64).sum::<u64>()
     }
 
     /// Starts reading (and checking) the block that holds `at`.
@@ -209,10 +200,9 @@ impl CheckedReader {
                 }
                 at += len;
             }
-            // The next block is read while this one is sent.
-            let next = self.next_block();
-            if next < self.record.size {
-                self.read_block(next);
+            // The next block (from `at`, where this one ends) is read while this one is sent.
+            if at < self.record.size {
+                self.read_block(at);
             }
         }
         let Some(chunk) = self.ready.pop_front() else {
@@ -235,7 +225,7 @@ impl CheckedReader {
     fn rotten(&self, Rotten { start, len }: Rotten) -> io::Error {
         let end = start + len - 1;
         tracing::error!(image = %self.id, start, end, "a cached copy no longer matches the block sums its fill recorded (rotten on disk); removing it");
-        if let Err(err) = super::read::forget_damaged(&self.cache, &self.id, self.generation) {
+        if let Err(err) = read::forget_damaged(&self.cache, &self.id, self.generation) {
             tracing::warn!(image = %self.id, %err, "a rotten copy could not be removed");
         }
         io::Error::new(

@@ -81,11 +81,8 @@ impl ImageCache {
             let bytes = Stored::Whole(whole);
             return Ok(Some(self.reader(id, entry.generation, record, bytes)));
         }
-        let file = match File::open(self.inner.layout.committed(id)) {
-            Ok(file) => file,
-            // Evicted between the lookup and the open.
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(err) => return Err(err),
+        let Some(file) = open_committed(&self.inner, id)? else {
+            return Ok(None);
         };
         // A small image is read whole here, one byte past its size, which also tells its length
         // on disk; a larger one asks the file system.
@@ -96,11 +93,7 @@ impl ImageCache {
         } else {
             (None, file.metadata()?.len())
         };
-        if on_disk != record.size {
-            // Not the bytes that were verified: drop it so the next request fills it afresh. The
-            // index learns it behind: this may run on the hit path, which never waits on it.
-            tracing::error!(image = %id, indexed = record.size, on_disk, "a cached file has the wrong size; removing it");
-            forget_damaged(&self.inner, id, entry.generation)?;
+        if !sized_as_indexed(&self.inner, id, &entry, on_disk)? {
             return Ok(None);
         }
         let bytes = match whole {
@@ -132,6 +125,32 @@ impl ImageCache {
             waiting: None,
         }
     }
+}
+
+/// Opens the committed file of `id`; `None` when it was evicted since its entry was looked up.
+pub(crate) fn open_committed(inner: &Inner, id: &ImageId) -> io::Result<Option<File>> {
+    match File::open(inner.layout.committed(id)) {
+        Ok(file) => Ok(Some(file)),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// Whether the file of `entry`'s commit of `id` has the size `entry` recorded (`on_disk` is
+/// its length). One that does not is not the bytes that were verified: it is dropped, logged,
+/// so that the next request fills it afresh.
+pub(crate) fn sized_as_indexed(
+    inner: &Inner,
+    id: &ImageId,
+    entry: &IndexRecord,
+    on_disk: u64,
+) -> io::Result<bool> {
+    if on_disk == entry.size {
+        return Ok(true);
+    }
+    tracing::error!(image = %id, indexed = entry.size, on_disk, "a cached file has the wrong size; removing it");
+    forget_damaged(inner, id, entry.generation)?;
+    Ok(false)
 }
 
 /// Drops the commit `generation` of `id`, whose file is not the bytes that were verified, so

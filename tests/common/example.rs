@@ -222,16 +222,27 @@ pub async fn upload(
     let image: serde_json::Value = serde_json::from_slice(&created.bytes().await.unwrap()).unwrap();
     assert_eq!(image["status"], "queued");
     let id = image["id"].as_str().unwrap().to_owned();
-    let put = client
+    let put = put_image_data(client, url, token, &id, data).await;
+    assert_eq!(put.status(), 204);
+    id
+}
+
+/// `PUT /v2/images/{id}/file` of `data` through `url` as `token`: the API's answer.
+pub async fn put_image_data(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    id: &str,
+    data: &[u8],
+) -> reqwest::Response {
+    client
         .put(format!("{url}/v2/images/{id}/file"))
         .header("x-auth-token", token)
         .header("content-type", "application/octet-stream")
         .body(data.to_vec())
         .send()
         .await
-        .unwrap();
-    assert_eq!(put.status(), 204);
-    id
+        .unwrap()
 }
 
 /// `GET url` with `token` as `X-Auth-Token`.

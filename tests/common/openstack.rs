@@ -393,14 +393,8 @@ pub async fn create_image(api: &str, token: &str, data: &[u8]) -> String {
     loop {
         attempt += 1;
         let id = create_image_record(api, token).await;
-        let uploaded = reqwest::Client::new()
-            .put(format!("{api}/v2/images/{id}/file"))
-            .header("x-auth-token", token)
-            .header("content-type", "application/octet-stream")
-            .body(data.to_vec())
-            .send()
-            .await
-            .unwrap();
+        let client = reqwest::Client::new();
+        let uploaded = super::example::put_image_data(&client, api, token, &id, data).await;
         let status = uploaded.status();
         if status == 500 && attempt < 3 {
             let said = uploaded.text().await.unwrap_or_default();

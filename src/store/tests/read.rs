@@ -273,3 +273,20 @@ async fn a_reader_reads_its_next_chunk_while_the_last_one_is_sent() {
     assert_eq!(chunks.in_flight(), 0, "every chunk went back");
     assert_eq!(cache.cached_image(&id("img")).unwrap().hits, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checked_read_of_a_file_of_another_size_drops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path());
+    fill_large(&cache, "img", 2 * MIB);
+    let path = dir.path().join("img");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(MIB as u64)
+        .unwrap();
+    assert!(cache.open_checked(&id("img")).unwrap().is_none());
+    assert!(!path.exists(), "not the bytes that were verified");
+    assert!(!cache.is_cached(&id("img")));
+}
