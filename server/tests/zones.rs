@@ -225,13 +225,11 @@ async fn an_edge_site_reads_each_image_across_its_thin_link_once() {
     let edge1 = node("edge1", &on_edge, &across, "edge");
     let edge2 = node("edge2", &on_edge, &across, "edge");
     let zones = "SELECT COUNT(*) FROM tower_image_cache_node_zones";
-    for _ in 0..200 {
-        if db.count(zones).await == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(db.count(zones).await, 3, "every node recorded its zone");
+    assert_eq!(
+        db.wait_count(zones, 3).await,
+        3,
+        "every node recorded its zone"
+    );
 
     // One after another: the core node reads the upstream, the first edge node reads the core
     // node's copy across the link, and the second reads the first's, not the core's (whose

@@ -160,10 +160,22 @@ impl TestDb {
         sqlx::query(sql).execute(&self.pool).await.unwrap();
     }
 
-    /// The first column of the first row of a query of the test's own, as a number.
-    pub async fn count(&self, sql: &str) -> i64 {
-        let row = sqlx::query(sql).fetch_one(&self.pool).await.unwrap();
-        sqlx::Row::try_get::<i64, _>(&row, 0).unwrap()
+    /// Waits (up to 10 s) until a count of the test's own reaches `expected`, and returns the
+    /// last count. A query that fails counts as 0: the nodes create their own tables as they
+    /// start, so a table may not exist yet when the test first asks.
+    pub async fn wait_count(&self, sql: &str, expected: i64) -> i64 {
+        let mut last = 0;
+        for _ in 0..200 {
+            last = match sqlx::query(sql).fetch_one(&self.pool).await {
+                Ok(row) => sqlx::Row::try_get::<i64, _>(&row, 0).unwrap(),
+                Err(_) => 0,
+            };
+            if last == expected {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        last
     }
 
     /// Waits (up to 15 s) until `rows()` equals `expected`.
