@@ -11,8 +11,8 @@ of the example image server with `--no-cache` and its store throttled to 200 MiB
 - cold rollout: a new image, every node asked at once by 4 clients each; the upstream bytes,
   and the wall time against one node's cold fill alone;
 - two sites (as root, with iproute2): an edge site in a network namespace of the bench's own,
-  joined by a veth pair shaped to 100 Mbit/s (with 20 ms of delay where the kernel has
-  `netem`), the backend, the database and one node on the core side, two nodes at the edge
+  joined by a veth pair shaped to 100 Mbit/s with 20 ms of delay each way (`netem`, or where
+  the kernel has none, `tbf` and relays that hold each chunk 20 ms), the backend, the database and one node on the core side, two nodes at the edge
   (`peer_zone`); the bytes across the link per image (the veth's counters), one after another
   with zones and without, and for a rollout at the edge (FLEET_WAN_MIB, 128 by default).
 
@@ -50,8 +50,11 @@ def psql(sql, database="postgres"):
 class Node:
     """One image-cache-server of the fleet, configured by a file as an operator writes it."""
 
-    def __init__(self, work, name, upstream, database, host="127.0.0.1", netns=None, zone=None):
-        port = compare.free_port()
+    def __init__(self, work, name, upstream, database, host="127.0.0.1", netns=None, zone=None,
+                 port=None, advertised=None):
+        """`advertised` is the URL its peers reach it at (`worker_self_reference_url`), when
+        it is not its own (a relay on the link in front of it)."""
+        port = port or compare.free_port()
         self.url = f"http://{host}:{port}"
         root = os.path.join(work, name)
         os.makedirs(root)
@@ -60,7 +63,7 @@ class Node:
             f.write(
                 f"[DEFAULT]\nimage_cache_dir = {root}/cache\nbind_host = {host}\n"
                 f"bind_port = {port}\nimage_cache_driver = centralized_db\n"
-                f"worker_self_reference_url = {self.url}\nimage_cache_max_size = 8589934592\n\n"
+                f"worker_self_reference_url = {advertised or self.url}\nimage_cache_max_size = 8589934592\n\n"
                 f"[database]\nconnection = {database}\n\n"
                 f"[cache_server]\nupstream = {upstream}\nservice_token = {TOKEN}\n"
                 f"manage_token = {TOKEN}\npeer_token = {PEER_TOKEN}\nshutdown_grace = 1\n"
@@ -201,7 +204,7 @@ class Sites:
             inside("ip", "addr", "add", f"{self.edge}/30", "dev", inner)
             inside("ip", "link", "set", inner, "up")
             inside("ip", "link", "set", "lo", "up")
-            self.shaping = "netem 100 Mbit/s, 20 ms each way"
+            self.shaping, self.delay = "netem 100 Mbit/s, 20 ms each way", 0.0
             for device, prefix in ((self.outer, []), (inner, ["ip", "netns", "exec", self.netns])):
                 qdisc = [*prefix, "tc", "qdisc", "add", "dev", device, "root"]
                 netem = subprocess.run([*qdisc, "netem", "rate", "100mbit", "delay", "20ms"],
@@ -209,7 +212,9 @@ class Sites:
                 if netem.returncode != 0:
                     subprocess.run([*qdisc, "tbf", "rate", "100mbit", "burst", "128kb",
                                     "latency", "100ms"], check=True, capture_output=True)
-                    self.shaping = "tbf 100 Mbit/s (no netem in this kernel: no delay)"
+                    self.shaping = ("tbf 100 Mbit/s, and 20 ms each way in the bench's relays "
+                                    "(no netem in this kernel)")
+                    self.delay = 0.020
         except Exception:
             self.down()
             raise
@@ -225,13 +230,29 @@ class Sites:
 
 
 class Relay:
-    """A TCP relay on the link's core address to the machine's PostgreSQL (which listens on
-    127.0.0.1 only), for the edge site's nodes."""
+    """A TCP relay on the link's core address, for the edge site's connections to a service on
+    the core side: the machine's PostgreSQL (which listens on 127.0.0.1 only), the upstream,
+    the core node's peer route.
 
-    def __init__(self, host, target=("127.0.0.1", 5432)):
+    Where the kernel has no `netem`, the relay gives the link its delay: each chunk it reads is
+    sent on `delay` seconds later, in each direction, with at most `WINDOW` bytes held per
+    direction (about the link's bandwidth-delay product), so a sender still feels the link's
+    pace. The relay ends each TCP connection, so the two legs' own windows and retransmits see
+    no delay: it delays requests, answers and every database round trip, not TCP's ramp-up."""
+
+    WINDOW = 256 << 10
+
+    def __init__(self, host, target=("127.0.0.1", 5432), delay=0.0):
         import socket
         self.listener = socket.create_server((host, 0))
         self.port = self.listener.getsockname()[1]
+
+        def close(*ends):
+            for end in ends:
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
         def pipe(source, sink):
             try:
@@ -240,11 +261,50 @@ class Relay:
             except OSError:
                 pass
             finally:
-                for end in (source, sink):
-                    try:
-                        end.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
+                close(source, sink)
+
+        def delayed_pipe(source, sink):
+            held, lock = [], threading.Condition()
+            state = {"bytes": 0, "ended": False}
+
+            def send():
+                try:
+                    while True:
+                        with lock:
+                            while not held and not state["ended"]:
+                                lock.wait()
+                            if not held:
+                                return
+                            due, data = held.pop(0)
+                        if (wait := due - time.monotonic()) > 0:
+                            time.sleep(wait)
+                        sink.sendall(data)
+                        with lock:
+                            state["bytes"] -= len(data)
+                            lock.notify_all()
+                except OSError:
+                    with lock:  # the reader waits for room no more
+                        held.clear()
+                        state["bytes"] = -(1 << 62)
+                        lock.notify_all()
+                finally:
+                    close(source, sink)
+
+            threading.Thread(target=send, daemon=True).start()
+            try:
+                while data := source.recv(65536):
+                    with lock:
+                        while state["bytes"] >= self.WINDOW:
+                            lock.wait()
+                        held.append((time.monotonic() + delay, data))
+                        state["bytes"] += len(data)
+                        lock.notify_all()
+            except OSError:
+                pass
+            finally:
+                with lock:
+                    state["ended"] = True
+                    lock.notify_all()
 
         def accept():
             while True:
@@ -253,10 +313,16 @@ class Relay:
                 except OSError:
                     return
                 server = socket.create_connection(target)
-                threading.Thread(target=pipe, args=(client, server), daemon=True).start()
-                threading.Thread(target=pipe, args=(server, client), daemon=True).start()
+                for ends in ((client, server), (server, client)):
+                    threading.Thread(target=delayed_pipe if delay else pipe, args=ends,
+                                     daemon=True).start()
 
         threading.Thread(target=accept, daemon=True).start()
+
+    @property
+    def url(self):
+        host, port = self.listener.getsockname()
+        return f"http://{host}:{port}"
 
     def stop(self):
         self.listener.close()
@@ -274,20 +340,27 @@ def two_sites(work, database, rows):
     with open(image_file, "wb") as f:
         f.write(os.urandom(size))
     sites = Sites()
-    nodes, upstream, relay = [], None, None
+    nodes, upstream, relays = [], None, []
     try:
         compare.log(f"two sites ({sites.shaping}), a {mib} MiB image")
         upstream = compare.Server("wan-upstream", os.path.join(work, "wan-upstream"),
                                   "--no-cache", bind=f"{sites.core}:0")
-        relay = Relay(sites.core)
-        across = database.replace("127.0.0.1:5432", f"{sites.core}:{relay.port}")
+        # What the edge reaches across the link: the database, the upstream and the core node.
+        relays.append(Relay(sites.core, delay=sites.delay))
+        across = database.replace("127.0.0.1:5432", f"{sites.core}:{relays[-1].port}")
+        upstream_port = int(upstream.url.rsplit(":", 1)[1])
+        relays.append(Relay(sites.core, (sites.core, upstream_port), delay=sites.delay))
+        upstream_across = relays[-1].url
         url = lambda node, image: f"{node.url}/v2/images/{image}/file"  # noqa: E731
         for zones in (True, False):
             label = "with peer_zone" if zones else "without peer_zone"
             tag = "z" if zones else "n"
+            core_port = compare.free_port()
+            relays.append(Relay(sites.core, (sites.core, core_port), delay=sites.delay))
             core = Node(work, f"core-{tag}", upstream.url, database, host=sites.core,
-                        zone="core" if zones else None)
-            edges = [Node(work, f"edge{i}-{tag}", upstream.url, across, host=sites.edge,
+                        zone="core" if zones else None, port=core_port,
+                        advertised=relays[-1].url)
+            edges = [Node(work, f"edge{i}-{tag}", upstream_across, across, host=sites.edge,
                           netns=sites.netns, zone="edge" if zones else None) for i in (1, 2)]
             nodes += [core, *edges]
             time.sleep(2)  # every node registered (and its zone)
@@ -324,7 +397,7 @@ def two_sites(work, database, rows):
     finally:
         for node in nodes:
             node.stop()
-        if relay:
+        for relay in relays:
             relay.stop()
         if upstream:
             upstream.stop()
