@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::block_sums::{BlockSums, Rotten};
 use super::cache::{ImageCache, Inner};
+use super::chunks::ChunkPool;
 use super::direct::set_direct;
 use super::read;
 use super::record::CachedImage;
@@ -144,20 +145,8 @@ impl CheckedReader {
             let mut crc = crc32fast::Hasher::new();
             let mut next = start;
             while next < end {
-                let chunk = match direct.load(Ordering::Relaxed) {
-                    true => match chunks.read_next_direct(&file, next, end - next) {
-                        // Alignment the file system wants larger: read through the page cache.
-                        Err(err) if err.kind() == io::ErrorKind::InvalidInput => {
-                            tracing::debug!(%err, "a direct read was refused; reading buffered");
-                            direct.store(false, Ordering::Relaxed);
-                            set_direct(&file, false)
-                                .and_then(|()| chunks.read_next(&file, next, end - next))
-                        }
-                        read => read,
-                    },
-                    false => chunks.read_next(&file, next, end - next),
-                };
-                let chunk = chunk.map_err(Unreadable::Io)?;
+                let chunk = read_chunk(&chunks, &file, &direct, next, end - next)
+                    .map_err(Unreadable::Io)?;
                 crc.update(&chunk);
                 next += chunk.len() as u64;
                 read.push_back(chunk);
@@ -238,10 +227,80 @@ impl CheckedReader {
     }
 }
 
+/// A chunk of up to `remaining` bytes at `at`: read directly while `direct` holds. A direct read
+/// the file system refuses (it wants another alignment) is read again through the page cache,
+/// and the file is read buffered from then on.
+fn read_chunk(
+    chunks: &Arc<ChunkPool>,
+    file: &File,
+    direct: &AtomicBool,
+    at: u64,
+    remaining: u64,
+) -> io::Result<Bytes> {
+    if !direct.load(Ordering::Relaxed) {
+        return chunks.read_next(file, at, remaining);
+    }
+    match chunks.read_next_direct(file, at, remaining) {
+        Err(err) if err.kind() == io::ErrorKind::InvalidInput => {
+            tracing::debug!(%err, "a direct read was refused; reading buffered");
+            direct.store(false, Ordering::Relaxed);
+            set_direct(file, false)?;
+            chunks.read_next(file, at, remaining)
+        }
+        read => read,
+    }
+}
+
 impl Drop for CheckedReader {
     fn drop(&mut self) {
         if let Some(pending) = self.pending.take() {
             pending.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use crate::store::chunks::DIRECT_ALIGN;
+
+    use super::*;
+
+    /// A direct read at an offset the file system refuses (ext4 wants sector alignment: the
+    /// kernel answers EINVAL) is read buffered, and the file stays buffered.
+    #[test]
+    fn a_direct_read_the_file_system_refuses_is_read_buffered() {
+        let mut file = tempfile::tempfile().unwrap();
+        let bytes: Vec<u8> = (0..3 * DIRECT_ALIGN).map(|i| (i % 251) as u8).collect();
+        file.write_all(&bytes).unwrap();
+        if set_direct(&file, true).is_err() {
+            println!("SKIPPED: this file system takes no direct I/O");
+            return;
+        }
+        let chunks = Arc::new(ChunkPool::default());
+        let direct = AtomicBool::new(true);
+        let aligned = read_chunk(&chunks, &file, &direct, DIRECT_ALIGN as u64, 10).unwrap();
+        assert_eq!(&aligned[..], &bytes[DIRECT_ALIGN..DIRECT_ALIGN + 10]);
+        assert!(
+            direct.load(Ordering::Relaxed),
+            "an aligned read stays direct"
+        );
+        if chunks.read_next_direct(&file, 100, 50).is_ok() {
+            println!("SKIPPED: this file system takes unaligned direct reads");
+            return;
+        }
+        let refused = read_chunk(&chunks, &file, &direct, 100, 50).unwrap();
+        assert_eq!(&refused[..], &bytes[100..150]);
+        assert!(
+            !direct.load(Ordering::Relaxed),
+            "the file is read buffered from then on"
+        );
+        let next = read_chunk(&chunks, &file, &direct, 150, 7).unwrap();
+        assert_eq!(
+            &next[..],
+            &bytes[150..157],
+            "the file no longer refuses such reads"
+        );
     }
 }
