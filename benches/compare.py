@@ -140,6 +140,14 @@ class Server:
     def pids(self):
         return [self.proc.pid]
 
+    def last_fill_digest_seconds(self, image):
+        """The CPU time the digest of the last committed fill of `image` took, from its log
+        line (`fill committed ... digest_seconds=`); None when not logged."""
+        with open(self.log.name, errors="replace") as f:
+            lines = [line for line in f if "fill committed" in line and image in line]
+        found = re.search(r"digest_seconds=([0-9.]+)", lines[-1]) if lines else None
+        return float(found.group(1)) if found else None
+
     def stop(self):
         stop_process(self.proc, self.log)
 
@@ -570,12 +578,19 @@ def run_table(work, servers, rows):
     def cached(cache_dir, name):
         return os.path.exists(os.path.join(cache_dir, ids[name]))
 
+    digest_thread = {"fill": [], "fill-md5": []}
+
     def our_fill(name):
+        """The fill's rate; its digest's CPU time (from the fill's log line) is noted in
+        `digest_thread`."""
         api("DELETE", f"{cache.url}/v2/cache/{ids[name]}")
         wait_for(lambda: not cached(f"{data}/cache", name), "the delete")
         secs, size, status = download(file_url(cache, name))
         assert status == "MISS" and size == 512 << 20, (status, size)
         wait_for(lambda: cached(f"{data}/cache", name), f"the fill of {name} commits")
+        digest = cache.last_fill_digest_seconds(ids[name])
+        if digest:
+            digest_thread[name].append((size / digest, digest / secs))
         return size / secs
 
     log("512 MiB fills, interleaved: Glance's, the cache's (sha512), the cache's (md5 only)")
@@ -599,6 +614,7 @@ def run_table(work, servers, rows):
     if sha512_two:
         rows.append(("", "openssl speed -multi 2 -evp sha512, per core",
                      f"{sha512_two:.0f} MB/s", ratio(fills["fill"], [sha512_two * 1e6]), ""))
+    digest_rows(digest_thread["fill"], sha512_one, rows)
     rows.append(("512 MiB miss that fills, MD5 only", "cache", f"{mb(fills['fill-md5'])} MB/s",
                  ratio(fills["fill-md5"], [md5_one * 1e6] if md5_one else []),
                  ">= 0.9x openssl md5"))
@@ -607,6 +623,7 @@ def run_table(work, servers, rows):
     if md5_two:
         rows.append(("", "openssl speed -multi 2 -evp md5, per core", f"{md5_two:.0f} MB/s",
                      ratio(fills["fill-md5"], [md5_two * 1e6]), ""))
+    digest_rows(digest_thread["fill-md5"], md5_one, rows)
 
     first = warm_hits(((cache, f"{data}/cache"), (trust, f"{work}/trust-cache")), file_url,
                       cached)
@@ -615,6 +632,19 @@ def run_table(work, servers, rows):
                  f"{first['cache'] / 1e6:.0f} MB/s", "", ""))
     if have("wrk"):
         small_hit_rows(cache, trust, nginx, file_url, 16, rows)
+
+
+def digest_rows(measured, limit, rows):
+    """What limits a fill: its digest's rate over its own CPU time (against `openssl speed`,
+    MB/s) and the share of the fill's time it ran. A fill is at most their product."""
+    if not measured:
+        rows.append(("", "  its digest's CPU time", "- (not in the server's log)", "", ""))
+        return
+    rates, shares = [m[0] for m in measured], [m[1] for m in measured]
+    rows.append(("", "  its digest: bytes per second of its own CPU time",
+                 f"{mb(rates)} MB/s", ratio(rates, [limit * 1e6]) if limit else "", ""))
+    rows.append(("", "  its digest: share of the fill's time it ran",
+                 f"{100 * med(shares):.0f} %", "", ""))
 
 
 def trust_server(work, data):

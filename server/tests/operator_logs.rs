@@ -147,7 +147,7 @@ async fn access_lines_fill_lines_and_sighup_in_a_text_log_file() {
     let started = line_with(&log, &["fill started", "img-a"]).await;
     assert!(started.contains("expected_size=300000"), "{started}");
     let committed = line_with(&log, &["fill committed", "img-a"]).await;
-    for part in ["size=300000", "seconds=", "mb_per_s="] {
+    for part in ["size=300000", "seconds=", "mb_per_s=", "digest_seconds="] {
         assert!(committed.contains(part), "{part}: {committed}");
     }
     // Without a trusted proxy's word, what the client says is not in the line.

@@ -5,6 +5,7 @@ use std::io;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -116,6 +117,12 @@ impl Digests {
         })
     }
 
+    /// What the digest's threads spend: read it after [`verify`](Self::verify), which waits
+    /// for them.
+    pub(crate) fn meter(&self) -> DigestMeter {
+        DigestMeter(Arc::clone(&self.digest.queue))
+    }
+
     /// Adds `chunk`; `shared` is the same bytes when the caller holds them in a `Bytes`, so the
     /// hashing thread gets them without a copy.
     pub(crate) fn update(&mut self, chunk: &[u8], shared: Option<&Bytes>) {
@@ -164,6 +171,25 @@ impl Digests {
     }
 }
 
+/// The CPU time a fill's digest took, summed over the threads that computed it.
+pub(crate) struct DigestMeter(Shared);
+
+impl DigestMeter {
+    /// The CPU time spent hashing so far.
+    pub(crate) fn spent(&self) -> Duration {
+        lock(&self.0 .0).cpu
+    }
+}
+
+/// The running thread's CPU time.
+fn thread_cpu() -> Duration {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(now.tv_sec).unwrap_or(0),
+        u32::try_from(now.tv_nsec).unwrap_or(0),
+    )
+}
+
 /// The chunks waiting to be hashed, the digest between two drains, and what the writer said.
 struct Queue {
     chunks: VecDeque<Bytes>,
@@ -177,6 +203,8 @@ struct Queue {
     abandoned: bool,
     /// A drain panicked: the digest is lost, and `finalize` reports it.
     failed: bool,
+    /// The CPU time the drains (and `finalize`) spent hashing.
+    cpu: Duration,
 }
 
 type Shared = Arc<(Mutex<Queue>, Condvar)>;
@@ -203,6 +231,7 @@ impl ParallelDigest {
             draining: false,
             abandoned: false,
             failed: false,
+            cpu: Duration::ZERO,
         };
         Ok(ParallelDigest {
             queue: Arc::new((Mutex::new(queue), Condvar::new())),
@@ -242,12 +271,15 @@ impl ParallelDigest {
         }
         let mut hasher = queued.hasher.take()?;
         // Whatever a drain that could not start left (no thread to be had): hashed here.
+        let started = thread_cpu();
         while let Some(chunk) = queued.chunks.pop_front() {
             hasher.update(&chunk);
         }
         queued.bytes = 0;
         drop(queued);
-        hasher.finalize()
+        let digest = hasher.finalize();
+        lock(queue).cpu += thread_cpu().saturating_sub(started);
+        digest
     }
 }
 
@@ -259,6 +291,7 @@ fn start_drain(shared: Shared) {
         // However the drain ends, the writer waiting on it is let go.
         let _ended = DrainEnded(Arc::clone(&shared));
         let (queue, wake) = &*shared;
+        let started = thread_cpu();
         let mut hasher = match lock(queue).hasher.take() {
             Some(hasher) => hasher,
             None => return,
@@ -276,6 +309,7 @@ fn start_drain(shared: Shared) {
                         queued.bytes = 0;
                         queued.hasher = Some(hasher);
                         queued.draining = false;
+                        queued.cpu += thread_cpu().saturating_sub(started);
                         return;
                     }
                 }
@@ -323,5 +357,34 @@ impl Drop for ParallelDigest {
         queued.abandoned = true;
         queued.chunks.clear();
         queued.bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The digest's CPU time is measured on the threads that hash, and counts every chunk:
+    /// hashing 64 MiB takes tens of milliseconds of CPU on any machine, and no more than the
+    /// wall time it took (one thread hashes at a time).
+    #[test]
+    fn the_meter_counts_the_cpu_time_of_the_hashing_threads() {
+        let expected = Expected::default().sha512_hex("00");
+        let mut digests = Digests::start(&expected).unwrap();
+        let meter = digests.meter();
+        let chunk = Bytes::from(vec![7u8; 1 << 20]);
+        let started = std::time::Instant::now();
+        for _ in 0..64 {
+            digests.update(&chunk, Some(&chunk));
+        }
+        let verdict = digests.verify(&expected, 64 << 20);
+        let wall = started.elapsed();
+        assert_eq!(verdict.unwrap_err().what, "sha512");
+        let spent = meter.spent();
+        assert!(spent > Duration::from_millis(10), "{spent:?} for 64 MiB");
+        assert!(
+            spent <= wall + Duration::from_millis(5),
+            "{spent:?} of {wall:?}"
+        );
     }
 }
