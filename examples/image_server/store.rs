@@ -22,11 +22,15 @@ impl Throttle {
         }
     }
 
-    /// Waits for the slot in which `bytes` may pass.
+    /// Waits for the slot in which `bytes` may pass. A read that comes late for its slot (the
+    /// timer's millisecond, the read itself) may use up to [`CATCH_UP`] of time the link left
+    /// idle, so the rate holds over any longer span: without it, a 200 MiB/s store gave about
+    /// 154 MB/s (210 MB/s asked), each 1 MiB losing its lateness.
     async fn pass(&self, bytes: usize) {
         let due = {
             let mut next_free = self.next_free.lock().unwrap();
-            let start = (*next_free).max(Instant::now());
+            let now = Instant::now();
+            let start = (*next_free).max(now.checked_sub(CATCH_UP).unwrap_or(now));
             *next_free =
                 start + Duration::from_secs_f64(bytes as f64 / self.bytes_per_second as f64);
             *next_free
@@ -34,6 +38,9 @@ impl Throttle {
         tokio::time::sleep_until(due.into()).await;
     }
 }
+
+/// How much idle link time a late read may use (a token bucket's depth).
+const CATCH_UP: Duration = Duration::from_millis(20);
 
 /// How much one read of the store takes.
 const CHUNK: usize = 1024 * 1024;
