@@ -6,7 +6,7 @@ use std::path::{Component, Path, PathBuf};
 
 use http::{header, HeaderMap, HeaderValue, Method};
 
-use crate::layer::{decide, Action, Answer, Routes};
+use crate::layer::{decide, Action, Answer, Described, Routes};
 use crate::manage::Endpoint;
 use crate::store::CachedImage;
 use crate::{CacheConfig, ImageId};
@@ -86,7 +86,7 @@ pub fn range(range: &[u8], if_range: Option<&[u8]>, size: u64) {
         size,
         checksum: Some("d41d8cd98f00b204e9800998ecf8427e".into()),
     };
-    if let Answer::Part(part) = decide(&headers, &record) {
+    if let Answer::Part(part) = decide(&headers, &Described::new(&record)) {
         assert!(
             part.start() <= part.end() && *part.end() < size,
             "{part:?} of {size} bytes"

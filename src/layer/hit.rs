@@ -47,20 +47,42 @@ pub(crate) enum Answer {
     Unsatisfiable,
 }
 
-fn etag(record: &CachedImage) -> Option<String> {
-    record.checksum.as_ref().map(|md5| format!("\"{md5}\""))
+/// What a hit's headers say of the copy: its size, and its checksum as `ETag` and
+/// `Content-MD5`, made once per hit (the record itself is not copied).
+pub(crate) struct Described {
+    size: u64,
+    etag: Option<HeaderValue>,
+    md5: Option<HeaderValue>,
 }
 
-pub(crate) fn decide(headers: &HeaderMap, record: &CachedImage) -> Answer {
-    let etag = etag(record);
+impl Described {
+    pub(crate) fn new(record: &CachedImage) -> Self {
+        let md5 = record
+            .checksum
+            .as_deref()
+            .and_then(|md5| HeaderValue::from_str(md5).ok());
+        let etag = md5.as_ref().and_then(|md5| {
+            let mut tag = Vec::with_capacity(md5.len() + 2);
+            tag.push(b'"');
+            tag.extend_from_slice(md5.as_bytes());
+            tag.push(b'"');
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(tag)).ok()
+        });
+        Described {
+            size: record.size,
+            etag,
+            md5,
+        }
+    }
+}
+
+pub(crate) fn decide(headers: &HeaderMap, described: &Described) -> Answer {
+    let etag = described.etag.as_ref().and_then(|e| e.to_str().ok());
     if let Some(if_none_match) = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
     {
-        if etag
-            .as_deref()
-            .is_some_and(|etag| matches_any(if_none_match, etag))
-        {
+        if etag.is_some_and(|etag| matches_any(if_none_match, etag)) {
             return Answer::NotModified;
         }
     }
@@ -73,9 +95,7 @@ pub(crate) fn decide(headers: &HeaderMap, record: &CachedImage) -> Answer {
         return Answer::Whole;
     };
     if let Some(if_range) = headers.get(header::IF_RANGE) {
-        let strong_match = etag
-            .as_deref()
-            .is_some_and(|etag| if_range.as_bytes() == etag.as_bytes());
+        let strong_match = etag.is_some_and(|etag| if_range.as_bytes() == etag.as_bytes());
         if !strong_match {
             return Answer::Whole;
         }
@@ -83,7 +103,7 @@ pub(crate) fn decide(headers: &HeaderMap, record: &CachedImage) -> Answer {
     let Ok(parsed) = http_range_header::parse_range_header(range) else {
         return Answer::Whole; // malformed: ignored, as RFC 9110 allows
     };
-    match parsed.validate(record.size) {
+    match parsed.validate(described.size) {
         Ok(ranges) if ranges.len() == 1 => Answer::Part(ranges[0].clone()),
         Ok(_) => Answer::Whole,
         Err(RangeUnsatisfiableError::Unsatisfiable) => Answer::Unsatisfiable,
@@ -110,7 +130,7 @@ pub(crate) async fn serve<A, B>(
     // A GET decides from the record of the copy it opened, so the headers always describe the
     // bytes sent, even if the image was evicted and cached again a moment ago. A HEAD reads no
     // file and answers from the entry looked up.
-    let (record, reader) = if *method == Method::GET {
+    let (described, reader) = if *method == Method::GET {
         let opened = if entry.opens_in_place() {
             // A small image: open and read it in place, as a page-cache copy costs less than two
             // thread hand-offs (which were most of a small hit's time).
@@ -128,40 +148,45 @@ pub(crate) async fn serve<A, B>(
                 return None;
             }
         };
-        (reader.record().clone(), Some(reader))
+        (Described::new(reader.record()), Some(reader))
     } else {
-        (entry.record(id), None)
+        (Described::new(&entry.record(id)), None)
     };
-    let answer = decide(headers, &record);
+    let answer = decide(headers, &described);
     let body = match (reader, &answer) {
         (Some(reader), Answer::Part(range)) => CacheBody::hit(reader.limit_to(range.clone())),
         (Some(reader), Answer::Whole) => CacheBody::hit(reader),
         _ => CacheBody::empty(),
     };
-    Some(settings.mark(response(&record, &answer, body), CacheStatus::Hit))
+    Some(settings.mark(response(described, &answer, body), CacheStatus::Hit))
 }
 
+/// The most headers a hit's answer carries (with `Cache-Control` and `X-Cache-Status`, added
+/// after): the map is sized once.
+const HIT_HEADERS: usize = 8;
+
 fn response<B>(
-    record: &CachedImage,
+    Described { size, etag, md5 }: Described,
     answer: &Answer,
     body: CacheBody<B>,
 ) -> Response<CacheBody<B>> {
     let mut response = Response::new(body);
+    *response.headers_mut() = HeaderMap::with_capacity(HIT_HEADERS);
     let headers = response.headers_mut();
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if let Some(etag) = etag(record).and_then(|e| HeaderValue::from_str(&e).ok()) {
+    if let Some(etag) = etag {
         headers.insert(header::ETAG, etag);
     }
     let (status, length) = match answer {
         Answer::NotModified => (StatusCode::NOT_MODIFIED, None),
         Answer::Unsatisfiable => {
-            let range = HeaderValue::from_str(&format!("bytes */{}", record.size))
-                .expect("digits are valid");
+            let range =
+                HeaderValue::from_str(&format!("bytes */{size}")).expect("digits are valid");
             headers.insert(header::CONTENT_RANGE, range);
             (StatusCode::RANGE_NOT_SATISFIABLE, Some(0))
         }
         Answer::Part(range) => {
-            let content_range = format!("bytes {}-{}/{}", range.start(), range.end(), record.size);
+            let content_range = format!("bytes {}-{}/{size}", range.start(), range.end());
             headers.insert(
                 header::CONTENT_RANGE,
                 HeaderValue::from_str(&content_range).expect("digits are valid"),
@@ -173,14 +198,10 @@ fn response<B>(
         }
         Answer::Whole => {
             // Glance sends the hex MD5 in Content-MD5; clients compare it with the image checksum.
-            if let Some(md5) = record
-                .checksum
-                .as_deref()
-                .and_then(|c| HeaderValue::from_str(c).ok())
-            {
+            if let Some(md5) = md5 {
                 headers.insert(HeaderName::from_static("content-md5"), md5);
             }
-            (StatusCode::OK, Some(record.size))
+            (StatusCode::OK, Some(size))
         }
     };
     if let Some(length) = length {
@@ -217,7 +238,7 @@ mod tests {
         for (name, value) in pairs {
             headers.append(name.clone(), HeaderValue::from_str(value).unwrap());
         }
-        decide(&headers, &record())
+        decide(&headers, &Described::new(&record()))
     }
 
     #[test]

@@ -121,6 +121,6 @@ pub use transform::forbids_transform;
 // The fuzz targets drive the range decision and the route matcher directly.
 #[cfg(feature = "fuzzing")]
 pub(crate) use {
-    hit::{decide, Answer},
+    hit::{decide, Answer, Described},
     routes::Action,
 };

@@ -142,6 +142,20 @@ pub enum FillError {
     Index(#[from] IndexError),
 }
 
+impl FillError {
+    /// The metrics label of a fill that did not commit for this reason.
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            FillError::Verification(_) => "verification",
+            FillError::Cancelled => "cancelled",
+            FillError::Index(_) => "index",
+            FillError::TooLarge { .. } => "too_large",
+            FillError::Io { .. } => "write",
+            _ => "other",
+        }
+    }
+}
+
 /// Why work given to [`ImageCache::blocking`](super::ImageCache::blocking) did not return
 /// its result.
 #[derive(Debug, thiserror::Error)]

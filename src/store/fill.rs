@@ -203,7 +203,7 @@ impl FillWriter {
     /// directory, record it in the index and flush. On any failure nothing is committed.
     pub fn finish(mut self) -> Result<CachedImage, FillError> {
         let result = self.verify_and_commit();
-        self.count_end(result.as_ref().err().map(failure_label));
+        self.count_end(result.as_ref().err().map(FillError::label));
         self.state.end(match &result {
             Ok(_) => FillEnd::Committed,
             Err(err @ FillError::Verification(_)) => FillEnd::Failed(err.to_string()),
@@ -371,18 +371,6 @@ impl FillWriter {
                 reason,
             );
         }
-    }
-}
-
-/// The metrics label of a fill that did not commit.
-fn failure_label(err: &FillError) -> &'static str {
-    match err {
-        FillError::Verification(_) => "verification",
-        FillError::Cancelled => "cancelled",
-        FillError::Index(_) => "index",
-        FillError::TooLarge { .. } => "too_large",
-        FillError::Io { .. } => "write",
-        _ => "other",
     }
 }
 
