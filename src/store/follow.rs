@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::cache::{ImageCache, Inner};
-use super::progress::{FillEnd, Progress};
+use super::progress::{FillEnd, FillState, Progress};
 use crate::ImageId;
 
 type Changed = Pin<Box<dyn Future<Output = Result<(), watch::error::RecvError>> + Send>>;
@@ -27,6 +27,8 @@ pub struct FillFollower {
     cache: Arc<Inner>,
     id: ImageId,
     file: Arc<File>,
+    /// The fill's state: its latest chunks, which a follower at its heels takes from memory.
+    state: Arc<FillState>,
     progress: watch::Receiver<Progress>,
     size: u64,
     pos: u64,
@@ -70,6 +72,7 @@ impl ImageCache {
             cache: Arc::clone(&self.inner),
             id: id.clone(),
             file: Arc::new(file),
+            state,
             progress,
             size,
             pos: 0,
@@ -131,6 +134,11 @@ impl FillFollower {
                 }
             };
             if self.pos < readable {
+                if let Some(chunk) = self.state.recent(self.pos, readable) {
+                    self.pos += chunk.len() as u64;
+                    self.cache.metrics.bytes_from_cache(chunk.len() as u64);
+                    return Poll::Ready(Some(Ok(chunk)));
+                }
                 ready!(self.cache.chunks.poll_room(cx, &mut self.waiting));
                 let remaining = readable - self.pos;
                 let (file, at) = (Arc::clone(&self.file), self.pos);
@@ -158,5 +166,11 @@ impl FillFollower {
                 }
             }
         }
+    }
+}
+
+impl Drop for FillFollower {
+    fn drop(&mut self) {
+        self.state.left();
     }
 }

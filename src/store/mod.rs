@@ -46,6 +46,7 @@
 //! | `small_images.rs` | the bytes of small images, kept after their first hit |
 //! | `catalog.rs` | the in-memory mirror of the index, ordered writes, hit counters |
 //! | `progress.rs` | running fills and how they end ([`FillEnd`], [`FillOutcome`]) |
+//! | `recent.rs` | a followed fill's latest chunks, which its followers take from memory |
 //! | `housekeeping.rs` | the background thread (hit flushes, prunes) |
 //! | `live_metrics.rs` | `/metrics`: the counters, and the gauges read when scraped |
 //! | `reconcile.rs` | index ↔ files at open |
@@ -113,6 +114,7 @@ mod open_index;
 mod progress;
 mod queue;
 mod read;
+mod recent;
 mod reconcile;
 mod record;
 #[cfg(feature = "centralized-db")]

@@ -2,11 +2,14 @@
 //! progress and verdict ([`FillEnd`]), which readers following it wait on.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
+use bytes::Bytes;
+
+use super::recent::Recent;
 use super::record::FillProgress;
 use crate::sync::lock;
 use crate::ImageId;
@@ -51,6 +54,10 @@ pub(crate) struct FillState {
     expected_size: Option<u64>,
     /// Woken when a reader starts following the fill.
     joined: tokio::sync::Notify,
+    /// The readers following the fill now.
+    followers: AtomicUsize,
+    /// The fill's latest chunks, kept while readers follow it.
+    recent: Mutex<Recent>,
 }
 
 impl FillState {
@@ -62,6 +69,8 @@ impl FillState {
             commit: Mutex::new(()),
             expected_size,
             joined: tokio::sync::Notify::new(),
+            followers: AtomicUsize::new(0),
+            recent: Mutex::new(Recent::default()),
         }
     }
 
@@ -89,9 +98,31 @@ impl FillState {
             .send_modify(|progress| progress.verified = true);
     }
 
-    /// Tells whoever waits in [`FillOutcome::followed`] that a reader joined.
+    /// Counts a reader that starts following the fill, and tells whoever waits in
+    /// [`FillOutcome::followed`].
     pub(crate) fn joined(&self) {
+        self.followers.fetch_add(1, Ordering::AcqRel);
         self.joined.notify_waiters();
+    }
+
+    /// A follower is gone; with the last one, the kept chunks go.
+    pub(crate) fn left(&self) {
+        if self.followers.fetch_sub(1, Ordering::AcqRel) == 1 {
+            lock(&self.recent).clear();
+        }
+    }
+
+    /// Keeps the writer's chunk, the image's bytes from `at` on, while readers follow the fill.
+    pub(crate) fn keep_recent(&self, at: u64, chunk: &Bytes) {
+        if self.followers.load(Ordering::Acquire) > 0 {
+            lock(&self.recent).keep(at, chunk.clone());
+        }
+    }
+
+    /// The fill's bytes from `from` up to (not including) `until`, from its latest chunks,
+    /// when they are still kept.
+    pub(crate) fn recent(&self, from: u64, until: u64) -> Option<Bytes> {
+        lock(&self.recent).slice(from, until)
     }
 
     /// Records how the fill ended; the first word stands.

@@ -113,3 +113,57 @@ async fn a_flush_puts_the_whole_pages_in_the_file_for_followers() {
     assert_eq!(got, data[..got.len()]);
     drop(writer);
 }
+
+/// A follower at the writer's heels takes the writer's own chunks from memory, not the file's
+/// bytes (the file holds zeros under it here, as nothing else could make it, and the follower
+/// still gets what was written); a follower that joins later reads what the window no longer
+/// holds from the file, and the rest from memory.
+#[tokio::test]
+async fn a_follower_at_the_writers_heels_takes_its_chunks_from_memory() {
+    use std::os::unix::fs::FileExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path());
+    let mib = 1 << 20;
+    let data = pattern(8 * mib);
+    let expected = Expected::default().size(data.len() as u64);
+    let mut writer = cache.begin_fill(&id("img"), expected).unwrap();
+    let mut early = cache.follow(&id("img")).unwrap().unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.path().join("incomplete/img"))
+        .unwrap();
+    let zeros = vec![0u8; mib];
+    let mut got = Vec::new();
+    for (i, part) in data.chunks(mib).enumerate() {
+        writer
+            .write_bytes(bytes::Bytes::copy_from_slice(part))
+            .unwrap();
+        writer.flush().unwrap();
+        file.write_all_at(&zeros, (i * mib) as u64).unwrap();
+        // The last byte waits for the verdict.
+        let readable = ((i + 1) * mib).min(data.len() - 1);
+        while got.len() < readable {
+            let chunk = std::future::poll_fn(|cx| early.poll_chunk(cx)).await;
+            got.extend_from_slice(&chunk.unwrap().unwrap());
+        }
+    }
+    assert!(
+        got == data[..data.len() - 1],
+        "the early follower got the written bytes"
+    );
+
+    let mut late = cache.follow(&id("img")).unwrap().unwrap();
+    let mut got = Vec::new();
+    while got.len() < data.len() - 1 {
+        let chunk = std::future::poll_fn(|cx| late.poll_chunk(cx)).await;
+        got.extend_from_slice(&chunk.unwrap().unwrap());
+    }
+    let window = data.len() - super::super::recent::RECENT_BYTES;
+    assert!(got[..window].iter().all(|b| *b == 0), "read from the file");
+    assert!(
+        got[window..] == data[window..data.len() - 1],
+        "taken from memory"
+    );
+    drop(writer);
+}
