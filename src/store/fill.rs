@@ -154,9 +154,7 @@ impl FillWriter {
         }
         digests.update(chunk, shared);
         self.sums.update(chunk);
-        if let Some(shared) = shared {
-            self.state.keep_recent(self.written, shared);
-        }
+        self.state.keep_recent(self.written, shared);
         self.written += chunk.len() as u64;
         self.state.set_received(self.written);
         self.state.set_written(file.in_file());

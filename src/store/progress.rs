@@ -112,9 +112,10 @@ impl FillState {
         }
     }
 
-    /// Keeps the writer's chunk, the image's bytes from `at` on, while readers follow the fill.
-    pub(crate) fn keep_recent(&self, at: u64, chunk: &Bytes) {
-        if self.followers.load(Ordering::Acquire) > 0 {
+    /// Keeps the writer's chunk (when it has one in a `Bytes`), the image's bytes from `at` on,
+    /// while readers follow the fill.
+    pub(crate) fn keep_recent(&self, at: u64, chunk: Option<&Bytes>) {
+        if let Some(chunk) = chunk.filter(|_| self.followers.load(Ordering::Acquire) > 0) {
             lock(&self.recent).keep(at, chunk.clone());
         }
     }
