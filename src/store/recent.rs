@@ -12,6 +12,13 @@ use bytes::Bytes;
 /// blocks, enough for followers that keep up with it.
 pub(crate) const RECENT_BYTES: usize = 4 * 1024 * 1024;
 
+/// The most bytes one read of the kept chunks hands out.
+pub(crate) const GATHERED: usize = 1024 * 1024;
+
+/// A part of a chunk at least this large is handed out alone, shared; smaller ones are
+/// gathered with the chunks after them.
+const SHARED_FROM: usize = 256 * 1024;
+
 /// A fill's latest chunks, each with the offset of its first byte, in order and contiguous.
 #[derive(Debug, Default)]
 pub(crate) struct Recent {
@@ -47,19 +54,32 @@ impl Recent {
         self.bytes = 0;
     }
 
-    /// The kept bytes from `from` up to (not including) `until`, as far as the chunk holding
-    /// `from` goes; `None` when `from` is not kept.
+    /// The kept bytes from `from` up to (not including) `until`, at most [`GATHERED`] of them;
+    /// `None` when `from` is not kept. A large part of one chunk is shared; the small chunks a
+    /// network source gives are gathered into one (a copy in memory costs less than handing each
+    /// to the client's socket on its own).
     pub(crate) fn slice(&self, from: u64, until: u64) -> Option<Bytes> {
         let index = self
             .chunks
             .partition_point(|(start, _)| *start <= from)
             .checked_sub(1)?;
-        let (start, chunk) = &self.chunks[index];
-        let end = (start + chunk.len() as u64).min(until);
-        if from >= end {
-            return None;
+        let until = until.min(from + GATHERED as u64);
+        let mut parts = self.chunks.range(index..).map_while(|(start, chunk)| {
+            let (begin, end) = (from.max(*start), (start + chunk.len() as u64).min(until));
+            (begin < end).then(|| chunk.slice((begin - start) as usize..(end - start) as usize))
+        });
+        let first = parts.next()?;
+        if first.len() >= SHARED_FROM {
+            return Some(first);
         }
-        Some(chunk.slice((from - start) as usize..(end - start) as usize))
+        let Some(second) = parts.next() else {
+            return Some(first);
+        };
+        let mut gathered = bytes::BytesMut::with_capacity((until - from) as usize);
+        for part in [first, second].into_iter().chain(parts) {
+            gathered.extend_from_slice(&part);
+        }
+        Some(gathered.freeze())
     }
 }
 
@@ -77,16 +97,19 @@ mod tests {
         recent.keep(100, bytes(10, 1));
         recent.keep(110, bytes(10, 2));
         assert_eq!(recent.slice(99, 200), None, "before the window");
+        let mut across = bytes(5, 1).to_vec();
+        across.extend_from_slice(&bytes(10, 2));
         assert_eq!(
             recent.slice(105, 200).unwrap(),
-            bytes(5, 1),
-            "one chunk at a time"
+            across,
+            "gathered across chunks"
         );
         assert_eq!(
-            recent.slice(112, 115).unwrap(),
-            bytes(3, 2),
+            recent.slice(105, 110).unwrap(),
+            bytes(5, 1),
             "up to the limit"
         );
+        assert_eq!(recent.slice(112, 115).unwrap(), bytes(3, 2));
         assert_eq!(recent.slice(115, 115), None, "nothing readable yet");
         assert_eq!(recent.slice(120, 200), None, "past the last chunk");
     }
@@ -104,6 +127,16 @@ mod tests {
             recent.slice(5 * mib as u64, u64::MAX).unwrap(),
             bytes(mib, 5)
         );
+        let shared = recent.slice(4 * mib as u64 + 10, u64::MAX).unwrap();
+        assert_eq!(
+            shared,
+            bytes(mib - 10, 4),
+            "a large part is handed out alone"
+        );
+        let gathered = recent.slice(5 * mib as u64 - 10, u64::MAX).unwrap();
+        assert_eq!(gathered.len(), GATHERED, "at most a mebibyte at a time");
+        assert_eq!(gathered[..10], bytes(10, 4)[..]);
+        assert_eq!(gathered[10..], bytes(mib - 10, 5)[..]);
         recent.keep(10 * mib as u64, bytes(1, 9));
         assert_eq!(
             recent.slice(5 * mib as u64, u64::MAX),
