@@ -148,6 +148,7 @@ async fn head_mirrors_get_headers() {
         let get = ranged(&server, Method::GET, &headers).await;
         let head = ranged(&server, Method::HEAD, &headers).await;
         assert_eq!(head.status(), get.status(), "{headers:?}");
+        assert!(get.headers().contains_key("etag"), "a hit carries its ETag");
         for name in [
             "content-length",
             "content-range",

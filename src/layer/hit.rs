@@ -56,11 +56,23 @@ pub(crate) struct Described {
 }
 
 impl Described {
+    /// The headers of the copy a GET opened.
     pub(crate) fn new(record: &CachedImage) -> Self {
-        let md5 = record
-            .checksum
-            .as_deref()
-            .and_then(|md5| HeaderValue::from_str(md5).ok());
+        Self::of(record.size, record.checksum.as_deref())
+    }
+
+    /// The headers of an index entry, as a HEAD answers it: no record is built.
+    pub(crate) fn of_entry(entry: &CachedEntry) -> Self {
+        let mut hex = [0u8; 32];
+        let md5 = entry
+            .md5()
+            .and_then(|md5| hex::encode_to_slice(md5, &mut hex).ok())
+            .and_then(|()| std::str::from_utf8(&hex).ok());
+        Self::of(entry.size(), md5)
+    }
+
+    fn of(size: u64, md5: Option<&str>) -> Self {
+        let md5 = md5.and_then(|md5| HeaderValue::from_str(md5).ok());
         let etag = md5.as_ref().and_then(|md5| {
             let mut tag = Vec::with_capacity(md5.len() + 2);
             tag.push(b'"');
@@ -68,11 +80,7 @@ impl Described {
             tag.push(b'"');
             HeaderValue::from_maybe_shared(bytes::Bytes::from(tag)).ok()
         });
-        Described {
-            size: record.size,
-            etag,
-            md5,
-        }
+        Described { size, etag, md5 }
     }
 }
 
@@ -150,7 +158,7 @@ pub(crate) async fn serve<A, B>(
         };
         (Described::new(reader.record()), Some(reader))
     } else {
-        (Described::new(&entry.record(id)), None)
+        (Described::of_entry(&entry), None)
     };
     let answer = decide(headers, &described);
     let body = match (reader, &answer) {

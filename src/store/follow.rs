@@ -101,6 +101,13 @@ impl FillFollower {
         self.size - self.pos
     }
 
+    /// `chunk`, read from memory or the file at `pos`, counted as handed out.
+    fn handed_out(&mut self, chunk: Bytes) -> Bytes {
+        self.pos += chunk.len() as u64;
+        self.cache.metrics.bytes_from_cache(chunk.len() as u64);
+        chunk
+    }
+
     /// The next chunk; `None` once the whole verified image was handed out; an error when the
     /// fill failed.
     pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
@@ -109,11 +116,7 @@ impl FillFollower {
                 let read = ready!(Pin::new(reading).poll(cx));
                 self.reading = None;
                 return Poll::Ready(Some(match read {
-                    Ok(Ok(chunk)) => {
-                        self.pos += chunk.len() as u64;
-                        self.cache.metrics.bytes_from_cache(chunk.len() as u64);
-                        Ok(chunk)
-                    }
+                    Ok(Ok(chunk)) => Ok(self.handed_out(chunk)),
                     Ok(Err(err)) => Err(err),
                     Err(join) => Err(io::Error::other(join)),
                 }));
@@ -135,9 +138,7 @@ impl FillFollower {
             };
             if self.pos < readable {
                 if let Some(chunk) = self.state.recent(self.pos, readable) {
-                    self.pos += chunk.len() as u64;
-                    self.cache.metrics.bytes_from_cache(chunk.len() as u64);
-                    return Poll::Ready(Some(Ok(chunk)));
+                    return Poll::Ready(Some(Ok(self.handed_out(chunk))));
                 }
                 ready!(self.cache.chunks.poll_room(cx, &mut self.waiting));
                 let remaining = readable - self.pos;

@@ -184,9 +184,14 @@ impl CachedEntry {
         self.0.size <= READ_AT_OPEN
     }
 
-    /// The record, as a HEAD answers it.
-    pub(crate) fn record(&self, id: &ImageId) -> CachedImage {
-        CachedImage::new(id, &self.0)
+    /// The copy's size in bytes, as a HEAD answers it.
+    pub(crate) fn size(&self) -> u64 {
+        self.0.size
+    }
+
+    /// The copy's MD5, as a HEAD answers it.
+    pub(crate) fn md5(&self) -> Option<&[u8; 16]> {
+        self.0.md5.as_ref()
     }
 }
 
