@@ -59,6 +59,8 @@ pub(crate) struct ChunkPool {
     in_flight: Arc<AtomicUsize>,
     /// Told whenever a chunk is dropped, for readers waiting for room.
     freed: Arc<tokio::sync::Notify>,
+    /// Bytes the windows of followed fills keep ([`super::recent::Recent`]).
+    pub(crate) recent_held: Arc<AtomicUsize>,
 }
 
 impl ChunkPool {

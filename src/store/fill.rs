@@ -80,7 +80,7 @@ impl ImageCache {
         if self.is_cached(id) {
             return Err(FillError::AlreadyCached);
         }
-        let state = Arc::new(FillState::new(expected.size));
+        let state = Arc::new(FillState::new(expected.size, &inner.chunks));
         if !inner.fills.register(id, &state) {
             return Err(FillError::AlreadyFilling);
         }

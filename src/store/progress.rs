@@ -61,7 +61,9 @@ pub(crate) struct FillState {
 }
 
 impl FillState {
-    pub(crate) fn new(expected_size: Option<u64>) -> Self {
+    /// A fill's state; its window of recent chunks counts in the bytes all the windows of the
+    /// cache keep (`chunks`' count).
+    pub(crate) fn new(expected_size: Option<u64>, chunks: &super::chunks::ChunkPool) -> Self {
         FillState {
             progress: watch::Sender::new(Progress::default()),
             cancelled: AtomicBool::new(false),
@@ -70,7 +72,7 @@ impl FillState {
             expected_size,
             joined: tokio::sync::Notify::new(),
             followers: AtomicUsize::new(0),
-            recent: Mutex::new(Recent::default()),
+            recent: Mutex::new(Recent::sharing(Arc::clone(&chunks.recent_held))),
         }
     }
 
@@ -116,7 +118,7 @@ impl FillState {
     /// while readers follow the fill.
     pub(crate) fn keep_recent(&self, at: u64, chunk: Option<&Bytes>) {
         if let Some(chunk) = chunk.filter(|_| self.followers.load(Ordering::Acquire) > 0) {
-            lock(&self.recent).keep(at, chunk.clone());
+            lock(&self.recent).keep(at, chunk);
         }
     }
 

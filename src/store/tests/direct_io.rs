@@ -125,7 +125,7 @@ async fn a_follower_at_the_writers_heels_takes_its_chunks_from_memory() {
     let dir = tempfile::tempdir().unwrap();
     let cache = open(dir.path());
     let mib = 1 << 20;
-    let data = pattern(8 * mib);
+    let data = pattern(super::super::recent::RECENT_BYTES + 4 * mib);
     let expected = Expected::default().size(data.len() as u64);
     let mut writer = cache.begin_fill(&id("img"), expected).unwrap();
     let mut early = cache.follow(&id("img")).unwrap().unwrap();
