@@ -15,7 +15,7 @@ use http_range_header::RangeUnsatisfiableError;
 
 use super::settings::{CacheStatus, Settings};
 use crate::body::CacheBody;
-use crate::store::{CachedEntry, CachedImage};
+use crate::store::CachedEntry;
 use crate::ImageId;
 
 /// Conditional headers the cache cannot evaluate (it has no `Last-Modified` to compare);
@@ -56,12 +56,8 @@ pub(crate) struct Described {
 }
 
 impl Described {
-    /// The headers of the copy a GET opened.
-    pub(crate) fn new(record: &CachedImage) -> Self {
-        Self::of(record.size, record.checksum.as_deref())
-    }
-
-    /// The headers of an index entry, as a HEAD answers it: no record is built.
+    /// The headers of an index entry (of the copy a GET opened, or the one a HEAD looked up):
+    /// no record is built.
     pub(crate) fn of_entry(entry: &CachedEntry) -> Self {
         let mut hex = [0u8; 32];
         let md5 = entry
@@ -71,7 +67,8 @@ impl Described {
         Self::of(entry.size(), md5)
     }
 
-    fn of(size: u64, md5: Option<&str>) -> Self {
+    /// The headers of a copy of `size` bytes whose MD5 is `md5` (hex).
+    pub(crate) fn of(size: u64, md5: Option<&str>) -> Self {
         let md5 = md5.and_then(|md5| HeaderValue::from_str(md5).ok());
         let etag = md5.as_ref().and_then(|md5| {
             let mut tag = Vec::with_capacity(md5.len() + 2);
@@ -156,7 +153,7 @@ pub(crate) async fn serve<A, B>(
                 return None;
             }
         };
-        (Described::new(reader.record()), Some(reader))
+        (Described::of_entry(reader.entry()), Some(reader))
     } else {
         (Described::of_entry(&entry), None)
     };
@@ -228,6 +225,7 @@ fn response<B>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::CachedImage;
 
     fn record() -> CachedImage {
         CachedImage {
@@ -246,7 +244,11 @@ mod tests {
         for (name, value) in pairs {
             headers.append(name.clone(), HeaderValue::from_str(value).unwrap());
         }
-        decide(&headers, &Described::new(&record()))
+        let record = record();
+        decide(
+            &headers,
+            &Described::of(record.size, record.checksum.as_deref()),
+        )
     }
 
     #[test]

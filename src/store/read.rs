@@ -31,7 +31,9 @@ pub struct ImageReader {
     id: ImageId,
     /// The commit this reader reads; a hit never counts for a later commit of the same id.
     generation: u64,
-    record: CachedImage,
+    /// The index entry it was opened from; the public record is made of it when asked for.
+    entry: CachedEntry,
+    record: std::sync::OnceLock<CachedImage>,
     bytes: Stored,
     pos: u64,
     end: u64,
@@ -76,20 +78,19 @@ impl ImageCache {
         id: &ImageId,
         CachedEntry(entry): CachedEntry,
     ) -> io::Result<Option<ImageReader>> {
-        let record = CachedImage::new(id, &entry);
         if let Some(whole) = self.inner.small.get(id, entry.generation) {
             let bytes = Stored::Whole(whole);
-            return Ok(Some(self.reader(id, entry.generation, record, bytes)));
+            return Ok(Some(self.reader(id, entry, bytes)));
         }
         let Some(file) = open_committed(&self.inner, id)? else {
             return Ok(None);
         };
         // A small image is read whole here, one byte past its size, which also tells its length
         // on disk; a larger one asks the file system.
-        let (whole, on_disk) = if record.size > 0 && record.size <= READ_AT_OPEN {
-            let read = read_up_to(&file, record.size as usize + 1)?;
+        let (whole, on_disk) = if entry.size > 0 && entry.size <= READ_AT_OPEN {
+            let read = read_up_to(&file, entry.size as usize + 1)?;
             let len = read.len() as u64;
-            (Some(read.slice(..(len.min(record.size) as usize))), len)
+            (Some(read.slice(..(len.min(entry.size) as usize))), len)
         } else {
             (None, file.metadata()?.len())
         };
@@ -103,22 +104,17 @@ impl ImageCache {
             }
             None => Stored::File(Arc::new(file)),
         };
-        Ok(Some(self.reader(id, entry.generation, record, bytes)))
+        Ok(Some(self.reader(id, entry, bytes)))
     }
 
-    fn reader(
-        &self,
-        id: &ImageId,
-        generation: u64,
-        record: CachedImage,
-        bytes: Stored,
-    ) -> ImageReader {
+    fn reader(&self, id: &ImageId, entry: IndexRecord, bytes: Stored) -> ImageReader {
         ImageReader {
             cache: Arc::clone(&self.inner),
             id: id.clone(),
-            generation,
-            end: record.size,
-            record,
+            generation: entry.generation,
+            end: entry.size,
+            entry: CachedEntry(entry),
+            record: std::sync::OnceLock::new(),
             bytes,
             pos: 0,
             pending: None,
@@ -198,14 +194,20 @@ impl CachedEntry {
 impl ImageReader {
     /// The image's record (size, checksum, counters as of opening).
     pub fn record(&self) -> &CachedImage {
-        &self.record
+        self.record
+            .get_or_init(|| CachedImage::new(&self.id, &self.entry.0))
+    }
+
+    /// The index entry the reader was opened from (what a hit's headers are made of).
+    pub(crate) fn entry(&self) -> &CachedEntry {
+        &self.entry
     }
 
     /// Reads only `range` (inclusive byte offsets, within the image) instead of the whole
     /// image. The hit then counts when the whole range was handed out.
     #[must_use]
     pub fn limit_to(mut self, range: std::ops::RangeInclusive<u64>) -> Self {
-        let end = range.end().saturating_add(1).min(self.record.size);
+        let end = range.end().saturating_add(1).min(self.entry.0.size);
         self.pos = (*range.start()).min(end);
         self.end = end;
         self
