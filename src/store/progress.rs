@@ -129,6 +129,9 @@ impl FillState {
     }
 
     /// Records how the fill ended; the first word stands.
+    ///
+    /// The kept chunks go too: followers still reading (one stalled for good among them) read
+    /// the rest from the file, and an ended fill holds no memory for them.
     pub(crate) fn end(&self, end: FillEnd) {
         self.progress.send_if_modified(|progress| {
             let first = progress.end.is_none();
@@ -137,6 +140,7 @@ impl FillState {
             }
             first
         });
+        lock(&self.recent).clear();
     }
 
     pub(crate) fn cancel(&self) {
