@@ -29,9 +29,9 @@ const READ_AT_OPEN: u64 = 64 * 1024;
 pub struct ImageReader {
     cache: Arc<Inner>,
     id: ImageId,
-    /// The commit this reader reads; a hit never counts for a later commit of the same id.
-    generation: u64,
-    /// The index entry it was opened from; the public record is made of it when asked for.
+    /// The index entry it was opened from (its generation is the commit this reader reads: a
+    /// hit never counts for a later commit of the same id); the public record is made of it
+    /// when asked for.
     entry: CachedEntry,
     record: std::sync::OnceLock<CachedImage>,
     bytes: Stored,
@@ -111,7 +111,6 @@ impl ImageCache {
         ImageReader {
             cache: Arc::clone(&self.inner),
             id: id.clone(),
-            generation: entry.generation,
             end: entry.size,
             entry: CachedEntry(entry),
             record: std::sync::OnceLock::new(),
@@ -230,7 +229,7 @@ impl ImageReader {
                     let chunk = whole.slice(self.pos as usize..self.end as usize);
                     self.cache.metrics.bytes_from_cache(chunk.len() as u64);
                     self.pos = self.end;
-                    self.cache.record_hit(&self.id, self.generation);
+                    self.cache.record_hit(&self.id, self.entry.0.generation);
                     return Poll::Ready(Some(Ok(chunk)));
                 }
                 Stored::File(file) => Arc::clone(file),
@@ -248,7 +247,7 @@ impl ImageReader {
         self.pos += chunk.len() as u64;
         self.cache.metrics.bytes_from_cache(chunk.len() as u64);
         if self.pos == self.end {
-            self.cache.record_hit(&self.id, self.generation);
+            self.cache.record_hit(&self.id, self.entry.0.generation);
         } else if let Stored::File(file) = &self.bytes {
             // The next chunk is read while this one is sent, while few chunks are in flight.
             if self.cache.chunks.may_read_ahead() {

@@ -165,5 +165,15 @@ async fn a_follower_at_the_writers_heels_takes_its_chunks_from_memory() {
         got[window..] == data[window..data.len() - 1],
         "taken from memory"
     );
-    drop(writer);
+    let held = || {
+        cache
+            .inner
+            .chunks
+            .recent_held
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    assert!(held() > 0, "the window counts in the cache's bytes");
+    writer.finish().unwrap();
+    assert_eq!(held(), 0, "an ended fill keeps no window, though followed");
+    drop((early, late));
 }
