@@ -50,6 +50,21 @@ async fn upload_then_download_twice_goes_miss_then_hit() {
     assert_eq!(second.headers()["content-length"], "3000000");
     assert_eq!(second.bytes().await.unwrap(), data);
 
+    // The metrics route, inside the layers since they are the outermost service, passes
+    // through them with no token, and counts the hit.
+    let metrics = client
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert!(metrics.headers().get("x-cache-status").is_none());
+    let text = metrics.text().await.unwrap();
+    assert!(
+        text.contains("image_cache_responses_total{status=\"hit\"} 1\n"),
+        "{text}"
+    );
+
     // Another project cannot see the private image, cached or not; no token is a 401.
     let other = get_as(
         &client,

@@ -19,10 +19,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use std::convert::Infallible;
+
 use axum::body::Body;
-use axum::http::StatusCode;
-use axum::Router;
+use axum::http::{Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Router, ServiceExt as _};
 use clap::Parser;
+use tower::util::BoxCloneSyncService;
+use tower::ServiceExt as _;
 use tower_image_cache::layer::AccessCheck;
 use tower_image_cache::manage::{CacheManageLayer, StaticToken};
 use tower_image_cache::{CacheConfig, CacheLayer, ImageCache, InnerMetadata, TrustAll};
@@ -138,14 +143,15 @@ fn parse_rate(rate: &str) -> Result<u64, String> {
 }
 
 /// The image API with the cache in front: the management routes (for the admin token, which
-/// is also the prefetcher's identity) outside the cache layer, around the whole API.
+/// is also the prefetcher's identity) outside the cache layer, around the whole API. The layers
+/// are the outermost service, not a router's fallback: a hit is answered before any routing.
 fn with_cache<A>(
     api: Router,
     cache: ImageCache,
     access: A,
     args: &Args,
     admin_token: &str,
-) -> Router
+) -> BoxCloneSyncService<Request<Body>, Response, Infallible>
 where
     A: AccessCheck<Router, Body>,
 {
@@ -153,6 +159,21 @@ where
     let layer = CacheLayer::new(cache.clone(), access)
         .authorization_cache_time(seconds(args.authorization_cache_time))
         .authorization_stale_if_error(seconds(args.authorization_stale_if_error));
+    // The cache's Prometheus metrics, for a scraper (no token: keep the port private). The
+    // layers pass the route through.
+    let metrics = {
+        let cache = cache.clone();
+        move || {
+            let cache = cache.clone();
+            async move {
+                match cache.blocking(|c| c.render_metrics()).await {
+                    Ok(text) => (StatusCode::OK, text),
+                    Err(err) => (StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
+                }
+            }
+        }
+    };
+    let api = api.route("/metrics", axum::routing::get(metrics));
     let service = tower::ServiceBuilder::new()
         .layer(
             CacheManageLayer::new(cache.clone(), StaticToken::new(admin_token))
@@ -162,19 +183,7 @@ where
         .service(api);
     // What the previous run left queued is fetched now, not with the first request.
     service.start_prefetcher::<Body, _>();
-    // The cache's Prometheus metrics, for a scraper (no token: keep the port private).
-    let metrics = move || {
-        let cache = cache.clone();
-        async move {
-            match cache.blocking(|c| c.render_metrics()).await {
-                Ok(text) => (StatusCode::OK, text),
-                Err(err) => (StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
-            }
-        }
-    };
-    Router::new()
-        .route("/metrics", axum::routing::get(metrics))
-        .fallback_service(service)
+    BoxCloneSyncService::new(service.map_response(IntoResponse::into_response))
 }
 
 #[tokio::main]
@@ -225,7 +234,7 @@ async fn run(args: Args) -> Result<(), String> {
 
     let mut cache_dir_used = None;
     let app = if args.no_cache {
-        api::router(state)
+        BoxCloneSyncService::new(api::router(state))
     } else {
         let config = if args.config_files.is_empty() {
             CacheConfig::new(&cache_dir)
@@ -274,7 +283,7 @@ async fn run(args: Args) -> Result<(), String> {
         println!("cache:    curl -s -H 'X-Auth-Token: {admin_token}' http://{addr}/v2/cache   (and PUT/DELETE /v2/cache/ID, POST /v2/cache/prune)");
     }
 
-    axum::serve(listener, app)
+    axum::serve(listener, app.into_make_service())
         .with_graceful_shutdown(stop_signal())
         .await
         .map_err(|err| format!("the server failed: {err}"))

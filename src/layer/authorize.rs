@@ -13,6 +13,7 @@ use super::settings::{CacheStatus, Settings};
 use crate::body::{CacheBody, ResponseBody};
 use crate::error_page::{ErrorFormat, Refusal};
 use crate::image_meta::ImageMeta;
+use crate::metrics::Decided;
 use crate::ImageId;
 
 /// The verdict for one download.
@@ -49,7 +50,7 @@ where
         .as_ref()
         .and_then(|k| settings.decisions.fresh(cache, k))
     {
-        cache.metrics().authorization("remembered");
+        cache.metrics().authorization(Decided::Remembered);
         return Ok(Authorized::Serve(meta));
     }
     let limit = settings.limits.response_timeout;
@@ -57,7 +58,7 @@ where
     let failed = match checked {
         Some(access) => match access? {
             Access::Serve(meta) => {
-                cache.metrics().authorization("asked");
+                cache.metrics().authorization(Decided::Asked);
                 if let Some(key) = key {
                     settings.decisions.remember(key, &meta);
                 }
@@ -88,7 +89,7 @@ where
             .as_ref()
             .and_then(|k| settings.decisions.stale(cache, k))
         {
-            cache.metrics().authorization("stale");
+            cache.metrics().authorization(Decided::Stale);
             tracing::warn!(
                 image = %id,
                 failure = %failure_text(&failed),
@@ -98,7 +99,7 @@ where
             return Ok(Authorized::Serve(meta));
         }
     }
-    cache.metrics().authorization("unavailable");
+    cache.metrics().authorization(Decided::Unavailable);
     Ok(Authorized::Answer(Box::new(unavailable(
         settings, id, parts, &failed,
     ))))

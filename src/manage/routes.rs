@@ -32,8 +32,18 @@ pub(crate) enum Endpoint<'a> {
 impl<'a> Endpoint<'a> {
     /// The endpoint `path` names, if it is a management route.
     pub(crate) fn parse(path: &'a str) -> Option<Self> {
-        let segments: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
-        Some(match segments.as_slice() {
+        // Every request passes here (the management layer is outermost): no allocation.
+        let mut split = path.strip_prefix('/')?.split('/');
+        let mut segments = [""; 4];
+        let mut count = 0;
+        for segment in split.by_ref().take(segments.len()) {
+            segments[count] = segment;
+            count += 1;
+        }
+        if split.next().is_some() {
+            return None;
+        }
+        Some(match &segments[..count] {
             ["v2", "cache"] => Endpoint::Cache,
             ["v2", "cache", "clean"] => Endpoint::Clean,
             ["v2", "cache", "prune"] => Endpoint::Prune,
@@ -96,6 +106,8 @@ mod tests {
             Some(Endpoint::QueuedImage("abc"))
         );
         assert_eq!(Endpoint::parse("/v2/cache/a/b"), None);
+        assert_eq!(Endpoint::parse("/v2/cache/nodes/a/b"), None);
+        assert_eq!(Endpoint::parse("/v2/cache/nodes/a/"), None);
         assert_eq!(Endpoint::parse("/v2/images/abc"), None);
         assert_eq!(
             Endpoint::parse("/v2/cache/"),

@@ -56,6 +56,8 @@ pub(crate) struct CacheMetrics {
     resumes: Family<Labels, Counter>,
     fills_declined: Family<Labels, Counter>,
     authorization: Family<Labels, Counter>,
+    /// `authorization`'s counters, by [`Decided`]: every download moves one.
+    decided: [Counter; 4],
     keystone_failures: Family<Labels, Counter>,
     fill_duration: Family<Labels, Histogram, fn() -> Histogram>,
     fill_size: Histogram,
@@ -95,6 +97,9 @@ impl Default for CacheMetrics {
         let bytes = Family::<Labels, Counter>::default();
         let fills = Family::<Labels, Counter>::default();
         drop(fills.get_or_create(&vec![("outcome", "committed")]));
+        let authorization = Family::<Labels, Counter>::default();
+        let decided = Decided::ALL
+            .map(|decided| authorization.get_or_create_owned(&vec![("decision", decided.label())]));
         CacheMetrics {
             hits: responses.get_or_create_owned(&vec![("status", "hit")]),
             misses: responses.get_or_create_owned(&vec![("status", "miss")]),
@@ -119,7 +124,8 @@ impl Default for CacheMetrics {
             upstream_errors: at_zero("kind", &["connect", "connection", "status_5xx", "timeout"]),
             resumes: Family::default(),
             fills_declined: Family::default(),
-            authorization: Family::default(),
+            authorization,
+            decided,
             keystone_failures: at_zero("check", &["token_validation", "service_login"]),
             fill_duration: Family::new_with_constructor(fill_duration_histogram),
             // 1 MiB to 64 GiB, by fours.
@@ -360,11 +366,42 @@ impl CacheMetrics {
             .inc();
     }
 
-    /// An access check of a download was `decided` (`asked`, `remembered`, `stale`,
-    /// `unavailable`).
-    pub(crate) fn authorization(&self, decided: &'static str) {
-        self.authorization
-            .get_or_create(&vec![("decision", decided)])
-            .inc();
+    /// An access check of a download was `decided`.
+    pub(crate) fn authorization(&self, decided: Decided) {
+        self.decided[decided as usize].inc();
+    }
+}
+
+/// How the access check of a download was decided (`authorization_decisions_total`'s
+/// `decision` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decided {
+    /// The image API was asked.
+    Asked,
+    /// A decision remembered within `authorization_cache_time`.
+    Remembered,
+    /// A remembered decision past its time, while the image API could not answer
+    /// (`authorization_stale_if_error`).
+    Stale,
+    /// The image API could not answer, and nothing remembered could stand in.
+    Unavailable,
+}
+
+impl Decided {
+    /// Every decision, in the order of their discriminants.
+    const ALL: [Decided; 4] = [
+        Decided::Asked,
+        Decided::Remembered,
+        Decided::Stale,
+        Decided::Unavailable,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Decided::Asked => "asked",
+            Decided::Remembered => "remembered",
+            Decided::Stale => "stale",
+            Decided::Unavailable => "unavailable",
+        }
     }
 }
