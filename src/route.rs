@@ -94,14 +94,22 @@ impl RouteTemplate {
 
     /// The route with `id` in its place, as a request's URI.
     pub(crate) fn uri(&self, id: &ImageId) -> http::Uri {
-        self.render(id)
-            .parse()
-            .expect("a rendered route is a valid URI")
+        http::Uri::try_from(self.render(id)).expect("a rendered route is a valid URI")
     }
 
     /// The route with `id` in its place.
     pub fn render(&self, id: &ImageId) -> String {
-        let mut path = String::new();
+        let length = self
+            .segments
+            .iter()
+            .map(|segment| {
+                1 + match segment {
+                    Segment::Literal(literal) => literal.len(),
+                    Segment::Id => id.as_str().len(),
+                }
+            })
+            .sum();
+        let mut path = String::with_capacity(length);
         for segment in &self.segments {
             path.push('/');
             match segment {

@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use http::header::HeaderName;
 use http::{header, request, HeaderMap, Request};
 use tower_service::Service;
 
@@ -55,26 +56,30 @@ where
 /// The caller's headers minus those that describe the download rather than the caller.
 pub(crate) fn caller_headers(headers: &HeaderMap) -> HeaderMap {
     let mut copy = headers.clone();
-    for name in [
-        header::RANGE,
-        header::IF_RANGE,
-        header::IF_MATCH,
-        header::IF_NONE_MATCH,
-        header::IF_MODIFIED_SINCE,
-        header::IF_UNMODIFIED_SINCE,
-        header::CONTENT_LENGTH,
-        header::CONTENT_TYPE,
-        header::TRANSFER_ENCODING,
-        header::EXPECT,
-        header::CONNECTION,
-        header::TE,
-        header::UPGRADE,
-        header::ACCEPT_ENCODING,
-    ] {
+    for name in &DOWNLOAD_HEADERS {
         copy.remove(name);
     }
     copy
 }
+
+/// What describes the caller's own download (its part, its conditions, its body and its
+/// connection), left out of a request made on its behalf.
+const DOWNLOAD_HEADERS: [HeaderName; 14] = [
+    header::RANGE,
+    header::IF_RANGE,
+    header::IF_MATCH,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_UNMODIFIED_SINCE,
+    header::CONTENT_LENGTH,
+    header::CONTENT_TYPE,
+    header::TRANSFER_ENCODING,
+    header::EXPECT,
+    header::CONNECTION,
+    header::TE,
+    header::UPGRADE,
+    header::ACCEPT_ENCODING,
+];
 
 /// A request to `uri` made on behalf of the caller of `parts`: its HTTP version, its headers
 /// minus those describing its own download ([`caller_headers`]), and only the extensions named
@@ -109,5 +114,30 @@ where
         _id: &ImageId,
     ) -> CheckFuture<S::Response, S::Error> {
         Box::pin(std::future::ready(Ok(Access::Serve(ImageMeta::default()))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_on_the_callers_behalf_keeps_who_asks_and_drops_what_it_asked_for() {
+        let mut headers = HeaderMap::new();
+        headers.append("x-auth-token", "t".parse().unwrap());
+        headers.append(header::RANGE, "bytes=0-9".parse().unwrap());
+        headers.append("x-roles", "reader".parse().unwrap());
+        headers.append("x-roles", "member".parse().unwrap());
+        headers.append(header::IF_NONE_MATCH, "\"abc\"".parse().unwrap());
+        headers.append(header::ACCEPT_ENCODING, "gzip".parse().unwrap());
+        headers.append(header::CONNECTION, "close".parse().unwrap());
+        let copy = caller_headers(&headers);
+        assert_eq!(copy.len(), 3, "{copy:?}");
+        assert_eq!(copy["x-auth-token"], "t");
+        let roles: Vec<_> = copy.get_all("x-roles").iter().collect();
+        assert_eq!(roles, ["reader", "member"], "every value, in order");
+        for dropped in &DOWNLOAD_HEADERS {
+            assert!(!copy.contains_key(dropped), "{dropped}");
+        }
     }
 }
