@@ -130,6 +130,23 @@ async fn metrics_count_a_known_sequence_exactly() {
         ("image_cache_size_bytes", size.as_str()),
         ("image_cache_max_size_bytes", "150000"),
         ("image_cache_queued_images", "0"),
+        // Every decision is shown from the start; the four checked downloads asked the API.
+        (
+            r#"image_cache_authorization_decisions_total{decision="asked"}"#,
+            "4",
+        ),
+        (
+            r#"image_cache_authorization_decisions_total{decision="remembered"}"#,
+            "0",
+        ),
+        (
+            r#"image_cache_authorization_decisions_total{decision="stale"}"#,
+            "0",
+        ),
+        (
+            r#"image_cache_authorization_decisions_total{decision="unavailable"}"#,
+            "0",
+        ),
     ] {
         assert_eq!(sample(&text, line), value, "{line}\n{text}");
     }

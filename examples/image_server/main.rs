@@ -14,12 +14,11 @@ mod images;
 mod store;
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-
-use std::convert::Infallible;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
