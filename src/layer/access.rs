@@ -62,6 +62,11 @@ pub(crate) fn caller_headers(headers: &HeaderMap) -> HeaderMap {
     copy
 }
 
+/// Whether a header with this name is the caller's ([`caller_headers`] keeps it).
+pub(crate) fn is_callers(name: &HeaderName) -> bool {
+    !DOWNLOAD_HEADERS.contains(name)
+}
+
 /// What describes the caller's own download (its part, its conditions, its body and its
 /// connection), left out of a request made on its behalf.
 const DOWNLOAD_HEADERS: [HeaderName; 14] = [

@@ -3,6 +3,8 @@
 //! still admit a hit, and everyone else gets `503` with `Retry-After` (never an unchecked
 //! `200`).
 
+use std::sync::Arc;
+
 use http::{request, Request, Response, StatusCode};
 use tower_service::Service;
 
@@ -18,8 +20,8 @@ use crate::ImageId;
 
 /// The verdict for one download.
 pub(crate) enum Authorized<B> {
-    /// Serve it (from the cache, or fill it).
-    Serve(ImageMeta),
+    /// Serve it (from the cache, or fill it), with the image's metadata as the check read it.
+    Serve(Arc<ImageMeta>),
     /// The answer is this: a refusal as the API gave it, a 503 or a 504.
     Answer(Box<Response<CacheBody<B>>>),
     /// The wrapped service decides (the request passes through).
@@ -59,6 +61,7 @@ where
         Some(access) => match access? {
             Access::Serve(meta) => {
                 cache.metrics().authorization(Decided::Asked);
+                let meta = Arc::new(meta);
                 if let Some(key) = key {
                     settings.decisions.remember(key, &meta);
                 }

@@ -5,13 +5,13 @@
 //! re-upload or member change (seen here or announced by the fleet) admits nobody.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
-use super::access::caller_headers;
+use super::access::is_callers;
 use crate::image_meta::ImageMeta;
 use crate::sync::lock;
 use crate::{ImageCache, ImageId};
@@ -39,10 +39,10 @@ pub(crate) struct Key {
 impl Key {
     /// The key of the caller of `headers` (those the access check forwards) for `id`.
     pub(crate) fn new(id: &ImageId, headers: &HeaderMap) -> Self {
-        let forwarded = caller_headers(headers);
-        let mut pairs: Vec<(&str, &[u8])> = forwarded
+        // What the access check forwards of the caller's headers, read in place.
+        let mut pairs: Vec<(&str, &[u8])> = headers
             .iter()
-            .filter(|(name, _)| !NOT_IDENTITY.contains(&name.as_str()))
+            .filter(|(name, _)| is_callers(name) && !NOT_IDENTITY.contains(&name.as_str()))
             .map(|(name, value)| (name.as_str(), value.as_bytes()))
             .collect();
         pairs.sort();
@@ -67,7 +67,8 @@ pub(crate) struct Decisions {
     fresh_for: Option<Duration>,
     /// `authorization_stale_if_error`.
     stale_for: Option<Duration>,
-    remembered: Mutex<HashMap<Key, (Instant, ImageMeta)>>,
+    /// Shared with the downloads they admit: a remembered hit copies no metadata.
+    remembered: Mutex<HashMap<Key, (Instant, Arc<ImageMeta>)>>,
 }
 
 impl Decisions {
@@ -92,26 +93,27 @@ impl Decisions {
     }
 
     /// The decision for `key` if it is younger than `age` and was not voided since.
-    fn younger_than(&self, cache: &ImageCache, key: &Key, age: Duration) -> Option<ImageMeta> {
+    fn younger_than(&self, cache: &ImageCache, key: &Key, age: Duration) -> Option<Arc<ImageMeta>> {
         let remembered = lock(&self.remembered);
         let (decided, meta) = remembered.get(key)?;
-        (decided.elapsed() < age && !cache.voided_since(&key.id, *decided)).then(|| meta.clone())
+        (decided.elapsed() < age && !cache.voided_since(&key.id, *decided))
+            .then(|| Arc::clone(meta))
     }
 
     /// A decision that may be used without asking (within `authorization_cache_time`).
-    pub(crate) fn fresh(&self, cache: &ImageCache, key: &Key) -> Option<ImageMeta> {
+    pub(crate) fn fresh(&self, cache: &ImageCache, key: &Key) -> Option<Arc<ImageMeta>> {
         self.younger_than(cache, key, self.fresh_for?)
     }
 
     /// A decision that may admit a hit while the image API fails (within
     /// `authorization_cache_time` plus `authorization_stale_if_error`).
-    pub(crate) fn stale(&self, cache: &ImageCache, key: &Key) -> Option<ImageMeta> {
+    pub(crate) fn stale(&self, cache: &ImageCache, key: &Key) -> Option<Arc<ImageMeta>> {
         self.stale_for?;
         self.younger_than(cache, key, self.lifetime()?)
     }
 
     /// Remembers an allowed check (when decisions are kept at all).
-    pub(crate) fn remember(&self, key: Key, meta: &ImageMeta) {
+    pub(crate) fn remember(&self, key: Key, meta: &Arc<ImageMeta>) {
         let Some(lifetime) = self.lifetime() else {
             return;
         };
@@ -128,7 +130,7 @@ impl Decisions {
                 }
             }
         }
-        remembered.insert(key, (Instant::now(), meta.clone()));
+        remembered.insert(key, (Instant::now(), Arc::clone(meta)));
     }
 
     /// Forgets `key`'s decision (the API refused it since).
@@ -180,7 +182,7 @@ mod tests {
         for i in 0..MAX_DECISIONS + 10 {
             decisions.remember(
                 Key::new(&id, &headers(&format!("t{i}"), "r")),
-                &ImageMeta::default(),
+                &Arc::default(),
             );
         }
         assert_eq!(lock(&decisions.remembered).len(), MAX_DECISIONS);
