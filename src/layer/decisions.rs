@@ -166,6 +166,17 @@ mod tests {
             Key::new(&id, &headers("a", "req-1")),
             Key::new(&id, &headers("b", "req-1"))
         );
+        // The download's own headers (its range, its conditions) are not the caller.
+        let mut other_range = headers("a", "r");
+        other_range.insert("range", HeaderValue::from_static("bytes=100-"));
+        other_range.insert("if-none-match", HeaderValue::from_static("\"x\""));
+        let mut no_range = headers("a", "r");
+        no_range.remove("range");
+        assert_eq!(
+            Key::new(&id, &other_range),
+            Key::new(&id, &headers("a", "r"))
+        );
+        assert_eq!(Key::new(&id, &no_range), Key::new(&id, &headers("a", "r")));
         let other = ImageId::new("other").unwrap();
         assert_ne!(
             Key::new(&id, &headers("a", "r")),
