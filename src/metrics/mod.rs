@@ -5,6 +5,7 @@
 //! for a `/metrics` route, and `ImageCache::register_metrics` adds them to an application's own
 //! `prometheus_client` registry.
 
+mod decided;
 mod timing;
 mod upstream;
 
@@ -15,6 +16,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+pub(crate) use decided::Decided;
 pub(crate) use timing::{status_label, Timings};
 pub use upstream::{PeerFailure, UpstreamFailure, UpstreamPhase};
 
@@ -369,39 +371,5 @@ impl CacheMetrics {
     /// An access check of a download was `decided`.
     pub(crate) fn authorization(&self, decided: Decided) {
         self.decided[decided as usize].inc();
-    }
-}
-
-/// How the access check of a download was decided (`authorization_decisions_total`'s
-/// `decision` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Decided {
-    /// The image API was asked.
-    Asked,
-    /// A decision remembered within `authorization_cache_time`.
-    Remembered,
-    /// A remembered decision past its time, while the image API could not answer
-    /// (`authorization_stale_if_error`).
-    Stale,
-    /// The image API could not answer, and nothing remembered could stand in.
-    Unavailable,
-}
-
-impl Decided {
-    /// Every decision, in the order of their discriminants.
-    const ALL: [Decided; 4] = [
-        Decided::Asked,
-        Decided::Remembered,
-        Decided::Stale,
-        Decided::Unavailable,
-    ];
-
-    fn label(self) -> &'static str {
-        match self {
-            Decided::Asked => "asked",
-            Decided::Remembered => "remembered",
-            Decided::Stale => "stale",
-            Decided::Unavailable => "unavailable",
-        }
     }
 }
