@@ -16,7 +16,10 @@ each round every workload once in turn (interleaved), medians, `curl -o /dev/nul
 client. Its rows: the miss that fills (SHA-512, and MD5 only) against Glance's own cache fill
 and against `openssl speed -evp` (one core, the other idle; and `-multi 2`, the rate each core
 gets while the other works too, which the client and the relay make it do); a 1 GiB hit
-against nginx's sendfile, with the servers' CPU per GiB; 4 KiB hits with `wrk -c16`.
+against nginx's sendfile, with the servers' CPU per GiB; 4 KiB hits with `wrk -c16`, against
+nginx and against examples/floor_server.rs (an axum server answering 4 KiB from memory and
+nothing else: what any hyper server pays per request on the machine), with each server's CPU
+per request.
 
 Why an earlier method (the default run's rows, a 1 GiB image, Glance behind Keystone, the
 image uploaded before 16 GiB of other files) gave the opposite fill ratio (1.63x against
@@ -147,6 +150,30 @@ class Server:
             lines = [line for line in f if "fill committed" in line and image in line]
         found = re.search(r"digest_seconds=([0-9.]+)", lines[-1]) if lines else None
         return float(found.group(1)) if found else None
+
+    def stop(self):
+        stop_process(self.proc, self.log)
+
+
+class Floor:
+    """examples/floor_server.rs: an axum server answering every request with 4 KiB from
+    memory and nothing else, the floor under the cache's small hits on this machine."""
+
+    def __init__(self, workdir):
+        binary = os.path.join(ROOT, "target/release/examples/floor_server")
+        self.name = "floor"
+        self.log = open(os.path.join(workdir, "floor.log"), "w")
+        self.proc = subprocess.Popen([binary, "--bind", "127.0.0.1:0"], stdout=subprocess.PIPE,
+                                     stderr=self.log, text=True)
+        line = self.proc.stdout.readline()
+        match = re.search(r"http://[0-9.:]+", line)
+        if not match:
+            raise RuntimeError(f"floor_server did not start: {line!r}")
+        self.url = match.group(0)
+
+    @property
+    def pids(self):
+        return [self.proc.pid]
 
     def stop(self):
         stop_process(self.proc, self.log)
@@ -440,15 +467,22 @@ def wait_for(condition, what, timeout=120):
         time.sleep(0.05)
 
 
-def wrk(url, connections):
+def wrk(url, connections, servers=()):
+    """wrk's requests per second against `url`; with `servers`, also the microseconds of CPU
+    they spent per request meanwhile: (rate, us_per_request)."""
+    before = cpu_seconds([p for s in servers for p in s.pids])
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{WRK_SECS}s", "-H", f"X-Auth-Token: {TOKEN}",
          url], capture_output=True, text=True, check=True).stdout
+    spent = cpu_seconds([p for s in servers for p in s.pids]) - before
     rate = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise RuntimeError(f"wrk {url}: {errors.group(1)} non-2xx answers")
-    return rate
+    if not servers:
+        return rate
+    count = int(re.search(r"(\d+) requests in", out).group(1))
+    return rate, 1e6 * spent / max(count, 1)
 
 
 def peak_rss_during(server, work):
@@ -532,7 +566,8 @@ def main_table():
                  "libssl-dev pkg-config")
     log("building the example server (release, openssl)")
     subprocess.run(["cargo", "build", "--release", "-p", "tower-image-cache", "--example",
-                    "image_server", "--features", "openssl"], cwd=ROOT, check=True)
+                    "image_server", "--example", "floor_server", "--features", "openssl"],
+                   cwd=ROOT, check=True)
     work = tempfile.mkdtemp(prefix="tic-table-")
     os.chmod(work, 0o755)  # nginx workers run as another user
     servers, rows = [], []
@@ -631,7 +666,9 @@ def run_table(work, servers, rows):
     rows.append(("  the first hit after its fill", "cache (from the disk)",
                  f"{first['cache'] / 1e6:.0f} MB/s", "", ""))
     if have("wrk"):
-        small_hit_rows(cache, trust, nginx, file_url, 16, rows)
+        floor = Floor(work)
+        servers.append(floor)
+        small_hit_rows(cache, trust, nginx, file_url, 16, rows, floor=floor)
 
 
 def digest_rows(measured, limit, rows):
@@ -694,21 +731,41 @@ def big_hit_rows(cache, nginx, file_url, rows):
     return hit_rate
 
 
-def small_hit_rows(cache, trust, nginx, file_url, connections, rows):
-    """4 KiB hits with wrk, interleaved: the metadata check, trust, nginx."""
+def small_hit_rows(cache, trust, nginx, file_url, connections, rows, floor=None):
+    """4 KiB hits with wrk, interleaved: the metadata check, trust, nginx and, when given, the
+    floor (an axum server answering 4 KiB from memory); with the servers' CPU per request."""
     log(f"4 KiB hits, wrk -c{connections}, {WRK_SECS} s each, interleaved")
-    rates = {"metadata": [], "trust": [], "nginx": []}
+    rates = {"metadata": [], "trust": [], "nginx": [], "floor": []}
+    cpu = {name: [] for name in rates}
+    targets = [("metadata", cache, file_url(cache, "small")),
+               ("trust", trust, file_url(trust, "small"))]
+    if nginx:
+        targets.append(("nginx", nginx, file_url(nginx, "small")))
+    if floor:
+        targets.append(("floor", floor, floor.url + "/v2/images/small/file"))
     for _ in range(ROUNDS):
-        rates["metadata"].append(wrk(file_url(cache, "small"), connections))
-        rates["trust"].append(wrk(file_url(trust, "small"), connections))
-        if nginx:
-            rates["nginx"].append(wrk(file_url(nginx, "small"), connections))
+        for name, server, url in targets:
+            rate, us = wrk(url, connections, [server])
+            rates[name].append(rate)
+            cpu[name].append(us)
     rows.append((f"4 KiB hits, wrk -c{connections}", "cache, metadata check",
                  f"{med(rates['metadata']):.0f} req/s", ratio(rates["metadata"], rates["nginx"]),
                  ">= 0.6x nginx"))
     rows.append(("", "cache, trust", f"{med(rates['trust']):.0f} req/s",
                  ratio(rates["trust"], rates["nginx"]), ">= 0.9x nginx"))
     rows.append(("", "nginx", f"{med(rates['nginx']):.0f} req/s" if nginx else "-", "", ""))
+    if floor:
+        rows.append(("", "floor: axum answering 4 KiB from memory",
+                     f"{med(rates['floor']):.0f} req/s", ratio(rates["floor"], rates["nginx"]),
+                     ""))
+    names = [("metadata", "cache, metadata check"), ("trust", "cache, trust"),
+             ("nginx", "nginx"), ("floor", "floor")]
+    for name, label in names:
+        if cpu[name]:
+            rows.append(("  server CPU per request" if name == "metadata" else "", label,
+                         f"{med(cpu[name]):.1f} us",
+                         ratio(cpu[name], cpu["floor"]) + " floor" if cpu["floor"] else "",
+                         ""))
 
 
 class CuttingRelay:
