@@ -118,19 +118,16 @@ def stop_process(proc, log):
     log.close()
 
 
-class Server:
-    """The example image server, as a child process."""
+class Listening:
+    """A server of this repository as a child process: started with `argv`, its stderr in
+    `log_path`, ready once it prints `listening on http://ADDR` (which sets `url`)."""
 
-    def __init__(self, name, data_dir, *flags, env=None, bind="127.0.0.1:0"):
+    def __init__(self, name, argv, log_path, env=None):
         self.name = name
-        binary = os.path.join(ROOT, "target/release/examples/image_server")
-        self.log = open(os.path.join(os.path.dirname(data_dir), f"{name}.log"), "w")
+        self.log = open(log_path, "w")
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            [binary, "--bind", bind, "--data-dir", data_dir, "--admin-token", TOKEN,
-             *flags],
-            stdout=subprocess.PIPE, stderr=self.log, text=True,
-            env={**os.environ, **(env or {})})
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.log, text=True,
+                                     env={**os.environ, **(env or {})})
         line = self.proc.stdout.readline()
         self.ready_after = time.monotonic() - self.started
         match = re.search(r"http://[0-9.:]+", line)
@@ -143,6 +140,20 @@ class Server:
     def pids(self):
         return [self.proc.pid]
 
+    def stop(self):
+        stop_process(self.proc, self.log)
+
+
+class Server(Listening):
+    """The example image server, as a child process."""
+
+    def __init__(self, name, data_dir, *flags, env=None, bind="127.0.0.1:0"):
+        binary = os.path.join(ROOT, "target/release/examples/image_server")
+        super().__init__(
+            name,
+            [binary, "--bind", bind, "--data-dir", data_dir, "--admin-token", TOKEN, *flags],
+            os.path.join(os.path.dirname(data_dir), f"{name}.log"), env=env)
+
     def last_fill_digest_seconds(self, image):
         """The CPU time the digest of the last committed fill of `image` took, from its log
         line (`fill committed ... digest_seconds=`); None when not logged."""
@@ -151,32 +162,15 @@ class Server:
         found = re.search(r"digest_seconds=([0-9.]+)", lines[-1]) if lines else None
         return float(found.group(1)) if found else None
 
-    def stop(self):
-        stop_process(self.proc, self.log)
 
-
-class Floor:
+class Floor(Listening):
     """examples/floor_server.rs: an axum server answering every request with 4 KiB from
     memory and nothing else, the floor under the cache's small hits on this machine."""
 
     def __init__(self, workdir):
         binary = os.path.join(ROOT, "target/release/examples/floor_server")
-        self.name = "floor"
-        self.log = open(os.path.join(workdir, "floor.log"), "w")
-        self.proc = subprocess.Popen([binary, "--bind", "127.0.0.1:0"], stdout=subprocess.PIPE,
-                                     stderr=self.log, text=True)
-        line = self.proc.stdout.readline()
-        match = re.search(r"http://[0-9.:]+", line)
-        if not match:
-            raise RuntimeError(f"floor_server did not start: {line!r}")
-        self.url = match.group(0)
-
-    @property
-    def pids(self):
-        return [self.proc.pid]
-
-    def stop(self):
-        stop_process(self.proc, self.log)
+        super().__init__("floor", [binary, "--bind", "127.0.0.1:0"],
+                         os.path.join(workdir, "floor.log"))
 
 
 class Nginx:
